@@ -1,0 +1,163 @@
+"""Ask a vLLM server guided-choice questions, concurrently, with bounded retries."""
+from __future__ import annotations
+
+import asyncio
+import itertools
+import math
+import random
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import httpx
+import openai
+from openai import AsyncOpenAI
+
+from measure import prompt
+from measure.prompt import AnswerFormat
+from prepare.schema import Prediction, Question
+
+RETRYABLE = (openai.APIConnectionError, openai.APITimeoutError, openai.InternalServerError, openai.RateLimitError)
+
+
+class SetupError(RuntimeError):
+    """A run that cannot start (server unreachable, unknown model, ...): says what and where."""
+
+
+@dataclass(frozen=True)
+class Item:
+    """One request: a question, a served model, a clip variant (and its clip, if any)."""
+
+    question: Question
+    model: str
+    variant: str
+    clip: Path | None
+
+    @property
+    def key(self) -> tuple[str, str, str]:
+        return (self.question.id, self.model, self.variant)
+
+
+@dataclass(frozen=True)
+class AskConfig:
+    answer_format: AnswerFormat = "text"
+    timeout_s: float = 120.0
+    max_attempts: int = 4
+    backoff_s: float = 0.5  # doubles per attempt, capped at 8 s, with jitter
+    frames: int | None = None  # per-request frame count (needs --trust-request-mm-kwargs)
+
+
+def list_models(base_url: str, api_key: str | None, timeout: float = 4.0) -> list[dict]:
+    """`/v1/models` of one server; SetupError naming the URL if it does not answer."""
+    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+    try:
+        r = httpx.get(f"{base_url.rstrip('/')}/models", headers=headers, timeout=timeout)
+    except httpx.HTTPError as e:
+        raise SetupError(f"server {base_url} unreachable ({type(e).__name__}); start it with `sh scripts/serve.sh`") from None
+    if r.status_code == 401:
+        raise SetupError(f"server {base_url} refused the API key (HTTP 401); pass --api-key or set VLLM_API_KEY")
+    if r.status_code != 200:
+        raise SetupError(f"server {base_url} answered /models with HTTP {r.status_code}")
+    return r.json()["data"]
+
+
+def _probs(choice, targets: list[str], choices: list[str]) -> dict[str, float] | None:
+    """Per-choice probability from the first answer token's top logprobs (letters mode)."""
+    content = getattr(choice.logprobs, "content", None) if choice.logprobs else None
+    if not content:
+        return None
+    lp = {t.token.strip(): t.logprob for t in content[0].top_logprobs}
+    raw = {c: math.exp(lp[t]) for t, c in zip(targets, choices) if t in lp}
+    total = sum(raw.values())
+    if not raw or total <= 0:
+        return None
+    return {c: raw.get(c, 0.0) / total for c in choices}
+
+
+async def ask(client: AsyncOpenAI, item: Item, cfg: AskConfig) -> Prediction:
+    """One question -> one Prediction; never raises for server trouble (status 'error')."""
+    q = item.question
+    targets = prompt.targets(q, cfg.answer_format)
+    extra: dict = {"structured_outputs": {"choice": targets}}
+    if cfg.frames is not None:
+        extra["media_io_kwargs"] = {"video": {"min_frames": cfg.frames, "max_frames": cfg.frames}}
+    letters = cfg.answer_format == "letters"
+    base = dict(question_id=q.id, video_id=q.video_id, type=q.type, model=item.model, variant=item.variant,
+                choices=list(q.choices), answer=q.answer, template=q.template)
+    if item.clip is not None and not item.clip.is_file():
+        return Prediction(**base, reply=None, status="error", correct=False, error="clip missing")
+    video = prompt.video_data_url(item.clip) if item.clip is not None else None
+    error = ""
+    start = time.perf_counter()
+    for attempt in range(1, cfg.max_attempts + 1):
+        try:
+            resp = await client.chat.completions.create(
+                model=item.model,
+                messages=prompt.messages(q, cfg.answer_format, video),
+                temperature=0.0,
+                max_tokens=32,
+                logprobs=letters or None,
+                top_logprobs=len(targets) + 1 if letters else None,
+                extra_body=extra,
+                timeout=cfg.timeout_s,
+            )
+        except RETRYABLE as e:
+            error = f"{type(e).__name__}: {e}"
+            if attempt < cfg.max_attempts:
+                delay = min(8.0, cfg.backoff_s * 2 ** (attempt - 1))
+                await asyncio.sleep(delay * (0.5 + random.random()))
+            continue
+        except openai.APIStatusError as e:  # 4xx: asking again will not help
+            error = f"HTTP {e.status_code}: {e.message}"
+            break
+        choice = resp.choices[0]
+        reply = (choice.message.content or "").strip()
+        latency = time.perf_counter() - start
+        if reply not in targets:
+            return Prediction(**base, reply=reply, status="invalid", correct=False, latency_s=latency, attempts=attempt)
+        picked = q.choices[targets.index(reply)]
+        return Prediction(
+            **base, reply=picked, status="ok", correct=picked == q.answer, latency_s=latency, attempts=attempt,
+            probs=_probs(choice, targets, list(q.choices)) if letters else None,
+        )
+    return Prediction(**base, reply=None, status="error", correct=False,
+                      latency_s=time.perf_counter() - start, attempts=attempt, error=error)
+
+
+async def run_items(
+    items: list[Item],
+    base_urls: list[str],
+    api_key: str | None,
+    cfg: AskConfig,
+    concurrency: int,
+    on_result: Callable[[Prediction], None],
+) -> None:
+    """Send every item with at most `concurrency` in flight, spread over the servers in turn;
+    `on_result` sees each prediction as soon as it is known."""
+    clients = [
+        AsyncOpenAI(base_url=u, api_key=api_key or "EMPTY", max_retries=0,
+                    http_client=httpx.AsyncClient(limits=httpx.Limits(max_connections=concurrency)))
+        for u in base_urls
+    ]
+    queue = iter(items)
+    pick = itertools.cycle(clients)
+
+    async def worker() -> None:
+        for item in queue:  # a shared iterator: each item is taken by exactly one worker
+            on_result(await ask(next(pick), item, cfg))
+
+    try:
+        await asyncio.gather(*(worker() for _ in range(max(1, min(concurrency, len(items))))))
+    finally:
+        for c in clients:
+            await c.close()
+
+
+async def warm_up(base_url: str, api_key: str | None, model: str) -> None:
+    """One tiny logprobs request: the first after a server start is slow, once."""
+    async with AsyncOpenAI(base_url=base_url, api_key=api_key or "EMPTY", max_retries=2) as client:
+        await client.chat.completions.create(
+            model=model, messages=[{"role": "user", "content": "A or B?"}], temperature=0.0, max_tokens=1,
+            logprobs=True, top_logprobs=2, extra_body={"structured_outputs": {"choice": ["A", "B"]}}, timeout=120,
+        )

@@ -1,0 +1,209 @@
+"""Synthetic raw data in exactly the real formats: SSV2 clips (VP9 .webm, 12 fps) and label
+files, Something-Else per-frame boxes (objects and "object hand").
+
+Coloured shapes move as real SSV2 templates say. The same template text is paired with
+different motions and objects (pushing vs pulling differ only by which side the hand is
+on; every template comes with every object), so answering needs the video.
+"""
+from __future__ import annotations
+
+import json
+import random
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import cv2
+import numpy as np
+
+from prepare.schema import atomic_write, write_json
+from prepare.video import encode
+
+FPS = 12
+N_FRAMES = 36
+H, W = 240, 320
+COLOURS = {"red": (220, 40, 40), "green": (40, 170, 60), "blue": (50, 80, 220), "yellow": (230, 200, 40)}
+SHAPES = ("cube", "ball", "box", "bottle")
+HAND_RGB = (224, 172, 140)
+
+Box = tuple[float, float, float, float]
+# A motion: (rng, t in [0, 1]) -> {slot: box}; slots "object 0", "object 1", "object hand".
+Motion = Callable[[dict, float], dict[str, Box]]
+
+
+def _box(cx: float, cy: float, w: float, h: float) -> Box:
+    return (cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2)
+
+
+def _lerp(a: float, b: float, t: float) -> float:
+    return a + (b - a) * min(max(t, 0.0), 1.0)
+
+
+def _push(direction: int, hand_leads: bool) -> Motion:
+    """Horizontal slide; the hand trails (pushing) or leads (pulling) the object."""
+
+    def motion(p: dict, t: float) -> dict[str, Box]:
+        x0, x1 = (0.2 * W, 0.8 * W) if direction > 0 else (0.8 * W, 0.2 * W)
+        cx = _lerp(x0, x1, t)
+        side = direction if hand_leads else -direction
+        hand = _box(cx + side * (p["w0"] / 2 + 16), p["y"], 28, 36)
+        return {"object 0": _box(cx, p["y"], p["w0"], p["h0"]), "object hand": hand}
+
+    return motion
+
+
+def _vertical(direction: int) -> Motion:
+    def motion(p: dict, t: float) -> dict[str, Box]:
+        y0, y1 = (0.75 * H, 0.25 * H) if direction < 0 else (0.25 * H, 0.75 * H)
+        cy = _lerp(y0, y1, t)
+        return {"object 0": _box(p["x"], cy, p["w0"], p["h0"]), "object hand": _box(p["x"], cy + p["h0"] / 2 + 16, 28, 30)}
+
+    return motion
+
+
+def _drop(p: dict, t: float) -> dict[str, Box]:
+    base_y = 0.85 * H - p["h1"] / 2
+    rest_y = base_y - p["h1"] / 2 - p["h0"] / 2
+    cy = 0.2 * H if t < 0.35 else _lerp(0.2 * H, rest_y, ((t - 0.35) / 0.3) ** 2)
+    hand_y = 0.2 * H - p["h0"] / 2 - 14
+    return {
+        "object 0": _box(p["x"], cy, p["w0"], p["h0"]),
+        "object 1": _box(p["x"], base_y, p["w1"], p["h1"]),
+        "object hand": _box(p["x"], hand_y, 28, 28),
+    }
+
+
+def _next_to(p: dict, t: float) -> dict[str, Box]:
+    target_x = 0.7 * W - p["w1"] / 2 - p["w0"] / 2 - 6
+    cx = _lerp(0.15 * W, target_x, t / 0.7)
+    cy = _lerp(0.3 * H, 0.6 * H, t / 0.7)
+    boxes = {
+        "object 0": _box(cx, cy, p["w0"], p["h0"]),
+        "object 1": _box(0.7 * W, 0.6 * H, p["w1"], p["h1"]),
+    }
+    if t < 0.8:
+        boxes["object hand"] = _box(cx, cy - p["h0"] / 2 - 14, 28, 28)
+    return boxes
+
+
+def _cover(p: dict, t: float) -> dict[str, Box]:
+    cx = _lerp(0.2 * W, 0.55 * W, t / 0.7)
+    cy = _lerp(0.25 * H, 0.6 * H, t / 0.7)
+    cover = _box(cx, cy, p["w0"] + 30, p["h0"] + 30)
+    boxes = {"object 1": cover, "object hand": _box(cx, cy - (p["h0"] + 30) / 2 - 14, 28, 28)}
+    if t < 0.7:  # hidden once covered: objects vanish from the annotation, as in real data
+        boxes["object 0"] = _box(0.55 * W, 0.6 * H, p["w0"], p["h0"])
+    return boxes
+
+
+@dataclass(frozen=True)
+class Template:
+    text: str
+    motion: Motion
+
+
+TEMPLATES: tuple[Template, ...] = (
+    Template("Pushing [something] from left to right", _push(+1, hand_leads=False)),
+    Template("Pushing [something] from right to left", _push(-1, hand_leads=False)),
+    Template("Pulling [something] from left to right", _push(+1, hand_leads=True)),
+    Template("Pulling [something] from right to left", _push(-1, hand_leads=True)),
+    Template("Moving [something] up", _vertical(-1)),
+    Template("Moving [something] down", _vertical(+1)),
+    Template("Dropping [something] onto [something]", _drop),
+    Template("Putting [something] next to [something]", _next_to),
+    Template("Covering [something] with [something]", _cover),
+)
+
+
+def _draw(frame: np.ndarray, shape: str, colour: tuple[int, int, int], box: Box) -> None:
+    x1, y1, x2, y2 = (int(round(v)) for v in box)
+    if shape == "ball":
+        cv2.ellipse(frame, ((x1 + x2) // 2, (y1 + y2) // 2), ((x2 - x1) // 2, (y2 - y1) // 2), 0, 0, 360, colour, -1)
+    elif shape == "bottle":
+        cv2.rectangle(frame, (x1 + (x2 - x1) // 4, y1), (x2 - (x2 - x1) // 4, y2), colour, -1)
+    else:
+        cv2.rectangle(frame, (x1, y1), (x2, y2), colour, -1)
+        if shape == "box":
+            cv2.rectangle(frame, (x1, y1), (x2, y2), (40, 40, 40), 2)
+
+
+def _clip_box(box: Box) -> Box:
+    return (max(0.0, box[0]), max(0.0, box[1]), min(float(W), box[2]), min(float(H), box[3]))
+
+
+def make_video(vid: str, template: Template, objects: list[tuple[str, str]], rng: random.Random):
+    """Frames [T, H, W, 3] and Something-Else frame annotations for one clip."""
+    size = {"cube": (34, 34), "ball": (34, 34), "box": (48, 34), "bottle": (26, 50)}
+    p = {"y": rng.uniform(0.35, 0.65) * H, "x": rng.uniform(0.35, 0.65) * W}
+    for k, (_, shape) in enumerate(objects):
+        p[f"w{k}"], p[f"h{k}"] = size[shape]
+    p.setdefault("w1", 56.0)
+    p.setdefault("h1", 40.0)
+    background = np.full((H, W, 3), rng.randint(90, 150), np.uint8)
+    frames, annotations = [], []
+    for i in range(N_FRAMES):
+        boxes = template.motion(p, i / (N_FRAMES - 1))
+        frame = background.copy()
+        order = sorted(boxes, key=lambda s: (s == "object hand", s))  # hand on top
+        for slot in order:
+            if slot == "object hand":
+                x1, y1, x2, y2 = (int(round(v)) for v in boxes[slot])
+                cv2.ellipse(frame, ((x1 + x2) // 2, (y1 + y2) // 2), ((x2 - x1) // 2, (y2 - y1) // 2), 0, 0, 360, HAND_RGB, -1)
+            else:
+                colour, shape = objects[int(slot[-1])]
+                _draw(frame, shape, COLOURS[colour], boxes[slot])
+        frames.append(frame)
+        labels = []
+        for slot, box in sorted(boxes.items()):
+            x1, y1, x2, y2 = _clip_box(box)
+            category = "hand" if slot == "object hand" else " ".join(objects[int(slot[-1])])
+            labels.append({
+                "box2d": {"x1": x1, "y1": y1, "x2": x2, "y2": y2},
+                "category": category,
+                "gt_annotation": slot,
+                "standard_category": "hand" if slot == "object hand" else f"{int(slot[-1]):04d}",
+            })
+        annotations.append({
+            "name": f"{vid}/{i + 1:04d}.jpg",
+            "gt_placeholders": [" ".join(o) for o in objects],
+            "nr_instances": len(labels),
+            "labels": labels,
+        })
+    return np.stack(frames), annotations
+
+
+def generate_raw(raw: Path, n_videos: int, seed: int) -> dict[str, Path]:
+    """Write raw SSV2-format data under `raw`; returns the paths the `ssv2` step reads."""
+    rng = random.Random(f"{seed}/synthetic")
+    names = [(c, s) for c in COLOURS for s in SHAPES]
+    videos_dir, labels_dir = raw / "videos", raw / "labels"
+    splits: dict[str, list[dict]] = {"train": [], "validation": [], "test": []}
+    boxes: dict[str, list] = {}
+    n_unlabeled = max(1, n_videos // 20)  # like real SSV2: test.json ids come without labels
+    for i in range(n_videos + n_unlabeled):
+        vid = str(1000 + i)
+        template = TEMPLATES[i % len(TEMPLATES)]
+        n_objects = template.text.count("[something]")
+        objects = rng.sample(names, n_objects)
+        frames, annotations = make_video(vid, template, objects, rng)
+        path = videos_dir / f"{vid}.webm"
+        if not path.is_file():
+            encode(path, frames, FPS, "libvpx-vp9", crf="30", deadline="realtime", **{"cpu-used": "8"})
+        boxes[vid] = annotations
+        placeholders = [" ".join(o) for o in objects]
+        label = template.text
+        for ph in placeholders:
+            label = label.replace("[something]", ph, 1)
+        if i >= n_videos:
+            splits["test"].append({"id": vid})
+        else:
+            split = "validation" if rng.random() < 0.2 else "train"
+            splits[split].append(
+                {"id": vid, "label": label.lower(), "template": template.text, "placeholders": placeholders}
+            )
+    for name, rows in splits.items():
+        write_json(labels_dir / f"{name}.json", rows)
+    write_json(labels_dir / "labels.json", {t.text.replace("[something]", "something"): str(k) for k, t in enumerate(TEMPLATES)})
+    box_file = raw / "bounding_box_smthsmth_part1.json"
+    atomic_write(box_file, json.dumps(boxes))
+    return {"videos": videos_dir, "labels": labels_dir, "boxes": box_file}

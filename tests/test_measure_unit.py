@@ -1,0 +1,77 @@
+"""measure without a server: planning, the report table, the append-only store."""
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from measure import report
+from measure.__main__ import plan
+from measure.prompt import messages, question_text, targets
+from measure.store import PredictionStore
+from prepare.schema import DataError, DataLayout, Prediction, read_questions
+
+
+def _pred(qid, model, variant, qtype, correct, status="ok"):
+    return Prediction(
+        question_id=qid, video_id="v", type=qtype, model=model, variant=variant, choices=["a", "b"],
+        answer="a", reply=None if status == "error" else ("a" if correct else "b"), status=status, correct=correct,
+    )
+
+
+def test_table_leaves_errors_out_and_counts_invalid_as_wrong():
+    preds = [
+        _pred("1", "m", "plain", "object", True),
+        _pred("2", "m", "plain", "object", False, status="invalid"),
+        _pred("3", "m", "plain", "verb", True),
+        _pred("4", "m", "plain", "verb", False, status="error"),
+        _pred("1", "m", "cued", "object", False),
+    ]
+    t = report.accuracy_table(report.to_frame(preds))
+    row = t.loc[("m", "plain")]
+    assert row["object_acc"] == 50.0 and row["verb_acc"] == 100.0
+    assert row["overall_acc"] == pytest.approx(200 / 3)
+    assert (row["n"], row["invalid"], row["errors"]) == (3, 1, 1)
+    cued = t.loc[("m", "cued")]
+    assert cued["object_acc"] == 0.0 and math.isnan(cued["verb_acc"]) and cued["n"] == 1
+    md = report.markdown(t)
+    assert md.splitlines()[0].split("|")[1:3] == [" model   ", " variant   "]
+
+
+def test_empty_table():
+    assert report.accuracy_table(report.to_frame([])).empty
+
+
+def test_store_appends_reloads_and_cuts_a_torn_line(tmp_path, capsys):
+    store = PredictionStore(tmp_path / "run")
+    store.open()
+    store.append(_pred("1", "m", "plain", "verb", True))
+    store.append(_pred("2", "m", "plain", "verb", False))
+    store.close()
+    with open(store.path, "a") as f:
+        f.write('{"question_id": "3", "mod')  # a crash mid-write
+    done = store.load()
+    assert set(done) == {("1", "m", "plain"), ("2", "m", "plain")}
+    assert "torn last line" in capsys.readouterr().err
+    assert store.path.read_text().endswith("\n")
+
+
+def test_plan_groups_by_clip_and_checks_the_split(synthetic):
+    layout = DataLayout(synthetic)
+    items = plan(layout, ["a", "b"], ["plain", "trajectory"], "test", None)
+    qs = [q for q in read_questions(layout.questions) if q.split == "test"]
+    assert len(items) == len(qs) * 4 and len({i.key for i in items}) == len(items)
+    order = [(i.variant, i.question.video_id) for i in items]
+    assert order == sorted(order)  # a clip's questions go out together
+    assert all(i.clip == layout.clip(i.variant, i.question.video_id) for i in items)
+    with pytest.raises(DataError, match="no questions in split 'nope'"):
+        plan(layout, ["a"], ["plain"], "nope", None)
+
+
+def test_prompt_puts_the_video_first_and_lists_choices(synthetic):
+    q = read_questions(DataLayout(synthetic).questions)[0]
+    msg = messages(q, "text", "data:video/mp4;base64,AAAA")[0]["content"]
+    assert [p["type"] for p in msg] == ["video_url", "text"]
+    assert q.question in msg[1]["text"] and all(c in msg[1]["text"] for c in q.choices)
+    assert targets(q, "letters") == ["A", "B", "C", "D"]
+    assert "D. " + q.choices[3] in question_text(q, "letters")

@@ -1,0 +1,115 @@
+"""The ssv2 step on the real sample and on synthetic data: questions, clips, cues, manifest."""
+from __future__ import annotations
+
+import json
+
+import decord
+import numpy as np
+import pytest
+
+from prepare.pipeline import Options, prepare_ssv2
+from prepare.schema import DataError, DataLayout, read_questions
+from prepare.sources import read_boxes
+from prepare.variants import CueOptions
+from tests.conftest import SAMPLE
+
+
+def _frames(path):
+    vr = decord.VideoReader(str(path))
+    return vr.get_batch(list(range(len(vr)))).asnumpy()
+
+
+@pytest.fixture(scope="module")
+def sample(tmp_path_factory):
+    out = tmp_path_factory.mktemp("sample")
+    manifest = prepare_ssv2(
+        SAMPLE / "videos", SAMPLE / "labels", [SAMPLE / "bounding_box_smthsmth_sample.json"], out,
+        Options(test_videos=2, variants=("plain", "trajectory", "bbox"), workers=2),
+    )
+    return out, manifest
+
+
+def test_real_sample_labelled_clips_give_both_types_and_unlabelled_are_reported(sample):
+    out, manifest = sample
+    qs = read_questions(DataLayout(out).questions)
+    assert {q.video_id for q in qs} == {"57082", "80962", "2", "13201"}
+    for vid in {q.video_id for q in qs}:
+        assert {q.type for q in qs if q.video_id == vid} == {"verb", "object"}
+    unlabeled = {d["item"] for d in manifest["dropped"] if d["reason"].startswith("unlabeled")}
+    assert len(unlabeled) == 9
+    assert manifest["counts"]["videos_by_split"] == {"test": 2, "train": 2}
+
+
+def test_rendered_clips_keep_frame_count_and_even_size(sample):
+    out, _ = sample
+    layout = DataLayout(out)
+    for vid in ("57082", "80962", "2", "13201"):
+        n = len(decord.VideoReader(str(SAMPLE / "videos" / f"{vid}.webm")))
+        for variant in ("plain", "trajectory", "bbox"):
+            vr = decord.VideoReader(str(layout.clip(variant, vid)))
+            assert len(vr) == n
+            h, w, _ = vr[0].shape
+            assert h % 2 == 0 and w % 2 == 0
+
+
+def test_cue_pixels_lie_on_or_next_to_the_boxes(sample):
+    out, _ = sample
+    layout = DataLayout(out)
+    vid = "57082"
+    boxes = read_boxes([SAMPLE / "bounding_box_smthsmth_sample.json"], {vid})[vid]
+    plain, cued = _frames(layout.clip("plain", vid)), _frames(layout.clip("bbox", vid))
+    margin = 8  # stroke half-width + antialiasing + codec ringing
+    changed_total = 0
+    for t in range(min(len(boxes), len(plain))):
+        diff = np.abs(cued[t].astype(int) - plain[t].astype(int)).max(axis=2) > 60
+        allowed = np.zeros_like(diff)
+        for slot, (x1, y1, x2, y2) in boxes[t].items():
+            if slot == "object hand":
+                continue
+            allowed[max(0, int(y1) - margin): int(y2) + margin, max(0, int(x1) - margin): int(x2) + margin] = True
+        changed_total += diff.sum()
+        assert not (diff & ~allowed).any(), f"frame {t}: cue pixels away from the boxes"
+    assert changed_total > 500  # the cue is really drawn
+
+
+def test_unknown_variant_and_malformed_json_are_clear_errors(tmp_path):
+    with pytest.raises(DataError, match="unknown variants.*valid"):
+        prepare_ssv2(SAMPLE / "videos", SAMPLE / "labels", [], tmp_path, Options(variants=("plain", "glow")))
+    labels = tmp_path / "labels"
+    labels.mkdir()
+    (labels / "train.json").write_text('[{"id": "1", "label": "x",\n "template": }]')
+    with pytest.raises(DataError, match=r"train\.json: malformed JSON at line 2, column 14"):
+        prepare_ssv2(SAMPLE / "videos", labels, [], tmp_path / "out", Options(label_files=("train",)))
+
+
+def test_synthetic_dataset_is_complete_and_rerun_skips_rendering(synthetic):
+    layout = DataLayout(synthetic)
+    manifest = json.loads(layout.manifest.read_text())
+    qs = read_questions(layout.questions)
+    assert layout.variants() == ["plain", "trajectory"]
+    assert manifest["counts"]["by_split"]["test"] > 0 and manifest["counts"]["by_split"]["train"] > 0
+    assert {q.type for q in qs} == {"verb", "object"}
+    for q in qs:
+        for v in layout.variants():
+            assert layout.clip(v, q.video_id).is_file()
+    raw = layout.raw
+    for name in ("train", "validation", "test", "labels"):
+        assert (raw / "labels" / f"{name}.json").is_file()
+    boxes = json.loads((raw / "bounding_box_smthsmth_part1.json").read_text())
+    slots = {lab["gt_annotation"] for frames in boxes.values() for f in frames for lab in f["labels"]}
+    assert {"object 0", "object 1", "object hand"} <= slots
+    clip = layout.clip("plain", qs[0].video_id)
+    before = clip.stat().st_mtime_ns
+    prepare_ssv2(raw / "videos", raw / "labels", [raw / "bounding_box_smthsmth_part1.json"], synthetic,
+                 Options(test_videos=6, variants=("plain", "trajectory"), workers=1))
+    assert clip.stat().st_mtime_ns == before
+    assert read_questions(layout.questions) == qs
+
+
+def test_same_template_comes_with_different_objects(synthetic):
+    qs = read_questions(DataLayout(synthetic).questions)
+    by_template = {}
+    for q in qs:
+        if q.type == "object":
+            by_template.setdefault(q.template, set()).add(q.answer)
+    assert any(len(answers) > 1 for answers in by_template.values())

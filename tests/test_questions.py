@@ -1,0 +1,93 @@
+"""Question building on the ~19,000 real SSV2 labels-only entries and hand-made cases."""
+from __future__ import annotations
+
+import collections
+
+import pytest
+
+from prepare import questions as qb
+from prepare.schema import normalize
+from prepare.sources import LabelEntry, load_json
+from tests.conftest import SAMPLE
+
+
+def _entries() -> list[LabelEntry]:
+    out = []
+    for path in sorted((SAMPLE / "labels-only").glob("*.json")):
+        for row in load_json(path):
+            out.append(LabelEntry(str(row["id"]), row["label"], row["template"], tuple(row["placeholders"]), path.stem))
+    return out
+
+
+@pytest.fixture(scope="module")
+def real():
+    entries = _entries()
+    vocab = qb.Vocabulary.from_entries(entries)
+    built = [qb.build(e, "test", vocab, seed=0) for e in entries]
+    return entries, [q for qs, _ in built for q in qs], [d for _, ds in built for d in ds]
+
+
+def test_every_real_question_is_valid(real):
+    entries, questions, dropped = real
+    assert len(entries) > 18000
+    assert len(questions) > 2 * len(entries)
+    assert len(dropped) < 0.01 * len(questions)
+    for q in questions:
+        assert q.problems() == [], (q.id, q.problems())
+        assert len(q.choices) == 4
+        assert len({normalize(c) for c in q.choices}) == 4
+    assert collections.Counter(q.type for q in questions).keys() == {"verb", "object"}
+
+
+def test_two_runs_are_identical(real):
+    entries, questions, _ = real
+    vocab = qb.Vocabulary.from_entries(entries)
+    again = [q for e in entries for q in qb.build(e, "test", vocab, seed=0)[0]]
+    assert again == questions
+    other_seed = [q for e in entries[:500] for q in qb.build(e, "test", vocab, seed=1)[0]]
+    assert [q.choices for q in other_seed] != [q.choices for q in questions[: len(other_seed)]]
+
+
+def test_answer_positions_are_balanced(real):
+    _, questions, _ = real
+    counts = collections.Counter(q.choices.index(q.answer) for q in questions)
+    share = {k: v / len(questions) for k, v in counts.items()}
+    assert set(share) == {0, 1, 2, 3}
+    assert all(abs(s - 0.25) < 0.01 for s in share.values()), share
+
+
+def test_verb_is_the_first_ing_word_and_blanked_once():
+    e = LabelEntry("1", "spinning a top that quickly stops spinning", "Spinning [something] that quickly stops spinning", ("a top",), "t")
+    vocab = qb.Vocabulary(verbs=("spinning", "pushing", "pulling", "dropping", "moving"), objects=("top", "cup", "pen", "box"))
+    qs, dropped = qb.build(e, "train", vocab, seed=0)
+    verb = next(q for q in qs if q.type == "verb")
+    assert verb.question == "_____ a top that quickly stops spinning"
+    assert verb.answer == "spinning" and not dropped
+    obj = next(q for q in qs if q.type == "object")
+    assert obj.question == "spinning _____ that quickly stops spinning"
+    assert "top" not in obj.choices[:0] and sum(normalize(c) == "top" for c in obj.choices) == 1
+
+
+def test_label_alignment_keeps_articles_and_placeholder_count_is_checked():
+    e = LabelEntry("2", "pretending to pick a pillow up", "Pretending to pick [something] up", ("pillow",), "t")
+    assert qb.parse(e).text(blank_slot=0) == "pretending to pick _____ up"
+    assert qb.parse(e).fillers == ("a pillow",)
+    bad = LabelEntry("3", "x", "Putting [something] on [something]", ("pen",), "t")
+    qs, dropped = qb.build(bad, "train", qb.Vocabulary(("putting",), ("pen",)), seed=0)
+    assert qs == [] and "2 slots but 1 placeholders" in dropped[0][1]
+
+
+def test_too_small_vocabulary_drops_with_a_reason():
+    e = LabelEntry("4", "pushing pen", "Pushing [something]", ("pen",), "t")
+    qs, dropped = qb.build(e, "train", qb.Vocabulary(("pushing", "pulling"), ("pen", "a pen", "cup")), seed=0)
+    assert qs == []
+    assert {r for _, r in dropped} == {"not enough distinct distractors"}
+
+
+def test_split_is_by_video_and_seeded():
+    ids = [str(i) for i in range(50)]
+    a = qb.split_videos(ids, 10, seed=0)
+    assert a == qb.split_videos(reversed(ids), 10, seed=0)
+    assert collections.Counter(a.values()) == {"test": 10, "train": 40}
+    assert a != qb.split_videos(ids, 10, seed=1)
+    assert collections.Counter(qb.split_videos(ids[:5], 10, seed=0).values()) == {"test": 5}

@@ -1,0 +1,77 @@
+"""serve.command: settings -> vLLM argv (pure), adapters, environment."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from serve import command
+from serve.command import Settings, SettingsError
+
+
+def _opt(argv: list[str], flag: str) -> str:
+    return argv[argv.index(flag) + 1]
+
+
+def test_argv_is_a_list_with_the_settings(tmp_path):
+    argv = command.build_argv(Settings(model=str(tmp_path), host="127.0.0.1", port=8123, frames=6, max_model_len=2048), python="py")
+    assert argv[:5] == ["py", "-m", "serve.launch", "serve", str(tmp_path)]
+    assert all(isinstance(a, str) for a in argv)
+    assert _opt(argv, "--served-model-name") == tmp_path.name
+    assert _opt(argv, "--port") == "8123" and _opt(argv, "--host") == "127.0.0.1"
+    assert _opt(argv, "--max-model-len") == "2048"
+    assert json.loads(_opt(argv, "--media-io-kwargs")) == {"video": {"min_frames": 6, "max_frames": 6}}
+    assert "--enable-lora" not in argv and "--api-key" not in argv
+
+
+def test_adapters_get_lora_flags_and_a_spare_slot(tiny):
+    s = Settings(model=str(tiny.model), adapters={"a": tiny.adapter, "b": tiny.adapter}, extra=["--seed", "3"])
+    argv = command.build_argv(s)
+    assert "--enable-lora" in argv
+    assert _opt(argv, "--max-loras") == "3"  # adapters + 1: see build_argv
+    assert _opt(argv, "--max-lora-rank") == "8"
+    i = argv.index("--lora-modules")
+    assert argv[i + 1 : i + 3] == [f"a={tiny.adapter}", f"b={tiny.adapter}"]
+    assert argv[-2:] == ["--seed", "3"]
+
+
+def test_hub_model_defaults():
+    argv = command.build_argv(Settings(model=command.GPU_MODEL, frames=None, api_key="k", trust_request_mm_kwargs=True))
+    assert _opt(argv, "--served-model-name") == command.GPU_MODEL
+    assert _opt(argv, "--max-model-len") == "16384"
+    assert "--media-io-kwargs" not in argv
+    assert _opt(argv, "--api-key") == "k" and "--trust-request-mm-kwargs" in argv
+    assert command.default_model(gpu=True) == command.GPU_MODEL
+    assert command.default_model(gpu=False) == str(command.TINY_MODEL)
+
+
+@pytest.mark.parametrize("value", ["noequals", "=path", "a=", "a=x,a=y"])
+def test_bad_adapter_lists_are_refused(value):
+    with pytest.raises(SettingsError):
+        command.parse_adapters(value)
+
+
+def test_parse_adapters():
+    assert command.parse_adapters("a=/x, b=y/z") == {"a": command.Path("/x"), "b": command.Path("y/z")}
+    assert command.parse_adapters("") == {}
+
+
+def test_missing_adapter_dir_and_bad_frames(tmp_path):
+    with pytest.raises(SettingsError, match="not found"):
+        command.build_argv(Settings(model="m", adapters={"x": tmp_path / "nope"}))
+    with pytest.raises(SettingsError, match="frames"):
+        command.build_argv(Settings(model="m", frames=1))
+
+
+def test_discover_adapters_by_base_model(tiny, tmp_path):
+    root = tiny.adapter.parent
+    assert command.discover_adapters(str(tiny.model), root) == {"tiny-cued": tiny.adapter}
+    assert command.discover_adapters("other-model", root) == {}
+    assert command.discover_adapters(str(tiny.model), tmp_path / "none") == {}
+
+
+def test_env_is_offline_only_for_local_models(tmp_path):
+    local = command.build_env({}, str(tmp_path), gpu=False)
+    assert local["HF_HUB_OFFLINE"] == "1" and local["VLLM_CPU_KVCACHE_SPACE"] == "1"
+    hub = command.build_env({}, command.GPU_MODEL, gpu=True)
+    assert "HF_HUB_OFFLINE" not in hub and "VLLM_CPU_KVCACHE_SPACE" not in hub
