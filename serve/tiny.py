@@ -221,7 +221,7 @@ def build_adapter(model_dir: Path, out: Path, seed: int = 1, rank: int = 8, base
                 if "lora_A" in pname:
                     p.copy_(torch.randn(p.shape, generator=gen) / p.shape[1] ** 0.5)
                 elif "lora_B" in pname:
-                    p.copy_(torch.randn(p.shape, generator=gen) * 0.1)
+                    p.copy_(torch.randn(p.shape, generator=gen) * 0.3)
         peft_model.save_pretrained(tmp)
         # Name the base by its served name, not a machine-specific path: identical rebuilds.
         cfg_path = tmp / "adapter_config.json"
