@@ -79,11 +79,21 @@ def _choices(answer: str, pool: Sequence[str], exclude: Iterable[str], rng: rand
     """The answer plus N_CHOICES-1 distractors drawn without replacement, shuffled."""
     banned = {normalize(answer), *map(normalize, exclude)}
     picked: list[str] = []
-    for cand in rng.sample(list(pool), len(pool)):
+
+    def take(cand: str) -> None:
         key = normalize(cand)
         if key not in banned:
             banned.add(key)
             picked.append(cand)
+
+    # Random draws are cheap on a large pool; a shuffled pass settles small or crowded ones.
+    for _ in range(8 * N_CHOICES if pool else 0):
+        if len(picked) == N_CHOICES - 1:
+            break
+        take(pool[rng.randrange(len(pool))])
+    if len(picked) < N_CHOICES - 1:
+        for cand in rng.sample(list(pool), len(pool)):
+            take(cand)
             if len(picked) == N_CHOICES - 1:
                 break
     if len(picked) < N_CHOICES - 1:

@@ -5,7 +5,12 @@ set -eu
 cd "$(dirname "$0")/.."
 sh scripts/setup.sh
 PY=.venv/bin/python
-PORT=${PORT:-8000}
+# A port nobody uses unless PORT is given: never score a stale server by mistake.
+PORT=${PORT:-$($PY -c "from serve.command import free_port; print(free_port())")}
+if $PY -c "import sys; from serve.command import port_in_use; sys.exit(not port_in_use('127.0.0.1', $PORT))"; then
+    echo "demo: port $PORT is already in use; set PORT to a free one" >&2
+    exit 1
+fi
 URL="http://127.0.0.1:$PORT/v1"
 [ -f data/models/tiny-vlm/config.json ] && [ -f data/adapters/tiny-cued/adapter_config.json ] \
     || $PY -m serve build-tiny
@@ -13,17 +18,14 @@ $PY -m prepare synthetic --out data/synthetic
 
 mkdir -p runs
 LOG=runs/demo-serve.log
-# setsid: the server and vLLM's engine processes get their own process group, stopped as one.
-setsid $PY -m serve run --port "$PORT" >"$LOG" 2>&1 &
+$PY -m serve run --port "$PORT" >"$LOG" 2>&1 &
 SERVER=$!
 stop_server() {
     status=$?
     trap - EXIT INT TERM
     if kill -0 "$SERVER" 2>/dev/null; then
-        kill -TERM -- "-$SERVER" 2>/dev/null || true
-        i=0
-        while kill -0 "$SERVER" 2>/dev/null && [ $i -lt 30 ]; do sleep 1; i=$((i + 1)); done
-        kill -KILL -- "-$SERVER" 2>/dev/null || true
+        kill -TERM "$SERVER" 2>/dev/null || true  # serve stops vLLM's whole process group
+        wait "$SERVER" 2>/dev/null || true
     fi
     [ "$status" -eq 0 ] || echo "demo: failed (exit $status); server log: $LOG" >&2
     exit "$status"

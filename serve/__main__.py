@@ -1,6 +1,7 @@
 """`python -m serve`: start a vLLM OpenAI-compatible server with a base VLM and its LoRA adapters."""
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import os
 import shlex
@@ -85,29 +86,47 @@ def run(
         raise typer.Exit(2)
     if not ipaddress.ip_address(host if host != "localhost" else "127.0.0.1").is_loopback:
         typer.secho(f"warning: binding {host}: the server is reachable from other machines", fg="yellow", err=True)
+    if command.port_in_use(host, port):
+        typer.secho(f"error: {host}:{port} is already in use (another server?); choose --port", fg="red", err=True)
+        raise typer.Exit(2)
     shown = [a if a != api_key else "***" for a in argv]
     typer.echo(f"serve: {shlex.join(shown)}", err=True)
-    proc = subprocess.Popen(argv, env=command.build_env(dict(os.environ), model, gpu))
+    # vLLM and the engine processes it spawns get a process group of their own, stopped as
+    # one when this process is told to stop (SIGTERM, Ctrl-C) or exits.
+    proc = subprocess.Popen(argv, env=command.build_env(dict(os.environ), model, gpu), start_new_session=True)
 
-    def stop(signum: int, _frame) -> None:
-        proc.send_signal(signum)
+    def stop(_signum: int, _frame) -> None:
+        raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
+    code = 1
     try:
         models = poll_ready(settings.base_url, ready_timeout, api_key, proc)
         typer.echo(f"ready: {settings.base_url}  models: {_describe(models)}", err=True)
-        sys.exit(proc.wait())
+        code = proc.wait()
     except (RuntimeError, TimeoutError) as e:
         typer.secho(f"error: {e}", fg="red", err=True)
-        sys.exit(proc.returncode or 1)
+    except KeyboardInterrupt:
+        code = 0
     finally:
-        if proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+        _stop_group(proc)
+    sys.exit(code)
+
+
+def _stop_group(proc: subprocess.Popen, grace: float = 30) -> None:
+    """SIGTERM vLLM's process group; after `grace` s, or once the leader is gone, SIGKILL
+    whatever is left."""
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(grace)
+    except ProcessLookupError:
+        return
+    except subprocess.TimeoutExpired:
+        pass
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
 
 
 @app.command()
