@@ -96,6 +96,8 @@ def run(
     proc = subprocess.Popen(argv, env=command.build_env(dict(os.environ), model, gpu), start_new_session=True)
 
     def stop(_signum: int, _frame) -> None:
+        for sig in (signal.SIGTERM, signal.SIGINT):  # a second signal must not cut the cleanup short
+            signal.signal(sig, signal.SIG_IGN)
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, stop)
@@ -114,7 +116,7 @@ def run(
     sys.exit(code)
 
 
-def _stop_group(proc: subprocess.Popen, grace: float = 30) -> None:
+def _stop_group(proc: subprocess.Popen, grace: float = 15) -> None:
     """SIGTERM vLLM's process group; after `grace` s, or once the leader is gone, SIGKILL
     whatever is left."""
     try:
