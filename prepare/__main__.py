@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from prepare.pipeline import Options, prepare_ssv2
+from prepare.pipeline import DISTRACTORS, Options, prepare_ssv2
 from prepare.schema import DataError, DataLayout
 from prepare.synthetic import generate_raw
 from prepare.variants import VARIANTS, CueOptions
@@ -21,6 +21,15 @@ def _variants(value: str) -> list[str]:
     if unknown or not names:
         raise typer.BadParameter(f"unknown variant(s) {unknown or value!r}; valid: {', '.join(VARIANTS)}")
     return names
+
+
+def _shard(value: str | None) -> tuple[int, int] | None:
+    if value is None:
+        return None
+    i, sep, n = value.partition("/")
+    if not (sep and i.isdigit() and n.isdigit() and 0 <= int(i) < int(n)):
+        raise typer.BadParameter(f"{value!r}: use i/n with 0 <= i < n, e.g. 0/4")
+    return int(i), int(n)
 
 
 def _thickness(value: str) -> int | None:
@@ -43,6 +52,10 @@ def _run(videos: Path, labels: Path, boxes: list[Path], out: Path, opts: Options
         typer.secho(f"error: {e}", fg="red", err=True)
         raise typer.Exit(2)
     c = manifest["counts"]
+    if opts.shard is not None:
+        typer.echo(f"{out}: shard {opts.shard[0]}/{opts.shard[1]}: {c['clips_rendered']} clips rendered; "
+                   "run again without --shard to write questions.jsonl")
+        return
     typer.echo(
         f"{out}: {c['questions']} questions on {c['videos']} videos {c['by_split']} {c['by_type']}; "
         f"variants {', '.join(c['variants'])}; dropped {len(manifest['dropped'])} {manifest['dropped_by_reason']}"
@@ -60,15 +73,20 @@ def ssv2(
     limit: Annotated[Optional[int], typer.Option(help="Use only the first N labelled videos.")] = None,
     seed: SeedOpt = 0,
     variants: VariantsOpt = "plain,trajectory",
+    distractors: Annotated[str, typer.Option(help="Object distractors: random (whole vocabulary) or hard (same template).")] = "random",
     cue_hand: Annotated[bool, typer.Option(help="Also cue the hand.")] = False,
     thickness: Annotated[str, typer.Option(help="Stroke width: auto (scales with height) or pixels.")] = "auto",
     workers: WorkersOpt = os.cpu_count() or 1,
+    shard: Annotated[Optional[str], typer.Option(help="Render only shard i/n of the videos (by id); a final run without it writes the questions.")] = None,
 ) -> None:
     """Build questions and clip variants from real SSV2 + Something-Else data."""
+    if distractors not in DISTRACTORS:
+        raise typer.BadParameter(f"{distractors!r}; valid: {', '.join(DISTRACTORS)}", param_hint="--distractors")
     opts = Options(
         label_files=[f.strip() for f in label_files.split(",") if f.strip()],
         test_videos=test_videos, limit=limit, seed=seed, variants=_variants(variants),
-        cues=CueOptions(_thickness(thickness), cue_hand), workers=workers,
+        distractors=distractors, cues=CueOptions(_thickness(thickness), cue_hand), workers=workers,
+        shard=_shard(shard),
     )
     _run(videos, labels, boxes, out, opts)
 
@@ -76,7 +94,7 @@ def ssv2(
 @app.command()
 def synthetic(
     out: Annotated[Path, typer.Option(help="Output dataset directory.")] = Path("data/synthetic"),
-    videos: Annotated[int, typer.Option(help="Labelled videos to generate.")] = 48,
+    videos: Annotated[int, typer.Option(help="Labelled videos to generate.")] = 60,
     seed: SeedOpt = 0,
     variants: VariantsOpt = "plain,trajectory",
     workers: WorkersOpt = os.cpu_count() or 1,

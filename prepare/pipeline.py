@@ -3,7 +3,10 @@ from __future__ import annotations
 
 import collections
 import importlib.metadata
+import json
 import os
+import tempfile
+import zlib
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -14,10 +17,11 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from prepare import questions as qb
 from prepare.schema import DataError, DataLayout, Question, atomic_write, to_json_line, write_json
 from prepare.sources import FrameBoxes, read_boxes, read_labels, read_templates
-from prepare.variants import RENDERERS, CueOptions, aligned
-from prepare.video import read_video, write_mp4
+from prepare.variants import RENDERERS, CueOptions, aligned, settings
+from prepare.video import probe_video, read_video, write_mp4
 
 VIDEO_SUFFIXES = (".webm", ".mp4")
+DISTRACTORS = ("random", "hard")
 
 
 @dataclass
@@ -27,8 +31,10 @@ class Options:
     limit: int | None = None
     seed: int = 0
     variants: Sequence[str] = ("plain", "trajectory")
+    distractors: str = "random"
     cues: CueOptions = field(default_factory=CueOptions)
     workers: int = field(default_factory=lambda: os.cpu_count() or 1)
+    shard: tuple[int, int] | None = None  # (i, n): render only videos with crc32(id) % n == i
 
 
 @dataclass
@@ -44,16 +50,18 @@ def render(job: RenderJob) -> dict[str, Any]:
     """Decode once, write every missing variant; a bad clip comes back as an error, not a raise."""
     todo = {v: p for v, p in job.outputs.items() if not p.is_file()}
     info: dict[str, Any] = {"video_id": job.video_id, "rendered": sorted(todo)}
-    if not todo:
-        return info
     try:
-        frames, fps = read_video(job.source)
+        if todo:
+            frames, fps = read_video(job.source)
+            n, h, w = frames.shape[:3]
+        else:  # everything is on disk: only the numbers the manifest needs
+            n, fps, h, w = probe_video(job.source)
     except DataError as e:
         return info | {"error": str(e)}
-    per_frame = aligned(job.boxes, len(frames), fps)
-    info |= {"frames": len(frames), "fps": fps, "frames_without_cues": sum(b is None for b in per_frame)}
+    per_frame = aligned(job.boxes, n, fps)
+    info |= {"frames": n, "fps": fps, "frames_without_cues": sum(b is None for b in per_frame), "padding": [h % 2, w % 2]}
     for variant, path in todo.items():
-        info["padding"] = write_mp4(path, RENDERERS[variant](frames, per_frame, job.cues), fps)
+        write_mp4(path, RENDERERS[variant](frames, per_frame, job.cues), fps)
     return info
 
 
@@ -80,11 +88,35 @@ def find_video(videos: Path, video_id: str) -> Path | None:
     return None
 
 
+def sync_settings(layout: DataLayout, variant: str, wanted: dict) -> int:
+    """Make clips/<variant>/ hold only clips made with `wanted` settings: clips of other (or
+    unknown) settings are removed so they are rendered again. Returns how many were removed."""
+    folder = layout.clip(variant, "x").parent
+    marker = folder / ".settings.json"
+    if marker.is_file() and json.loads(marker.read_text()) == wanted:
+        return 0
+    stale = sorted(folder.glob("*.mp4")) if folder.is_dir() else []
+    for clip in stale:
+        clip.unlink()
+    write_json(marker, wanted)
+    return len(stale)
+
+
+def in_shard(video_id: str, shard: tuple[int, int] | None) -> bool:
+    return shard is None or zlib.crc32(video_id.encode()) % shard[1] == shard[0]
+
+
 def prepare_ssv2(videos: Path, labels: Path, boxes: Sequence[Path], out: Path, opts: Options) -> dict[str, Any]:
-    """Build data/NAME from raw SSV2-format data; returns the manifest it wrote."""
+    """Build data/NAME from raw SSV2-format data; returns the manifest it wrote.
+
+    With `opts.shard` only that shard's clips are rendered and a shard manifest is written;
+    a final run without a shard (which reuses every rendered clip) writes the questions.
+    """
     unknown = sorted(set(opts.variants) - set(RENDERERS))
     if unknown:
         raise DataError(f"unknown variants {unknown}; valid: {sorted(RENDERERS)}")
+    if opts.distractors not in DISTRACTORS:
+        raise DataError(f"unknown distractors {opts.distractors!r}; valid: {list(DISTRACTORS)}")
     layout = DataLayout(out)
     dropped: list[dict[str, str]] = []
 
@@ -114,12 +146,13 @@ def prepare_ssv2(videos: Path, labels: Path, boxes: Sequence[Path], out: Path, o
     splits = qb.split_videos((e.id for e in usable), opts.test_videos, opts.seed)
     questions: list[Question] = []
     for e in usable:
-        qs, bad = qb.build(e, splits[e.id], vocab, opts.seed)
+        qs, bad = qb.build(e, splits[e.id], vocab, opts.seed, opts.distractors)
         questions += qs
         for qid, reason in bad:
             drop(qid, reason)
 
-    asked = sorted({q.video_id for q in questions})
+    rerendered = {v: sync_settings(layout, v, settings(v, opts.cues)) for v in opts.variants}
+    asked = sorted({q.video_id for q in questions if in_shard(q.video_id, opts.shard)})
     jobs = [
         RenderJob(vid, sources[vid], box_map[vid], {v: layout.clip(v, vid) for v in opts.variants}, opts.cues)
         for vid in asked
@@ -132,29 +165,52 @@ def prepare_ssv2(videos: Path, labels: Path, boxes: Sequence[Path], out: Path, o
     failed = {vid for vid, info in clips.items() if "error" in info}
     questions = [q for q in questions if q.video_id not in failed]
     questions.sort(key=lambda q: (q.split, q.video_id, q.id))
-    atomic_write(layout.questions, "".join(to_json_line(q) for q in questions))
 
     manifest = {
         "sources": {"videos": str(videos), "labels": str(labels), "boxes": [str(b) for b in boxes]},
         "options": asdict(opts) | {"variants": list(opts.variants), "label_files": list(opts.label_files)},
         "seed": opts.seed,
-        "counts": _counts(questions, opts.variants),
+        "render_settings": {v: settings(v, opts.cues) for v in opts.variants},
+        "counts": _counts(questions, opts.variants, clips) | {"clips_rendered": sum(len(i["rendered"]) for i in clips.values()),
+                                                              "stale_clips_removed": rerendered},
         "dropped": dropped,
         "dropped_by_reason": dict(collections.Counter(d["reason"].split(": ")[-1] for d in dropped)),
         "frames_without_cues": {vid: i["frames_without_cues"] for vid, i in sorted(clips.items()) if i.get("frames_without_cues")},
         "padded": {vid: i["padding"] for vid, i in sorted(clips.items()) if any(i.get("padding", ()))},
         "versions": {pkg: importlib.metadata.version(pkg) for pkg in ("decord", "av", "numpy", "opencv-python-headless")},
     }
+    if opts.shard is not None:
+        i, n = opts.shard
+        write_json(out / f"manifest.shard-{i}-of-{n}.json", manifest)
+        return manifest
+    atomic_write(layout.questions, "".join(to_json_line(q) for q in questions))
+    write_parquet(layout.root / "questions.parquet", questions)
     write_json(layout.manifest, manifest)
     return manifest
 
 
-def _counts(questions: list[Question], variants: Sequence[str]) -> dict[str, Any]:
+def write_parquet(path: Path, questions: list[Question]) -> None:
+    """The questions as a Hugging Face dataset (parquet): `load_dataset("parquet", data_files=...)`."""
+    from datasets import Dataset
+
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    os.close(fd)
+    try:
+        Dataset.from_list([asdict(q) for q in questions]).to_parquet(tmp)
+        os.replace(tmp, path)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+
+
+def _counts(questions: list[Question], variants: Sequence[str], clips: dict[str, dict]) -> dict[str, Any]:
+    videos = {q.video_id for q in questions}
     return {
         "questions": len(questions),
-        "videos": len({q.video_id for q in questions}),
+        "videos": len(videos),
         "by_split": dict(collections.Counter(q.split for q in questions)),
         "by_type": dict(collections.Counter(q.type for q in questions)),
+        "by_split_and_type": dict(collections.Counter(f"{q.split}/{q.type}" for q in questions)),
         "videos_by_split": dict(collections.Counter(s for s, _ in {(q.split, q.video_id) for q in questions})),
+        "clips_by_variant": {v: sum(1 for vid in videos if vid in clips and "error" not in clips[vid]) for v in variants},
         "variants": list(variants),
     }

@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import random
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Iterable, Sequence
 
 from prepare.schema import Question, normalize
 from prepare.sources import LabelEntry
+from prepare.verbs import also_true
 
 BLANK = "_____"
 N_CHOICES = 4
@@ -75,8 +76,9 @@ def parse(entry: LabelEntry) -> Parsed:
     return Parsed(tuple(literals), tuple(fillers), verb)
 
 
-def _choices(answer: str, pool: Sequence[str], exclude: Iterable[str], rng: random.Random) -> list[str]:
-    """The answer plus N_CHOICES-1 distractors drawn without replacement, shuffled."""
+def _choices(answer: str, pools: Sequence[Sequence[str]], exclude: Iterable[str], rng: random.Random) -> list[str]:
+    """The answer plus N_CHOICES-1 distractors drawn without replacement from the first
+    pool, then the next ones if it runs short; shuffled."""
     banned = {normalize(answer), *map(normalize, exclude)}
     picked: list[str] = []
 
@@ -86,16 +88,17 @@ def _choices(answer: str, pool: Sequence[str], exclude: Iterable[str], rng: rand
             banned.add(key)
             picked.append(cand)
 
-    # Random draws are cheap on a large pool; a shuffled pass settles small or crowded ones.
-    for _ in range(8 * N_CHOICES if pool else 0):
-        if len(picked) == N_CHOICES - 1:
-            break
-        take(pool[rng.randrange(len(pool))])
-    if len(picked) < N_CHOICES - 1:
-        for cand in rng.sample(list(pool), len(pool)):
-            take(cand)
+    for pool in pools:
+        # Random draws are cheap on a large pool; a shuffled pass settles small or crowded ones.
+        for _ in range(8 * N_CHOICES if pool else 0):
             if len(picked) == N_CHOICES - 1:
                 break
+            take(pool[rng.randrange(len(pool))])
+        if len(picked) < N_CHOICES - 1:
+            for cand in rng.sample(list(pool), len(pool)):
+                take(cand)
+                if len(picked) == N_CHOICES - 1:
+                    break
     if len(picked) < N_CHOICES - 1:
         raise Unusable("not enough distinct distractors")
     choices = [answer, *picked]
@@ -105,25 +108,43 @@ def _choices(answer: str, pool: Sequence[str], exclude: Iterable[str], rng: rand
 
 @dataclass(frozen=True)
 class Vocabulary:
-    """Verbs and objects the distractors are drawn from (sorted: order is part of the seed)."""
+    """What distractors are drawn from; sorted, since the order is part of the seed."""
 
     verbs: tuple[str, ...]
     objects: tuple[str, ...]
+    # (template, slot) -> objects seen in that slot of that template anywhere in the dataset
+    by_slot: dict[tuple[str, int], tuple[str, ...]] = field(default_factory=dict)
 
     @classmethod
     def from_entries(cls, entries: Iterable[LabelEntry], templates: Iterable[str] = ()) -> "Vocabulary":
         entries = list(entries)
         verbs = {template_verb(t) for t in [*templates, *(e.template for e in entries)]}
         objects: dict[str, str] = {}
+        by_slot: dict[tuple[str, int], dict[str, str]] = {}
         for e in entries:
-            for p in e.placeholders:
-                objects.setdefault(normalize(p), " ".join(p.split()))
-        return cls(tuple(sorted(v for v in verbs if v)), tuple(sorted(objects.values())))
+            for k, p in enumerate(e.placeholders):
+                text = " ".join(p.split())
+                objects.setdefault(normalize(p), text)
+                by_slot.setdefault((e.template, k), {}).setdefault(normalize(p), text)
+        return cls(
+            tuple(sorted(v for v in verbs if v)),
+            tuple(sorted(objects.values())),
+            {key: tuple(sorted(v.values())) for key, v in sorted(by_slot.items())},
+        )
 
 
-def build(entry: LabelEntry, split: str, vocab: Vocabulary, seed: int) -> tuple[list[Question], list[tuple[str, str]]]:
+def build(
+    entry: LabelEntry, split: str, vocab: Vocabulary, seed: int, distractors: str = "random"
+) -> tuple[list[Question], list[tuple[str, str]]]:
     """The verb question and one object question per placeholder for one labelled video,
-    plus (question id, reason) for the ones that cannot be asked."""
+    plus (question id, reason) for the ones that cannot be asked.
+
+    Verb distractors are other template verbs, never one whose sentence may also be true
+    (`prepare.verbs`). Object distractors come from the whole object vocabulary (`random`)
+    or, first, from objects seen in the same slot of the same template (`hard`), so the
+    text alone does not give the answer away; `hard` tops up from the vocabulary when the
+    template has too few objects.
+    """
     try:
         parsed = parse(entry)
     except Unusable as e:
@@ -140,12 +161,15 @@ def build(entry: LabelEntry, split: str, vocab: Vocabulary, seed: int) -> tuple[
                     raise Unusable("template has no -ing verb")
                 i, a, b = parsed.verb
                 answer = parsed.literals[i][a:b].lower()
-                choices = _choices(answer, vocab.verbs, (), rng)
+                choices = _choices(answer, [vocab.verbs], also_true(answer), rng)
                 text = parsed.text(blank_verb=True)
             else:
                 answer = " ".join(entry.placeholders[slot].split())
                 others = [p for k, p in enumerate(entry.placeholders) if k != slot]
-                choices = _choices(answer, vocab.objects, others, rng)
+                pools = [vocab.objects]
+                if distractors == "hard":
+                    pools.insert(0, vocab.by_slot.get((entry.template, slot), ()))
+                choices = _choices(answer, pools, others, rng)
                 text = parsed.text(blank_slot=slot)
         except Unusable as e:
             dropped.append((qid, str(e)))

@@ -27,7 +27,8 @@ SHAPES = ("cube", "ball", "box", "bottle")
 HAND_RGB = (224, 172, 140)
 
 Box = tuple[float, float, float, float]
-# A motion: (rng, t in [0, 1]) -> {slot: box}; slots "object 0", "object 1", "object hand".
+# A motion: (params, t in [0, 1]) -> {slot: box}; slots "object 0", "object 1", "object hand";
+# keys starting with "_" are drawn props that are not annotated.
 Motion = Callable[[dict, float], dict[str, Box]]
 
 
@@ -96,6 +97,45 @@ def _cover(p: dict, t: float) -> dict[str, Box]:
     return boxes
 
 
+def _poke(p: dict, t: float) -> dict[str, Box]:
+    cx = p["x"] + (0 if t < 0.5 else _lerp(0, 14, (t - 0.5) / 0.2))
+    reach = cx - p["w0"] / 2 - 14
+    hand_x = _lerp(0.05 * W, reach, t / 0.5) if t < 0.5 else _lerp(reach, 0.05 * W, (t - 0.6) / 0.4)
+    return {"object 0": _box(cx, p["y"], p["w0"], p["h0"]), "object hand": _box(hand_x, p["y"], 28, 24)}
+
+
+def _squeeze(p: dict, t: float) -> dict[str, Box]:
+    squash = 1 - 0.45 * (min(1.0, (t - 0.25) / 0.25) if 0.25 < t < 0.75 else 0.0 if t <= 0.25 else max(0.0, 1 - (t - 0.75) / 0.2))
+    h = p["h0"] * squash
+    cy = p["y"] + (p["h0"] - h) / 2  # pressed down from above, bottom stays put
+    return {"object 0": _box(p["x"], cy, p["w0"] * (2 - squash), h), "object hand": _box(p["x"], cy - h / 2 - 12, 30, 24)}
+
+
+def _tear(p: dict, t: float) -> dict[str, Box]:
+    gap = 0.0 if t < 0.4 else _lerp(0, 40, (t - 0.4) / 0.4)
+    w = p["w0"] + gap
+    return {"object 0": _box(p["x"], p["y"], w, p["h0"]), "object hand": _box(p["x"], p["y"] - p["h0"] / 2 - 14, 34, 24),
+            "_gap": (p["x"], gap)}
+
+
+def _throw(p: dict, t: float) -> dict[str, Box]:
+    cx = _lerp(0.15 * W, 0.85 * W, t)
+    cy = 0.75 * H - 4 * 0.5 * H * t * (1 - t)  # a parabola
+    boxes = {"object 0": _box(cx, cy, p["w0"], p["h0"])}
+    if t < 0.25:
+        boxes["object hand"] = _box(cx - p["w0"] / 2 - 12, cy + 8, 26, 26)
+    return boxes
+
+
+def _uncover(p: dict, t: float) -> dict[str, Box]:
+    """Covering played backwards; the cloth is a prop (no placeholder, so not annotated)."""
+    boxes = _cover(p, 1 - t)
+    cloth = boxes.pop("object 1")
+    boxes["_cloth"] = cloth
+    boxes["object hand"] = _box((cloth[0] + cloth[2]) / 2, cloth[1] - 14, 28, 28)
+    return boxes
+
+
 @dataclass(frozen=True)
 class Template:
     text: str
@@ -112,6 +152,11 @@ TEMPLATES: tuple[Template, ...] = (
     Template("Dropping [something] onto [something]", _drop),
     Template("Putting [something] next to [something]", _next_to),
     Template("Covering [something] with [something]", _cover),
+    Template("Uncovering [something]", _uncover),
+    Template("Poking [something] so it slightly moves", _poke),
+    Template("Squeezing [something]", _squeeze),
+    Template("Tearing [something] into two pieces", _tear),
+    Template("Throwing [something]", _throw),
 )
 
 
@@ -144,14 +189,22 @@ def make_video(vid: str, template: Template, objects: list[tuple[str, str]], rng
     for i in range(N_FRAMES):
         boxes = template.motion(p, i / (N_FRAMES - 1))
         frame = background.copy()
+        gap = boxes.pop("_gap", None)
+        cloth = boxes.pop("_cloth", None)
         order = sorted(boxes, key=lambda s: (s == "object hand", s))  # hand on top
         for slot in order:
+            if slot == "object hand" and cloth is not None:
+                _draw(frame, "box", (70, 70, 80), cloth)
             if slot == "object hand":
                 x1, y1, x2, y2 = (int(round(v)) for v in boxes[slot])
                 cv2.ellipse(frame, ((x1 + x2) // 2, (y1 + y2) // 2), ((x2 - x1) // 2, (y2 - y1) // 2), 0, 0, 360, HAND_RGB, -1)
             else:
                 colour, shape = objects[int(slot[-1])]
                 _draw(frame, shape, COLOURS[colour], boxes[slot])
+                if gap is not None and slot == "object 0" and gap[1] > 0:  # torn: two pieces
+                    x = int(round(gap[0]))
+                    half = int(round(gap[1] / 2))
+                    frame[:, x - half : x + half] = background[:, x - half : x + half]
         frames.append(frame)
         labels = []
         for slot, box in sorted(boxes.items()):

@@ -19,10 +19,11 @@ class CueOptions:
 
 
 def annotation_index(frame: int, fps: float) -> int:
-    """The annotation that belongs to `frame` of a clip at `fps` (by timestamp)."""
+    """The annotation shown when `frame` of a clip at `fps` is: annotation i spans
+    [i/12 s, (i+1)/12 s)."""
     if abs(fps - ANNOTATION_FPS) < 1e-3:
         return frame
-    return int(round(frame / fps * ANNOTATION_FPS))
+    return int(frame / fps * ANNOTATION_FPS + 1e-9)
 
 
 def aligned(boxes: list[FrameBoxes], n_frames: int, fps: float) -> list[FrameBoxes | None]:
@@ -56,10 +57,28 @@ def _plain(frames: np.ndarray, per_frame: list[FrameBoxes | None], opts: CueOpti
     return frames
 
 
+_both = _cued(draw_box=True, draw_path=True)
+
+
+def _side_by_side(frames: np.ndarray, per_frame: list[FrameBoxes | None], opts: CueOptions) -> np.ndarray:
+    """Raw | cued (boxes and trajectories) in one frame, twice as wide."""
+    return np.concatenate([frames, _both(frames, per_frame, opts)], axis=2)
+
+
 RENDERERS: dict[str, Callable[[np.ndarray, list[FrameBoxes | None], CueOptions], np.ndarray]] = {
     "plain": _plain,
     "bbox": _cued(draw_box=True, draw_path=False),
     "trajectory": _cued(draw_box=False, draw_path=True),
-    "both": _cued(draw_box=True, draw_path=True),
+    "both": _both,
+    "side-by-side": _side_by_side,
 }
+RENDER_VERSION = 1  # bump when a renderer's output changes: clips made before are re-rendered
+
+
+def settings(variant: str, opts: CueOptions) -> dict:
+    """Everything that decides a variant's pixels; clips are reused only under equal settings."""
+    out = {"variant": variant, "render_version": RENDER_VERSION, "codec": "libx264 yuv420p crf=18 preset=veryfast"}
+    if variant != "plain":
+        out |= {"thickness": opts.thickness or "auto", "cue_hand": opts.cue_hand}
+    return out
 VARIANTS: tuple[str, ...] = tuple(RENDERERS)

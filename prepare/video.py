@@ -33,6 +33,18 @@ def read_video(path: Path) -> tuple[np.ndarray, float]:
     return frames, fps
 
 
+def probe_video(path: Path) -> tuple[int, float, int, int]:
+    """(frames, fps, height, width) without decoding the whole clip."""
+    frames, fps = 0, 0.0
+    try:
+        vr = decord.VideoReader(str(path), ctx=decord.cpu(0))
+        frames, fps = len(vr), float(vr.get_avg_fps())
+        h, w, _ = vr[0].shape
+    except Exception as e:  # decord raises bare errors for bad containers
+        raise DataError(f"{path}: not a readable video ({type(e).__name__})") from None
+    return frames, fps, h, w
+
+
 def pad_even(frames: np.ndarray) -> tuple[np.ndarray, tuple[int, int]]:
     """Pad bottom/right by 0 or 1 px so H and W are even (yuv420p); returns (frames, (dy, dx))."""
     dy, dx = frames.shape[1] % 2, frames.shape[2] % 2

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from prepare.pipeline import Options, prepare_ssv2
-from prepare.schema import DataError, DataLayout, read_questions
+from prepare.schema import DataError, DataLayout, Question, read_questions
 from prepare.sources import read_boxes
 from prepare.variants import CueOptions
 from tests.conftest import SAMPLE
@@ -113,3 +113,86 @@ def test_same_template_comes_with_different_objects(synthetic):
         if q.type == "object":
             by_template.setdefault(q.template, set()).add(q.answer)
     assert any(len(answers) > 1 for answers in by_template.values())
+
+
+def _copy_sample(tmp_path):
+    """A writable copy of the real sample's labels, boxes and videos (symlinked)."""
+    videos = tmp_path / "videos"
+    videos.mkdir()
+    for clip in (SAMPLE / "videos").iterdir():
+        (videos / clip.name).symlink_to(clip)
+    return videos, SAMPLE / "labels", [SAMPLE / "bounding_box_smthsmth_sample.json"]
+
+
+def test_side_by_side_is_raw_left_cued_right(sample, tmp_path):
+    videos, labels, boxes = _copy_sample(tmp_path)
+    out = tmp_path / "out"
+    prepare_ssv2(videos, labels, boxes, out, Options(test_videos=2, variants=("plain", "side-by-side"), workers=1))
+    layout = DataLayout(out)
+    plain, sbs = _frames(layout.clip("plain", "2")), _frames(layout.clip("side-by-side", "2"))
+    w = decord.VideoReader(str(SAMPLE / "videos" / "2.webm"))[0].shape[1]  # 427: odd, padded to 428 in plain
+    assert w % 2 == 1 and plain.shape[2] == w + 1 and sbs.shape[2] == 2 * w
+    assert len(sbs) == len(plain)
+    plain = plain[:, :, :w]
+    left, right = sbs[:, :, :w], sbs[:, :, w:]
+    assert np.abs(left.astype(int) - plain.astype(int)).mean() < 3  # codec noise only
+    assert np.abs(right.astype(int) - plain.astype(int)).mean() > np.abs(left.astype(int) - plain.astype(int)).mean()
+
+
+def test_changed_cue_settings_rerender_and_equal_ones_reuse(tmp_path):
+    videos, labels, boxes = _copy_sample(tmp_path)
+    out = tmp_path / "out"
+    first = prepare_ssv2(videos, labels, boxes, out, Options(test_videos=2, variants=("plain", "bbox"), workers=1))
+    assert first["counts"]["clips_rendered"] == 8
+    same = prepare_ssv2(videos, labels, boxes, out, Options(test_videos=2, variants=("plain", "bbox"), workers=1))
+    assert same["counts"]["clips_rendered"] == 0
+    thicker = Options(test_videos=2, variants=("plain", "bbox"), workers=1, cues=CueOptions(thickness=9))
+    changed = prepare_ssv2(videos, labels, boxes, out, thicker)
+    assert changed["counts"]["clips_rendered"] == 4  # bbox only; plain has no cue settings
+    assert changed["counts"]["stale_clips_removed"] == {"plain": 0, "bbox": 4}
+
+
+def test_shards_split_the_render_and_the_final_run_reuses_it(tmp_path):
+    videos, labels, boxes = _copy_sample(tmp_path)
+    out = tmp_path / "out"
+    rendered = []
+    for i in range(2):
+        m = prepare_ssv2(videos, labels, boxes, out, Options(test_videos=2, variants=("plain",), workers=1, shard=(i, 2)))
+        rendered.append(m["counts"]["clips_rendered"])
+        assert (out / f"manifest.shard-{i}-of-2.json").is_file()
+        assert not (out / "questions.jsonl").exists()
+    assert sum(rendered) == 4
+    final = prepare_ssv2(videos, labels, boxes, out, Options(test_videos=2, variants=("plain",), workers=1))
+    assert final["counts"]["clips_rendered"] == 0 and final["counts"]["videos"] == 4
+
+
+def test_bad_clips_are_dropped_with_reasons_and_the_run_goes_on(tmp_path):
+    videos, labels, boxes = _copy_sample(tmp_path)
+    (videos / "2.webm").unlink()
+    (videos / "2.webm").write_bytes(b"")  # empty
+    (videos / "13201.webm").unlink()
+    (videos / "13201.webm").write_bytes((SAMPLE / "videos" / "13201.webm").read_bytes()[:2000])  # truncated
+    (videos / "80962.webm").unlink()  # missing
+    m = prepare_ssv2(videos, labels, boxes, tmp_path / "out", Options(test_videos=2, variants=("plain",), workers=2))
+    reasons = {d["item"]: d["reason"] for d in m["dropped"]}
+    assert "empty" in reasons["2"] and "2.webm" in reasons["2"]
+    assert reasons["80962"] == "video missing"
+    assert "13201" in reasons and "13201.webm" in reasons["13201"]
+    qs = read_questions(DataLayout(tmp_path / "out").questions)
+    assert {q.video_id for q in qs} == {"57082"}
+
+
+def test_malformed_box_file_names_the_file(tmp_path):
+    videos, labels, _ = _copy_sample(tmp_path)
+    bad = tmp_path / "boxes.json"
+    bad.write_text('{"57082": [{"name": "57082/0001.jpg", "labels": [}')
+    with pytest.raises(DataError, match=r"boxes\.json: malformed JSON"):
+        prepare_ssv2(videos, labels, [bad], tmp_path / "out", Options(variants=("plain",)))
+
+
+def test_parquet_export_matches_the_jsonl(synthetic):
+    from datasets import load_dataset
+
+    layout = DataLayout(synthetic)
+    ds = load_dataset("parquet", data_files=str(synthetic / "questions.parquet"))["train"]
+    assert [Question(**row) for row in ds] == read_questions(layout.questions)

@@ -6,7 +6,8 @@ import collections
 import pytest
 
 from prepare import questions as qb
-from prepare.schema import normalize
+from prepare.schema import normalize, to_json_line
+from prepare.verbs import also_true
 from prepare.sources import LabelEntry, load_json
 from tests.conftest import SAMPLE
 
@@ -19,12 +20,16 @@ def _entries() -> list[LabelEntry]:
     return out
 
 
+def _build_all(entries, seed=0, distractors="random"):
+    vocab = qb.Vocabulary.from_entries(entries)
+    built = [qb.build(e, "test", vocab, seed, distractors) for e in entries]
+    return [q for qs, _ in built for q in qs], [d for _, ds in built for d in ds]
+
+
 @pytest.fixture(scope="module")
 def real():
     entries = _entries()
-    vocab = qb.Vocabulary.from_entries(entries)
-    built = [qb.build(e, "test", vocab, seed=0) for e in entries]
-    return entries, [q for qs, _ in built for q in qs], [d for _, ds in built for d in ds]
+    return entries, *_build_all(entries)
 
 
 def test_every_real_question_is_valid(real):
@@ -39,11 +44,11 @@ def test_every_real_question_is_valid(real):
     assert collections.Counter(q.type for q in questions).keys() == {"verb", "object"}
 
 
-def test_two_runs_are_identical(real):
+def test_two_runs_are_byte_identical(real):
     entries, questions, _ = real
+    again, _ = _build_all(list(entries))
+    assert "".join(map(to_json_line, again)).encode() == "".join(map(to_json_line, questions)).encode()
     vocab = qb.Vocabulary.from_entries(entries)
-    again = [q for e in entries for q in qb.build(e, "test", vocab, seed=0)[0]]
-    assert again == questions
     other_seed = [q for e in entries[:500] for q in qb.build(e, "test", vocab, seed=1)[0]]
     assert [q.choices for q in other_seed] != [q.choices for q in questions[: len(other_seed)]]
 
@@ -91,3 +96,30 @@ def test_split_is_by_video_and_seeded():
     assert collections.Counter(a.values()) == {"test": 10, "train": 40}
     assert a != qb.split_videos(ids, 10, seed=1)
     assert collections.Counter(qb.split_videos(ids[:5], 10, seed=0).values()) == {"test": 5}
+
+
+def test_verb_distractors_are_never_also_true(real):
+    _, questions, _ = real
+    verbs = [q for q in questions if q.type == "verb"]
+    assert len(verbs) > 18000
+    for q in verbs:
+        wrong = [c for c in q.choices if c != q.answer]
+        assert not set(wrong) & also_true(q.answer), (q.id, q.answer, wrong)
+    assert "moving" in also_true("lifting") and "lifting" in also_true("moving")
+
+
+def test_hard_object_distractors_come_from_the_same_template(real):
+    entries, random_qs, _ = real
+    hard_qs, dropped = _build_all(entries, distractors="hard")
+    assert len(hard_qs) == len(random_qs) and len(dropped) < 0.01 * len(hard_qs)
+    same_slot: dict = {}
+    for e in entries:
+        for k, p in enumerate(e.placeholders):
+            same_slot.setdefault((e.template, k), set()).add(normalize(p))
+    shares = {}
+    for mode, qs in (("hard", hard_qs), ("random", random_qs)):
+        objs = [q for q in qs if q.type == "object"]
+        hits = sum(normalize(c) in same_slot[(q.template, q.slot)] for q in objs for c in q.choices if c != q.answer)
+        shares[mode] = hits / (3 * len(objs))
+        assert all(q.problems() == [] for q in objs)
+    assert shares["hard"] > 0.95 and shares["random"] < 0.5, shares
