@@ -5,6 +5,7 @@ import asyncio
 import datetime as dt
 import hashlib
 import sys
+import time
 from dataclasses import asdict
 from pathlib import Path
 from typing import Annotated, Optional
@@ -16,7 +17,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from measure import client, report
 from measure.client import AskConfig, Item, SetupError
 from measure.store import PredictionStore
-from prepare.schema import DataError, DataLayout, read_questions
+from prepare.schema import DataError, DataLayout, Prediction, read_questions
 
 app = typer.Typer(add_completion=False, help=__doc__)
 
@@ -39,12 +40,7 @@ def plan(
         questions = questions[:limit]
     if not questions:
         raise DataError(f"{layout.questions}: no questions in split {split!r}")
-    items = [
-        Item(q, m, v, layout.clip(v, q.video_id))
-        for v in variants
-        for q in sorted(questions, key=lambda q: (q.video_id, q.id))
-        for m in models
-    ]
+    items = [Item(q, m, v, layout.clip(v, q.video_id)) for v in variants for q in questions for m in models]
     return sorted(items, key=lambda i: (i.variant, i.question.video_id, i.model, i.question.id))
 
 
@@ -55,6 +51,11 @@ def _server_info(base_url: str, models: list[dict]) -> dict:
     except (httpx.HTTPError, ValueError):
         version = None
     return {"url": base_url, "version": version, "models": models}
+
+
+def parents_of(run_info: dict) -> dict[str, str | None]:
+    """served model -> its base model (None for a base), from what the servers listed."""
+    return {m["id"]: m.get("parent") for s in run_info.get("servers", []) for m in s.get("models", [])}
 
 
 @app.callback(invoke_without_command=True)
@@ -70,22 +71,27 @@ def run(
     concurrency: Annotated[int, typer.Option(help="Requests in flight.")] = 32,
     answer_format: Annotated[str, typer.Option(help="text (the choice strings) or letters (A-D, with probabilities).")] = "text",
     frames: Annotated[Optional[int], typer.Option(help="Frames per clip, sent per request (server needs --trust-request-mm-kwargs).")] = None,
+    media: Annotated[str, typer.Option(help="data (base64 inline) or file (file:// URLs; server needs --allowed-local-media-path).")] = "data",
     run_id: Annotated[Optional[str], typer.Option(help="Run folder name; an existing run is resumed.")] = None,
     resume: Annotated[Optional[str], typer.Option(help="Resume this run id.")] = None,
     runs_dir: Annotated[Path, typer.Option(help="Where run folders go.")] = Path("runs"),
     timeout: Annotated[float, typer.Option(help="Seconds per request before a retry.")] = 120.0,
+    max_attempts: Annotated[int, typer.Option(help="Attempts per request (bounded exponential backoff).")] = 4,
 ) -> None:
-    """Ask every question of the split, for every model x variant; print the accuracy table."""
+    """Ask every question of the split, for every model x variant; print the reports."""
     if ctx.invoked_subcommand is not None:
         return
     if answer_format not in ("text", "letters"):
         _fail(f"--answer-format must be text or letters, not {answer_format!r}")
-    urls = base_url or ["http://127.0.0.1:8000/v1"]
+    if media not in ("data", "file"):
+        _fail(f"--media must be data or file, not {media!r}")
+    urls = [u.rstrip("/") for u in (base_url or ["http://127.0.0.1:8000/v1"])]
     layout = DataLayout(data)
     try:
+        if not layout.questions.is_file():
+            raise DataError(f"{data}: not a prepared dataset (no questions.jsonl); make one with `python -m prepare`")
         served = [client.list_models(u, api_key) for u in urls]
-        names = [m["id"] for m in served[0]]
-        wanted = _csv(models) or names
+        wanted = _csv(models) or [m["id"] for m in served[0]]
         for u, listed in zip(urls, served):
             unknown = sorted(set(wanted) - {m["id"] for m in listed})
             if unknown:
@@ -104,57 +110,74 @@ def run(
     if resume and not store.path.is_file():
         _fail(f"nothing to resume: {store.path} does not exist")
     done = store.load()
-    todo = [i for i in items if i.key not in done]
-    cfg = AskConfig(answer_format=answer_format, timeout_s=timeout, frames=frames)  # type: ignore[arg-type]
-    info = store.read_run() | {
+    retry = {i.key for i in items if i.key in done and done[i.key].status == "error"}
+    store.drop(retry)  # asked again below; the file keeps one line per item
+    todo = [i for i in items if i.key not in done or i.key in retry]
+    cfg = AskConfig(answer_format=answer_format, timeout_s=timeout, max_attempts=max_attempts, frames=frames, media=media)  # type: ignore[arg-type]
+    info = store.read_run()
+    info |= {
         "run_id": rid,
         "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in ctx.params.items()} | {"base_url": urls},
         "ask": asdict(cfg),
         "models": wanted,
         "variants": chosen,
+        "split": split,
         "dataset": {"path": str(data), "manifest_sha256": _sha256(layout.manifest)},
         "servers": [_server_info(u, m) for u, m in zip(urls, served)],
-        "frames": {"per_request": frames, "server_wide": "set by `serve --frames`" if frames is None else None},
+        "frames": {"per_request": frames, "server_wide": None if frames else "the server's setting (serve --frames, default 8); see prompt_tokens"},
+        "sessions": info.get("sessions", []) + [{"started": _now(), "to_send": len(todo), "retried_errors": len(retry)}],
     }
-    info.setdefault("started", _now())
+    info.setdefault("started", info["sessions"][0]["started"])
     store.write_run(info)
-    typer.echo(f"run {rid}: {len(items)} items ({len(done)} already done), {len(wanted)} model(s) x {len(chosen)} variant(s)", err=True)
+    typer.echo(f"run {rid}: {len(items)} items, {len(items) - len(todo)} already done, {len(todo)} to send "
+               f"({len(wanted)} model(s) x {len(chosen)} variant(s))", err=True)
 
-    store.open()
+    sent, send_s = 0, 0.0
     interrupted = False
+    store.open()
     try:
         if todo:
-            if answer_format == "letters":
-                asyncio.run(client.warm_up(urls[0], api_key, wanted[0]))
-            _send(todo, urls, api_key, cfg, concurrency, store)
+            asyncio.run(client.warm_up(urls[0], api_key, wanted[0]))
+            start = time.perf_counter()
+            sent = _send(todo, urls, api_key, cfg, concurrency, store)
+            send_s = time.perf_counter() - start
     except KeyboardInterrupt:
         interrupted = True
     finally:
         store.close()
     preds = store.load()
-    store.write_run(info | {"ended": _now(), "complete": all(i.key in preds for i in items)})
-    kept = {i.key for i in items}
-    table = report.write_reports(store.run_dir, [p for k, p in preds.items() if k in kept])
-    typer.echo(report.markdown(table))
-    typer.echo(f"\npredictions: {store.path}", err=True)
+    info["sessions"][-1] |= {"ended": _now(), "answered": sent if not interrupted else None, "send_s": round(send_s, 3),
+                             "req_per_s": round(sent / send_s, 2) if send_s else None}
+    kept = [preds[i.key] for i in items if i.key in preds]
+    n_err = sum(p.status == "error" for p in kept)
+    store.write_run(info | {"ended": _now(), "complete": len(kept) == len(items) and n_err == 0})
+    r = report.build(kept, parents_of(info))
+    report.write(store.run_dir, r)
+    typer.echo(report.render_markdown(r))
+    typer.echo(f"predictions: {store.path}; reports: {store.run_dir}/report.md", err=True)
     if interrupted:
-        typer.secho(f"interrupted: answers so far are saved; finish with --resume {rid}", fg="yellow", err=True)
+        typer.secho(f"interrupted: {len(kept)} of {len(items)} answers are saved; finish with --resume {rid}", fg="yellow", err=True)
         raise typer.Exit(130)
+    if n_err:
+        typer.secho(f"{n_err} item(s) ended as errors (kept apart, not counted wrong); ask them again with --resume {rid}",
+                    fg="yellow", err=True)
+        raise typer.Exit(1)
 
 
-def _send(todo: list[Item], urls: list[str], api_key: str | None, cfg: AskConfig, concurrency: int, store: PredictionStore) -> None:
+def _send(todo: list[Item], urls: list[str], api_key: str | None, cfg: AskConfig, concurrency: int, store: PredictionStore) -> int:
     columns = (TextColumn("asking"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[rate]} req/s"),
-               TimeElapsedColumn(), TimeRemainingColumn())
+               TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn())
     with Progress(*columns, transient=False) as progress:
         task = progress.add_task("ask", total=len(todo), rate="-")
 
-        def on_result(pred) -> None:
+        def on_result(pred: Prediction) -> None:
             store.append(pred)
             t = progress.tasks[task]
-            elapsed = t.elapsed or 0.0
-            progress.update(task, advance=1, rate=f"{(t.completed + 1) / elapsed:.1f}" if elapsed else "-")
+            rate = (t.completed + 1) / t.elapsed if t.elapsed else 0.0
+            progress.update(task, advance=1, rate=f"{rate:.1f}")
 
         asyncio.run(client.run_items(todo, urls, api_key, cfg, concurrency, on_result))
+        return int(progress.tasks[task].completed)
 
 
 def _sha256(path: Path) -> str | None:
@@ -165,18 +188,35 @@ def _now() -> str:
     return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
 
 
+def _run_dir(run: Path) -> Path:
+    run_dir = run if run.is_dir() else Path("runs") / run
+    if not (run_dir / "predictions.jsonl").is_file():
+        _fail(f"{run_dir}: no predictions.jsonl")
+    return run_dir
+
+
 @app.command("report")
-def report_cmd(
-    runs: Annotated[list[Path], typer.Argument(help="Run folders (or ids under runs/).")],
-) -> None:
-    """Recompute and print the reports of finished runs from their predictions alone."""
+def report_cmd(runs: Annotated[list[Path], typer.Argument(help="Run folders (or ids under runs/).")]) -> None:
+    """Recompute a run's reports from its predictions alone (nothing is asked again)."""
     for run in runs:
-        run_dir = run if run.is_dir() else Path("runs") / run
-        store = PredictionStore(run_dir)
-        if not store.path.is_file():
-            _fail(f"{store.path}: no predictions")
-        typer.echo(f"## {run_dir.name}\n")
-        typer.echo(report.markdown(report.write_reports(run_dir, store.load().values())) + "\n")
+        store = PredictionStore(_run_dir(run))
+        r = report.build(store.load().values(), parents_of(store.read_run()))
+        report.write(store.run_dir, r)
+        typer.echo(f"# {store.run_dir.name}\n\n{report.render_markdown(r)}")
+
+
+@app.command("compare")
+def compare_cmd(
+    run_a: Annotated[Path, typer.Argument(help="Run A (folder or id).")],
+    run_b: Annotated[Path, typer.Argument(help="Run B (folder or id).")],
+) -> None:
+    """Run B − run A on the questions both scored (same model and variant names)."""
+    a, b = PredictionStore(_run_dir(run_a)), PredictionStore(_run_dir(run_b))
+    table = report.compare_runs(a.load().values(), b.load().values())
+    if table.empty:
+        _fail(f"{a.run_dir.name} and {b.run_dir.name} share no scored (question, model, variant)")
+    typer.echo(f"# {b.run_dir.name} − {a.run_dir.name} (paired bootstrap 95 % CI, exact McNemar)\n")
+    typer.echo(report.markdown(table))
 
 
 if __name__ == "__main__":

@@ -15,7 +15,7 @@ import openai
 from openai import AsyncOpenAI
 
 from measure import prompt
-from measure.prompt import AnswerFormat
+from measure.prompt import AnswerFormat, Media
 from prepare.schema import Prediction, Question
 
 RETRYABLE = (openai.APIConnectionError, openai.APITimeoutError, openai.InternalServerError, openai.RateLimitError)
@@ -46,6 +46,7 @@ class AskConfig:
     max_attempts: int = 4
     backoff_s: float = 0.5  # doubles per attempt, capped at 8 s, with jitter
     frames: int | None = None  # per-request frame count (needs --trust-request-mm-kwargs)
+    media: Media = "data"
 
 
 def list_models(base_url: str, api_key: str | None, timeout: float = 4.0) -> list[dict]:
@@ -87,7 +88,7 @@ async def ask(client: AsyncOpenAI, item: Item, cfg: AskConfig) -> Prediction:
                 choices=list(q.choices), answer=q.answer, template=q.template)
     if item.clip is not None and not item.clip.is_file():
         return Prediction(**base, reply=None, status="error", correct=False, error="clip missing")
-    video = prompt.video_data_url(item.clip) if item.clip is not None else None
+    video = prompt.video_url(item.clip, cfg.media) if item.clip is not None else None
     error = ""
     start = time.perf_counter()
     for attempt in range(1, cfg.max_attempts + 1):
@@ -113,14 +114,13 @@ async def ask(client: AsyncOpenAI, item: Item, cfg: AskConfig) -> Prediction:
             break
         choice = resp.choices[0]
         reply = (choice.message.content or "").strip()
-        latency = time.perf_counter() - start
+        done = dict(latency_s=time.perf_counter() - start, attempts=attempt,
+                    prompt_tokens=resp.usage.prompt_tokens if resp.usage else None)
         if reply not in targets:
-            return Prediction(**base, reply=reply, status="invalid", correct=False, latency_s=latency, attempts=attempt)
+            return Prediction(**base, reply=reply, status="invalid", correct=False, **done)
         picked = q.choices[targets.index(reply)]
-        return Prediction(
-            **base, reply=picked, status="ok", correct=picked == q.answer, latency_s=latency, attempts=attempt,
-            probs=_probs(choice, targets, list(q.choices)) if letters else None,
-        )
+        return Prediction(**base, reply=picked, status="ok", correct=picked == q.answer, **done,
+                          probs=_probs(choice, targets, list(q.choices)) if letters else None)
     return Prediction(**base, reply=None, status="error", correct=False,
                       latency_s=time.perf_counter() - start, attempts=attempt, error=error)
 

@@ -9,6 +9,7 @@ from typing import Literal
 from prepare.schema import Question
 
 AnswerFormat = Literal["text", "letters"]
+Media = Literal["data", "file"]
 LETTERS = "ABCDEFGHIJ"
 
 
@@ -32,6 +33,12 @@ def question_text(q: Question, fmt: AnswerFormat) -> str:
 def video_data_url(path: Path) -> str:
     """The clip as a base64 data URL; read once and reused while its questions go out."""
     return "data:video/mp4;base64," + base64.b64encode(path.read_bytes()).decode()
+
+
+def video_url(path: Path, media: Media) -> str:
+    """`data`: the bytes inline (works with any server); `file`: a file:// URL, for a server
+    started with --allowed-local-media-path covering the data directory."""
+    return video_data_url(path) if media == "data" else path.resolve().as_uri()
 
 
 def messages(q: Question, fmt: AnswerFormat, video_url: str | None) -> list[dict]:

@@ -1,30 +1,44 @@
-"""Reports computed from predictions.jsonl alone, so they can be redone without asking again."""
+"""Reports computed from predictions alone, so they can be redone without asking again.
+
+Sections: the reference table; cued − plain and adapter − base on the same questions
+(paired bootstrap CI, exact McNemar); largest per-template gains and losses; answer-position
+bias; plots. Errors are left out of every denominator and counted apart.
+"""
 from __future__ import annotations
 
-from dataclasses import asdict
+import json
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Iterable
 
 import pandas as pd
 
+from measure import stats
+from measure.prompt import LETTERS
+from prepare.questions import template_verb
 from prepare.schema import Prediction, atomic_write
+from prepare.variants import CUED
 
 TABLE_COLUMNS = ["object_acc", "verb_acc", "overall_acc", "n", "invalid", "errors"]
+TYPES = ("object", "verb", "all")
+PAIR_COLUMNS = ["n", "acc_a", "acc_b", "delta", "ci_low", "ci_high", "only_a", "only_b", "p_mcnemar"]
 
 
 def to_frame(predictions: Iterable[Prediction]) -> pd.DataFrame:
-    return pd.DataFrame([asdict(p) for p in predictions])
+    df = pd.DataFrame([asdict(p) for p in predictions])
+    if df.empty:
+        return pd.DataFrame(columns=[f for f in Prediction.__dataclass_fields__])
+    df["correct"] = df["correct"].astype(bool)
+    df["verb"] = df["template"].map(lambda t: template_verb(t) or "")
+    df["answer_pos"] = [c.index(a) if a in c else -1 for c, a in zip(df["choices"], df["answer"])]
+    df["pred_pos"] = [c.index(r) if r in c else -1 for c, r in zip(df["choices"], df["reply"])]
+    return df
 
 
 def accuracy_table(df: pd.DataFrame) -> pd.DataFrame:
-    """model x variant -> accuracy (%) per question type and overall.
-
-    Errors (no answer from the server) are left out of every denominator and counted apart;
-    invalid replies count as wrong and are counted apart too. `n` is the scored rows.
-    """
+    """model x variant -> accuracy (%) per question type and overall; `n` counts scored rows
+    (errors excluded), invalid replies count as wrong and are counted apart too."""
     rows = []
-    if df.empty:
-        return pd.DataFrame(columns=["model", "variant", *TABLE_COLUMNS]).set_index(["model", "variant"])
     for (model, variant), g in df.groupby(["model", "variant"], sort=True):
         scored = g[g["status"] != "error"]
         row = {"model": model, "variant": variant}
@@ -36,19 +50,187 @@ def accuracy_table(df: pd.DataFrame) -> pd.DataFrame:
         row["invalid"] = int((g["status"] == "invalid").sum())
         row["errors"] = int((g["status"] == "error").sum())
         rows.append(row)
-    table = pd.DataFrame(rows, columns=["model", "variant", *TABLE_COLUMNS])
-    return table.set_index(["model", "variant"])
+    return pd.DataFrame(rows, columns=["model", "variant", *TABLE_COLUMNS]).set_index(["model", "variant"])
+
+
+def _scored(df: pd.DataFrame, model: str, variant: str) -> pd.DataFrame:
+    g = df[(df["model"] == model) & (df["variant"] == variant) & (df["status"] != "error")]
+    return g.set_index("question_id")
+
+
+def _pairs(df: pd.DataFrame, a: tuple[str, str], b: tuple[str, str]) -> pd.DataFrame:
+    """Rows scored on both sides, joined on question: columns correct_a, correct_b, type, template, verb."""
+    left, right = _scored(df, *a), _scored(df, *b)
+    return (left[["correct", "type", "template", "verb"]].rename(columns={"correct": "correct_a"})
+            .join(right[["correct"]].rename(columns={"correct": "correct_b"}), how="inner"))
+
+
+def _compare(df: pd.DataFrame, a: tuple[str, str], b: tuple[str, str], labels: dict) -> list[dict]:
+    joined = _pairs(df, a, b)
+    rows = []
+    for qtype in TYPES:
+        j = joined if qtype == "all" else joined[joined["type"] == qtype]
+        if len(j):
+            rows.append(labels | {"type": qtype} | stats.paired(j["correct_a"], j["correct_b"]).as_dict())
+    return rows
+
+
+def comparisons(df: pd.DataFrame, parents: dict[str, str | None]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(cued − plain per model, variant, type), (adapter − base per variant, type)."""
+    present = set(zip(df["model"], df["variant"]))
+    cued = [
+        row
+        for model, variant in sorted(present)
+        if variant in CUED and (model, "plain") in present
+        for row in _compare(df, (model, "plain"), (model, variant), {"model": model, "variant": variant})
+    ]
+    adapters = [
+        row
+        for model, variant in sorted(present)
+        if parents.get(model) and (parents[model], variant) in present
+        for row in _compare(df, (parents[model], variant), (model, variant),
+                            {"adapter": model, "base": parents[model], "variant": variant})
+    ]
+    return (pd.DataFrame(cued, columns=["model", "variant", "type", *PAIR_COLUMNS]),
+            pd.DataFrame(adapters, columns=["adapter", "base", "variant", "type", *PAIR_COLUMNS]))
+
+
+def per_template(df: pd.DataFrame) -> pd.DataFrame:
+    """Accuracy per model x variant x template (and its verb)."""
+    scored = df[df["status"] != "error"]
+    g = scored.groupby(["model", "variant", "template", "verb"])["correct"]
+    return pd.DataFrame({"n": g.size(), "acc": 100 * g.mean()}).reset_index()
+
+
+def template_moves(df: pd.DataFrame, parents: dict[str, str | None], top: int = 5) -> pd.DataFrame:
+    """The largest per-template gains and losses from cues (vs plain) and from adapters (vs base)."""
+    present = set(zip(df["model"], df["variant"]))
+    pairs = [(f"{m}: {v} − plain", (m, "plain"), (m, v)) for m, v in sorted(present) if v in CUED and (m, "plain") in present]
+    pairs += [(f"{m} − {parents[m]} ({v})", (parents[m], v), (m, v))
+              for m, v in sorted(present) if parents.get(m) and (parents[m], v) in present]
+    rows = []
+    for label, a, b in pairs:
+        j = _pairs(df, a, b)
+        for template, t in j.groupby("template"):
+            rows.append({"comparison": label, "template": template, "n": len(t),
+                         "delta": 100 * (t["correct_b"].mean() - t["correct_a"].mean())})
+    moves = pd.DataFrame(rows, columns=["comparison", "template", "n", "delta"])
+    if moves.empty:
+        return moves
+    ranked = moves.sort_values(["delta", "n", "comparison", "template"], ascending=[False, False, True, True])
+    out = pd.concat([ranked.head(top).assign(kind="gain"), ranked.tail(top).iloc[::-1].assign(kind="loss")])
+    out = out[((out["kind"] == "gain") & (out["delta"] > 0)) | ((out["kind"] == "loss") & (out["delta"] < 0))]
+    return out[["kind", "comparison", "template", "n", "delta"]].drop_duplicates()
+
+
+def positions(df: pd.DataFrame) -> pd.DataFrame:
+    """Per model x variant: accuracy by answer position and the share of each predicted position."""
+    scored = df[df["status"] != "error"]
+    rows = []
+    for (model, variant), g in scored.groupby(["model", "variant"], sort=True):
+        row = {"model": model, "variant": variant}
+        slots = range(int(g["choices"].map(len).max()))
+        for k in slots:
+            at = g[g["answer_pos"] == k]
+            row[f"acc_when_answer_{LETTERS[k]}"] = 100 * at["correct"].mean() if len(at) else float("nan")
+        for k in slots:
+            row[f"predicted_{LETTERS[k]}"] = 100 * (g["pred_pos"] == k).mean()
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+@dataclass
+class Report:
+    table: pd.DataFrame
+    cued_vs_plain: pd.DataFrame
+    adapter_vs_base: pd.DataFrame
+    templates: pd.DataFrame
+    moves: pd.DataFrame
+    positions: pd.DataFrame
+    cis: dict[tuple[str, str], tuple[float, float]]  # overall accuracy CI per model x variant
+
+
+def build(predictions: Iterable[Prediction], parents: dict[str, str | None] | None = None) -> Report:
+    df = to_frame(predictions)
+    parents = parents or {}
+    if df.empty:
+        empty = pd.DataFrame()
+        return Report(accuracy_table(df), empty, empty, empty, empty, empty, {})
+    cued, adapters = comparisons(df, parents)
+    return Report(accuracy_table(df), cued, adapters, per_template(df), template_moves(df, parents), positions(df),
+                  cell_ci(df))
 
 
 def markdown(table: pd.DataFrame) -> str:
-    """The table as markdown, one row per model x variant, accuracies to 2 decimals."""
-    return table.round(2).reset_index().to_markdown(index=False)
+    """A table as markdown, numbers to 2 decimals (p-values to 4)."""
+    if table.empty:
+        return "(none)"
+    t = table.reset_index() if table.index.names != [None] else table
+    t = t.copy()
+    for col in t.columns:
+        if col == "p_mcnemar":
+            t[col] = t[col].map(lambda p: f"{p:.4f}")
+        elif pd.api.types.is_float_dtype(t[col]):
+            t[col] = t[col].round(2)
+    return t.to_markdown(index=False)
 
 
-def write_reports(run_dir: Path, predictions: Iterable[Prediction]) -> pd.DataFrame:
-    """Write report.md / report.csv / report.json into the run folder; return the table."""
-    table = accuracy_table(to_frame(predictions))
-    atomic_write(run_dir / "report.md", markdown(table) + "\n")
-    atomic_write(run_dir / "report.csv", table.to_csv())
-    atomic_write(run_dir / "report.json", table.reset_index().to_json(orient="records", indent=2))
-    return table
+def render_markdown(r: Report) -> str:
+    parts = [
+        "## Accuracy (%)\n", markdown(r.table),
+        "\n\n## Cued − plain (same questions; paired bootstrap 95 % CI, exact McNemar)\n", markdown(r.cued_vs_plain),
+        "\n\n## Adapter − base (same questions)\n", markdown(r.adapter_vs_base),
+        "\n\n## Largest per-template gains and losses\n", markdown(r.moves),
+        "\n\n## Answer position: accuracy by correct position, share of each predicted position (%)\n",
+        markdown(r.positions), "\n",
+    ]
+    return "".join(parts)
+
+
+def write(run_dir: Path, r: Report) -> None:
+    """report.md / report.csv / report.json, deltas.csv, templates.csv and the plots."""
+    atomic_write(run_dir / "report.md", render_markdown(r))
+    atomic_write(run_dir / "report.csv", r.table.to_csv())
+    deltas = pd.concat([r.cued_vs_plain.assign(comparison="cued-plain"),
+                        r.adapter_vs_base.assign(comparison="adapter-base")], ignore_index=True)
+    atomic_write(run_dir / "deltas.csv", deltas.to_csv(index=False))
+    atomic_write(run_dir / "templates.csv", r.templates.to_csv(index=False))
+    sections = {
+        "accuracy": r.table.reset_index(), "cued_vs_plain": r.cued_vs_plain, "adapter_vs_base": r.adapter_vs_base,
+        "template_moves": r.moves, "positions": r.positions,
+    }
+    payload = {k: json.loads(v.to_json(orient="records")) for k, v in sections.items()}
+    atomic_write(run_dir / "report.json", json.dumps(payload, indent=2) + "\n")
+    if not r.table.empty:
+        from measure import plots
+
+        plots.accuracy_bars(run_dir / "accuracy.png", r.table, r.cis)
+        plots.forest(run_dir / "deltas.png", r.cued_vs_plain, r.adapter_vs_base)
+
+
+def cell_ci(df: pd.DataFrame) -> dict[tuple[str, str], tuple[float, float]]:
+    """Bootstrap 95 % CI of overall accuracy (%) per model x variant."""
+    out = {}
+    for key, g in df[df["status"] != "error"].groupby(["model", "variant"]):
+        low, high = stats.bootstrap_ci(g["correct"].to_numpy(dtype=float))
+        out[key] = (100 * low, 100 * high)
+    return out
+
+
+def compare_runs(a: Iterable[Prediction], b: Iterable[Prediction]) -> pd.DataFrame:
+    """Run B − run A on the (question, model, variant) items both scored."""
+    da, db = to_frame(a), to_frame(b)
+    if da.empty or db.empty:
+        return pd.DataFrame(columns=["model", "variant", "type", *PAIR_COLUMNS])
+    keys = ["question_id", "model", "variant"]
+    joined = (da[da["status"] != "error"][[*keys, "type", "correct"]]
+              .merge(db[db["status"] != "error"][[*keys, "correct"]], on=keys, suffixes=("_a", "_b")))
+    rows = []
+    for (model, variant), g in joined.groupby(["model", "variant"], sort=True):
+        for qtype in TYPES:
+            j = g if qtype == "all" else g[g["type"] == qtype]
+            if len(j):
+                rows.append({"model": model, "variant": variant, "type": qtype}
+                            | stats.paired(j["correct_a"].to_numpy(), j["correct_b"].to_numpy()).as_dict())
+    return pd.DataFrame(rows, columns=["model", "variant", "type", *PAIR_COLUMNS])
+

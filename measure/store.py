@@ -6,7 +6,11 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from prepare.schema import Prediction, prediction_from_dict, read_jsonl, to_json_line, write_json
+from prepare.schema import Prediction, atomic_write, prediction_from_dict, read_jsonl, to_json_line, write_json
+
+
+def _key(row: dict[str, Any]) -> tuple[str, str, str]:
+    return (row["question_id"], row["model"], row["variant"])
 
 
 class PredictionStore:
@@ -36,6 +40,15 @@ class PredictionStore:
             print(f"warning: {self.path}: dropping a torn last line ({len(data) - cut} bytes)", file=sys.stderr)
             with open(self.path, "r+b") as f:
                 f.truncate(cut)
+
+    def drop(self, keys: set[tuple[str, str, str]]) -> None:
+        """Rewrite the file without the lines of `keys` (atomically: temp file + rename), so
+        items asked again (earlier errors) still end with exactly one line each."""
+        if not keys or not self.path.is_file():
+            return
+        kept = [line for line in self.path.read_text(encoding="utf-8").splitlines(keepends=True)
+                if _key(json.loads(line)) not in keys]
+        atomic_write(self.path, "".join(kept))
 
     def open(self) -> None:
         self.run_dir.mkdir(parents=True, exist_ok=True)

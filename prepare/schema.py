@@ -75,6 +75,7 @@ class Prediction:
     attempts: int = 0
     error: str | None = None
     template: str = ""
+    prompt_tokens: int | None = None  # what the server counted: shows the frames really sent
 
     @property
     def key(self) -> tuple[str, str, str]:

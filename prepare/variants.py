@@ -82,3 +82,4 @@ def settings(variant: str, opts: CueOptions) -> dict:
         out |= {"thickness": opts.thickness or "auto", "cue_hand": opts.cue_hand}
     return out
 VARIANTS: tuple[str, ...] = tuple(RENDERERS)
+CUED: tuple[str, ...] = ("bbox", "trajectory", "both", "side-by-side")  # compared with "plain"

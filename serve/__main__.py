@@ -65,6 +65,7 @@ def run(
     max_model_len: Annotated[Optional[int], typer.Option(envvar="MAX_MODEL_LEN")] = None,
     api_key: Annotated[Optional[str], typer.Option(envvar="VLLM_API_KEY", help="Require this key from clients.")] = None,
     trust_request_mm_kwargs: Annotated[bool, typer.Option(help="Let clients set frames per request.")] = False,
+    allowed_media: Annotated[Optional[Path], typer.Option(envvar="ALLOWED_MEDIA", help="Data directory clients may read via file:// URLs (measure --media file).")] = None,
     ready_timeout: Annotated[float, typer.Option(help="Seconds to wait for readiness.")] = 900,
 ) -> None:
     """Start vLLM; extra arguments pass through to `vllm serve`. Prints the URL once ready."""
@@ -78,7 +79,7 @@ def run(
             model=model,
             adapters=command.parse_adapters(adapters) if adapters is not None else command.discover_adapters(model),
             host=host, port=port, frames=frames, max_model_len=max_model_len, api_key=api_key,
-            trust_request_mm_kwargs=trust_request_mm_kwargs, extra=list(ctx.args),
+            trust_request_mm_kwargs=trust_request_mm_kwargs, allowed_media=allowed_media, extra=list(ctx.args),
         )
         argv = command.build_argv(settings)
     except SettingsError as e:

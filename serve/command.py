@@ -94,6 +94,7 @@ class Settings:
     dtype: str = "auto"
     api_key: str | None = None
     trust_request_mm_kwargs: bool = False
+    allowed_media: Path | None = None  # a data directory clients may name with file:// URLs
     extra: list[str] = field(default_factory=list)
 
     @property
@@ -141,6 +142,11 @@ def build_argv(s: Settings, python: str = sys.executable) -> list[str]:
         argv += ["--api-key", s.api_key]
     if s.trust_request_mm_kwargs:
         argv += ["--trust-request-mm-kwargs"]
+    if s.allowed_media is not None:
+        media = s.allowed_media.resolve()
+        if media == Path(media.anchor) or not media.is_dir():
+            raise SettingsError(f"allowed media path {s.allowed_media}: must be an existing data directory, not / or a file")
+        argv += ["--allowed-local-media-path", str(media)]
     return argv + list(s.extra)
 
 

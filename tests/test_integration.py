@@ -36,7 +36,9 @@ def test_measure_cli_scores_every_model_and_variant(server, synthetic, tmp_path)
         assert r["reply"] in r["choices"]
         assert r["correct"] == (r["reply"] == r["answer"])
     report = json.loads((tmp_path / "e2e" / "report.json").read_text())
-    assert len(report) == 4 and all(row["n"] == 6 for row in report)
+    assert len(report["accuracy"]) == 4 and all(row["n"] == 6 for row in report["accuracy"])
+    assert {r["adapter"] for r in report["adapter_vs_base"]} == {server.adapter}
+    assert {r["variant"] for r in report["cued_vs_plain"]} == {"trajectory"}
     assert "overall_acc" in result.stdout and server.adapter in result.stdout
 
 

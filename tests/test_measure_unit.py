@@ -75,3 +75,39 @@ def test_prompt_puts_the_video_first_and_lists_choices(synthetic):
     assert q.question in msg[1]["text"] and all(c in msg[1]["text"] for c in q.choices)
     assert targets(q, "letters") == ["A", "B", "C", "D"]
     assert "D. " + q.choices[3] in question_text(q, "letters")
+
+
+def _p(qid, model, variant, correct, template="Pushing [something]", qtype="verb"):
+    return Prediction(question_id=qid, video_id="v", type=qtype, model=model, variant=variant, choices=["a", "b", "c", "d"],
+                      answer="a", reply="a" if correct else "b", status="ok", correct=correct, template=template)
+
+
+def test_cued_and_adapter_comparisons_are_paired_on_the_same_questions():
+    preds = []
+    for i in range(10):
+        preds += [_p(str(i), "base", "plain", i < 3), _p(str(i), "base", "trajectory", i < 6),
+                  _p(str(i), "lora", "plain", i < 5)]
+    preds.append(_p("extra", "base", "trajectory", True))  # no plain twin: left out of the pairing
+    r = report.build(preds, {"base": None, "lora": "base"})
+    cued = r.cued_vs_plain.set_index("type").loc["all"]
+    assert (cued["n"], cued["acc_a"], cued["acc_b"], cued["delta"], cued["only_b"]) == (10, 30.0, 60.0, 30.0, 3)
+    ad = r.adapter_vs_base.set_index(["variant", "type"]).loc[("plain", "all")]
+    assert (ad["n"], ad["delta"], ad["only_b"], ad["only_a"]) == (10, 20.0, 2, 0)
+    assert r.moves.iloc[0]["delta"] == 30.0 and r.moves.iloc[0]["kind"] == "gain"
+    pos = r.positions.set_index(["model", "variant"]).loc[("base", "plain")]
+    assert pos["acc_when_answer_A"] == 30.0 and pos["predicted_A"] == 30.0 and pos["predicted_B"] == 70.0
+
+
+def test_compare_runs_joins_on_shared_items():
+    a = [_p(str(i), "m", "plain", i < 2) for i in range(6)]
+    b = [_p(str(i), "m", "plain", i < 5) for i in range(4)]  # run B scored only 4 of them
+    t = report.compare_runs(a, b).set_index("type").loc["all"]
+    assert (t["n"], t["acc_a"], t["acc_b"], t["only_b"]) == (4, 50.0, 100.0, 2)
+
+
+def test_reports_are_written_from_predictions_alone(tmp_path):
+    preds = [_p(str(i), "base", v, (i + k) % 2 == 0) for i in range(8) for k, v in enumerate(("plain", "bbox"))]
+    report.write(tmp_path, report.build(preds, {}))
+    for name in ("report.md", "report.csv", "report.json", "deltas.csv", "templates.csv", "accuracy.png", "deltas.png"):
+        assert (tmp_path / name).stat().st_size > 0, name
+    assert "Cued − plain" in (tmp_path / "report.md").read_text()

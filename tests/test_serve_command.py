@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -75,3 +76,11 @@ def test_env_is_offline_only_for_local_models(tmp_path):
     assert local["HF_HUB_OFFLINE"] == "1" and local["VLLM_CPU_KVCACHE_SPACE"] == "1"
     hub = command.build_env({}, command.GPU_MODEL, gpu=True)
     assert "HF_HUB_OFFLINE" not in hub and "VLLM_CPU_KVCACHE_SPACE" not in hub
+
+
+def test_local_media_is_one_data_directory_never_root(tmp_path):
+    argv = command.build_argv(Settings(model="m", allowed_media=tmp_path))
+    assert _opt(argv, "--allowed-local-media-path") == str(tmp_path.resolve())
+    for bad in (Path("/"), tmp_path / "missing"):
+        with pytest.raises(SettingsError, match="data directory"):
+            command.build_argv(Settings(model="m", allowed_media=bad))

@@ -1,0 +1,129 @@
+"""Benchmark `measure` against the real server (tiny model), printing ratios from one run.
+
+- measure's throughput / the best throughput of a bare async client swept over
+  concurrency (the server's capacity): goal >= 0.9, the client is never the bottleneck;
+- measure's throughput / a sequential one-request-at-a-time client (the reference's way);
+- measure's client CPU time per request.
+
+Every client gets its own synthetic dataset (its own seed, so its own clip bytes):
+otherwise vLLM's multimodal cache would serve later clients from earlier ones' work.
+
+Usage: .venv/bin/python scripts/bench_measure.py [--videos 80] [--base-url URL]
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from openai import AsyncOpenAI  # noqa: E402
+
+from measure import prompt  # noqa: E402
+from measure.client import warm_up  # noqa: E402
+from prepare.schema import DataLayout, read_questions  # noqa: E402
+from serve.__main__ import poll_ready  # noqa: E402
+from serve.command import free_port  # noqa: E402
+
+SWEEP = (4, 8, 16, 32, 64)
+SPLIT = "train"
+
+
+def make_dataset(root: Path, seed: int, videos: int) -> Path:
+    out = root / f"seed{seed}"
+    subprocess.run([sys.executable, "-m", "prepare", "synthetic", "--out", str(out), "--videos", str(videos),
+                    "--seed", str(seed), "--variants", "plain"], cwd=REPO, check=True, capture_output=True)
+    return out
+
+
+def requests(data: Path, models: list[str]) -> list[dict]:
+    layout = DataLayout(data)
+    qs = [q for q in read_questions(layout.questions) if q.split == SPLIT]
+    return [
+        dict(model=m, messages=prompt.messages(q, "text", prompt.video_data_url(layout.clip("plain", q.video_id))),
+             temperature=0.0, max_tokens=32, extra_body={"structured_outputs": {"choice": list(q.choices)}})
+        for q in sorted(qs, key=lambda q: q.video_id) for m in models
+    ]
+
+
+async def bare(url: str, reqs: list[dict], concurrency: int) -> float:
+    """A minimal concurrent client: requests/s, nothing stored."""
+    async with AsyncOpenAI(base_url=url, api_key="EMPTY", max_retries=0) as client:
+        it = iter(reqs)
+
+        async def worker() -> None:
+            for r in it:
+                await client.chat.completions.create(**r)
+
+        start = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        return len(reqs) / (time.perf_counter() - start)
+
+
+def run_measure(url: str, data: Path, runs: Path, run_id: str) -> tuple[dict, float]:
+    """(the run's last session from run.json, CPU s) of one `python -m measure` process."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    subprocess.run([sys.executable, "-m", "measure", "--data", str(data), "--base-url", url, "--split", SPLIT,
+                    "--runs-dir", str(runs), "--run-id", run_id], cwd=REPO, check=True, capture_output=True)
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    session = json.loads((runs / run_id / "run.json").read_text())["sessions"][-1]
+    return session, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--videos", type=int, default=80)
+    ap.add_argument("--base-url", default=None, help="Use a running server instead of starting one.")
+    args = ap.parse_args()
+    server = None
+    url = args.base_url
+    if url is None:
+        port = free_port()
+        url = f"http://127.0.0.1:{port}/v1"
+        server = subprocess.Popen([sys.executable, "-m", "serve", "run", "--port", str(port)], cwd=REPO,
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        models = [m["id"] for m in poll_ready(url, 600, proc=server)]
+        with tempfile.TemporaryDirectory() as d:
+            root = Path(d)
+            seeds = iter(range(100, 200))
+            # Warm-up, as measure does: the first logprobs request after a start is slow, once.
+            asyncio.run(warm_up(url, None, models[0]))
+            asyncio.run(bare(url, requests(make_dataset(root, next(seeds), 8), models)[:4], 1))
+            seq_data = make_dataset(root, next(seeds), args.videos)
+            seq_reqs = requests(seq_data, models)
+            sequential = asyncio.run(bare(url, seq_reqs, 1))
+            sweep = {c: asyncio.run(bare(url, requests(make_dataset(root, next(seeds), args.videos), models), c)) for c in SWEEP}
+            data = make_dataset(root, next(seeds), args.videos)
+            n = len(requests(data, models))
+            session, cpu = run_measure(url, data, root / "runs", "bench")
+            idle, idle_cpu = run_measure(url, data, root / "runs", "bench")  # resume: 0 requests, start-up only
+            assert session["answered"] == n and idle["to_send"] == 0
+        best_c = max(sweep, key=sweep.get)
+        rate = session["req_per_s"]
+        print(f"requests per client: {n} ({len(models)} models, split {SPLIT}, distinct clips per client)")
+        print(f"sequential client: {sequential:.1f} req/s; bare client sweep: "
+              + ", ".join(f"c={c}: {r:.1f}" for c, r in sweep.items()) + " req/s")
+        print(f"measure (concurrency 32): {rate:.1f} req/s (its sending phase, from run.json)")
+        print(f"measure / best bare client (c={best_c}): {rate / sweep[best_c]:.2f} (goal >= 0.9)")
+        print(f"measure / sequential client: {rate / sequential:.2f}")
+        print(f"measure client CPU per request: {1000 * (cpu - idle_cpu) / n:.2f} ms "
+              f"(process total {cpu:.1f} s, start-up {idle_cpu:.1f} s)")
+    finally:
+        if server is not None:
+            server.terminate()
+            server.wait(60)
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    main()

@@ -1,0 +1,126 @@
+"""measure against the real vLLM server: resume, interruption, errors, frames, media, bad setup."""
+from __future__ import annotations
+
+import asyncio
+import json
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+from openai import AsyncOpenAI
+
+from measure.client import AskConfig, Item, ask
+from prepare.schema import DataLayout, read_questions
+from tests.conftest import REPO, _free_port
+
+
+def _measure(*args, timeout=600):
+    return subprocess.run([sys.executable, "-m", "measure", *map(str, args)], cwd=REPO, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def _lines(run_dir):
+    return [json.loads(line) for line in (run_dir / "predictions.jsonl").read_text().splitlines()]
+
+
+def _keys(rows):
+    return [(r["question_id"], r["model"], r["variant"]) for r in rows]
+
+
+def test_resume_sends_nothing_and_errors_are_asked_again(server, synthetic, tmp_path):
+    common = ["--data", synthetic, "--base-url", server.base_url, "--runs-dir", tmp_path, "--limit", 4]
+    first = _measure(*common, "--run-id", "r")
+    assert first.returncode == 0, first.stderr[-2000:]
+    rows = _lines(tmp_path / "r")
+    assert len(rows) == len(set(_keys(rows))) == 4 * 2 * 2
+    again = _measure(*common, "--resume", "r")
+    assert again.returncode == 0 and "0 to send" in again.stderr
+    assert _lines(tmp_path / "r") == rows
+    run = json.loads((tmp_path / "r" / "run.json").read_text())
+    assert [s["to_send"] for s in run["sessions"]] == [16, 0]
+
+    broken = dict(rows[3], status="error", reply=None, correct=False, error="HTTP 503: injected")
+    (tmp_path / "r" / "predictions.jsonl").write_text("".join(json.dumps(r) + "\n" for r in [*rows[:3], broken, *rows[4:]]))
+    healed = _measure(*common, "--resume", "r")
+    assert healed.returncode == 0, healed.stderr[-2000:]
+    after = _lines(tmp_path / "r")
+    assert len(after) == len(set(_keys(after))) == 16
+    assert {k: r for k, r in zip(_keys(after), after)}[_keys([broken])[0]]["status"] == "ok"
+    assert json.loads((tmp_path / "r" / "run.json").read_text())["sessions"][-1]["retried_errors"] == 1
+
+
+def test_interrupted_run_resumes_to_exactly_one_line_per_item(server, synthetic, tmp_path):
+    args = [sys.executable, "-m", "measure", "--data", str(synthetic), "--base-url", server.base_url,
+            "--runs-dir", str(tmp_path), "--run-id", "cut", "--concurrency", "1"]
+    proc = subprocess.Popen(args, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    preds = tmp_path / "cut" / "predictions.jsonl"
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and not (preds.is_file() and len(preds.read_text().splitlines()) >= 5):
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    partial = _lines(tmp_path / "cut")
+    assert proc.returncode == 130, err[-2000:]
+    assert "interrupted" in err and "--resume cut" in err
+    resumed = _measure("--data", synthetic, "--base-url", server.base_url, "--runs-dir", tmp_path, "--resume", "cut")
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    rows = _lines(tmp_path / "cut")
+    n_test = sum(q.split == "test" for q in read_questions(DataLayout(synthetic).questions))
+    assert len(rows) == len(set(_keys(rows))) == n_test * 2 * 2
+    assert rows[: len(partial)] == partial  # append-only: what was saved stays as it was
+
+
+def _one(synthetic, variant="plain"):
+    layout = DataLayout(synthetic)
+    q = next(q for q in read_questions(layout.questions) if q.split == "test")
+    return Item(q, "tiny-vlm", variant, layout.clip(variant, q.video_id))
+
+
+def _ask(server, items, cfg):
+    async def go():
+        async with AsyncOpenAI(base_url=server.base_url, api_key="EMPTY", max_retries=0) as c:
+            return [await ask(c, i, cfg) for i in items]
+    return asyncio.run(go())
+
+
+def test_frames_per_request_reach_the_model(server, synthetic):
+    item = _one(synthetic)
+    four, eight = _ask(server, [item, item], AskConfig(frames=4))[0], _ask(server, [item], AskConfig(frames=8))[0]
+    assert four.status == eight.status == "ok"
+    assert four.prompt_tokens < eight.prompt_tokens
+
+
+def test_file_urls_give_the_same_answers_as_inline_bytes(server, synthetic):
+    items = [_one(synthetic, v) for v in ("plain", "trajectory")]
+    inline = _ask(server, items, AskConfig(answer_format="letters"))
+    files = _ask(server, items, AskConfig(answer_format="letters", media="file"))
+    for a, b in zip(inline, files):
+        assert b.status == "ok", b.error
+        assert b.reply == a.reply and max(abs(a.probs[c] - b.probs[c]) for c in a.choices) < 1e-3
+
+
+def test_missing_clip_is_a_per_item_error_not_a_wrong_answer(server, synthetic, tmp_path):
+    data = tmp_path / "data"
+    shutil.copytree(synthetic, data, ignore=shutil.ignore_patterns("raw"))
+    item = _one(data)
+    DataLayout(data).clip("plain", item.question.video_id).unlink()
+    r = _measure("--data", data, "--base-url", server.base_url, "--runs-dir", tmp_path, "--run-id", "m", "--limit", 3,
+                 "--variants", "plain")
+    assert r.returncode == 1 and "ended as errors" in r.stderr
+    rows = [row for row in _lines(tmp_path / "m") if row["video_id"] == item.question.video_id]
+    assert rows and all(row["status"] == "error" and row["error"] == "clip missing" and not row["correct"] for row in rows)
+    table = json.loads((tmp_path / "m" / "report.json").read_text())["accuracy"]
+    assert all(row["errors"] == len(rows) // 2 for row in table)
+
+
+def test_bad_setup_fails_fast_with_a_clear_message(server, synthetic, tmp_path):
+    dead = f"http://127.0.0.1:{_free_port()}/v1"
+    r = _measure("--data", synthetic, "--base-url", dead, "--runs-dir", tmp_path)
+    assert r.returncode == 2 and dead in r.stderr and "unreachable" in r.stderr
+    r = _measure("--data", synthetic, "--base-url", server.base_url, "--models", "nope", "--runs-dir", tmp_path)
+    assert r.returncode == 2 and "nope" in r.stderr and "tiny-cued" in r.stderr
+    r = _measure("--data", tmp_path / "empty", "--base-url", server.base_url, "--runs-dir", tmp_path)
+    assert r.returncode == 2 and str(tmp_path / "empty") in r.stderr
+    assert not any(tmp_path.glob("*/predictions.jsonl"))
