@@ -18,6 +18,8 @@ from measure import client, report
 from measure.client import AskConfig, Item, SetupError
 from measure.store import PredictionStore
 from prepare.schema import DataError, DataLayout, Prediction, read_questions
+from prepare.variants import BLIND
+from serve.profiles import Profile, profile_for
 
 app = typer.Typer(add_completion=False, help=__doc__)
 
@@ -40,7 +42,8 @@ def plan(
         questions = questions[:limit]
     if not questions:
         raise DataError(f"{layout.questions}: no questions in split {split!r}")
-    items = [Item(q, m, v, layout.clip(v, q.video_id)) for v in variants for q in questions for m in models]
+    items = [Item(q, m, v, None if v == BLIND else layout.clip(v, q.video_id))
+             for v in variants for q in questions for m in models]
     return sorted(items, key=lambda i: (i.variant, i.question.video_id, i.model, i.question.id))
 
 
@@ -51,6 +54,12 @@ def _server_info(base_url: str, models: list[dict]) -> dict:
     except (httpx.HTTPError, ValueError):
         version = None
     return {"url": base_url, "version": version, "models": models}
+
+
+def profiles_of(models: list[dict]) -> dict[str, Profile]:
+    """Request profile per served model, from its root (an adapter: its base model's root)."""
+    roots = {m["id"]: m.get("root") or m["id"] for m in models}
+    return {m["id"]: profile_for(roots.get(m.get("parent") or "", roots[m["id"]])) for m in models}
 
 
 def parents_of(run_info: dict) -> dict[str, str | None]:
@@ -72,6 +81,7 @@ def run(
     answer_format: Annotated[str, typer.Option(help="text (the choice strings) or letters (A-D, with probabilities).")] = "text",
     frames: Annotated[Optional[int], typer.Option(help="Frames per clip, sent per request (server needs --trust-request-mm-kwargs).")] = None,
     media: Annotated[str, typer.Option(help="data (base64 inline) or file (file:// URLs; server needs --allowed-local-media-path).")] = "data",
+    client_frames: Annotated[int, typer.Option(help="Frames sampled client-side for image-only model families (SmolVLM).")] = 8,
     run_id: Annotated[Optional[str], typer.Option(help="Run folder name; an existing run is resumed.")] = None,
     resume: Annotated[Optional[str], typer.Option(help="Resume this run id.")] = None,
     runs_dir: Annotated[Path, typer.Option(help="Where run folders go.")] = Path("runs"),
@@ -113,7 +123,8 @@ def run(
     retry = {i.key for i in items if i.key in done and done[i.key].status == "error"}
     store.drop(retry)  # asked again below; the file keeps one line per item
     todo = [i for i in items if i.key not in done or i.key in retry]
-    cfg = AskConfig(answer_format=answer_format, timeout_s=timeout, max_attempts=max_attempts, frames=frames, media=media)  # type: ignore[arg-type]
+    cfg = AskConfig(answer_format=answer_format, timeout_s=timeout, max_attempts=max_attempts, frames=frames,  # type: ignore[arg-type]
+                    media=media, profiles=profiles_of(served[0]), client_frames=client_frames)  # type: ignore[arg-type]
     info = store.read_run()
     info |= {
         "run_id": rid,
@@ -154,6 +165,8 @@ def run(
     r = report.build(kept, parents_of(info))
     report.write(store.run_dir, r)
     typer.echo(report.render_markdown(r))
+    for warning in r.warnings:
+        typer.secho(warning, fg="yellow", bold=True, err=True)
     typer.echo(f"predictions: {store.path}; reports: {store.run_dir}/report.md", err=True)
     if interrupted:
         typer.secho(f"interrupted: {len(kept)} of {len(items)} answers are saved; finish with --resume {rid}", fg="yellow", err=True)

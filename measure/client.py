@@ -6,7 +6,7 @@ import itertools
 import math
 import random
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
@@ -17,6 +17,7 @@ from openai import AsyncOpenAI
 from measure import prompt
 from measure.prompt import AnswerFormat, Media
 from prepare.schema import Prediction, Question
+from serve.profiles import QWEN_VL, Profile
 
 RETRYABLE = (openai.APIConnectionError, openai.APITimeoutError, openai.InternalServerError, openai.RateLimitError)
 
@@ -47,6 +48,11 @@ class AskConfig:
     backoff_s: float = 0.5  # doubles per attempt, capped at 8 s, with jitter
     frames: int | None = None  # per-request frame count (needs --trust-request-mm-kwargs)
     media: Media = "data"
+    profiles: dict[str, Profile] = field(default_factory=dict)  # served model -> request profile
+    client_frames: int = 8  # frames sampled client-side for image-only families
+
+    def profile(self, model: str) -> Profile:
+        return self.profiles.get(model, QWEN_VL)
 
 
 def list_models(base_url: str, api_key: str | None, timeout: float = 4.0) -> list[dict]:
@@ -88,14 +94,17 @@ async def ask(client: AsyncOpenAI, item: Item, cfg: AskConfig) -> Prediction:
                 choices=list(q.choices), answer=q.answer, template=q.template)
     if item.clip is not None and not item.clip.is_file():
         return Prediction(**base, reply=None, status="error", correct=False, error="clip missing")
-    video = prompt.video_url(item.clip, cfg.media) if item.clip is not None else None
+    try:
+        media, frame_indices = prompt.media_parts(item.clip, item.variant, cfg.profile(item.model), cfg.media, cfg.client_frames)
+    except Exception as e:  # an unreadable clip is this item's error, not the run's
+        return Prediction(**base, reply=None, status="error", correct=False, error=f"clip unreadable: {type(e).__name__}: {e}")
     error = ""
     start = time.perf_counter()
     for attempt in range(1, cfg.max_attempts + 1):
         try:
             resp = await client.chat.completions.create(
                 model=item.model,
-                messages=prompt.messages(q, cfg.answer_format, video),
+                messages=prompt.messages(q, cfg.answer_format, media),
                 temperature=0.0,
                 max_tokens=32,
                 logprobs=letters or None,
@@ -114,7 +123,7 @@ async def ask(client: AsyncOpenAI, item: Item, cfg: AskConfig) -> Prediction:
             break
         choice = resp.choices[0]
         reply = (choice.message.content or "").strip()
-        done = dict(latency_s=time.perf_counter() - start, attempts=attempt,
+        done = dict(latency_s=time.perf_counter() - start, attempts=attempt, frame_indices=frame_indices,
                     prompt_tokens=resp.usage.prompt_tokens if resp.usage else None)
         if reply not in targets:
             return Prediction(**base, reply=reply, status="invalid", correct=False, **done)

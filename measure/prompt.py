@@ -6,7 +6,13 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
+import cv2
+import decord
+import numpy as np
+
 from prepare.schema import Question
+from prepare.variants import IMAGE_VARIANTS
+from serve.profiles import Profile, frame_label, video_intro
 
 AnswerFormat = Literal["text", "letters"]
 Media = Literal["data", "file"]
@@ -19,14 +25,11 @@ def targets(q: Question, fmt: AnswerFormat) -> list[str]:
 
 
 def question_text(q: Question, fmt: AnswerFormat) -> str:
+    lead = f"Fill in the blank: {q.question}" if "_____" in q.question else q.question
     if fmt == "text":
-        return (
-            f"Fill in the blank: {q.question}\n"
-            f"Choices: {', '.join(q.choices)}\n"
-            "Answer with one of the choices."
-        )
+        return f"{lead}\nChoices: {', '.join(q.choices)}\nAnswer with one of the choices."
     listed = "\n".join(f"{letter}. {choice}" for letter, choice in zip(LETTERS, q.choices))
-    return f"Fill in the blank: {q.question}\nChoices:\n{listed}\nAnswer with the letter of the choice."
+    return f"{lead}\nChoices:\n{listed}\nAnswer with the letter of the choice."
 
 
 @lru_cache(maxsize=128)
@@ -41,10 +44,59 @@ def video_url(path: Path, media: Media) -> str:
     return video_data_url(path) if media == "data" else path.resolve().as_uri()
 
 
-def messages(q: Question, fmt: AnswerFormat, video_url: str | None) -> list[dict]:
-    """Chat messages: the video first (so prefix and multimodal caches reuse it), then text."""
-    content: list[dict] = []
-    if video_url is not None:
-        content.append({"type": "video_url", "video_url": {"url": video_url}})
-    content.append({"type": "text", "text": question_text(q, fmt)})
-    return [{"role": "user", "content": content}]
+def sample_indices(n_frames: int, k: int) -> list[int]:
+    """k frame indices spread evenly over the clip (centre of k equal spans): the same on
+    every run and for every model."""
+    if n_frames <= k:
+        return list(range(n_frames))
+    return [int((i + 0.5) * n_frames / k) for i in range(k)]
+
+
+def _png(frame: np.ndarray) -> str:
+    ok, buf = cv2.imencode(".png", np.ascontiguousarray(frame[:, :, ::-1]))
+    if not ok:
+        raise ValueError("PNG encoding failed")
+    return "data:image/png;base64," + base64.b64encode(buf.tobytes()).decode()
+
+
+@lru_cache(maxsize=64)
+def frame_parts(path: Path, k: int) -> tuple[tuple[dict, ...], tuple[int, ...]]:
+    """Client-side sampled frames as SmolVLM/Idefics3 parts (intro, "Frame from MM:SS:",
+    image, ...), and the frame indices used."""
+    vr = decord.VideoReader(str(path), ctx=decord.cpu(0))
+    fps = float(vr.get_avg_fps()) or 12.0
+    idx = sample_indices(len(vr), k)
+    frames = vr.get_batch(idx).asnumpy()
+    parts: list[dict] = [{"type": "text", "text": video_intro(len(idx), len(vr) / fps)}]
+    for i, frame in zip(idx, frames):
+        parts.append({"type": "text", "text": frame_label(i / fps)})
+        parts.append({"type": "image_url", "image_url": {"url": _png(frame)}})
+    return tuple(parts), tuple(idx)
+
+
+@lru_cache(maxsize=128)
+def image_data_url(path: Path) -> str:
+    """A one-frame clip (the single-frame control) as a PNG data URL."""
+    vr = decord.VideoReader(str(path), ctx=decord.cpu(0))
+    return _png(vr[0].asnumpy())
+
+
+def media_parts(clip: Path | None, variant: str, profile: Profile, media: Media, frames: int) -> tuple[list[dict], list[int] | None]:
+    """The content parts that carry the clip, and the frame indices sent (client-sampled only).
+
+    No clip (the blind control): no part at all. One frame: an image. Otherwise the
+    profile decides: a video part, or sampled frames as images.
+    """
+    if clip is None:
+        return [], None
+    if variant in IMAGE_VARIANTS:
+        return [{"type": "image_url", "image_url": {"url": image_data_url(clip)}}], [0]
+    if profile.video_as == "video":
+        return [{"type": "video_url", "video_url": {"url": video_url(clip, media)}}], None
+    parts, idx = frame_parts(clip, frames)
+    return list(parts), list(idx)
+
+
+def messages(q: Question, fmt: AnswerFormat, media: list[dict]) -> list[dict]:
+    """Chat messages: the media first (so prefix and multimodal caches reuse it), then text."""
+    return [{"role": "user", "content": [*media, {"type": "text", "text": question_text(q, fmt)}]}]

@@ -17,10 +17,12 @@ from measure import stats
 from measure.prompt import LETTERS
 from prepare.questions import template_verb
 from prepare.schema import Prediction, atomic_write
-from prepare.variants import CUED
+from prepare.arrow import category
+from prepare.variants import BLIND, CUED
 
 TABLE_COLUMNS = ["object_acc", "verb_acc", "overall_acc", "n", "invalid", "errors"]
 TYPES = ("object", "verb", "all")
+AUDIT_MARGIN = 5.0  # points: blind this close to plain means the type does not measure vision
 PAIR_COLUMNS = ["n", "acc_a", "acc_b", "delta", "ci_low", "ci_high", "only_a", "only_b", "p_mcnemar"]
 
 
@@ -95,6 +97,67 @@ def comparisons(df: pd.DataFrame, parents: dict[str, str | None]) -> tuple[pd.Da
             pd.DataFrame(adapters, columns=["adapter", "base", "variant", "type", *PAIR_COLUMNS]))
 
 
+def audit(df: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
+    """Shortcut audit per model x type: plain vs blind and vs single-frame on the same
+    questions, and a warning wherever blind accuracy is within AUDIT_MARGIN of plain."""
+    rows, warnings = [], []
+    present = set(zip(df["model"], df["variant"]))
+    for model in sorted(df["model"].unique()):
+        for control in (BLIND, "single-frame"):
+            if not {(model, "plain"), (model, control)} <= present:
+                continue
+            for r in _compare(df, (model, "plain"), (model, control), {"model": model, "control": control}):
+                r["text_solvable"] = control == BLIND and r["acc_b"] >= r["acc_a"] - AUDIT_MARGIN
+                rows.append(r)
+                if r["text_solvable"] and r["type"] != "all":
+                    warnings.append(
+                        f"WARNING: {model}, {r['type']} questions: blind {r['acc_b']:.1f} % vs plain {r['acc_a']:.1f} % "
+                        f"(n={r['n']}): within {AUDIT_MARGIN:g} points, so this question type does not measure vision.")
+    cols = ["model", "control", "type", *PAIR_COLUMNS, "text_solvable"]
+    return pd.DataFrame(rows, columns=cols), warnings
+
+
+def cued_where_blind_fails(df: pd.DataFrame) -> pd.DataFrame:
+    """Cued − plain restricted to the questions the blind control (same model) gets wrong."""
+    present = set(zip(df["model"], df["variant"]))
+    rows = []
+    for model, variant in sorted(present):
+        if variant not in CUED or not {(model, "plain"), (model, BLIND)} <= present:
+            continue
+        blind = _scored(df, model, BLIND)
+        wrong = set(blind.index[~blind["correct"]])
+        sub = df[df["question_id"].isin(wrong)]
+        rows += _compare(sub, (model, "plain"), (model, variant), {"model": model, "variant": variant})
+    return pd.DataFrame(rows, columns=["model", "variant", "type", *PAIR_COLUMNS])
+
+
+def arrow_of_time(df: pd.DataFrame) -> pd.DataFrame:
+    """Forward/backward accuracy and F1 per category against chance (50 %), and the temporal
+    divergence: mean KL between a video's answer distributions on its forward and reversed
+    clip (needs per-choice probabilities: --answer-format letters)."""
+    a = df[(df["type"] == "arrow") & (df["status"] != "error")].copy()
+    if a.empty:
+        return pd.DataFrame()
+    a["category"] = a["template"].map(category)
+    a["source"] = a["question_id"].str.rsplit("-", n=1).str[0]
+    rows = []
+    for (model, variant), g in a.groupby(["model", "variant"], sort=True):
+        for cat in ["all", *sorted(g["category"].unique())]:
+            c = g if cat == "all" else g[g["category"] == cat]
+            truth, pred = list(c["answer"]), [r if r in ("forward", "backward") else None for r in c["reply"]]
+            kls = []
+            for _, pair in c.groupby("source"):
+                probs = dict(zip(pair["answer"], pair["probs"]))
+                if isinstance(probs.get("forward"), dict) and isinstance(probs.get("backward"), dict):
+                    kls.append(stats.kl(probs["forward"], probs["backward"]))
+            rows.append({"model": model, "variant": variant, "category": cat, "n": len(c),
+                         "accuracy": 100 * c["correct"].mean(), "chance": 50.0,
+                         "forward_f1": 100 * stats.f1(truth, pred, "forward"),
+                         "backward_f1": 100 * stats.f1(truth, pred, "backward"),
+                         "temporal_kl": sum(kls) / len(kls) if kls else float("nan"), "kl_pairs": len(kls)})
+    return pd.DataFrame(rows)
+
+
 def per_template(df: pd.DataFrame) -> pd.DataFrame:
     """Accuracy per model x variant x template (and its verb)."""
     scored = df[df["status"] != "error"]
@@ -148,6 +211,10 @@ class Report:
     moves: pd.DataFrame
     positions: pd.DataFrame
     cis: dict[tuple[str, str], tuple[float, float]]  # overall accuracy CI per model x variant
+    audit: pd.DataFrame
+    warnings: list[str]
+    cued_blind_wrong: pd.DataFrame
+    arrow: pd.DataFrame
 
 
 def build(predictions: Iterable[Prediction], parents: dict[str, str | None] | None = None) -> Report:
@@ -155,10 +222,11 @@ def build(predictions: Iterable[Prediction], parents: dict[str, str | None] | No
     parents = parents or {}
     if df.empty:
         empty = pd.DataFrame()
-        return Report(accuracy_table(df), empty, empty, empty, empty, empty, {})
+        return Report(accuracy_table(df), empty, empty, empty, empty, empty, {}, empty, [], empty, empty)
     cued, adapters = comparisons(df, parents)
+    audit_table, warnings = audit(df)
     return Report(accuracy_table(df), cued, adapters, per_template(df), template_moves(df, parents), positions(df),
-                  cell_ci(df))
+                  cell_ci(df), audit_table, warnings, cued_where_blind_fails(df), arrow_of_time(df))
 
 
 def markdown(table: pd.DataFrame) -> str:
@@ -177,13 +245,18 @@ def markdown(table: pd.DataFrame) -> str:
 
 def render_markdown(r: Report) -> str:
     parts = [
+        *(f"**{w}**\n\n" for w in r.warnings),
         "## Accuracy (%)\n", markdown(r.table),
+        "\n\n## Shortcut audit: plain (a) vs controls (b) on the same questions\n", markdown(r.audit),
+        "\n\n## Cued − plain on the questions the blind control gets wrong\n", markdown(r.cued_blind_wrong),
         "\n\n## Cued − plain (same questions; paired bootstrap 95 % CI, exact McNemar)\n", markdown(r.cued_vs_plain),
         "\n\n## Adapter − base (same questions)\n", markdown(r.adapter_vs_base),
         "\n\n## Largest per-template gains and losses\n", markdown(r.moves),
         "\n\n## Answer position: accuracy by correct position, share of each predicted position (%)\n",
         markdown(r.positions), "\n",
     ]
+    if not r.arrow.empty:
+        parts += ["\n## Arrow of time (chance 50 %; temporal_kl: mean KL(forward || reversed), nats)\n", markdown(r.arrow), "\n"]
     return "".join(parts)
 
 
@@ -197,9 +270,10 @@ def write(run_dir: Path, r: Report) -> None:
     atomic_write(run_dir / "templates.csv", r.templates.to_csv(index=False))
     sections = {
         "accuracy": r.table.reset_index(), "cued_vs_plain": r.cued_vs_plain, "adapter_vs_base": r.adapter_vs_base,
-        "template_moves": r.moves, "positions": r.positions,
+        "template_moves": r.moves, "positions": r.positions, "audit": r.audit,
+        "cued_where_blind_fails": r.cued_blind_wrong, "arrow_of_time": r.arrow,
     }
-    payload = {k: json.loads(v.to_json(orient="records")) for k, v in sections.items()}
+    payload = {k: json.loads(v.to_json(orient="records")) for k, v in sections.items()} | {"warnings": r.warnings}
     atomic_write(run_dir / "report.json", json.dumps(payload, indent=2) + "\n")
     if not r.table.empty:
         from measure import plots

@@ -70,3 +70,16 @@ def paired(a: np.ndarray, b: np.ndarray, n_boot: int = N_BOOT, seed: int = SEED)
         only_b=only_b,
         p_mcnemar=mcnemar_exact(only_a, only_b),
     )
+
+
+def f1(truth: list[str], predicted: list[str | None], positive: str) -> float:
+    """F1 of one class: 2PR / (P + R); 0 when the class is never predicted correctly."""
+    tp = sum(t == positive and p == positive for t, p in zip(truth, predicted))
+    fp = sum(t != positive and p == positive for t, p in zip(truth, predicted))
+    fn = sum(t == positive and p != positive for t, p in zip(truth, predicted))
+    return 2 * tp / (2 * tp + fp + fn) if tp else 0.0
+
+
+def kl(p: dict[str, float], q: dict[str, float], eps: float = 1e-9) -> float:
+    """KL(p || q) in nats over the keys of p (both clipped away from zero)."""
+    return float(sum(pv * np.log(max(pv, eps) / max(q.get(k, 0.0), eps)) for k, pv in p.items() if pv > 0))

@@ -7,6 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
+from prepare.arrow import build_arrow
 from prepare.pipeline import DISTRACTORS, Options, prepare_ssv2
 from prepare.schema import DataError, DataLayout
 from prepare.synthetic import generate_raw
@@ -16,6 +17,7 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
 
 
 def _variants(value: str) -> list[str]:
+    """Comma-separated variant names, each known."""
     names = [v.strip() for v in value.split(",") if v.strip()]
     unknown = [v for v in names if v not in VARIANTS]
     if unknown or not names:
@@ -103,6 +105,21 @@ def synthetic(
     raw = generate_raw(DataLayout(out).raw, videos, seed)
     opts = Options(test_videos=max(1, videos // 4), seed=seed, variants=_variants(variants), workers=workers)
     _run(raw["videos"], raw["labels"], [raw["boxes"]], out, opts)
+
+
+@app.command("arrow-of-time")
+def arrow_of_time(
+    source: Annotated[Path, typer.Option("--from", help="A prepared dataset with plain and reversed clips.")],
+    out: Annotated[Optional[Path], typer.Option(help="Output directory. Default: <from>/arrow-of-time.")] = None,
+) -> None:
+    """Forward/backward questions over a dataset's plain and reversed clips."""
+    try:
+        manifest = build_arrow(source, out)
+    except DataError as e:
+        typer.secho(f"error: {e}", fg="red", err=True)
+        raise typer.Exit(2)
+    c = manifest["counts"]
+    typer.echo(f"{out or source / 'arrow-of-time'}: {c['questions']} questions {c['by_answer']} {c['by_category']}")
 
 
 if __name__ == "__main__":

@@ -17,7 +17,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from prepare import questions as qb
 from prepare.schema import DataError, DataLayout, Question, atomic_write, to_json_line, write_json
 from prepare.sources import FrameBoxes, read_boxes, read_labels, read_templates
-from prepare.variants import RENDERERS, CueOptions, aligned, settings
+from prepare.variants import BLIND, RENDERERS, VARIANTS, CueOptions, Source, aligned, settings
 from prepare.video import probe_video, read_video, write_mp4
 
 VIDEO_SUFFIXES = (".webm", ".mp4")
@@ -44,6 +44,7 @@ class RenderJob:
     boxes: list[FrameBoxes]
     outputs: dict[str, Path]  # variant -> clip path
     cues: CueOptions
+    seed: int
 
 
 def render(job: RenderJob) -> dict[str, Any]:
@@ -60,8 +61,10 @@ def render(job: RenderJob) -> dict[str, Any]:
         return info | {"error": str(e)}
     per_frame = aligned(job.boxes, n, fps)
     info |= {"frames": n, "fps": fps, "frames_without_cues": sum(b is None for b in per_frame), "padding": [h % 2, w % 2]}
-    for variant, path in todo.items():
-        write_mp4(path, RENDERERS[variant](frames, per_frame, job.cues), fps)
+    if todo:
+        src = Source(frames, per_frame, job.video_id, job.seed)
+        for variant, path in todo.items():
+            write_mp4(path, RENDERERS[variant](src, job.cues), fps)
     return info
 
 
@@ -112,9 +115,9 @@ def prepare_ssv2(videos: Path, labels: Path, boxes: Sequence[Path], out: Path, o
     With `opts.shard` only that shard's clips are rendered and a shard manifest is written;
     a final run without a shard (which reuses every rendered clip) writes the questions.
     """
-    unknown = sorted(set(opts.variants) - set(RENDERERS))
+    unknown = sorted(set(opts.variants) - set(VARIANTS))
     if unknown:
-        raise DataError(f"unknown variants {unknown}; valid: {sorted(RENDERERS)}")
+        raise DataError(f"unknown variants {unknown}; valid: {list(VARIANTS)}")
     if opts.distractors not in DISTRACTORS:
         raise DataError(f"unknown distractors {opts.distractors!r}; valid: {list(DISTRACTORS)}")
     layout = DataLayout(out)
@@ -151,10 +154,11 @@ def prepare_ssv2(videos: Path, labels: Path, boxes: Sequence[Path], out: Path, o
         for qid, reason in bad:
             drop(qid, reason)
 
-    rerendered = {v: sync_settings(layout, v, settings(v, opts.cues)) for v in opts.variants}
+    rerendered = {v: sync_settings(layout, v, settings(v, opts.cues, opts.seed)) for v in opts.variants}
     asked = sorted({q.video_id for q in questions if in_shard(q.video_id, opts.shard)})
+    rendered = [v for v in opts.variants if v != BLIND]  # blind: no clip, the text alone
     jobs = [
-        RenderJob(vid, sources[vid], box_map[vid], {v: layout.clip(v, vid) for v in opts.variants}, opts.cues)
+        RenderJob(vid, sources[vid], box_map[vid], {v: layout.clip(v, vid) for v in rendered}, opts.cues, opts.seed)
         for vid in asked
     ]
     clips: dict[str, dict[str, Any]] = {}
@@ -170,7 +174,7 @@ def prepare_ssv2(videos: Path, labels: Path, boxes: Sequence[Path], out: Path, o
         "sources": {"videos": str(videos), "labels": str(labels), "boxes": [str(b) for b in boxes]},
         "options": asdict(opts) | {"variants": list(opts.variants), "label_files": list(opts.label_files)},
         "seed": opts.seed,
-        "render_settings": {v: settings(v, opts.cues) for v in opts.variants},
+        "render_settings": {v: settings(v, opts.cues, opts.seed) for v in opts.variants},
         "counts": _counts(questions, opts.variants, clips) | {"clips_rendered": sum(len(i["rendered"]) for i in clips.values()),
                                                               "stale_clips_removed": rerendered},
         "dropped": dropped,

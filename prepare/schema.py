@@ -15,8 +15,8 @@ from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Iterable, Literal
 
-QuestionType = Literal["verb", "object"]
-QUESTION_TYPES: tuple[str, ...] = ("verb", "object")
+QuestionType = Literal["verb", "object", "arrow"]
+QUESTION_TYPES: tuple[str, ...] = ("verb", "object", "arrow")  # arrow: the arrow-of-time task
 _ARTICLE = re.compile(r"^(a|an|the)\s+")
 
 
@@ -27,7 +27,8 @@ def normalize(text: str) -> str:
 
 @dataclass(frozen=True)
 class Question:
-    """One multiple-choice question: fill the single `_____` in `question`."""
+    """One multiple-choice question: fill the single `_____` in `question` (or, for the
+    arrow-of-time task, say which way the clip plays)."""
 
     id: str
     video_id: str
@@ -45,7 +46,7 @@ class Question:
         out = []
         if self.type not in QUESTION_TYPES:
             out.append(f"type {self.type!r} is not one of {QUESTION_TYPES}")
-        if self.question.count("_____") != 1:
+        if self.type != "arrow" and self.question.count("_____") != 1:
             out.append("question must hold exactly one _____")
         if len(self.choices) < 2:
             out.append("fewer than 2 choices")
@@ -76,6 +77,7 @@ class Prediction:
     error: str | None = None
     template: str = ""
     prompt_tokens: int | None = None  # what the server counted: shows the frames really sent
+    frame_indices: list[int] | None = None  # frames the client sampled and sent, if it did
 
     @property
     def key(self) -> tuple[str, str, str]:

@@ -1,6 +1,13 @@
-"""Clip variants: the same decode/encode path for every variant, cues drawn per frame."""
+"""Clip variants: the same decode/encode path for every variant.
+
+Cued: `bbox`, `trajectory`, `both`, `side-by-side` (raw | cued). Controls, made from the
+same decoded frames as `plain`: `blind` (no clip at all: measure sends the text only),
+`single-frame` (the middle frame alone), `shuffled` (frames permuted by a per-video seeded
+RNG) and `reversed`.
+"""
 from __future__ import annotations
 
+import zlib
 from dataclasses import dataclass
 from typing import Callable
 
@@ -16,6 +23,19 @@ ANNOTATION_FPS = 12.0  # Something-Else annotation i belongs to frame i of a 12 
 class CueOptions:
     thickness: int | None = None  # None: scale with frame height
     cue_hand: bool = False
+
+
+@dataclass(frozen=True)
+class Source:
+    """One decoded clip and what belongs to it."""
+
+    frames: np.ndarray  # [T, H, W, 3] uint8 RGB
+    per_frame: list[FrameBoxes | None]  # annotation per frame, None past the last one
+    video_id: str
+    seed: int
+
+
+Renderer = Callable[[Source, CueOptions], np.ndarray]
 
 
 def annotation_index(frame: int, fps: float) -> int:
@@ -35,12 +55,12 @@ def aligned(boxes: list[FrameBoxes], n_frames: int, fps: float) -> list[FrameBox
     return out
 
 
-def _cued(draw_box: bool, draw_path: bool) -> Callable[[np.ndarray, list[FrameBoxes | None], CueOptions], np.ndarray]:
-    def render(frames: np.ndarray, per_frame: list[FrameBoxes | None], opts: CueOptions) -> np.ndarray:
-        out = frames.copy()
-        thickness = opts.thickness or auto_thickness(frames.shape[1])
+def _cued(draw_box: bool, draw_path: bool) -> Renderer:
+    def render(src: Source, opts: CueOptions) -> np.ndarray:
+        out = src.frames.copy()
+        thickness = opts.thickness or auto_thickness(src.frames.shape[1])
         history: list[FrameBoxes] = []
-        for t, boxes in enumerate(per_frame):
+        for t, boxes in enumerate(src.per_frame):
             if boxes is None:
                 continue
             history.append(boxes)
@@ -53,33 +73,42 @@ def _cued(draw_box: bool, draw_path: bool) -> Callable[[np.ndarray, list[FrameBo
     return render
 
 
-def _plain(frames: np.ndarray, per_frame: list[FrameBoxes | None], opts: CueOptions) -> np.ndarray:
-    return frames
-
-
 _both = _cued(draw_box=True, draw_path=True)
 
 
-def _side_by_side(frames: np.ndarray, per_frame: list[FrameBoxes | None], opts: CueOptions) -> np.ndarray:
+def _side_by_side(src: Source, opts: CueOptions) -> np.ndarray:
     """Raw | cued (boxes and trajectories) in one frame, twice as wide."""
-    return np.concatenate([frames, _both(frames, per_frame, opts)], axis=2)
+    return np.concatenate([src.frames, _both(src, opts)], axis=2)
 
 
-RENDERERS: dict[str, Callable[[np.ndarray, list[FrameBoxes | None], CueOptions], np.ndarray]] = {
-    "plain": _plain,
+def shuffle_order(n: int, video_id: str, seed: int) -> np.ndarray:
+    """The frame permutation of the `shuffled` control: seeded by (seed, video id)."""
+    return np.random.default_rng([seed, zlib.crc32(video_id.encode())]).permutation(n)
+
+
+RENDERERS: dict[str, Renderer] = {
+    "plain": lambda src, opts: src.frames,
     "bbox": _cued(draw_box=True, draw_path=False),
     "trajectory": _cued(draw_box=False, draw_path=True),
     "both": _both,
     "side-by-side": _side_by_side,
+    "single-frame": lambda src, opts: src.frames[[len(src.frames) // 2]],
+    "shuffled": lambda src, opts: src.frames[shuffle_order(len(src.frames), src.video_id, src.seed)],
+    "reversed": lambda src, opts: src.frames[::-1],
 }
+BLIND = "blind"  # a variant with no clip: the question text alone
+VARIANTS: tuple[str, ...] = (*RENDERERS, BLIND)
+CUED: tuple[str, ...] = ("bbox", "trajectory", "both", "side-by-side")  # compared with "plain"
+CONTROLS: tuple[str, ...] = (BLIND, "single-frame", "shuffled", "reversed")
+IMAGE_VARIANTS: tuple[str, ...] = ("single-frame",)  # one frame: sent as an image, not a video
 RENDER_VERSION = 1  # bump when a renderer's output changes: clips made before are re-rendered
 
 
-def settings(variant: str, opts: CueOptions) -> dict:
+def settings(variant: str, opts: CueOptions, seed: int) -> dict:
     """Everything that decides a variant's pixels; clips are reused only under equal settings."""
     out = {"variant": variant, "render_version": RENDER_VERSION, "codec": "libx264 yuv420p crf=18 preset=veryfast"}
-    if variant != "plain":
+    if variant in CUED:
         out |= {"thickness": opts.thickness or "auto", "cue_hand": opts.cue_hand}
+    if variant == "shuffled":
+        out["seed"] = seed
     return out
-VARIANTS: tuple[str, ...] = tuple(RENDERERS)
-CUED: tuple[str, ...] = ("bbox", "trajectory", "both", "side-by-side")  # compared with "plain"

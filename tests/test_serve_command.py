@@ -84,3 +84,16 @@ def test_local_media_is_one_data_directory_never_root(tmp_path):
     for bad in (Path("/"), tmp_path / "missing"):
         with pytest.raises(SettingsError, match="data directory"):
             command.build_argv(Settings(model="m", allowed_media=bad))
+
+
+def test_profiles_pick_the_media_limits(tiny, tmp_path):
+    from serve import tiny as builder
+    from serve.profiles import IDEFICS3, QWEN_VL, profile_for
+
+    smol = builder.build_idefics3(tmp_path / "tiny-smolvlm")
+    assert profile_for(str(smol)) == IDEFICS3 and profile_for(str(tiny.model)) == QWEN_VL
+    assert profile_for("HuggingFaceTB/SmolVLM2-2.2B-Instruct") == IDEFICS3 and profile_for(command.GPU_MODEL) == QWEN_VL
+    argv = command.build_argv(Settings(model=str(smol), frames=6))
+    assert json.loads(_opt(argv, "--limit-mm-per-prompt")) == {"image": 6} and "--media-io-kwargs" not in argv
+    argv = command.build_argv(Settings(model=str(tiny.model), frames=6))
+    assert json.loads(_opt(argv, "--limit-mm-per-prompt")) == {"video": 1, "image": 1}

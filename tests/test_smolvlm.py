@@ -1,0 +1,45 @@
+"""The SmolVLM / Idefics3 path through the real server: client-sampled frames as images."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from serve import tiny as builder
+from serve.command import free_port
+from tests.conftest import REPO, start_server, stop_server
+
+
+@pytest.fixture(scope="module")
+def smol_server(tmp_path_factory):
+    model = builder.build_idefics3(tmp_path_factory.mktemp("smol") / "tiny-smolvlm")
+    port = free_port()
+    base_url = f"http://127.0.0.1:{port}/v1"
+    proc = start_server(["--model", str(model), "--port", str(port), "--frames", "6"],
+                        tmp_path_factory.mktemp("smol-log") / "vllm.log", base_url)
+    yield base_url
+    stop_server(proc)
+
+
+def test_idefics3_model_is_scored_from_sampled_frames(smol_server, synthetic, tmp_path):
+    r = subprocess.run([sys.executable, "-m", "measure", "--data", str(synthetic), "--base-url", smol_server,
+                        "--runs-dir", str(tmp_path), "--run-id", "smol", "--limit", "5", "--client-frames", "6",
+                        "--answer-format", "letters"], cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    rows = [json.loads(line) for line in (tmp_path / "smol" / "predictions.jsonl").read_text().splitlines()]
+    assert len(rows) == 5 * 2 and all(row["status"] == "ok" and row["reply"] in row["choices"] for row in rows)
+    assert all(row["frame_indices"] == [3, 9, 15, 21, 27, 33] for row in rows)  # the same frames for every model
+    assert all(abs(sum(row["probs"].values()) - 1) < 1e-3 for row in rows)
+    run = json.loads((tmp_path / "smol" / "run.json").read_text())
+    assert run["ask"]["profiles"] == {"tiny-smolvlm": {"name": "idefics3", "video_as": "frames"}}
+
+
+def test_more_frames_than_the_server_allows_is_an_error_not_a_wrong_answer(smol_server, synthetic, tmp_path):
+    r = subprocess.run([sys.executable, "-m", "measure", "--data", str(synthetic), "--base-url", smol_server,
+                        "--runs-dir", str(tmp_path), "--run-id", "over", "--limit", "1", "--variants", "plain",
+                        "--client-frames", "7"], cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 1
+    row = json.loads((tmp_path / "over" / "predictions.jsonl").read_text().splitlines()[0])
+    assert row["status"] == "error" and row["error"].startswith("HTTP 400") and row["attempts"] == 1
