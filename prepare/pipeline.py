@@ -48,8 +48,10 @@ class RenderJob:
 
 
 def render(job: RenderJob) -> dict[str, Any]:
-    """Decode once, write every missing variant; a bad clip comes back as an error, not a raise."""
-    todo = {v: p for v, p in job.outputs.items() if not p.is_file()}
+    """Decode once, write every missing or out-of-date variant (older than its source clip);
+    a bad clip comes back as an error, not a raise."""
+    born = job.source.stat().st_mtime if job.source.is_file() else 0.0
+    todo = {v: p for v, p in job.outputs.items() if not p.is_file() or p.stat().st_mtime < born}
     info: dict[str, Any] = {"video_id": job.video_id, "rendered": sorted(todo)}
     try:
         if todo:

@@ -225,11 +225,26 @@ def make_video(vid: str, template: Template, objects: list[tuple[str, str]], rng
     return np.stack(frames), annotations
 
 
+GENERATOR_VERSION = 2  # bump when the generated data changes
+
+
 def generate_raw(raw: Path, n_videos: int, seed: int) -> dict[str, Path]:
-    """Write raw SSV2-format data under `raw`; returns the paths the `ssv2` step reads."""
+    """Write raw SSV2-format data under `raw`; returns the paths the `ssv2` step reads.
+
+    Raw data made with the same (seed, videos, version) is reused as it is; any other is
+    replaced whole, so videos, labels and boxes always belong together.
+    """
+    videos_dir, labels_dir = raw / "videos", raw / "labels"
+    paths = {"videos": videos_dir, "labels": labels_dir, "boxes": raw / "bounding_box_smthsmth_part1.json"}
+    spec = {"seed": seed, "videos": n_videos, "version": GENERATOR_VERSION}
+    marker = raw / "generator.json"
+    if marker.is_file() and json.loads(marker.read_text()) == spec:
+        return paths
+    marker.unlink(missing_ok=True)
+    for old in videos_dir.glob("*.webm") if videos_dir.is_dir() else []:
+        old.unlink()
     rng = random.Random(f"{seed}/synthetic")
     names = [(c, s) for c in COLOURS for s in SHAPES]
-    videos_dir, labels_dir = raw / "videos", raw / "labels"
     splits: dict[str, list[dict]] = {"train": [], "validation": [], "test": []}
     boxes: dict[str, list] = {}
     n_unlabeled = max(1, n_videos // 20)  # like real SSV2: test.json ids come without labels
@@ -239,9 +254,7 @@ def generate_raw(raw: Path, n_videos: int, seed: int) -> dict[str, Path]:
         n_objects = template.text.count("[something]")
         objects = rng.sample(names, n_objects)
         frames, annotations = make_video(vid, template, objects, rng)
-        path = videos_dir / f"{vid}.webm"
-        if not path.is_file():
-            encode(path, frames, FPS, "libvpx-vp9", crf="30", deadline="realtime", **{"cpu-used": "8"})
+        encode(videos_dir / f"{vid}.webm", frames, FPS, "libvpx-vp9", crf="30", deadline="realtime", **{"cpu-used": "8"})
         boxes[vid] = annotations
         placeholders = [" ".join(o) for o in objects]
         label = template.text
@@ -257,6 +270,6 @@ def generate_raw(raw: Path, n_videos: int, seed: int) -> dict[str, Path]:
     for name, rows in splits.items():
         write_json(labels_dir / f"{name}.json", rows)
     write_json(labels_dir / "labels.json", {t.text.replace("[something]", "something"): str(k) for k, t in enumerate(TEMPLATES)})
-    box_file = raw / "bounding_box_smthsmth_part1.json"
-    atomic_write(box_file, json.dumps(boxes))
-    return {"videos": videos_dir, "labels": labels_dir, "boxes": box_file}
+    atomic_write(paths["boxes"], json.dumps(boxes))
+    write_json(marker, spec)
+    return paths
