@@ -17,7 +17,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from measure import client, report
 from measure.client import AskConfig, Item, SetupError
 from measure.store import PredictionStore
-from prepare.schema import DataError, DataLayout, Prediction, read_questions
+from prepare.schema import DataError, DataLayout, Prediction, load_questions
 from prepare.variants import BLIND
 from serve.profiles import Profile, profile_for
 
@@ -34,10 +34,15 @@ def _csv(value: str | None) -> list[str] | None:
 
 
 def plan(
-    layout: DataLayout, models: list[str], variants: list[str], split: str, limit: int | None
+    layout: DataLayout, models: list[str], variants: list[str], split: str, limit: int | None,
+    rejected: list[str] | None = None,
 ) -> list[Item]:
-    """Every (question, model, variant) to ask, clip by clip, so a clip's questions go out together."""
-    questions = [q for q in read_questions(layout.questions) if q.split == split]
+    """Every (question, model, variant) to ask, clip by clip, so a clip's questions go out
+    together. Bad question rows are left out; their messages go to `rejected`."""
+    valid, bad = load_questions(layout.questions)
+    if rejected is not None:
+        rejected += bad
+    questions = [q for q in valid if q.split == split]
     if limit is not None:
         questions = questions[:limit]
     if not questions:
@@ -111,9 +116,12 @@ def run(
         missing = sorted(set(chosen) - set(on_disk))
         if missing or not chosen:
             raise DataError(f"{data}: no clips for variant(s) {missing or chosen}; on disk: {on_disk}")
-        items = plan(layout, wanted, chosen, split, limit)
+        rejected: list[str] = []
+        items = plan(layout, wanted, chosen, split, limit, rejected)
     except (SetupError, DataError) as e:
         _fail(str(e))
+    for message in rejected:
+        typer.secho(f"skipped question: {message}", fg="yellow", err=True)
 
     rid = resume or run_id or f"{data.name}-{dt.datetime.now():%Y%m%d-%H%M%S}"
     store = PredictionStore(runs_dir / rid)
@@ -133,6 +141,7 @@ def run(
         "models": wanted,
         "variants": chosen,
         "split": split,
+        "rejected_questions": rejected,
         "dataset": {"path": str(data), "manifest_sha256": _sha256(layout.manifest)},
         "servers": [_server_info(u, m) for u, m in zip(urls, served)],
         "frames": {"per_request": frames, "server_wide": None if frames else "the server's setting (serve --frames, default 8); see prompt_tokens"},
@@ -145,15 +154,20 @@ def run(
 
     sent, send_s = 0, 0.0
     interrupted = False
+    down: str | None = None
     store.open()
     try:
         if todo:
-            asyncio.run(client.warm_up(urls[0], api_key, wanted[0]))
+            problem = asyncio.run(client.warm_up(urls[0], api_key, wanted[0]))
+            if problem:
+                typer.secho(f"warning: warm-up request failed ({problem}); going on", fg="yellow", err=True)
             start = time.perf_counter()
             sent = _send(todo, urls, api_key, cfg, concurrency, store)
             send_s = time.perf_counter() - start
     except KeyboardInterrupt:
         interrupted = True
+    except client.ServerUnavailable as e:
+        down = str(e)
     finally:
         store.close()
     preds = store.load()
@@ -171,6 +185,10 @@ def run(
     if interrupted:
         typer.secho(f"interrupted: {len(kept)} of {len(items)} answers are saved; finish with --resume {rid}", fg="yellow", err=True)
         raise typer.Exit(130)
+    if down:
+        typer.secho(f"error: {down}. {len(kept) - n_err} answers are saved; once the server is back, "
+                    f"finish with --resume {rid}", fg="red", err=True)
+        raise typer.Exit(3)
     if n_err:
         typer.secho(f"{n_err} item(s) ended as errors (kept apart, not counted wrong); ask them again with --resume {rid}",
                     fg="yellow", err=True)

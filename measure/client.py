@@ -134,6 +134,14 @@ async def ask(client: AsyncOpenAI, item: Item, cfg: AskConfig) -> Prediction:
                       latency_s=time.perf_counter() - start, attempts=attempt, error=error)
 
 
+class ServerUnavailable(RuntimeError):
+    """Every request fails to connect: the server is down. What was answered is kept."""
+
+
+def _unreachable(pred: Prediction) -> bool:
+    return pred.status == "error" and (pred.error or "").startswith("APIConnectionError")
+
+
 async def run_items(
     items: list[Item],
     base_urls: list[str],
@@ -143,7 +151,9 @@ async def run_items(
     on_result: Callable[[Prediction], None],
 ) -> None:
     """Send every item with at most `concurrency` in flight, spread over the servers in turn;
-    `on_result` sees each prediction as soon as it is known."""
+    `on_result` sees each prediction as soon as it is known. When `max(8, concurrency)`
+    items in a row fail to connect even after their retries, stop with ServerUnavailable
+    rather than record the rest as errors (only requests in flight are dropped)."""
     clients = [
         AsyncOpenAI(base_url=u, api_key=api_key or "EMPTY", max_retries=0,
                     http_client=httpx.AsyncClient(limits=httpx.Limits(max_connections=concurrency)))
@@ -151,22 +161,38 @@ async def run_items(
     ]
     queue = iter(items)
     pick = itertools.cycle(clients)
+    failures = 0
 
     async def worker() -> None:
+        nonlocal failures
         for item in queue:  # a shared iterator: each item is taken by exactly one worker
-            on_result(await ask(next(pick), item, cfg))
+            pred = await ask(next(pick), item, cfg)
+            on_result(pred)
+            failures = failures + 1 if _unreachable(pred) else 0
+            if failures >= max(8, concurrency):
+                raise ServerUnavailable(f"{', '.join(base_urls)} stopped answering: {failures} requests in a row "
+                                        f"failed to connect after {cfg.max_attempts} attempts each ({pred.error})")
 
     try:
-        await asyncio.gather(*(worker() for _ in range(max(1, min(concurrency, len(items))))))
+        async with asyncio.TaskGroup() as group:
+            for _ in range(max(1, min(concurrency, len(items)))):
+                group.create_task(worker())
+    except* ServerUnavailable as eg:
+        raise eg.exceptions[0] from None
     finally:
         for c in clients:
             await c.close()
 
 
-async def warm_up(base_url: str, api_key: str | None, model: str) -> None:
-    """One tiny logprobs request: the first after a server start is slow, once."""
+async def warm_up(base_url: str, api_key: str | None, model: str) -> str | None:
+    """One tiny logprobs request: the first after a server start is slow, once. Best effort:
+    returns what went wrong instead of raising (the run's own requests retry and record)."""
     async with AsyncOpenAI(base_url=base_url, api_key=api_key or "EMPTY", max_retries=2) as client:
-        await client.chat.completions.create(
-            model=model, messages=[{"role": "user", "content": "A or B?"}], temperature=0.0, max_tokens=1,
-            logprobs=True, top_logprobs=2, extra_body={"structured_outputs": {"choice": ["A", "B"]}}, timeout=120,
-        )
+        try:
+            await client.chat.completions.create(
+                model=model, messages=[{"role": "user", "content": "A or B?"}], temperature=0.0, max_tokens=1,
+                logprobs=True, top_logprobs=2, extra_body={"structured_outputs": {"choice": ["A", "B"]}}, timeout=120,
+            )
+        except openai.OpenAIError as e:
+            return f"{type(e).__name__}: {e}"
+    return None

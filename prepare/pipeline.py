@@ -15,9 +15,9 @@ from typing import Any, Iterator, Sequence
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from prepare import questions as qb
-from prepare.schema import DataError, DataLayout, Question, atomic_write, to_json_line, write_json
+from prepare.schema import DataError, DataLayout, Question, atomic_write, safe_id, to_json_line, write_json
 from prepare.sources import FrameBoxes, read_boxes, read_labels, read_templates
-from prepare.variants import BLIND, RENDERERS, VARIANTS, CueOptions, Source, aligned, settings
+from prepare.variants import BLIND, RENDERERS, VARIANTS, CueOptions, Source, aligned, fit_boxes, settings
 from prepare.video import probe_video, read_video, write_mp4
 
 VIDEO_SUFFIXES = (".webm", ".mp4")
@@ -61,8 +61,9 @@ def render(job: RenderJob) -> dict[str, Any]:
             n, fps, h, w = probe_video(job.source)
     except DataError as e:
         return info | {"error": str(e)}
-    per_frame = aligned(job.boxes, n, fps)
-    info |= {"frames": n, "fps": fps, "frames_without_cues": sum(b is None for b in per_frame), "padding": [h % 2, w % 2]}
+    per_frame, clamped, dropped = fit_boxes(aligned(job.boxes, n, fps), h, w)
+    info |= {"frames": n, "fps": fps, "frames_without_cues": sum(b is None for b in per_frame), "padding": [h % 2, w % 2],
+             "boxes_clamped": clamped, "boxes_dropped": dropped}
     if todo:
         src = Source(frames, per_frame, job.video_id, job.seed)
         for variant, path in todo.items():
@@ -97,6 +98,8 @@ def sync_settings(layout: DataLayout, variant: str, wanted: dict) -> int:
     """Make clips/<variant>/ hold only clips made with `wanted` settings: clips of other (or
     unknown) settings are removed so they are rendered again. Returns how many were removed."""
     folder = layout.clip(variant, "x").parent
+    for tmp in folder.glob(".*.mp4") if folder.is_dir() else []:  # half-written by a killed run
+        tmp.unlink()
     marker = folder / ".settings.json"
     if marker.is_file() and json.loads(marker.read_text()) == wanted:
         return 0
@@ -137,12 +140,16 @@ def prepare_ssv2(videos: Path, labels: Path, boxes: Sequence[Path], out: Path, o
         entries = entries[: opts.limit]
     sources: dict[str, Path] = {}
     for e in entries:
+        if not safe_id(e.id):
+            drop(e.id, "video id is not a plain file name (it could escape the videos directory)")
+            continue
         path = find_video(videos, e.id)
         if path is None:
             drop(e.id, "video missing")
         else:
             sources[e.id] = path
-    box_map = read_boxes(boxes, set(sources))
+    box_stats: dict[str, int] = {}
+    box_map = read_boxes(boxes, set(sources), box_stats)
     for vid in sorted(set(sources) - set(box_map)):
         drop(vid, "no boxes")
     usable = [e for e in entries if e.id in sources and e.id in box_map]
@@ -183,6 +190,9 @@ def prepare_ssv2(videos: Path, labels: Path, boxes: Sequence[Path], out: Path, o
         "dropped_by_reason": dict(collections.Counter(d["reason"].split(": ")[-1] for d in dropped)),
         "frames_without_cues": {vid: i["frames_without_cues"] for vid, i in sorted(clips.items()) if i.get("frames_without_cues")},
         "padded": {vid: i["padding"] for vid, i in sorted(clips.items()) if any(i.get("padding", ()))},
+        "boxes_fixed": {vid: {"clamped_to_frame": i["boxes_clamped"], "dropped_empty_or_inverted": i["boxes_dropped"]}
+                        for vid, i in sorted(clips.items()) if i.get("boxes_clamped") or i.get("boxes_dropped")},
+        "boxes_for_other_videos": box_stats["videos"] - len(box_map),
         "versions": {pkg: importlib.metadata.version(pkg) for pkg in ("decord", "av", "numpy", "opencv-python-headless")},
     }
     if opts.shard is not None:

@@ -18,6 +18,12 @@ from typing import Any, Iterable, Literal
 QuestionType = Literal["verb", "object", "arrow"]
 QUESTION_TYPES: tuple[str, ...] = ("verb", "object", "arrow")  # arrow: the arrow-of-time task
 _ARTICLE = re.compile(r"^(a|an|the)\s+")
+_SAFE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")  # a file name: no "/", no leading "." or "-"
+
+
+def safe_id(video_id: str) -> bool:
+    """True when a video id can name a clip file inside the data directory (no ../, no /)."""
+    return bool(_SAFE_ID.match(video_id)) and ".." not in video_id
 
 
 def normalize(text: str) -> str:
@@ -44,6 +50,8 @@ class Question:
     def problems(self) -> list[str]:
         """Reasons this record is not a valid question (empty when it is)."""
         out = []
+        if not safe_id(self.video_id):
+            out.append(f"video_id {self.video_id!r} is not a plain file name (it could escape the data directory)")
         if self.type not in QUESTION_TYPES:
             out.append(f"type {self.type!r} is not one of {QUESTION_TYPES}")
         if self.type != "arrow" and self.question.count("_____") != 1:
@@ -112,20 +120,47 @@ def read_jsonl(path: Path) -> Iterable[tuple[int, dict[str, Any]]]:
             yield n, row
 
 
-def read_questions(path: Path) -> list[Question]:
-    """Load and validate questions.jsonl; the first bad row stops it with file:line and reason."""
+def load_questions(path: Path) -> tuple[list[Question], list[str]]:
+    """Valid questions of questions.jsonl, and one message per rejected row (file:line and
+    the reason): not JSON, missing fields, bad choices, unsafe video id, duplicate id."""
     if not path.is_file():
         raise DataError(f"{path}: no questions file")
     out: list[Question] = []
+    rejected: list[str] = []
     seen: set[str] = set()
-    for n, row in read_jsonl(path):
-        q = _from_dict(Question, row, f"{path}:{n}")
-        problems = q.problems() + ([f"duplicate id {q.id!r}"] if q.id in seen else [])
-        if problems:
-            raise DataError(f"{path}:{n}: {'; '.join(problems)}")
-        seen.add(q.id)
-        out.append(q)
-    return out
+    with open(path, encoding="utf-8") as f:
+        for n, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            where = f"{path}:{n}"
+            try:
+                row = json.loads(line)
+                if not isinstance(row, dict):
+                    raise DataError(f"{where}: expected a JSON object")
+                q = _from_dict(Question, row, where)
+                if not isinstance(q.choices, list) or not all(isinstance(c, str) for c in q.choices):
+                    raise DataError(f"{where}: choices must be a list of strings")
+            except json.JSONDecodeError as e:
+                rejected.append(f"{where}: not JSON ({e.msg} at column {e.colno})")
+                continue
+            except (DataError, TypeError) as e:
+                rejected.append(str(e) if isinstance(e, DataError) else f"{where}: {e}")
+                continue
+            problems = q.problems() + ([f"duplicate id {q.id!r}"] if q.id in seen else [])
+            if problems:
+                rejected.append(f"{where}: {'; '.join(problems)}")
+                continue
+            seen.add(q.id)
+            out.append(q)
+    return out, rejected
+
+
+def read_questions(path: Path) -> list[Question]:
+    """All questions of a file that must be valid; the first rejected row raises DataError."""
+    questions, rejected = load_questions(path)
+    if rejected:
+        raise DataError(rejected[0] + (f" (and {len(rejected) - 1} more)" if len(rejected) > 1 else ""))
+    return questions
 
 
 def prediction_from_dict(row: dict[str, Any], where: str) -> Prediction:

@@ -79,21 +79,27 @@ def read_templates(labels_dir: Path) -> list[str]:
     return [re.sub(r"\b([Ss]omething)\b", r"[\1]", name) for name in load_json(path)]
 
 
-def read_boxes(paths: Iterable[Path], keep: set[str]) -> dict[str, list[FrameBoxes]]:
+def read_boxes(paths: Iterable[Path], keep: set[str], stats: dict[str, int] | None = None) -> dict[str, list[FrameBoxes]]:
     """Per-frame boxes of the videos in `keep`, streamed so multi-GB files fit in memory.
 
     Frame i of the result is the annotation named `<video>/<i+1:04d>.jpg`; frames with no
-    annotation are empty dicts.
+    annotation are empty dicts. `stats["videos"]` counts every video the files name.
     """
     out: dict[str, list[FrameBoxes]] = {}
+    seen = 0
     for path in paths:
         try:
             with open(path, "rb") as f:
                 for vid, frames in ijson.kvitems(f, "", use_float=True):
+                    seen += 1
                     if vid in keep:
                         out[vid] = _frames(frames)
         except ijson.JSONError as e:
             raise DataError(f"{path}: malformed JSON: {e}") from None
+        except (KeyError, TypeError, ValueError) as e:
+            raise DataError(f"{path}: not in the Something-Else box format ({type(e).__name__}: {e})") from None
+    if stats is not None:
+        stats["videos"] = seen
     return out
 
 

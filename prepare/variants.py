@@ -55,6 +55,27 @@ def aligned(boxes: list[FrameBoxes], n_frames: int, fps: float) -> list[FrameBox
     return out
 
 
+def fit_boxes(per_frame: list[FrameBoxes | None], height: int, width: int) -> tuple[list[FrameBoxes | None], int, int]:
+    """Boxes clamped to the frame; boxes empty or inverted after that are dropped. Returns
+    (boxes, how many were clamped, how many were dropped)."""
+    clamped = dropped = 0
+    out: list[FrameBoxes | None] = []
+    for boxes in per_frame:
+        if boxes is None:
+            out.append(None)
+            continue
+        kept: FrameBoxes = {}
+        for slot, (x1, y1, x2, y2) in boxes.items():
+            fit = (min(max(x1, 0.0), width), min(max(y1, 0.0), height), min(max(x2, 0.0), width), min(max(y2, 0.0), height))
+            if fit[2] <= fit[0] or fit[3] <= fit[1]:
+                dropped += 1
+                continue
+            clamped += fit != (x1, y1, x2, y2)
+            kept[slot] = fit
+        out.append(kept)
+    return out, clamped, dropped
+
+
 def _cued(draw_box: bool, draw_path: bool) -> Renderer:
     def render(src: Source, opts: CueOptions) -> np.ndarray:
         out = src.frames.copy()

@@ -97,7 +97,7 @@ def main() -> None:
             root = Path(d)
             seeds = iter(range(100, 200))
             # Warm-up, as measure does: the first logprobs request after a start is slow, once.
-            asyncio.run(warm_up(url, None, models[0]))
+            assert asyncio.run(warm_up(url, None, models[0])) is None
             asyncio.run(bare(url, requests(make_dataset(root, next(seeds), 8), models)[:4], 1))
             seq_data = make_dataset(root, next(seeds), args.videos)
             seq_reqs = requests(seq_data, models)

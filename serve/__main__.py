@@ -44,6 +44,8 @@ def poll_ready(base_url: str, timeout: float, api_key: str | None = None, proc: 
             r = httpx.get(f"{base_url}/models", headers=headers, timeout=5)
             if r.status_code == 200:
                 return r.json()["data"]
+            if r.status_code == 401:
+                raise RuntimeError(f"{base_url} is up but refuses the API key (HTTP 401): pass --api-key / VLLM_API_KEY")
         except httpx.HTTPError:
             pass
         time.sleep(1)

@@ -41,7 +41,7 @@ def tiny(tmp_path_factory) -> Tiny:
     return Tiny(model, adapter)
 
 
-def start_server(argv: list[str], log: Path, base_url: str) -> subprocess.Popen:
+def start_server(argv: list[str], log: Path, base_url: str, api_key: str | None = None) -> subprocess.Popen:
     """Start `python -m serve run ...` in its own session; fail the test with its log if it never gets ready."""
     from serve.__main__ import poll_ready
 
@@ -49,9 +49,9 @@ def start_server(argv: list[str], log: Path, base_url: str) -> subprocess.Popen:
         proc = subprocess.Popen([sys.executable, "-m", "serve", "run", *argv], cwd=REPO, stdout=out,
                                 stderr=subprocess.STDOUT, start_new_session=True)
     try:
-        poll_ready(base_url, timeout=600, proc=proc)
+        poll_ready(base_url, timeout=600, api_key=api_key, proc=proc)
     except (RuntimeError, TimeoutError) as e:
-        os.killpg(proc.pid, signal.SIGKILL)
+        stop_server(proc)
         pytest.fail(f"vLLM did not start: {e}\n{log.read_text()[-4000:]}")
     return proc
 

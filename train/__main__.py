@@ -11,7 +11,9 @@ import hashlib
 import io
 import json
 import os
+import shutil
 import sys
+import tempfile
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -113,12 +115,19 @@ def _sha256(path: Path) -> str | None:
 
 
 def _save(peft_model, out: Path, base_name: str, history: list[dict], train_args: dict) -> None:
-    """The adapter (never merged), named for its base's served name, with its run record."""
-    peft_model.save_pretrained(out)
-    cfg_path = out / "adapter_config.json"
-    cfg = json.loads(cfg_path.read_text())
-    cfg["base_model_name_or_path"] = base_name  # how `serve` finds the adapters of a model
-    write_json(cfg_path, cfg)
+    """The adapter (never merged), named for its base's served name, with its run record.
+    Written into a temp folder, then each file renamed into place: never half an adapter."""
+    out.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".adapter.", dir=out))
+    try:
+        peft_model.save_pretrained(tmp)
+        cfg = json.loads((tmp / "adapter_config.json").read_text())
+        cfg["base_model_name_or_path"] = base_name  # how `serve` finds the adapters of a model
+        write_json(tmp / "adapter_config.json", cfg)
+        for f in sorted(tmp.iterdir()):
+            os.replace(f, out / f.name)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
     write_json(out / "train_args.json", train_args)
     rows = [(h["step"], h["loss"], h.get("learning_rate")) for h in history if "loss" in h]
     buf = io.StringIO()
