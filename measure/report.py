@@ -166,7 +166,8 @@ def per_template(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def template_moves(df: pd.DataFrame, parents: dict[str, str | None], top: int = 5) -> pd.DataFrame:
-    """The largest per-template gains and losses from cues (vs plain) and from adapters (vs base)."""
+    """The largest gains and losses per template and per verb, from cues (vs plain) and
+    from adapters (vs base), on the same questions."""
     present = set(zip(df["model"], df["variant"]))
     pairs = [(f"{m}: {v} − plain", (m, "plain"), (m, v)) for m, v in sorted(present) if v in CUED and (m, "plain") in present]
     pairs += [(f"{m} − {parents[m]} ({v})", (parents[m], v), (m, v))
@@ -174,16 +175,21 @@ def template_moves(df: pd.DataFrame, parents: dict[str, str | None], top: int = 
     rows = []
     for label, a, b in pairs:
         j = _pairs(df, a, b)
-        for template, t in j.groupby("template"):
-            rows.append({"comparison": label, "template": template, "n": len(t),
-                         "delta": 100 * (t["correct_b"].mean() - t["correct_a"].mean())})
-    moves = pd.DataFrame(rows, columns=["comparison", "template", "n", "delta"])
+        for level in ("template", "verb"):
+            for key, t in j.groupby(level):
+                rows.append({"level": level, "comparison": label, "group": key, "n": len(t),
+                             "delta": 100 * (t["correct_b"].mean() - t["correct_a"].mean())})
+    cols = ["kind", "level", "comparison", "group", "n", "delta"]
+    moves = pd.DataFrame(rows, columns=cols[1:])
     if moves.empty:
-        return moves
-    ranked = moves.sort_values(["delta", "n", "comparison", "template"], ascending=[False, False, True, True])
-    out = pd.concat([ranked.head(top).assign(kind="gain"), ranked.tail(top).iloc[::-1].assign(kind="loss")])
-    out = out[((out["kind"] == "gain") & (out["delta"] > 0)) | ((out["kind"] == "loss") & (out["delta"] < 0))]
-    return out[["kind", "comparison", "template", "n", "delta"]].drop_duplicates()
+        return pd.DataFrame(columns=cols)
+    out = []
+    for _, m in moves.groupby("level", sort=True):
+        ranked = m.sort_values(["delta", "n", "comparison", "group"], ascending=[False, False, True, True])
+        gains = ranked.head(top).assign(kind="gain")
+        losses = ranked.tail(top).iloc[::-1].assign(kind="loss")
+        out += [gains[gains["delta"] > 0], losses[losses["delta"] < 0]]
+    return pd.concat(out)[cols].drop_duplicates()
 
 
 def positions(df: pd.DataFrame) -> pd.DataFrame:
@@ -251,7 +257,7 @@ def render_markdown(r: Report) -> str:
         "\n\n## Cued − plain on the questions the blind control gets wrong\n", markdown(r.cued_blind_wrong),
         "\n\n## Cued − plain (same questions; paired bootstrap 95 % CI, exact McNemar)\n", markdown(r.cued_vs_plain),
         "\n\n## Adapter − base (same questions)\n", markdown(r.adapter_vs_base),
-        "\n\n## Largest per-template gains and losses\n", markdown(r.moves),
+        "\n\n## Largest gains and losses per template and per verb\n", markdown(r.moves),
         "\n\n## Answer position: accuracy by correct position, share of each predicted position (%)\n",
         markdown(r.positions), "\n",
     ]

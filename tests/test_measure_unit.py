@@ -97,7 +97,9 @@ def test_cued_and_adapter_comparisons_are_paired_on_the_same_questions():
     assert (cued["n"], cued["acc_a"], cued["acc_b"], cued["delta"], cued["only_b"]) == (10, 30.0, 60.0, 30.0, 3)
     ad = r.adapter_vs_base.set_index(["variant", "type"]).loc[("plain", "all")]
     assert (ad["n"], ad["delta"], ad["only_b"], ad["only_a"]) == (10, 20.0, 2, 0)
-    assert r.moves.iloc[0]["delta"] == 30.0 and r.moves.iloc[0]["kind"] == "gain"
+    top = r.moves[r.moves["level"] == "template"].iloc[0]
+    assert (top["delta"], top["kind"], top["group"]) == (30.0, "gain", "Pushing [something]")
+    assert set(r.moves["level"]) == {"template", "verb"} and "pushing" in set(r.moves["group"])
     pos = r.positions.set_index(["model", "variant"]).loc[("base", "plain")]
     assert pos["acc_when_answer_A"] == 30.0 and pos["predicted_A"] == 30.0 and pos["predicted_B"] == 70.0
 
