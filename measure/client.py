@@ -1,28 +1,33 @@
-"""Ask a vLLM server guided-choice questions, concurrently, with bounded retries."""
+"""Transport: send guided-choice requests to vLLM servers, concurrently, with bounded retries.
+Scoring is `measure.score`; this module only asks and records."""
 from __future__ import annotations
 
 import asyncio
 import itertools
-import math
 import random
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import httpx
 import openai
 from openai import AsyncOpenAI
 
+from core.cli import option
+from core.defaults import FRAMES
+from core.errors import UserError
+from core.profiles import QWEN_VL, Profile
+from core.records import Key, Prediction, Question, key
 from measure import prompt
 from measure.prompt import AnswerFormat, Media
-from prepare.schema import Prediction, Question
-from serve.profiles import QWEN_VL, Profile
+from measure.score import score_choice
 
 RETRYABLE = (openai.APIConnectionError, openai.APITimeoutError, openai.InternalServerError, openai.RateLimitError)
+MAX_TOKENS = 32  # a choice is a few tokens; the constraint ends the reply
 
 
-class SetupError(RuntimeError):
+class SetupError(UserError):
     """A run that cannot start (server unreachable, unknown model, ...): says what and where."""
 
 
@@ -36,20 +41,22 @@ class Item:
     clip: Path | None
 
     @property
-    def key(self) -> tuple[str, str, str]:
-        return (self.question.id, self.model, self.variant)
+    def key(self) -> Key:
+        return key(self.question.id, self.model, self.variant)
 
 
 @dataclass(frozen=True)
 class AskConfig:
-    answer_format: AnswerFormat = "text"
-    timeout_s: float = 120.0
-    max_attempts: int = 4
+    """How each request is made (the request options of `measure`)."""
+
+    answer_format: AnswerFormat = option("text", "text (the choice strings) or letters (A-D, with probabilities).")
+    timeout_s: float = option(120.0, "Seconds per request before a retry.", flags=("--timeout",))
+    max_attempts: int = option(4, "Attempts per request (bounded exponential backoff).")
+    frames: int | None = option(None, "Frames per clip, sent per request (server needs --trust-request-mm-kwargs).")
+    media: Media = option("data", "data (base64 inline) or file (file:// URLs; server needs --allowed-local-media-path).")
+    client_frames: int = option(FRAMES, "Frames sampled client-side for image-only model families (SmolVLM).")
     backoff_s: float = 0.5  # doubles per attempt, capped at 8 s, with jitter
-    frames: int | None = None  # per-request frame count (needs --trust-request-mm-kwargs)
-    media: Media = "data"
     profiles: dict[str, Profile] = field(default_factory=dict)  # served model -> request profile
-    client_frames: int = 8  # frames sampled client-side for image-only families
 
     def profile(self, model: str) -> Profile:
         return self.profiles.get(model, QWEN_VL)
@@ -69,49 +76,50 @@ def list_models(base_url: str, api_key: str | None, timeout: float = 4.0) -> lis
     return r.json()["data"]
 
 
-def _probs(choice, targets: list[str], choices: list[str]) -> dict[str, float] | None:
-    """Per-choice probability from the first answer token's top logprobs (letters mode)."""
+def request(item: Item, cfg: AskConfig, media: list[dict]) -> dict[str, Any]:
+    """The chat-completion arguments for one item whose media parts are `media`: temperature
+    0, the reply constrained to the targets (`structured_outputs`, never the removed
+    `guided_choice`), logprobs in letters mode, frames per request if asked."""
+    targets = prompt.targets(item.question, cfg.answer_format)
+    extra: dict[str, Any] = {"structured_outputs": {"choice": targets}}
+    if cfg.frames is not None:
+        extra["media_io_kwargs"] = {"video": {"min_frames": cfg.frames, "max_frames": cfg.frames}}
+    letters = cfg.answer_format == "letters"
+    return dict(model=item.model, messages=prompt.messages(item.question, cfg.answer_format, media), temperature=0.0,
+                max_tokens=MAX_TOKENS, logprobs=letters or None, top_logprobs=len(targets) + 1 if letters else None,
+                extra_body=extra, timeout=cfg.timeout_s)
+
+
+def build(item: Item, cfg: AskConfig) -> tuple[dict[str, Any], list[int] | None]:
+    """The request for one item and the frame indices it sends (client-sampled frames only).
+    Raises whatever reading the clip raises."""
+    media, frame_indices = prompt.media_parts(item.clip, item.variant, cfg.profile(item.model), cfg.media,
+                                              cfg.client_frames)
+    return request(item, cfg, media), frame_indices
+
+
+def _top_logprobs(choice) -> dict[str, float] | None:
     content = getattr(choice.logprobs, "content", None) if choice.logprobs else None
-    if not content:
-        return None
-    lp = {t.token.strip(): t.logprob for t in content[0].top_logprobs}
-    raw = {c: math.exp(lp[t]) for t, c in zip(targets, choices) if t in lp}
-    total = sum(raw.values())
-    if not raw or total <= 0:
-        return None
-    return {c: raw.get(c, 0.0) / total for c in choices}
+    return {t.token: t.logprob for t in content[0].top_logprobs} if content else None
 
 
 async def ask(client: AsyncOpenAI, item: Item, cfg: AskConfig) -> Prediction:
     """One question -> one Prediction; never raises for server trouble (status 'error')."""
     q = item.question
-    targets = prompt.targets(q, cfg.answer_format)
-    extra: dict = {"structured_outputs": {"choice": targets}}
-    if cfg.frames is not None:
-        extra["media_io_kwargs"] = {"video": {"min_frames": cfg.frames, "max_frames": cfg.frames}}
-    letters = cfg.answer_format == "letters"
     base = dict(question_id=q.id, video_id=q.video_id, type=q.type, model=item.model, variant=item.variant,
-                choices=list(q.choices), answer=q.answer, template=q.template)
+                choices=list(q.choices), answer=q.answer, template=q.template, verb=q.verb, category=q.category)
     if item.clip is not None and not item.clip.is_file():
         return Prediction(**base, reply=None, status="error", correct=False, error="clip missing")
     try:
-        media, frame_indices = prompt.media_parts(item.clip, item.variant, cfg.profile(item.model), cfg.media, cfg.client_frames)
+        args, frame_indices = build(item, cfg)
     except Exception as e:  # an unreadable clip is this item's error, not the run's
         return Prediction(**base, reply=None, status="error", correct=False, error=f"clip unreadable: {type(e).__name__}: {e}")
+    targets = prompt.targets(q, cfg.answer_format)
     error = ""
     start = time.perf_counter()
     for attempt in range(1, cfg.max_attempts + 1):
         try:
-            resp = await client.chat.completions.create(
-                model=item.model,
-                messages=prompt.messages(q, cfg.answer_format, media),
-                temperature=0.0,
-                max_tokens=32,
-                logprobs=letters or None,
-                top_logprobs=len(targets) + 1 if letters else None,
-                extra_body=extra,
-                timeout=cfg.timeout_s,
-            )
+            resp = await client.chat.completions.create(**args)
         except RETRYABLE as e:
             error = f"{type(e).__name__}: {e}"
             if attempt < cfg.max_attempts:
@@ -123,13 +131,10 @@ async def ask(client: AsyncOpenAI, item: Item, cfg: AskConfig) -> Prediction:
             break
         choice = resp.choices[0]
         reply = (choice.message.content or "").strip()
-        done = dict(latency_s=time.perf_counter() - start, attempts=attempt, frame_indices=frame_indices,
-                    prompt_tokens=resp.usage.prompt_tokens if resp.usage else None)
-        if reply not in targets:
-            return Prediction(**base, reply=reply, status="invalid", correct=False, **done)
-        picked = q.choices[targets.index(reply)]
-        return Prediction(**base, reply=picked, status="ok", correct=picked == q.answer, **done,
-                          probs=_probs(choice, targets, list(q.choices)) if letters else None)
+        s = score_choice(q, targets, reply, _top_logprobs(choice))
+        return Prediction(**base, reply=s.picked if s.status == "ok" else reply, status=s.status, correct=s.correct,
+                          probs=s.probs, latency_s=time.perf_counter() - start, attempts=attempt,
+                          frame_indices=frame_indices, prompt_tokens=resp.usage.prompt_tokens if resp.usage else None)
     return Prediction(**base, reply=None, status="error", correct=False,
                       latency_s=time.perf_counter() - start, attempts=attempt, error=error)
 

@@ -10,7 +10,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from prepare.schema import atomic_write  # noqa: E402
+from core.files import atomic_write  # noqa: E402
+from core.variants import PLAIN  # noqa: E402
 
 
 def _save(fig, path: Path) -> None:
@@ -24,11 +25,11 @@ def accuracy_bars(path: Path, table: pd.DataFrame, cis: dict[tuple[str, str], tu
     """Grouped bars: overall accuracy per variant (groups) and model (bars), 95 % CI whiskers."""
     t = table.reset_index()
     models = sorted(t["model"].unique())
-    variants = sorted(dict.fromkeys(t["variant"]), key=lambda v: (v != "plain", v))
+    variants = sorted(dict.fromkeys(t["variant"]), key=lambda v: (v != PLAIN, v))
     width = 0.8 / max(1, len(models))
     fig, ax = plt.subplots(figsize=(1.5 + 1.2 * len(variants) * max(1, len(models)) / 2, 3.5))
     for i, model in enumerate(models):
-        xs, ys, errs = [], [[], []], []
+        xs, accs, whiskers = [], [], ([], [])  # whiskers: (below, above) the accuracy
         for j, variant in enumerate(variants):
             row = t[(t["model"] == model) & (t["variant"] == variant)]
             if row.empty:
@@ -36,10 +37,10 @@ def accuracy_bars(path: Path, table: pd.DataFrame, cis: dict[tuple[str, str], tu
             acc = float(row["overall_acc"].iloc[0])
             low, high = cis.get((model, variant), (acc, acc))
             xs.append(j + (i - (len(models) - 1) / 2) * width)
-            errs.append(acc)
-            ys[0].append(max(0.0, acc - low))
-            ys[1].append(max(0.0, high - acc))
-        ax.bar(xs, errs, width, yerr=ys, capsize=3, label=model)
+            accs.append(acc)
+            whiskers[0].append(max(0.0, acc - low))
+            whiskers[1].append(max(0.0, high - acc))
+        ax.bar(xs, accs, width, yerr=whiskers, capsize=3, label=model)
     ax.set_xticks(range(len(variants)), variants)
     ax.set_ylabel("overall accuracy (%)")
     ax.set_ylim(0, 100)

@@ -10,9 +10,10 @@ import cv2
 import decord
 import numpy as np
 
-from prepare.schema import Question
-from prepare.variants import IMAGE_VARIANTS
-from serve.profiles import Profile, frame_label, video_intro
+from core.defaults import FPS_FALLBACK
+from core.profiles import Profile
+from core.records import Question
+from core.variants import IMAGE_VARIANTS
 
 AnswerFormat = Literal["text", "letters"]
 Media = Literal["data", "file"]
@@ -52,6 +53,18 @@ def sample_indices(n_frames: int, k: int) -> list[int]:
     return [int((i + 0.5) * n_frames / k) for i in range(k)]
 
 
+def video_intro(n_frames: int, duration_s: float) -> str:
+    """SmolVLM2's video preamble (the literal "[H:MM:SS]" is part of what it was trained on)."""
+    s = int(round(duration_s))
+    return f"You are provided the following series of {n_frames} frames from a {s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d} [H:MM:SS] video.\n"
+
+
+def frame_label(t_s: float) -> str:
+    """SmolVLM2's caption before each frame: "Frame from MM:SS:"."""
+    s = int(t_s)
+    return f"\nFrame from {s // 60:02d}:{s % 60:02d}:"
+
+
 def _png(frame: np.ndarray) -> str:
     ok, buf = cv2.imencode(".png", np.ascontiguousarray(frame[:, :, ::-1]))
     if not ok:
@@ -64,7 +77,7 @@ def frame_parts(path: Path, k: int) -> tuple[tuple[dict, ...], tuple[int, ...]]:
     """Client-side sampled frames as SmolVLM/Idefics3 parts (intro, "Frame from MM:SS:",
     image, ...), and the frame indices used."""
     vr = decord.VideoReader(str(path), ctx=decord.cpu(0))
-    fps = float(vr.get_avg_fps()) or 12.0
+    fps = float(vr.get_avg_fps()) or FPS_FALLBACK
     idx = sample_indices(len(vr), k)
     frames = vr.get_batch(idx).asnumpy()
     parts: list[dict] = [{"type": "text", "text": video_intro(len(idx), len(vr) / fps)}]

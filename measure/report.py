@@ -1,24 +1,21 @@
-"""Reports computed from predictions alone, so they can be redone without asking again.
+"""Report tables computed from predictions alone, so they can be redone without asking again
+(rendering and files: `measure.render`).
 
 Sections: the reference table; cued − plain and adapter − base on the same questions
 (paired bootstrap CI, exact McNemar); largest per-template gains and losses; answer-position
-bias; plots. Errors are left out of every denominator and counted apart.
+bias. Errors are left out of every denominator and counted apart.
 """
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Iterable
 
 import pandas as pd
 
+from core.records import Prediction
+from core.variants import AUDIT_CONTROLS, BLIND, CUED, PLAIN
 from measure import stats
 from measure.prompt import LETTERS
-from prepare.questions import template_verb
-from prepare.schema import Prediction, atomic_write
-from prepare.arrow import category
-from prepare.variants import BLIND, CUED
 
 TABLE_COLUMNS = ["object_acc", "verb_acc", "overall_acc", "n", "invalid", "errors"]
 TYPES = ("object", "verb", "all")
@@ -31,7 +28,6 @@ def to_frame(predictions: Iterable[Prediction]) -> pd.DataFrame:
     if df.empty:
         return pd.DataFrame(columns=[f for f in Prediction.__dataclass_fields__])
     df["correct"] = df["correct"].astype(bool)
-    df["verb"] = df["template"].map(lambda t: template_verb(t) or "")
     df["answer_pos"] = [c.index(a) if a in c else -1 for c, a in zip(df["choices"], df["answer"])]
     df["pred_pos"] = [c.index(r) if r in c else -1 for c, r in zip(df["choices"], df["reply"])]
     return df
@@ -83,8 +79,8 @@ def comparisons(df: pd.DataFrame, parents: dict[str, str | None]) -> tuple[pd.Da
     cued = [
         row
         for model, variant in sorted(present)
-        if variant in CUED and (model, "plain") in present
-        for row in _compare(df, (model, "plain"), (model, variant), {"model": model, "variant": variant})
+        if variant in CUED and (model, PLAIN) in present
+        for row in _compare(df, (model, PLAIN), (model, variant), {"model": model, "variant": variant})
     ]
     adapters = [
         row
@@ -103,10 +99,10 @@ def audit(df: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
     rows, warnings = [], []
     present = set(zip(df["model"], df["variant"]))
     for model in sorted(df["model"].unique()):
-        for control in (BLIND, "single-frame"):
-            if not {(model, "plain"), (model, control)} <= present:
+        for control in AUDIT_CONTROLS:
+            if not {(model, PLAIN), (model, control)} <= present:
                 continue
-            for r in _compare(df, (model, "plain"), (model, control), {"model": model, "control": control}):
+            for r in _compare(df, (model, PLAIN), (model, control), {"model": model, "control": control}):
                 r["text_solvable"] = control == BLIND and r["acc_b"] >= r["acc_a"] - AUDIT_MARGIN
                 rows.append(r)
                 if r["text_solvable"] and r["type"] != "all":
@@ -122,12 +118,12 @@ def cued_where_blind_fails(df: pd.DataFrame) -> pd.DataFrame:
     present = set(zip(df["model"], df["variant"]))
     rows = []
     for model, variant in sorted(present):
-        if variant not in CUED or not {(model, "plain"), (model, BLIND)} <= present:
+        if variant not in CUED or not {(model, PLAIN), (model, BLIND)} <= present:
             continue
         blind = _scored(df, model, BLIND)
         wrong = set(blind.index[~blind["correct"]])
         sub = df[df["question_id"].isin(wrong)]
-        rows += _compare(sub, (model, "plain"), (model, variant), {"model": model, "variant": variant})
+        rows += _compare(sub, (model, PLAIN), (model, variant), {"model": model, "variant": variant})
     return pd.DataFrame(rows, columns=["model", "variant", "type", *PAIR_COLUMNS])
 
 
@@ -138,7 +134,7 @@ def arrow_of_time(df: pd.DataFrame) -> pd.DataFrame:
     a = df[(df["type"] == "arrow") & (df["status"] != "error")].copy()
     if a.empty:
         return pd.DataFrame()
-    a["category"] = a["template"].map(category)
+    a["category"] = a["category"].replace("", "unknown")
     a["source"] = a["question_id"].str.rsplit("-", n=1).str[0]
     rows = []
     for (model, variant), g in a.groupby(["model", "variant"], sort=True):
@@ -169,7 +165,7 @@ def template_moves(df: pd.DataFrame, parents: dict[str, str | None], top: int = 
     """The largest gains and losses per template and per verb, from cues (vs plain) and
     from adapters (vs base), on the same questions."""
     present = set(zip(df["model"], df["variant"]))
-    pairs = [(f"{m}: {v} − plain", (m, "plain"), (m, v)) for m, v in sorted(present) if v in CUED and (m, "plain") in present]
+    pairs = [(f"{m}: {v} − plain", (m, PLAIN), (m, v)) for m, v in sorted(present) if v in CUED and (m, PLAIN) in present]
     pairs += [(f"{m} − {parents[m]} ({v})", (parents[m], v), (m, v))
               for m, v in sorted(present) if parents.get(m) and (parents[m], v) in present]
     rows = []
@@ -208,7 +204,7 @@ def positions(df: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-@dataclass
+@dataclass(kw_only=True)
 class Report:
     table: pd.DataFrame
     cued_vs_plain: pd.DataFrame
@@ -228,64 +224,13 @@ def build(predictions: Iterable[Prediction], parents: dict[str, str | None] | No
     parents = parents or {}
     if df.empty:
         empty = pd.DataFrame()
-        return Report(accuracy_table(df), empty, empty, empty, empty, empty, {}, empty, [], empty, empty)
+        return Report(table=accuracy_table(df), cued_vs_plain=empty, adapter_vs_base=empty, templates=empty, moves=empty,
+                      positions=empty, cis={}, audit=empty, warnings=[], cued_blind_wrong=empty, arrow=empty)
     cued, adapters = comparisons(df, parents)
     audit_table, warnings = audit(df)
-    return Report(accuracy_table(df), cued, adapters, per_template(df), template_moves(df, parents), positions(df),
-                  cell_ci(df), audit_table, warnings, cued_where_blind_fails(df), arrow_of_time(df))
-
-
-def markdown(table: pd.DataFrame) -> str:
-    """A table as markdown, numbers to 2 decimals (p-values to 4)."""
-    if table.empty:
-        return "(none)"
-    t = table.reset_index() if table.index.names != [None] else table
-    t = t.copy()
-    for col in t.columns:
-        if col == "p_mcnemar":
-            t[col] = t[col].map(lambda p: f"{p:.4f}")
-        elif pd.api.types.is_float_dtype(t[col]):
-            t[col] = t[col].round(2)
-    return t.to_markdown(index=False)
-
-
-def render_markdown(r: Report) -> str:
-    parts = [
-        *(f"**{w}**\n\n" for w in r.warnings),
-        "## Accuracy (%)\n", markdown(r.table),
-        "\n\n## Shortcut audit: plain (a) vs controls (b) on the same questions\n", markdown(r.audit),
-        "\n\n## Cued − plain on the questions the blind control gets wrong\n", markdown(r.cued_blind_wrong),
-        "\n\n## Cued − plain (same questions; paired bootstrap 95 % CI, exact McNemar)\n", markdown(r.cued_vs_plain),
-        "\n\n## Adapter − base (same questions)\n", markdown(r.adapter_vs_base),
-        "\n\n## Largest gains and losses per template and per verb\n", markdown(r.moves),
-        "\n\n## Answer position: accuracy by correct position, share of each predicted position (%)\n",
-        markdown(r.positions), "\n",
-    ]
-    if not r.arrow.empty:
-        parts += ["\n## Arrow of time (chance 50 %; temporal_kl: mean KL(forward || reversed), nats)\n", markdown(r.arrow), "\n"]
-    return "".join(parts)
-
-
-def write(run_dir: Path, r: Report) -> None:
-    """report.md / report.csv / report.json, deltas.csv, templates.csv and the plots."""
-    atomic_write(run_dir / "report.md", render_markdown(r))
-    atomic_write(run_dir / "report.csv", r.table.to_csv())
-    deltas = pd.concat([r.cued_vs_plain.assign(comparison="cued-plain"),
-                        r.adapter_vs_base.assign(comparison="adapter-base")], ignore_index=True)
-    atomic_write(run_dir / "deltas.csv", deltas.to_csv(index=False))
-    atomic_write(run_dir / "templates.csv", r.templates.to_csv(index=False))
-    sections = {
-        "accuracy": r.table.reset_index(), "cued_vs_plain": r.cued_vs_plain, "adapter_vs_base": r.adapter_vs_base,
-        "template_moves": r.moves, "positions": r.positions, "audit": r.audit,
-        "cued_where_blind_fails": r.cued_blind_wrong, "arrow_of_time": r.arrow,
-    }
-    payload = {k: json.loads(v.to_json(orient="records")) for k, v in sections.items()} | {"warnings": r.warnings}
-    atomic_write(run_dir / "report.json", json.dumps(payload, indent=2) + "\n")
-    if not r.table.empty:
-        from measure import plots
-
-        plots.accuracy_bars(run_dir / "accuracy.png", r.table, r.cis)
-        plots.forest(run_dir / "deltas.png", r.cued_vs_plain, r.adapter_vs_base)
+    return Report(table=accuracy_table(df), cued_vs_plain=cued, adapter_vs_base=adapters, templates=per_template(df),
+                  moves=template_moves(df, parents), positions=positions(df), cis=cell_ci(df), audit=audit_table,
+                  warnings=warnings, cued_blind_wrong=cued_where_blind_fails(df), arrow=arrow_of_time(df))
 
 
 def cell_ci(df: pd.DataFrame) -> dict[tuple[str, str], tuple[float, float]]:

@@ -12,8 +12,13 @@ import os
 import shutil
 from pathlib import Path
 
-from prepare.questions import template_verb
-from prepare.schema import DataError, DataLayout, Question, atomic_write, read_questions, to_json_line, write_json
+from core import runfiles
+from core.errors import DataError
+from core.files import atomic_write
+from core.layout import DataLayout
+from core.records import Question, read_questions, template_verb, to_json_line
+from core.runfiles import Manifest
+from core.variants import PLAIN
 
 QUESTION = "Is this video playing forward or backward?"
 CHOICES = ["forward", "backward"]
@@ -71,7 +76,7 @@ def _link(src: Path, dst: Path) -> None:
     os.replace(tmp, dst)
 
 
-def build_arrow(source: Path, out: Path | None = None) -> dict:
+def build_arrow(source: Path, out: Path | None = None) -> Manifest:
     """Write the arrow-of-time dataset for the prepared dataset `source`; returns its manifest."""
     src = DataLayout(source)
     out = out or source / "arrow-of-time"
@@ -81,7 +86,7 @@ def build_arrow(source: Path, out: Path | None = None) -> dict:
     questions: list[Question] = []
     missing: list[str] = []
     for q in {q.video_id: q for q in read_questions(src.questions)}.values():
-        clips = {"forward": src.clip("plain", q.video_id), "backward": src.clip("reversed", q.video_id)}
+        clips = {"forward": src.clip(PLAIN, q.video_id), "backward": src.clip("reversed", q.video_id)}
         if not all(p.is_file() for p in clips.values()):
             missing.append(q.video_id)
             continue
@@ -89,16 +94,18 @@ def build_arrow(source: Path, out: Path | None = None) -> dict:
             qid = f"{q.video_id}-{direction}"
             _link(clip, layout.clip(VARIANT, qid))
             questions.append(Question(id=qid, video_id=qid, split=q.split, type="arrow", question=QUESTION,
-                                      choices=list(CHOICES), answer=direction, template=q.template, label=q.label, slot=None))
+                                      choices=list(CHOICES), answer=direction, template=q.template, label=q.label, slot=None,
+                                      verb=template_verb(q.template), category=category(q.template)))
     questions.sort(key=lambda q: (q.split, q.id))
     atomic_write(layout.questions, "".join(to_json_line(q) for q in questions))
-    cats = [category(q.template) for q in questions]
-    manifest = {
-        "source": str(source),
-        "counts": {"questions": len(questions), "by_answer": {c: sum(q.answer == c for q in questions) for c in CHOICES},
-                   "by_category": {c: cats.count(c) for c in sorted(set(cats))}},
-        "videos_without_both_clips": missing,
-        "categories": {t: category(t) for t in sorted({q.template for q in questions})},
-    }
-    write_json(layout.manifest, manifest)
+    cats = [q.category for q in questions]
+    manifest = Manifest(
+        kind="arrow-of-time",
+        source=str(source),
+        counts={"questions": len(questions), "by_answer": {c: sum(q.answer == c for q in questions) for c in CHOICES},
+                "by_category": {c: cats.count(c) for c in sorted(set(cats))}},
+        videos_without_both_clips=missing,
+        categories={t: category(t) for t in sorted({q.template for q in questions})},
+    )
+    runfiles.write(layout.manifest, manifest)
     return manifest

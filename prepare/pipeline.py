@@ -3,38 +3,80 @@ from __future__ import annotations
 
 import collections
 import importlib.metadata
-import json
 import os
-import tempfile
 import zlib
 from concurrent.futures import ProcessPoolExecutor, as_completed
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Iterator, Literal, Sequence, get_args
 
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+from core import runfiles
+from core.cli import comma_list, group, option
+from core.errors import DataError
+from core.files import atomic_path, atomic_write, read_json, write_json
+from core.layout import DataLayout
+from core.records import Question, safe_id, to_json_line
+from core.runfiles import Manifest
+from core.variants import BLIND, PLAIN, VARIANTS
 from prepare import questions as qb
-from prepare.schema import DataError, DataLayout, Question, atomic_write, safe_id, to_json_line, write_json
 from prepare.sources import FrameBoxes, read_boxes, read_labels, read_templates
-from prepare.variants import BLIND, RENDERERS, VARIANTS, CueOptions, Source, aligned, fit_boxes, settings
+from prepare.variants import RENDERERS, CueOptions, Source, aligned, fit_boxes, settings
 from prepare.video import probe_video, read_video, write_mp4
 
 VIDEO_SUFFIXES = (".webm", ".mp4")
-DISTRACTORS = ("random", "hard")
+Distractors = Literal["random", "hard"]
+DISTRACTORS: tuple[str, ...] = get_args(Distractors)
+
+
+def variant_names(value: str | Sequence[str]) -> tuple[str, ...]:
+    """Comma-separated variant names, each known."""
+    chosen = comma_list(value)
+    unknown = [v for v in chosen if v not in VARIANTS]
+    if unknown or not chosen:
+        raise ValueError(f"unknown variant(s) {unknown or value!r}; valid: {', '.join(VARIANTS)}")
+    return chosen
+
+
+def shard_spec(value: str | tuple[int, int]) -> tuple[int, int]:
+    """`i/n` with 0 <= i < n."""
+    if isinstance(value, tuple):
+        return value
+    i, sep, n = value.partition("/")
+    if not (sep and i.isdigit() and n.isdigit() and 0 <= int(i) < int(n)):
+        raise ValueError(f"{value!r}: use i/n with 0 <= i < n, e.g. 0/4")
+    return int(i), int(n)
+
+
+def seed_option() -> Any:
+    return option(0, "Seed for the split, distractors, choice order and shuffled frames.")
+
+
+def variants_option() -> Any:
+    return option((PLAIN, "trajectory"), f"Comma-separated clip variants: {', '.join(VARIANTS)}.", parser=variant_names,
+                  metavar="NAME,...")
+
+
+def workers_option() -> Any:
+    return option(factory=lambda: os.cpu_count() or 1, help="Parallel render processes (default: one per core).")
 
 
 @dataclass
 class Options:
-    label_files: Sequence[str] = ("train", "validation")
-    test_videos: int = 1000
-    limit: int | None = None
-    seed: int = 0
-    variants: Sequence[str] = ("plain", "trajectory")
-    distractors: str = "random"
-    cues: CueOptions = field(default_factory=CueOptions)
-    workers: int = field(default_factory=lambda: os.cpu_count() or 1)
-    shard: tuple[int, int] | None = None  # (i, n): render only videos with crc32(id) % n == i
+    """How `prepare ssv2` builds questions and clips (its options)."""
+
+    label_files: Sequence[str] = option(("train", "validation"), "SSV2 label files whose videos are used.", parser=comma_list,
+                                        metavar="NAME,...")
+    test_videos: int = option(1000, "Videos in our test split.")
+    limit: int | None = option(None, "Use only the first N labelled videos.")
+    seed: int = seed_option()
+    variants: Sequence[str] = variants_option()
+    distractors: Distractors = option("random", "Object distractors: random (whole vocabulary) or hard (same template).")
+    cues: CueOptions = group(CueOptions)
+    workers: int = workers_option()
+    shard: tuple[int, int] | None = option(None, "Render only shard i/n of the videos (by id); a final run without it "
+                                           "writes the questions.", parser=shard_spec, metavar="I/N")
 
 
 @dataclass
@@ -97,11 +139,11 @@ def find_video(videos: Path, video_id: str) -> Path | None:
 def sync_settings(layout: DataLayout, variant: str, wanted: dict) -> int:
     """Make clips/<variant>/ hold only clips made with `wanted` settings: clips of other (or
     unknown) settings are removed so they are rendered again. Returns how many were removed."""
-    folder = layout.clip(variant, "x").parent
+    folder = layout.clips_dir(variant)
     for tmp in folder.glob(".*.mp4") if folder.is_dir() else []:  # half-written by a killed run
         tmp.unlink()
-    marker = folder / ".settings.json"
-    if marker.is_file() and json.loads(marker.read_text()) == wanted:
+    marker = layout.clip_settings(variant)
+    if marker.is_file() and read_json(marker) == wanted:
         return 0
     stale = sorted(folder.glob("*.mp4")) if folder.is_dir() else []
     for clip in stale:
@@ -114,7 +156,7 @@ def in_shard(video_id: str, shard: tuple[int, int] | None) -> bool:
     return shard is None or zlib.crc32(video_id.encode()) % shard[1] == shard[0]
 
 
-def prepare_ssv2(videos: Path, labels: Path, boxes: Sequence[Path], out: Path, opts: Options) -> dict[str, Any]:
+def prepare_ssv2(videos: Path, labels: Path, boxes: Sequence[Path], out: Path, opts: Options) -> Manifest:
     """Build data/NAME from raw SSV2-format data; returns the manifest it wrote.
 
     With `opts.shard` only that shard's clips are rendered and a shard manifest is written;
@@ -179,29 +221,29 @@ def prepare_ssv2(videos: Path, labels: Path, boxes: Sequence[Path], out: Path, o
     questions = [q for q in questions if q.video_id not in failed]
     questions.sort(key=lambda q: (q.split, q.video_id, q.id))
 
-    manifest = {
-        "sources": {"videos": str(videos), "labels": str(labels), "boxes": [str(b) for b in boxes]},
-        "options": asdict(opts) | {"variants": list(opts.variants), "label_files": list(opts.label_files)},
-        "seed": opts.seed,
-        "render_settings": {v: settings(v, opts.cues, opts.seed) for v in opts.variants},
-        "counts": _counts(questions, opts.variants, clips) | {"clips_rendered": sum(len(i["rendered"]) for i in clips.values()),
-                                                              "stale_clips_removed": rerendered},
-        "dropped": dropped,
-        "dropped_by_reason": dict(collections.Counter(d["reason"].split(": ")[-1] for d in dropped)),
-        "frames_without_cues": {vid: i["frames_without_cues"] for vid, i in sorted(clips.items()) if i.get("frames_without_cues")},
-        "padded": {vid: i["padding"] for vid, i in sorted(clips.items()) if any(i.get("padding", ()))},
-        "boxes_fixed": {vid: {"clamped_to_frame": i["boxes_clamped"], "dropped_empty_or_inverted": i["boxes_dropped"]}
-                        for vid, i in sorted(clips.items()) if i.get("boxes_clamped") or i.get("boxes_dropped")},
-        "boxes_for_other_videos": box_stats["videos"] - len(box_map),
-        "versions": {pkg: importlib.metadata.version(pkg) for pkg in ("decord", "av", "numpy", "opencv-python-headless")},
-    }
+    manifest = Manifest(
+        kind="ssv2",
+        sources={"videos": str(videos), "labels": str(labels), "boxes": [str(b) for b in boxes]},
+        options=asdict(opts) | {"variants": list(opts.variants), "label_files": list(opts.label_files)},
+        seed=opts.seed,
+        render_settings={v: settings(v, opts.cues, opts.seed) for v in opts.variants},
+        counts=_counts(questions, opts.variants, clips) | {"clips_rendered": sum(len(i["rendered"]) for i in clips.values()),
+                                                           "stale_clips_removed": rerendered},
+        dropped=dropped,
+        dropped_by_reason=dict(collections.Counter(d["reason"].split(": ")[-1] for d in dropped)),
+        frames_without_cues={vid: i["frames_without_cues"] for vid, i in sorted(clips.items()) if i.get("frames_without_cues")},
+        padded={vid: i["padding"] for vid, i in sorted(clips.items()) if any(i.get("padding", ()))},
+        boxes_fixed={vid: {"clamped_to_frame": i["boxes_clamped"], "dropped_empty_or_inverted": i["boxes_dropped"]}
+                     for vid, i in sorted(clips.items()) if i.get("boxes_clamped") or i.get("boxes_dropped")},
+        boxes_for_other_videos=box_stats["videos"] - len(box_map),
+        versions={pkg: importlib.metadata.version(pkg) for pkg in ("decord", "av", "numpy", "opencv-python-headless")},
+    )
     if opts.shard is not None:
-        i, n = opts.shard
-        write_json(out / f"manifest.shard-{i}-of-{n}.json", manifest)
+        runfiles.write(layout.shard_manifest(*opts.shard), manifest)
         return manifest
     atomic_write(layout.questions, "".join(to_json_line(q) for q in questions))
-    write_parquet(layout.root / "questions.parquet", questions)
-    write_json(layout.manifest, manifest)
+    write_parquet(layout.parquet, questions)
+    runfiles.write(layout.manifest, manifest)
     return manifest
 
 
@@ -209,13 +251,8 @@ def write_parquet(path: Path, questions: list[Question]) -> None:
     """The questions as a Hugging Face dataset (parquet): `load_dataset("parquet", data_files=...)`."""
     from datasets import Dataset
 
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    os.close(fd)
-    try:
-        Dataset.from_list([asdict(q) for q in questions]).to_parquet(tmp)
-        os.replace(tmp, path)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
+    with atomic_path(path) as tmp:
+        Dataset.from_list([asdict(q) for q in questions]).to_parquet(str(tmp))
 
 
 def _counts(questions: list[Question], variants: Sequence[str], clips: dict[str, dict]) -> dict[str, Any]:

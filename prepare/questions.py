@@ -11,14 +11,12 @@ import re
 from dataclasses import dataclass, field
 from typing import Iterable, Sequence
 
-from prepare.schema import Question, normalize
+from core.records import SLOT, VERB, Question, normalize, template_verb
 from prepare.sources import LabelEntry
 from prepare.verbs import also_true
 
 BLANK = "_____"
 N_CHOICES = 4
-_SLOT = re.compile(r"\[[^\]]*\]")
-_ING = re.compile(r"[A-Za-z]+ing\b")
 
 
 class Unusable(ValueError):
@@ -45,18 +43,9 @@ class Parsed:
         return text[0].lower() + text[1:] if text else text
 
 
-def template_verb(template: str) -> str | None:
-    """The template's first word ending in -ing outside the [something] slots, lower-case."""
-    for literal in _SLOT.split(template):
-        m = _ING.search(literal)
-        if m:
-            return m.group(0).lower()
-    return None
-
-
 def parse(entry: LabelEntry) -> Parsed:
     """Align the label with its template; fall back to filling the template's slots."""
-    literals = _SLOT.split(entry.template)
+    literals = SLOT.split(entry.template)
     n_slots = len(literals) - 1
     if n_slots != len(entry.placeholders):
         raise Unusable(f"template has {n_slots} slots but {len(entry.placeholders)} placeholders")
@@ -69,7 +58,7 @@ def parse(entry: LabelEntry) -> Parsed:
     fillers = tuple(m.groups()) if m else entry.placeholders
     verb = None
     for i, lit in enumerate(literals):
-        vm = _ING.search(lit)
+        vm = VERB.search(lit)
         if vm:
             verb = (i, vm.start(), vm.end())
             break
@@ -178,6 +167,7 @@ def build(
             Question(
                 id=qid, video_id=entry.id, split=split, type=qtype, question=text,
                 choices=choices, answer=answer, template=entry.template, label=entry.label, slot=slot,
+                verb=template_verb(entry.template),
             )
         )
     return out, dropped

@@ -9,7 +9,8 @@ from typing import Iterable
 
 import ijson
 
-from prepare.schema import DataError
+from core.errors import DataError
+from core.files import read_json
 
 Box = tuple[float, float, float, float]  # x1, y1, x2, y2 in source pixels
 FrameBoxes = dict[str, Box]  # gt_annotation ("object 0", "object hand", ...) -> box
@@ -27,17 +28,6 @@ class LabelEntry:
     source: str  # the label file it came from
 
 
-def load_json(path: Path):
-    """json.load with an error that names the file, line and column."""
-    try:
-        with open(path, encoding="utf-8") as f:
-            return json.load(f)
-    except json.JSONDecodeError as e:
-        raise DataError(f"{path}: malformed JSON at line {e.lineno}, column {e.colno}: {e.msg}") from None
-    except OSError as e:
-        raise DataError(f"{path}: cannot read ({e.strerror})") from None
-
-
 def read_labels(labels_dir: Path, files: Iterable[str]) -> tuple[list[LabelEntry], list[str], list[tuple[str, str]]]:
     """Labelled entries of the chosen label files, ids that are only in test.json, and
     (id, reason) for rows that cannot be used."""
@@ -45,7 +35,7 @@ def read_labels(labels_dir: Path, files: Iterable[str]) -> tuple[list[LabelEntry
     dropped: list[tuple[str, str]] = []
     for name in files:
         path = labels_dir / f"{name}.json"
-        rows = load_json(path)
+        rows = read_json(path)
         if not isinstance(rows, list):
             raise DataError(f"{path}: expected a JSON list of label entries")
         for i, row in enumerate(rows):
@@ -66,7 +56,7 @@ def read_labels(labels_dir: Path, files: Iterable[str]) -> tuple[list[LabelEntry
     test_path = labels_dir / "test.json"
     unlabeled = []
     if test_path.is_file():
-        unlabeled = [str(r["id"]) for r in load_json(test_path) if str(r["id"]) not in labelled]
+        unlabeled = [str(r["id"]) for r in read_json(test_path) if str(r["id"]) not in labelled]
     return entries, unlabeled, dropped
 
 
@@ -76,7 +66,7 @@ def read_templates(labels_dir: Path) -> list[str]:
     path = labels_dir / "labels.json"
     if not path.is_file():
         return []
-    return [re.sub(r"\b([Ss]omething)\b", r"[\1]", name) for name in load_json(path)]
+    return [re.sub(r"\b([Ss]omething)\b", r"[\1]", name) for name in read_json(path)]
 
 
 def read_boxes(paths: Iterable[Path], keep: set[str], stats: dict[str, int] | None = None) -> dict[str, list[FrameBoxes]]:

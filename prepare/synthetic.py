@@ -16,7 +16,7 @@ from typing import Callable
 import cv2
 import numpy as np
 
-from prepare.schema import atomic_write, write_json
+from core.files import atomic_write, write_json
 from prepare.video import encode
 
 FPS = 12

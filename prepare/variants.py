@@ -1,10 +1,5 @@
-"""Clip variants: the same decode/encode path for every variant.
-
-Cued: `bbox`, `trajectory`, `both`, `side-by-side` (raw | cued). Controls, made from the
-same decoded frames as `plain`: `blind` (no clip at all: measure sends the text only),
-`single-frame` (the middle frame alone), `shuffled` (frames permuted by a per-video seeded
-RNG) and `reversed`.
-"""
+"""Clip variants (names and roles: `core.variants`): the same decode/encode path for every
+variant. `shuffled` permutes frames with a per-video seeded RNG; `blind` has no clip."""
 from __future__ import annotations
 
 import zlib
@@ -13,16 +8,29 @@ from typing import Callable
 
 import numpy as np
 
+from core.cli import option
+from core.variants import BLIND, CUED, PLAIN, SINGLE_FRAME, VARIANTS
 from prepare.cues import auto_thickness, draw_boxes, draw_trajectory
 from prepare.sources import FrameBoxes
 
 ANNOTATION_FPS = 12.0  # Something-Else annotation i belongs to frame i of a 12 fps clip
 
 
+def thickness(value: str | int | None) -> int | None:
+    """`auto` (None: the stroke scales with frame height) or a positive number of pixels."""
+    if value is None or value == "auto":
+        return None
+    if isinstance(value, int) or value.isdigit():
+        if int(value) >= 1:
+            return int(value)
+    raise ValueError(f"{value!r}: use 'auto' or a positive number of pixels")
+
+
 @dataclass(frozen=True)
 class CueOptions:
-    thickness: int | None = None  # None: scale with frame height
-    cue_hand: bool = False
+    thickness: int | None = option(None, "Stroke width: auto (scales with frame height) or pixels.", parser=thickness,
+                                   metavar="auto|PX")
+    cue_hand: bool = option(False, "Also cue the hand.")
 
 
 @dataclass(frozen=True)
@@ -108,20 +116,16 @@ def shuffle_order(n: int, video_id: str, seed: int) -> np.ndarray:
 
 
 RENDERERS: dict[str, Renderer] = {
-    "plain": lambda src, opts: src.frames,
+    PLAIN: lambda src, opts: src.frames,
     "bbox": _cued(draw_box=True, draw_path=False),
     "trajectory": _cued(draw_box=False, draw_path=True),
     "both": _both,
     "side-by-side": _side_by_side,
-    "single-frame": lambda src, opts: src.frames[[len(src.frames) // 2]],
+    SINGLE_FRAME: lambda src, opts: src.frames[[len(src.frames) // 2]],
     "shuffled": lambda src, opts: src.frames[shuffle_order(len(src.frames), src.video_id, src.seed)],
     "reversed": lambda src, opts: src.frames[::-1],
 }
-BLIND = "blind"  # a variant with no clip: the question text alone
-VARIANTS: tuple[str, ...] = (*RENDERERS, BLIND)
-CUED: tuple[str, ...] = ("bbox", "trajectory", "both", "side-by-side")  # compared with "plain"
-CONTROLS: tuple[str, ...] = (BLIND, "single-frame", "shuffled", "reversed")
-IMAGE_VARIANTS: tuple[str, ...] = ("single-frame",)  # one frame: sent as an image, not a video
+assert set(RENDERERS) == set(VARIANTS) - {BLIND}, "every variant but blind has a renderer"
 RENDER_VERSION = 1  # bump when a renderer's output changes: clips made before are re-rendered
 
 

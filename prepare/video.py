@@ -1,8 +1,6 @@
 """Clip I/O: decord in, PyAV (H.264, yuv420p) out, atomic writes."""
 from __future__ import annotations
 
-import os
-import tempfile
 from fractions import Fraction
 from pathlib import Path
 
@@ -10,7 +8,8 @@ import av
 import decord
 import numpy as np
 
-from prepare.schema import DataError
+from core.errors import DataError
+from core.files import atomic_path
 
 
 def read_video(path: Path) -> tuple[np.ndarray, float]:
@@ -55,24 +54,16 @@ def pad_even(frames: np.ndarray) -> tuple[np.ndarray, tuple[int, int]]:
 
 def encode(path: Path, frames: np.ndarray, fps: float, codec: str = "libx264", **options: str) -> None:
     """Encode frames [T, H, W, 3] (even H, W) at `fps`; written to a temp file, then renamed."""
-    path.parent.mkdir(parents=True, exist_ok=True)
     fmt = {"libx264": "mp4", "libvpx-vp9": "webm"}[codec]
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix, dir=path.parent)
-    os.close(fd)
-    try:
-        with av.open(tmp, "w", format=fmt) as out:
-            stream = out.add_stream(codec, rate=Fraction(fps).limit_denominator(1001), options=options)
-            stream.width, stream.height = frames.shape[2], frames.shape[1]
-            stream.pix_fmt = "yuv420p"
-            for frame in frames:
-                for packet in stream.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")):
-                    out.mux(packet)
-            for packet in stream.encode():
+    with atomic_path(path) as tmp, av.open(str(tmp), "w", format=fmt) as out:
+        stream = out.add_stream(codec, rate=Fraction(fps).limit_denominator(1001), options=options)
+        stream.width, stream.height = frames.shape[2], frames.shape[1]
+        stream.pix_fmt = "yuv420p"
+        for frame in frames:
+            for packet in stream.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")):
                 out.mux(packet)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+        for packet in stream.encode():
+            out.mux(packet)
 
 
 def write_mp4(path: Path, frames: np.ndarray, fps: float) -> tuple[int, int]:

@@ -8,7 +8,10 @@
 Every client gets its own synthetic dataset (its own seed, so its own clip bytes):
 otherwise vLLM's multimodal cache would serve later clients from earlier ones' work.
 
-Usage: .venv/bin/python scripts/bench_measure.py [--videos 80] [--base-url URL]
+Requests are built by `measure.client.build`, the function measure itself uses, so the
+benchmark sends exactly what measure sends.
+
+Usage: .venv/bin/python scripts/bench_measure.py [--videos 80] [--sweep 4,8,16,32,64] [--base-url URL]
 """
 from __future__ import annotations
 
@@ -28,13 +31,14 @@ sys.path.insert(0, str(REPO))
 
 from openai import AsyncOpenAI  # noqa: E402
 
-from measure import prompt  # noqa: E402
-from measure.client import warm_up  # noqa: E402
-from prepare.schema import DataLayout, read_questions  # noqa: E402
+from core.layout import DataLayout  # noqa: E402
+from core.records import read_questions  # noqa: E402
+from core.variants import PLAIN  # noqa: E402
+from measure.client import AskConfig, Item, build, warm_up  # noqa: E402
 from serve.__main__ import poll_ready  # noqa: E402
 from serve.command import free_port  # noqa: E402
 
-SWEEP = (4, 8, 16, 32, 64)
+SWEEP = "4,8,16,32,64"
 SPLIT = "train"
 
 
@@ -48,11 +52,8 @@ def make_dataset(root: Path, seed: int, videos: int) -> Path:
 def requests(data: Path, models: list[str]) -> list[dict]:
     layout = DataLayout(data)
     qs = [q for q in read_questions(layout.questions) if q.split == SPLIT]
-    return [
-        dict(model=m, messages=prompt.messages(q, "text", prompt.video_data_url(layout.clip("plain", q.video_id))),
-             temperature=0.0, max_tokens=32, extra_body={"structured_outputs": {"choice": list(q.choices)}})
-        for q in sorted(qs, key=lambda q: q.video_id) for m in models
-    ]
+    return [build(Item(q, m, PLAIN, layout.clip(PLAIN, q.video_id)), AskConfig())[0]
+            for q in sorted(qs, key=lambda q: q.video_id) for m in models]
 
 
 async def bare(url: str, reqs: list[dict], concurrency: int) -> float:
@@ -82,6 +83,7 @@ def run_measure(url: str, data: Path, runs: Path, run_id: str) -> tuple[dict, fl
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--videos", type=int, default=80)
+    ap.add_argument("--sweep", default=SWEEP, help="Concurrencies of the bare client, comma-separated.")
     ap.add_argument("--base-url", default=None, help="Use a running server instead of starting one.")
     args = ap.parse_args()
     server = None
@@ -102,7 +104,8 @@ def main() -> None:
             seq_data = make_dataset(root, next(seeds), args.videos)
             seq_reqs = requests(seq_data, models)
             sequential = asyncio.run(bare(url, seq_reqs, 1))
-            sweep = {c: asyncio.run(bare(url, requests(make_dataset(root, next(seeds), args.videos), models), c)) for c in SWEEP}
+            sweep = {c: asyncio.run(bare(url, requests(make_dataset(root, next(seeds), args.videos), models), c))
+                     for c in map(int, args.sweep.split(","))}
             data = make_dataset(root, next(seeds), args.videos)
             n = len(requests(data, models))
             session, cpu = run_measure(url, data, root / "runs", "bench")

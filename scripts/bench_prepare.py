@@ -51,7 +51,7 @@ def clips_per_second(tmp: Path, videos: int, workers: int) -> float:
     start = time.perf_counter()
     m = prepare_ssv2(raw["videos"], raw["labels"], [raw["boxes"]], out,
                      Options(test_videos=videos // 4, variants=("plain", "trajectory"), workers=workers))
-    return m["counts"]["clips_rendered"] / (time.perf_counter() - start)
+    return m.counts["clips_rendered"] / (time.perf_counter() - start)
 
 
 def write_box_file(path: Path, megabytes: int) -> tuple[int, list[str]]:

@@ -1,4 +1,5 @@
-"""Server settings -> the vLLM argument list and environment (pure: no side effects)."""
+"""Server settings (one declaration: the `serve run` options) -> the vLLM argument list and
+environment (pure: no side effects)."""
 from __future__ import annotations
 
 import json
@@ -9,16 +10,16 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from serve.profiles import profile_for
+from core.cli import option
+from core.defaults import ADAPTERS_DIR, FRAMES, GPU_MODEL, HOST, PORT, TINY_MODEL
+from core.errors import UserError
+from core.layout import AdapterLayout
+from core.profiles import profile_for, served_name
 
-TINY_MODEL = Path("data/models/tiny-vlm")
-TINY_SMOLVLM = Path("data/models/tiny-smolvlm")
-ADAPTERS_DIR = Path("data/adapters")
-GPU_MODEL = "Qwen/Qwen3-VL-2B-Instruct"
 LORA_RANKS = (8, 16, 32, 64, 128, 256, 320, 512)  # what vLLM's --max-lora-rank accepts
 
 
-class SettingsError(ValueError):
+class SettingsError(UserError, ValueError):
     """Bad server settings; the message says which one and why."""
 
 
@@ -60,14 +61,8 @@ def parse_adapters(value: str) -> dict[str, Path]:
     return out
 
 
-def served_name(model: str) -> str:
-    """The name clients use: a local directory's name, or the hub id as given."""
-    path = Path(model)
-    return path.name if path.is_dir() else model
-
-
 def adapter_config(path: Path) -> dict:
-    cfg = path / "adapter_config.json"
+    cfg = AdapterLayout(path).config
     if not cfg.is_file():
         raise SettingsError(f"adapter {path}: no adapter_config.json")
     return json.loads(cfg.read_text())
@@ -79,26 +74,35 @@ def discover_adapters(model: str, root: Path = ADAPTERS_DIR) -> dict[str, Path]:
         return {}
     wanted = {model, served_name(model), str(Path(model).resolve())}
     found = {}
-    for cfg in sorted(root.glob("*/adapter_config.json")):
-        base = str(json.loads(cfg.read_text()).get("base_model_name_or_path", ""))
+    for folder in sorted(p for p in root.iterdir() if AdapterLayout(p).config.is_file()):
+        base = str(adapter_config(folder).get("base_model_name_or_path", ""))
         if base in wanted or Path(base).name == served_name(model):
-            found[cfg.parent.name] = cfg.parent
+            found[folder.name] = folder
     return found
 
 
 @dataclass
 class Settings:
-    model: str
-    adapters: dict[str, Path] = field(default_factory=dict)
-    host: str = "127.0.0.1"
-    port: int = 8000
-    frames: int | None = 8  # frames per clip, set server-wide; None: the processor's default
-    max_model_len: int | None = None  # None: 4096 for a local model, 16384 for a hub model
-    dtype: str = "auto"
-    api_key: str | None = None
-    trust_request_mm_kwargs: bool = False
-    allowed_media: Path | None = None  # a data directory clients may name with file:// URLs
-    extra: list[str] = field(default_factory=list)
+    """What `serve run` starts; every field but `extra` is one of its options."""
+
+    model: str | None = option(None, "Model dir or hub id. Default: the tiny model on CPU, Qwen3-VL-2B on GPU.",
+                               envvar="MODEL")
+    adapters: dict[str, Path] | None = option(None, "LoRA adapters to serve. Default: every adapter in data/adapters "
+                                              "made for the model.", envvar="ADAPTERS", parser=parse_adapters,
+                                              metavar="NAME=PATH,...")
+    host: str = option(HOST, "Address to bind (a non-loopback one is reachable from other machines).", envvar="HOST")
+    port: int = option(PORT, "Port to bind.", envvar="PORT")
+    frames: int | None = option(FRAMES, "Frames sampled per clip, server-wide.",
+                                envvar="FRAMES")
+    max_model_len: int | None = option(None, "Context length. Default: 4096 for a local model, 16384 for a hub model.",
+                                       envvar="MAX_MODEL_LEN")
+    dtype: str = option("auto", "Weights and activations dtype (vLLM --dtype).")
+    api_key: str | None = option(None, "Require this key from clients.", envvar="VLLM_API_KEY")
+    trust_request_mm_kwargs: bool = option(False, "Let clients set frames per request.")
+    allowed_media: Path | None = option(None, "Data directory clients may read via file:// URLs (measure --media file).",
+                                        envvar="ALLOWED_MEDIA")
+    ready_timeout: float = option(900.0, "Seconds to wait for readiness.")
+    extra: list[str] = field(default_factory=list)  # arguments passed to `vllm serve` unchanged
 
     @property
     def base_url(self) -> str:
@@ -116,6 +120,8 @@ def max_lora_rank(adapters: dict[str, Path]) -> int:
 
 def build_argv(s: Settings, python: str = sys.executable) -> list[str]:
     """The vLLM command as an argument list (never a shell string)."""
+    if s.model is None:
+        raise SettingsError("no model given")
     if s.frames is not None and s.frames < 2:
         raise SettingsError(f"frames per clip must be >= 2 (got {s.frames})")
     argv = [
@@ -127,7 +133,7 @@ def build_argv(s: Settings, python: str = sys.executable) -> list[str]:
         "--dtype", s.dtype,
     ]
     profile = profile_for(s.model)
-    argv += ["--limit-mm-per-prompt", json.dumps(profile.limit_mm_per_prompt(s.frames or 8))]
+    argv += ["--limit-mm-per-prompt", json.dumps(profile.limit_mm_per_prompt(s.frames or FRAMES))]
     if s.frames is not None and profile.video_as == "video":
         argv += ["--media-io-kwargs", json.dumps({"video": {"min_frames": s.frames, "max_frames": s.frames}})]
     if s.adapters:

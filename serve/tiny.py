@@ -9,11 +9,12 @@ non-zero B (so it changes answers). Rebuilding with the same seed gives identica
 from __future__ import annotations
 
 import json
-import shutil
-import tempfile
 from pathlib import Path
 
 import torch
+
+from core.files import atomic_dir
+from core.layout import AdapterLayout
 
 SPECIAL_TOKENS = [
     "<|endoftext|>",
@@ -158,21 +159,6 @@ def _redraw(module: torch.nn.Module, seed: int, std: float) -> None:
                 p.zero_()
 
 
-def _atomic_dir(out: Path, fill) -> Path:
-    """Build into a temp dir beside `out`, then swap it in: no half-built model is ever seen."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
-        fill(tmp)
-        tmp.chmod(0o755)
-        if out.exists():
-            shutil.rmtree(out)
-        tmp.rename(out)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return out
-
-
 def build_model(out: Path, seed: int = 0, name: str = "tiny-vlm") -> Path:
     """Write a tiny random-weight Qwen3-VL (weights, configs, tokenizer, processor) to `out`."""
     from transformers import GenerationConfig, Qwen3VLForConditionalGeneration
@@ -194,7 +180,7 @@ def build_model(out: Path, seed: int = 0, name: str = "tiny-vlm") -> Path:
         build_processor(tokenizer).save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
 
-    return _atomic_dir(out, fill)
+    return atomic_dir(out, fill)
 
 
 def build_adapter(model_dir: Path, out: Path, seed: int = 1, rank: int = 8, base_name: str = "tiny-vlm") -> Path:
@@ -221,14 +207,14 @@ def build_adapter(model_dir: Path, out: Path, seed: int = 1, rank: int = 8, base
                     p.copy_(torch.randn(p.shape, generator=gen) * 0.3)
         peft_model.save_pretrained(tmp)
         # Name the base by its served name, not a machine-specific path: identical rebuilds.
-        cfg_path = tmp / "adapter_config.json"
+        cfg_path = AdapterLayout(tmp).config
         cfg = json.loads(cfg_path.read_text())
         cfg["base_model_name_or_path"] = base_name
         cfg["target_modules"] = sorted(cfg["target_modules"])  # a set in PEFT: order varies per run
         cfg_path.write_text(json.dumps(cfg, indent=2, sort_keys=True) + "\n")
         (tmp / "README.md").unlink(missing_ok=True)
 
-    return _atomic_dir(out, fill)
+    return atomic_dir(out, fill)
 
 
 # The Idefics3 / SmolVLM family: images only in vLLM, so clips go out as sampled frames.
@@ -270,4 +256,4 @@ def build_idefics3(out: Path, seed: int = 0) -> Path:
         Idefics3Processor(image_processor=image, tokenizer=tok, image_seq_len=4, chat_template=IDEFICS3_TEMPLATE).save_pretrained(tmp)
         tok.save_pretrained(tmp)
 
-    return _atomic_dir(out, fill)
+    return atomic_dir(out, fill)

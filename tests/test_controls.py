@@ -7,14 +7,16 @@ import decord
 import numpy as np
 import pytest
 
-from measure import report
+from measure import render, report
 from measure.prompt import media_parts
 from measure.stats import f1, kl
 from prepare.arrow import build_arrow, category
 from prepare.pipeline import Options, prepare_ssv2
-from prepare.schema import DataError, DataLayout, Prediction, read_questions
+from core.errors import DataError
+from core.layout import DataLayout
+from core.records import Prediction, read_questions
 from prepare.variants import shuffle_order
-from serve.profiles import QWEN_VL
+from core.profiles import QWEN_VL
 from tests.conftest import SAMPLE
 
 
@@ -60,7 +62,7 @@ def test_single_frame_goes_out_as_one_image(controls):
 def test_arrow_of_time_questions_are_balanced_and_tagged(controls, tmp_path):
     manifest = build_arrow(controls.root, tmp_path / "aot")
     qs = read_questions(DataLayout(tmp_path / "aot").questions)
-    assert len(qs) == 8 and manifest["counts"]["by_answer"] == {"forward": 4, "backward": 4}
+    assert len(qs) == 8 and manifest.counts["by_answer"] == {"forward": 4, "backward": 4}
     for q in qs:
         assert q.type == "arrow" and q.choices == ["forward", "backward"] and q.question.endswith("forward or backward?")
         clip = DataLayout(tmp_path / "aot").clip("arrow", q.video_id)
@@ -97,7 +99,7 @@ def test_audit_flags_a_run_where_blind_equals_plain():
     assert len(r.warnings) == 1 and "verb questions" in r.warnings[0] and "does not measure vision" in r.warnings[0]
     flags = r.audit.set_index("type")["text_solvable"].to_dict()
     assert flags == {"verb": True, "object": False, "all": False}
-    assert r.warnings[0] in report.render_markdown(r)
+    assert r.warnings[0] in render.render_markdown(r)
 
 
 def test_cued_deltas_restricted_to_what_blind_gets_wrong():
@@ -114,7 +116,7 @@ def test_arrow_report_gives_f1_and_kl():
         return Prediction(question_id=f"{src}-{direction}", video_id=f"{src}-{direction}", type="arrow", model="m",
                           variant="arrow", choices=["forward", "backward"], answer=direction, reply=reply, status="ok",
                           correct=reply == direction, probs={"forward": p_forward, "backward": 1 - p_forward},
-                          template="Dropping [something] onto [something]")
+                          template="Dropping [something] onto [something]", category="irreversible")
     preds = [arrow("1", "forward", "forward", 0.75), arrow("1", "backward", "backward", 0.25),
              arrow("2", "forward", "forward", 0.5), arrow("2", "backward", "forward", 0.5)]
     t = report.build(preds).arrow.set_index("category")

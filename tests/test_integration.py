@@ -9,7 +9,8 @@ import sys
 from openai import AsyncOpenAI
 
 from measure.client import AskConfig, Item, ask, run_items
-from prepare.schema import DataLayout, read_questions
+from core.layout import DataLayout
+from core.records import read_questions
 from tests.conftest import REPO
 
 

@@ -12,7 +12,8 @@ import time
 from openai import AsyncOpenAI
 
 from measure.client import AskConfig, Item, ask
-from prepare.schema import DataLayout, read_questions
+from core.layout import DataLayout
+from core.records import read_questions
 from serve.command import free_port
 from tests.conftest import REPO
 

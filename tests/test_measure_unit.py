@@ -5,12 +5,14 @@ import math
 
 import pytest
 
-from measure import report
-from measure.__main__ import plan
+from measure import render, report
+from measure.run import plan
 from measure.prompt import media_parts, messages, question_text, targets
-from serve.profiles import IDEFICS3, QWEN_VL
+from core.profiles import IDEFICS3, QWEN_VL
 from measure.store import PredictionStore
-from prepare.schema import DataError, DataLayout, Prediction, read_questions
+from core.errors import DataError
+from core.layout import DataLayout, RunLayout
+from core.records import Prediction, read_questions
 
 
 def _pred(qid, model, variant, qtype, correct, status="ok"):
@@ -35,7 +37,7 @@ def test_table_leaves_errors_out_and_counts_invalid_as_wrong():
     assert (row["n"], row["invalid"], row["errors"]) == (3, 1, 1)
     cued = t.loc[("m", "cued")]
     assert cued["object_acc"] == 0.0 and math.isnan(cued["verb_acc"]) and cued["n"] == 1
-    md = report.markdown(t)
+    md = render.markdown(t)
     assert md.splitlines()[0].split("|")[1:3] == [" model   ", " variant   "]
 
 
@@ -44,7 +46,7 @@ def test_empty_table():
 
 
 def test_store_appends_reloads_and_cuts_a_torn_line(tmp_path, capsys):
-    store = PredictionStore(tmp_path / "run")
+    store = PredictionStore(RunLayout(tmp_path / "run"))
     store.open()
     store.append(_pred("1", "m", "plain", "verb", True))
     store.append(_pred("2", "m", "plain", "verb", False))
@@ -81,9 +83,10 @@ def test_prompt_puts_the_video_first_and_lists_choices(synthetic):
     assert "D. " + q.choices[3] in question_text(q, "letters")
 
 
-def _p(qid, model, variant, correct, template="Pushing [something]", qtype="verb"):
+def _p(qid, model, variant, correct, template="Pushing [something]", qtype="verb", verb="pushing"):
     return Prediction(question_id=qid, video_id="v", type=qtype, model=model, variant=variant, choices=["a", "b", "c", "d"],
-                      answer="a", reply="a" if correct else "b", status="ok", correct=correct, template=template)
+                      answer="a", reply="a" if correct else "b", status="ok", correct=correct, template=template,
+                      verb=verb)
 
 
 def test_cued_and_adapter_comparisons_are_paired_on_the_same_questions():
@@ -113,7 +116,7 @@ def test_compare_runs_joins_on_shared_items():
 
 def test_reports_are_written_from_predictions_alone(tmp_path):
     preds = [_p(str(i), "base", v, (i + k) % 2 == 0) for i in range(8) for k, v in enumerate(("plain", "bbox"))]
-    report.write(tmp_path, report.build(preds, {}))
+    render.write(RunLayout(tmp_path), report.build(preds, {}))
     for name in ("report.md", "report.csv", "report.json", "deltas.csv", "templates.csv", "accuracy.png", "deltas.png"):
         assert (tmp_path / name).stat().st_size > 0, name
     assert "Cued − plain" in (tmp_path / "report.md").read_text()

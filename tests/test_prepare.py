@@ -8,7 +8,9 @@ import numpy as np
 import pytest
 
 from prepare.pipeline import Options, prepare_ssv2
-from prepare.schema import DataError, DataLayout, Question, read_questions
+from core.errors import DataError
+from core.layout import DataLayout
+from core.records import Question, read_questions
 from prepare.sources import read_boxes
 from prepare.variants import CueOptions
 from tests.conftest import SAMPLE
@@ -35,9 +37,9 @@ def test_real_sample_labelled_clips_give_both_types_and_unlabelled_are_reported(
     assert {q.video_id for q in qs} == {"57082", "80962", "2", "13201"}
     for vid in {q.video_id for q in qs}:
         assert {q.type for q in qs if q.video_id == vid} == {"verb", "object"}
-    unlabeled = {d["item"] for d in manifest["dropped"] if d["reason"].startswith("unlabeled")}
+    unlabeled = {d["item"] for d in manifest.dropped if d["reason"].startswith("unlabeled")}
     assert len(unlabeled) == 9
-    assert manifest["counts"]["videos_by_split"] == {"test": 2, "train": 2}
+    assert manifest.counts["videos_by_split"] == {"test": 2, "train": 2}
 
 
 def test_rendered_clips_keep_frame_count_and_even_size(sample):
@@ -143,13 +145,13 @@ def test_changed_cue_settings_rerender_and_equal_ones_reuse(tmp_path):
     videos, labels, boxes = _copy_sample(tmp_path)
     out = tmp_path / "out"
     first = prepare_ssv2(videos, labels, boxes, out, Options(test_videos=2, variants=("plain", "bbox"), workers=1))
-    assert first["counts"]["clips_rendered"] == 8
+    assert first.counts["clips_rendered"] == 8
     same = prepare_ssv2(videos, labels, boxes, out, Options(test_videos=2, variants=("plain", "bbox"), workers=1))
-    assert same["counts"]["clips_rendered"] == 0
+    assert same.counts["clips_rendered"] == 0
     thicker = Options(test_videos=2, variants=("plain", "bbox"), workers=1, cues=CueOptions(thickness=9))
     changed = prepare_ssv2(videos, labels, boxes, out, thicker)
-    assert changed["counts"]["clips_rendered"] == 4  # bbox only; plain has no cue settings
-    assert changed["counts"]["stale_clips_removed"] == {"plain": 0, "bbox": 4}
+    assert changed.counts["clips_rendered"] == 4  # bbox only; plain has no cue settings
+    assert changed.counts["stale_clips_removed"] == {"plain": 0, "bbox": 4}
 
 
 def test_shards_split_the_render_and_the_final_run_reuses_it(tmp_path):
@@ -158,12 +160,12 @@ def test_shards_split_the_render_and_the_final_run_reuses_it(tmp_path):
     rendered = []
     for i in range(2):
         m = prepare_ssv2(videos, labels, boxes, out, Options(test_videos=2, variants=("plain",), workers=1, shard=(i, 2)))
-        rendered.append(m["counts"]["clips_rendered"])
+        rendered.append(m.counts["clips_rendered"])
         assert (out / f"manifest.shard-{i}-of-2.json").is_file()
         assert not (out / "questions.jsonl").exists()
     assert sum(rendered) == 4
     final = prepare_ssv2(videos, labels, boxes, out, Options(test_videos=2, variants=("plain",), workers=1))
-    assert final["counts"]["clips_rendered"] == 0 and final["counts"]["videos"] == 4
+    assert final.counts["clips_rendered"] == 0 and final.counts["videos"] == 4
 
 
 def test_bad_clips_are_dropped_with_reasons_and_the_run_goes_on(tmp_path):
@@ -174,7 +176,7 @@ def test_bad_clips_are_dropped_with_reasons_and_the_run_goes_on(tmp_path):
     (videos / "13201.webm").write_bytes((SAMPLE / "videos" / "13201.webm").read_bytes()[:2000])  # truncated
     (videos / "80962.webm").unlink()  # missing
     m = prepare_ssv2(videos, labels, boxes, tmp_path / "out", Options(test_videos=2, variants=("plain",), workers=2))
-    reasons = {d["item"]: d["reason"] for d in m["dropped"]}
+    reasons = {d["item"]: d["reason"] for d in m.dropped}
     assert "empty" in reasons["2"] and "2.webm" in reasons["2"]
     assert reasons["80962"] == "video missing"
     assert "13201" in reasons and "13201.webm" in reasons["13201"]

@@ -6,16 +6,17 @@ import collections
 import pytest
 
 from prepare import questions as qb
-from prepare.schema import normalize, to_json_line
+from core.records import normalize, to_json_line
 from prepare.verbs import also_true
-from prepare.sources import LabelEntry, load_json
+from core.files import read_json
+from prepare.sources import LabelEntry
 from tests.conftest import SAMPLE
 
 
 def _entries() -> list[LabelEntry]:
     out = []
     for path in sorted((SAMPLE / "labels-only").glob("*.json")):
-        for row in load_json(path):
+        for row in read_json(path):
             out.append(LabelEntry(str(row["id"]), row["label"], row["template"], tuple(row["placeholders"]), path.stem))
     return out
 

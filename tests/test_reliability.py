@@ -17,7 +17,8 @@ import httpx
 import psutil
 import pytest
 
-from prepare.schema import DataLayout, load_questions, read_questions
+from core.layout import DataLayout
+from core.records import load_questions, read_questions
 from serve.command import free_port
 from tests.conftest import REPO, start_server, stop_server
 from tests.faultproxy import FaultProxy
@@ -247,12 +248,12 @@ def test_bad_clips_and_boxes_are_reported_and_the_rest_goes_on(tmp_path):
     train.append(dict(train[0], id="../../escape"))  # a video path escaping the videos dir
     (labels / "train.json").write_text(json.dumps(train))
     m = prepare_ssv2(videos, labels, [box_file], tmp_path / "out", Options(test_videos=1, variants=("plain", "bbox"), workers=1))
-    reasons = {d["item"]: d["reason"] for d in m["dropped"]}
+    reasons = {d["item"]: d["reason"] for d in m.dropped}
     assert "not a readable video" in reasons["2"] and "2.webm" in reasons["2"]
     assert "13201.webm" in reasons["13201"]
     assert "escape" in reasons["../../escape"]
-    assert m["boxes_fixed"]["57082"] == {"clamped_to_frame": 1, "dropped_empty_or_inverted": 1}
-    assert m["boxes_for_other_videos"] >= 1
+    assert m.boxes_fixed["57082"] == {"clamped_to_frame": 1, "dropped_empty_or_inverted": 1}
+    assert m.boxes_for_other_videos >= 1
     assert {q.video_id for q in read_questions(DataLayout(tmp_path / "out").questions)} == {"57082", "80962"}
     assert np.asarray(decord.VideoReader(str(DataLayout(tmp_path / "out").clip("bbox", "57082")))[0].shape)[0] == 240
 

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from core.defaults import GPU_MODEL, TINY_MODEL
 from serve import command
 from serve.command import Settings, SettingsError
 
@@ -37,13 +38,13 @@ def test_adapters_get_lora_flags_and_a_spare_slot(tiny):
 
 
 def test_hub_model_defaults():
-    argv = command.build_argv(Settings(model=command.GPU_MODEL, frames=None, api_key="k", trust_request_mm_kwargs=True))
-    assert _opt(argv, "--served-model-name") == command.GPU_MODEL
+    argv = command.build_argv(Settings(model=GPU_MODEL, frames=None, api_key="k", trust_request_mm_kwargs=True))
+    assert _opt(argv, "--served-model-name") == GPU_MODEL
     assert _opt(argv, "--max-model-len") == "16384"
     assert "--media-io-kwargs" not in argv
     assert _opt(argv, "--api-key") == "k" and "--trust-request-mm-kwargs" in argv
-    assert command.default_model(gpu=True) == command.GPU_MODEL
-    assert command.default_model(gpu=False) == str(command.TINY_MODEL)
+    assert command.default_model(gpu=True) == GPU_MODEL
+    assert command.default_model(gpu=False) == str(TINY_MODEL)
 
 
 @pytest.mark.parametrize("value", ["noequals", "=path", "a=", "a=x,a=y"])
@@ -74,7 +75,7 @@ def test_discover_adapters_by_base_model(tiny, tmp_path):
 def test_env_is_offline_only_for_local_models(tmp_path):
     local = command.build_env({}, str(tmp_path), gpu=False)
     assert local["HF_HUB_OFFLINE"] == "1" and local["VLLM_CPU_KVCACHE_SPACE"] == "1"
-    hub = command.build_env({}, command.GPU_MODEL, gpu=True)
+    hub = command.build_env({}, GPU_MODEL, gpu=True)
     assert "HF_HUB_OFFLINE" not in hub and "VLLM_CPU_KVCACHE_SPACE" not in hub
 
 
@@ -88,11 +89,11 @@ def test_local_media_is_one_data_directory_never_root(tmp_path):
 
 def test_profiles_pick_the_media_limits(tiny, tmp_path):
     from serve import tiny as builder
-    from serve.profiles import IDEFICS3, QWEN_VL, profile_for
+    from core.profiles import IDEFICS3, QWEN_VL, profile_for
 
     smol = builder.build_idefics3(tmp_path / "tiny-smolvlm")
     assert profile_for(str(smol)) == IDEFICS3 and profile_for(str(tiny.model)) == QWEN_VL
-    assert profile_for("HuggingFaceTB/SmolVLM2-2.2B-Instruct") == IDEFICS3 and profile_for(command.GPU_MODEL) == QWEN_VL
+    assert profile_for("HuggingFaceTB/SmolVLM2-2.2B-Instruct") == IDEFICS3 and profile_for(GPU_MODEL) == QWEN_VL
     argv = command.build_argv(Settings(model=str(smol), frames=6))
     assert json.loads(_opt(argv, "--limit-mm-per-prompt")) == {"image": 6} and "--media-io-kwargs" not in argv
     argv = command.build_argv(Settings(model=str(tiny.model), frames=6))

@@ -12,7 +12,8 @@ import pytest
 from transformers import AutoProcessor
 
 from measure.client import AskConfig, Item, run_items
-from prepare.schema import DataLayout, read_questions
+from core.layout import DataLayout
+from core.records import read_questions
 from serve.command import free_port
 from tests.conftest import REPO, start_server, stop_server
 from train.data import IGNORE, Collator, examples

@@ -7,7 +7,6 @@ Multi-GPU: `accelerate launch -m train ...` or `torchrun --nproc-per-node N -m t
 from __future__ import annotations
 
 import csv
-import hashlib
 import io
 import json
 import os
@@ -19,7 +18,16 @@ from typing import Annotated, Optional
 
 import typer
 
-from prepare.schema import DataError, DataLayout, atomic_write, write_json
+from core import runfiles
+from core.cli import comma_list
+from core.cli import main as run_cli
+from core.defaults import ADAPTERS_DIR, DATASET, FRAMES, GPU_MODEL
+from core.files import atomic_write, sha256, write_json
+from core.layout import AdapterLayout, DataLayout
+from core.profiles import served_name
+from core.runfiles import TrainArgs
+from core.variants import PLAIN
+from measure.prompt import AnswerFormat
 
 app = typer.Typer(add_completion=False, help=__doc__)
 LLM_ONLY = r".*language_model.*\.({})$"
@@ -31,10 +39,10 @@ def _world_size() -> int:
 
 @app.command()
 def main(
-    model: Annotated[str, typer.Option(help="Base model dir or hub id.")] = "Qwen/Qwen3-VL-2B-Instruct",
-    data: Annotated[Path, typer.Option(help="Prepared dataset directory.")] = Path("data/synthetic"),
-    out: Annotated[Path, typer.Option(help="Adapter directory to write.")] = Path("data/adapters/trained"),
-    variants: Annotated[str, typer.Option(help="Clip variants; each question is used once per variant.")] = "plain",
+    model: Annotated[str, typer.Option(help="Base model dir or hub id.")] = GPU_MODEL,
+    data: Annotated[Path, typer.Option(help="Prepared dataset directory.")] = DATASET,
+    out: Annotated[Path, typer.Option(help="Adapter directory to write.")] = ADAPTERS_DIR / "trained",
+    variants: Annotated[str, typer.Option(help="Clip variants; each question is used once per variant.")] = PLAIN,
     rank: Annotated[int, typer.Option(help="LoRA r.")] = 64,
     alpha: Annotated[int, typer.Option(help="LoRA alpha.")] = 64,
     dropout: Annotated[float, typer.Option(help="LoRA dropout.")] = 0.05,
@@ -44,8 +52,8 @@ def main(
     epochs: Annotated[float, typer.Option(help="Epochs.")] = 1.0,
     batch: Annotated[int, typer.Option(help="Effective batch (per-device x accumulation x devices).")] = 32,
     per_device_batch: Annotated[int, typer.Option(help="Examples per device per step.")] = 4,
-    frames: Annotated[int, typer.Option(help="Frames per clip (as served: serve --frames).")] = 8,
-    answer_format: Annotated[str, typer.Option(help="text or letters, as measure asks.")] = "text",
+    frames: Annotated[int, typer.Option(help="Frames per clip (as served: serve --frames).")] = FRAMES,
+    answer_format: Annotated[AnswerFormat, typer.Option(help="text or letters, as measure asks.")] = "text",
     max_steps: Annotated[int, typer.Option(help="Stop after N optimizer steps (-1: the epochs decide).")] = -1,
     save_steps: Annotated[int, typer.Option(help="Checkpoint every N steps.")] = 10,
     seed: Annotated[int, typer.Option(help="Seed for LoRA init and data order.")] = 0,
@@ -56,17 +64,10 @@ def main(
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForImageTextToText, AutoProcessor, Trainer, TrainingArguments, set_seed
 
-    from serve.command import served_name
     from train.data import Collator, examples
 
-    if answer_format not in ("text", "letters"):
-        raise typer.BadParameter("text or letters", param_hint="--answer-format")
-    chosen = [v.strip() for v in variants.split(",") if v.strip()]
-    try:
-        train_set = examples(data, chosen, "train", answer_format)  # type: ignore[arg-type]
-    except DataError as e:
-        typer.secho(f"error: {e}", fg="red", err=True)
-        raise typer.Exit(2)
+    chosen = list(comma_list(variants))
+    train_set = examples(data, chosen, "train", answer_format)
     gpu = torch.cuda.is_available()
     accumulation = max(1, batch // (per_device_batch * _world_size()))
     set_seed(seed)
@@ -77,7 +78,7 @@ def main(
     peft_model = get_peft_model(base, lora)
     if gpu:
         peft_model.enable_input_require_grads()
-    checkpoints = out / "checkpoints"
+    checkpoints = AdapterLayout(out).checkpoints
     args = TrainingArguments(
         output_dir=str(checkpoints), per_device_train_batch_size=per_device_batch,
         gradient_accumulation_steps=accumulation, learning_rate=lr, lr_scheduler_type="cosine", warmup_steps=warmup,  # a float < 1: a share of the steps
@@ -92,16 +93,15 @@ def main(
         typer.secho(f"no checkpoint in {checkpoints}: starting from step 0", fg="yellow", err=True)
     result = trainer.train(resume_from_checkpoint=str(last) if last else None)
     if trainer.is_world_process_zero():
-        _save(peft_model, out, served_name(model), trainer.state.log_history, {
-            "model": model, "data": str(data), "variants": chosen, "examples": len(train_set), "rank": rank,
-            "alpha": alpha, "dropout": dropout, "targets": targets, "lr": lr, "warmup": warmup, "epochs": epochs,
-            "batch": batch, "per_device_batch": per_device_batch, "gradient_accumulation_steps": accumulation,
-            "world_size": _world_size(), "frames": frames, "answer_format": answer_format, "max_steps": max_steps,
-            "seed": seed, "precision": "bf16" if gpu else "fp32", "gradient_checkpointing": gpu,
-            "steps": trainer.state.global_step, "resumed_from": str(last) if last else None,
-            "train_loss": result.training_loss, "dataset_manifest_sha256": _sha256(DataLayout(data).manifest),
-            "command": sys.argv,
-        })
+        _save(peft_model, out, served_name(model), trainer.state.log_history, TrainArgs(
+            model=model, data=str(data), variants=chosen, examples=len(train_set), rank=rank, alpha=alpha,
+            dropout=dropout, targets=targets, lr=lr, warmup=warmup, epochs=epochs, batch=batch,
+            per_device_batch=per_device_batch, gradient_accumulation_steps=accumulation, world_size=_world_size(),
+            frames=frames, answer_format=answer_format, max_steps=max_steps, seed=seed,
+            precision="bf16" if gpu else "fp32", gradient_checkpointing=gpu, steps=trainer.state.global_step,
+            resumed_from=str(last) if last else None, train_loss=result.training_loss,
+            dataset_manifest_sha256=sha256(DataLayout(data).manifest), command=sys.argv,
+        ))
         typer.echo(f"adapter: {out} ({trainer.state.global_step} steps, mean loss {result.training_loss:.4f})")
 
 
@@ -110,29 +110,27 @@ def _last_checkpoint(folder: Path) -> Path | None:
     return found[-1] if found else None
 
 
-def _sha256(path: Path) -> str | None:
-    return hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else None
-
-
-def _save(peft_model, out: Path, base_name: str, history: list[dict], train_args: dict) -> None:
+def _save(peft_model, out: Path, base_name: str, history: list[dict], train_args: TrainArgs) -> None:
     """The adapter (never merged), named for its base's served name, with its run record.
     Written into a temp folder, then each file renamed into place: never half an adapter."""
     out.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".adapter.", dir=out))
     try:
         peft_model.save_pretrained(tmp)
-        cfg = json.loads((tmp / "adapter_config.json").read_text())
+        config = AdapterLayout(tmp).config
+        cfg = json.loads(config.read_text())
         cfg["base_model_name_or_path"] = base_name  # how `serve` finds the adapters of a model
-        write_json(tmp / "adapter_config.json", cfg)
+        write_json(config, cfg)
         for f in sorted(tmp.iterdir()):
             os.replace(f, out / f.name)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    write_json(out / "train_args.json", train_args)
+    layout = AdapterLayout(out)
+    runfiles.write(layout.train_args, train_args)
     rows = [(h["step"], h["loss"], h.get("learning_rate")) for h in history if "loss" in h]
     buf = io.StringIO()
     csv.writer(buf).writerows([("step", "loss", "learning_rate"), *rows])
-    atomic_write(out / "loss.csv", buf.getvalue())
+    atomic_write(layout.loss_csv, buf.getvalue())
     import matplotlib
 
     matplotlib.use("Agg")
@@ -145,8 +143,8 @@ def _save(peft_model, out: Path, base_name: str, history: list[dict], train_args
     png = io.BytesIO()
     fig.savefig(png, format="png", dpi=110, bbox_inches="tight")
     plt.close(fig)
-    atomic_write(out / "loss.png", png.getvalue())
+    atomic_write(layout.loss_png, png.getvalue())
 
 
 if __name__ == "__main__":
-    app()
+    run_cli(app)

@@ -9,9 +9,12 @@ import decord
 import torch
 from transformers.video_utils import VideoMetadata
 
+from core.defaults import FPS_FALLBACK
+from core.errors import DataError
+from core.layout import DataLayout
+from core.records import Question, read_questions
 from measure import prompt
 from measure.prompt import AnswerFormat
-from prepare.schema import DataError, DataLayout, Question, read_questions
 
 IGNORE = -100
 
@@ -43,7 +46,7 @@ def load_frames(clip: Path, frames: int):
     with the metadata Qwen3-VL needs for its frame timestamps."""
     vr = decord.VideoReader(str(clip), ctx=decord.cpu(0))
     idx = prompt.sample_indices(len(vr), frames)
-    fps = float(vr.get_avg_fps()) or 12.0
+    fps = float(vr.get_avg_fps()) or FPS_FALLBACK
     meta = VideoMetadata(total_num_frames=len(vr), fps=fps, frames_indices=idx, duration=len(vr) / fps)
     return vr.get_batch(idx).asnumpy(), meta
 

@@ -1,12 +1,11 @@
-"""Per-model-family request profiles, shared by `serve` (media limits) and `measure` (how
-a clip is put into a request).
+"""Per-model-family request profiles, shared by `serve` (media limits) and `measure` (how a
+clip is put into a request).
 
 - Qwen-VL family (Qwen2-VL, Qwen2.5-VL, Qwen3-VL): the clip as one `video_url` part; the
   server decodes and samples it.
 - SmolVLM / Idefics3 family: vLLM takes images only, so the client samples the frames and
-  sends them as `image_url` parts, with the text the model was trained with: an intro
-  "You are provided the following series of N frames from a H:MM:SS [H:MM:SS] video." and
-  "Frame from MM:SS:" before each frame.
+  sends them as `image_url` parts with the text the model was trained with
+  (`measure.prompt`).
 """
 from __future__ import annotations
 
@@ -45,12 +44,7 @@ def profile_for(model: str) -> Profile:
     return IDEFICS3 if ("smolvlm" in name or "idefics" in name) else QWEN_VL
 
 
-def video_intro(n_frames: int, duration_s: float) -> str:
-    """SmolVLM2's video preamble (the literal "[H:MM:SS]" is part of what it was trained on)."""
-    s = int(round(duration_s))
-    return f"You are provided the following series of {n_frames} frames from a {s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d} [H:MM:SS] video.\n"
-
-
-def frame_label(t_s: float) -> str:
-    s = int(t_s)
-    return f"\nFrame from {s // 60:02d}:{s % 60:02d}:"
+def served_name(model: str) -> str:
+    """The name clients use: a local directory's name, or the hub id as given."""
+    path = Path(model)
+    return path.name if path.is_dir() else model

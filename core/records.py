@@ -1,24 +1,38 @@
-"""The records every package reads and writes, and the one place that knows the data layout.
+"""The per-item records: a Question (what prepare writes) and a Prediction (what measure
+writes), one key for both, and their JSON-lines reader and writer.
 
-data/NAME/
-  questions.jsonl               one Question per line
-  manifest.json                 sources, options, counts, dropped items
-  clips/<variant>/<video>.mp4   one clip per video and variant
+Every line carries `schema_version`. Lines without one are version 1 (written before the
+field existed) and are upgraded on reading: their `verb` is derived from the template.
 """
 from __future__ import annotations
 
 import json
-import os
 import re
-import tempfile
-from dataclasses import MISSING, asdict, dataclass, field, fields
+from dataclasses import MISSING, asdict, dataclass, fields
 from pathlib import Path
-from typing import Any, Iterable, Literal
+from typing import Any, Iterable, Literal, Mapping
 
+from core.errors import DataError
+
+SCHEMA_VERSION = 2
 QuestionType = Literal["verb", "object", "arrow"]
 QUESTION_TYPES: tuple[str, ...] = ("verb", "object", "arrow")  # arrow: the arrow-of-time task
+Status = Literal["ok", "invalid", "error"]
+Key = tuple[str, str, str]
+KEY_FIELDS = ("question_id", "model", "variant")
 _ARTICLE = re.compile(r"^(a|an|the)\s+")
 _SAFE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")  # a file name: no "/", no leading "." or "-"
+SLOT = re.compile(r"\[[^\]]*\]")  # a template's [something] slot
+VERB = re.compile(r"[A-Za-z]+ing\b")  # a template's verb: its first -ing word outside the slots
+
+
+def key(question_id: str, model: str, variant: str) -> Key:
+    """The identity of one asked item: a line of predictions.jsonl, a request of a run."""
+    return (question_id, model, variant)
+
+
+def key_of(row: Mapping[str, Any]) -> Key:
+    return key(*(row[f] for f in KEY_FIELDS))
 
 
 def safe_id(video_id: str) -> bool:
@@ -29,6 +43,16 @@ def safe_id(video_id: str) -> bool:
 def normalize(text: str) -> str:
     """Case-, whitespace- and leading-article-insensitive form: "A  Box" == "box"."""
     return _ARTICLE.sub("", " ".join(text.lower().split()))
+
+
+def template_verb(template: str) -> str:
+    """An SSV2 template's first word ending in -ing outside the [something] slots, lower-case
+    ("" when there is none)."""
+    for literal in SLOT.split(template):
+        m = VERB.search(literal)
+        if m:
+            return m.group(0).lower()
+    return ""
 
 
 @dataclass(frozen=True)
@@ -46,6 +70,9 @@ class Question:
     template: str
     label: str
     slot: int | None  # placeholder index for object questions, None for verb questions
+    verb: str = ""  # the template's verb (`template_verb`)
+    category: str = ""  # a task's own grouping, e.g. reversible/irreversible for arrow of time
+    schema_version: int = SCHEMA_VERSION
 
     def problems(self) -> list[str]:
         """Reasons this record is not a valid question (empty when it is)."""
@@ -77,26 +104,37 @@ class Prediction:
     choices: list[str]
     answer: str
     reply: str | None
-    status: Literal["ok", "invalid", "error"]
+    status: Status
     correct: bool
     probs: dict[str, float] | None = None
     latency_s: float | None = None
     attempts: int = 0
     error: str | None = None
     template: str = ""
+    verb: str = ""
+    category: str = ""
     prompt_tokens: int | None = None  # what the server counted: shows the frames really sent
     frame_indices: list[int] | None = None  # frames the client sampled and sent, if it did
+    schema_version: int = SCHEMA_VERSION
 
     @property
-    def key(self) -> tuple[str, str, str]:
-        return (self.question_id, self.model, self.variant)
+    def key(self) -> Key:
+        return key(self.question_id, self.model, self.variant)
 
 
-class DataError(ValueError):
-    """Bad input: the message names the file (and line) and the reason."""
+def _upgrade(row: dict[str, Any], where: str) -> dict[str, Any]:
+    """A row of any known schema version as the current one."""
+    version = row.get("schema_version", 1)
+    if not isinstance(version, int) or version > SCHEMA_VERSION:
+        raise DataError(f"{where}: schema_version {version!r} is newer than this visual-cues reads ({SCHEMA_VERSION})")
+    if version == 1:
+        row = dict(row, schema_version=SCHEMA_VERSION)
+        row.setdefault("verb", template_verb(str(row.get("template", ""))))
+    return row
 
 
 def _from_dict(cls, row: dict[str, Any], where: str):
+    row = _upgrade(row, where)
     names = {f.name for f in fields(cls)}
     required = {f.name for f in fields(cls) if f.default is MISSING and f.default_factory is MISSING}
     missing = sorted(required - row.keys())
@@ -169,50 +207,3 @@ def prediction_from_dict(row: dict[str, Any], where: str) -> Prediction:
 
 def to_json_line(record: Question | Prediction) -> str:
     return json.dumps(asdict(record), ensure_ascii=False, sort_keys=True) + "\n"
-
-
-def atomic_write(path: Path, data: str | bytes) -> None:
-    """Write to a temp file beside `path`, then rename: readers never see half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data.encode() if isinstance(data, str) else data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def write_json(path: Path, obj: Any) -> None:
-    atomic_write(path, json.dumps(obj, indent=2, sort_keys=True, ensure_ascii=False) + "\n")
-
-
-@dataclass(frozen=True)
-class DataLayout:
-    """Paths inside one prepared dataset directory."""
-
-    root: Path
-    clip_suffix: str = field(default=".mp4")
-
-    @property
-    def questions(self) -> Path:
-        return self.root / "questions.jsonl"
-
-    @property
-    def manifest(self) -> Path:
-        return self.root / "manifest.json"
-
-    @property
-    def raw(self) -> Path:
-        """Where `prepare synthetic` writes its raw SSV2-format data."""
-        return self.root / "raw"
-
-    def clip(self, variant: str, video_id: str) -> Path:
-        return self.root / "clips" / variant / f"{video_id}{self.clip_suffix}"
-
-    def variants(self) -> list[str]:
-        """Clip variants on disk, in a stable order (plain first)."""
-        clips = self.root / "clips"
-        found = sorted(p.name for p in clips.iterdir() if p.is_dir()) if clips.is_dir() else []
-        return sorted(found, key=lambda v: (v != "plain", v))

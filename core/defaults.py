@@ -1,0 +1,20 @@
+"""Every shared default, defined once."""
+from __future__ import annotations
+
+from pathlib import Path
+
+DATA_ROOT = Path("data")  # prepared datasets, models and adapters
+RUNS_ROOT = Path("runs")  # one folder per measure run
+DATASET = DATA_ROOT / "synthetic"  # what `prepare synthetic` writes and `measure`/`train` read by default
+MODELS_DIR = DATA_ROOT / "models"
+ADAPTERS_DIR = DATA_ROOT / "adapters"
+TINY_MODEL = MODELS_DIR / "tiny-vlm"  # the embedded default: a tiny seeded Qwen3-VL built offline
+TINY_SMOLVLM = MODELS_DIR / "tiny-smolvlm"
+GPU_MODEL = "Qwen/Qwen3-VL-2B-Instruct"  # the reference study's model, served on a GPU
+
+FRAMES = 8  # frames per clip: served, sampled client-side and trained on
+FPS_FALLBACK = 12.0  # SSV2's frame rate, for a clip whose container reports none
+
+HOST = "127.0.0.1"
+PORT = 8000
+BASE_URL = f"http://{HOST}:{PORT}/v1"

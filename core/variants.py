@@ -1,0 +1,17 @@
+"""Clip variant names and their roles.
+
+- `plain`: the clip as recorded, the reference every other variant is compared with;
+- cues (compared with plain): `bbox`, `trajectory`, `both`, `side-by-side` (raw | cued);
+- controls (made from the same frames as plain): `blind` (no clip at all: the question text
+  alone), `single-frame` (the middle frame, sent as an image), `shuffled`, `reversed`.
+"""
+from __future__ import annotations
+
+PLAIN = "plain"
+BLIND = "blind"
+SINGLE_FRAME = "single-frame"
+CUED: tuple[str, ...] = ("bbox", "trajectory", "both", "side-by-side")
+CONTROLS: tuple[str, ...] = (BLIND, SINGLE_FRAME, "shuffled", "reversed")
+VARIANTS: tuple[str, ...] = (PLAIN, *CUED, *CONTROLS)
+AUDIT_CONTROLS: tuple[str, ...] = (BLIND, SINGLE_FRAME)  # the shortcut audit: can the answer be had without motion?
+IMAGE_VARIANTS: tuple[str, ...] = (SINGLE_FRAME,)  # one frame: sent as an image, not a video

@@ -1,0 +1,226 @@
+"""A measure run's planning and bookkeeping: its options (one declaration, the CLI is built
+from them), what to ask, what is already answered, and run.json."""
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import httpx
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+from core.cli import comma_list, group, option
+from core.defaults import BASE_URL, DATASET, RUNS_ROOT
+from core.errors import DataError
+from core.files import sha256
+from core.layout import DataLayout, RunLayout
+from core.profiles import Profile, profile_for
+from core.records import Prediction, load_questions
+from core.runfiles import RunRecord, Session
+from core.variants import BLIND
+from measure import client
+from measure.client import AskConfig, Item, SetupError
+from measure.store import PredictionStore
+
+
+@dataclass
+class RunOptions:
+    """Every option of `python -m measure`."""
+
+    data: Path = option(DATASET, "Prepared dataset directory.")
+    base_url: list[str] = option(factory=lambda: [BASE_URL], help="Server URL; repeat to spread requests over several.",
+                                 metavar="URL")
+    api_key: str | None = option(None, "API key the server requires.", envvar="VLLM_API_KEY")
+    models: Sequence[str] | None = option(None, "Comma-separated served models. Default: all the server lists.",
+                                          parser=comma_list, metavar="NAME,...")
+    variants: Sequence[str] | None = option(None, "Comma-separated clip variants. Default: all on disk.",
+                                            parser=comma_list, metavar="NAME,...")
+    split: str = option("test", "Question split to score.")
+    limit: int | None = option(None, "Only the first N questions.")
+    concurrency: int = option(32, "Requests in flight.")
+    ask: AskConfig = group(AskConfig)
+    run_id: str | None = option(None, "Run folder name; an existing run is resumed.")
+    resume: str | None = option(None, "Resume this run id.")
+    runs_dir: Path = option(RUNS_ROOT, "Where run folders go.")
+
+    @property
+    def urls(self) -> list[str]:
+        return [u.rstrip("/") for u in self.base_url]
+
+
+@dataclass
+class Plan:
+    """What one invocation asks: the checked setup and every item."""
+
+    items: list[Item]
+    models: list[str]
+    variants: list[str]
+    served: list[list[dict]]  # /v1/models per base URL
+    rejected: list[str]  # bad question rows, file:line and reason
+
+
+def plan(layout: DataLayout, models: list[str], variants: list[str], split: str, limit: int | None,
+         rejected: list[str] | None = None) -> list[Item]:
+    """Every (question, model, variant) to ask, clip by clip, so a clip's questions go out
+    together. Bad question rows are left out; their messages go to `rejected`."""
+    valid, bad = load_questions(layout.questions)
+    if rejected is not None:
+        rejected += bad
+    questions = [q for q in valid if q.split == split]
+    if limit is not None:
+        questions = questions[:limit]
+    if not questions:
+        raise DataError(f"{layout.questions}: no questions in split {split!r}")
+    items = [Item(q, m, v, None if v == BLIND else layout.clip(v, q.video_id))
+             for v in variants for q in questions for m in models]
+    return sorted(items, key=lambda i: (i.variant, i.question.video_id, i.model, i.question.id))
+
+
+def check(opts: RunOptions) -> Plan:
+    """The setup checked before anything is asked: dataset, servers, models, variants.
+    Raises DataError or SetupError naming what is wrong."""
+    layout = DataLayout(opts.data)
+    if not layout.questions.is_file():
+        raise DataError(f"{opts.data}: not a prepared dataset (no questions.jsonl); make one with `python -m prepare`")
+    served = [client.list_models(u, opts.api_key) for u in opts.urls]
+    wanted = list(opts.models or [m["id"] for m in served[0]])
+    for u, listed in zip(opts.urls, served):
+        unknown = sorted(set(wanted) - {m["id"] for m in listed})
+        if unknown:
+            raise SetupError(f"{u} does not serve {unknown}; it serves {[m['id'] for m in listed]}")
+    on_disk = layout.variants()
+    chosen = list(opts.variants or on_disk)
+    missing = sorted(set(chosen) - set(on_disk))
+    if missing or not chosen:
+        raise DataError(f"{opts.data}: no clips for variant(s) {missing or chosen}; on disk: {on_disk}")
+    rejected: list[str] = []
+    items = plan(layout, wanted, chosen, opts.split, opts.limit, rejected)
+    return Plan(items, wanted, chosen, served, rejected)
+
+
+def profiles_of(models: list[dict]) -> dict[str, Profile]:
+    """Request profile per served model, from its root (an adapter: its base model's root)."""
+    roots = {m["id"]: m.get("root") or m["id"] for m in models}
+    return {m["id"]: profile_for(roots.get(m.get("parent") or "", roots[m["id"]])) for m in models}
+
+
+def _server_info(base_url: str, models: list[dict]) -> dict:
+    root = base_url.rstrip("/").removesuffix("/v1")
+    try:
+        version = httpx.get(f"{root}/version", timeout=4).json().get("version")
+    except (httpx.HTTPError, ValueError):
+        version = None
+    return {"url": base_url, "version": version, "models": models}
+
+
+def now() -> str:
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def _jsonable(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        return {k: _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    return str(obj) if isinstance(obj, Path) else obj
+
+
+@dataclass
+class Opened:
+    """A run ready to send: its store, its record (this session appended) and what is left."""
+
+    store: PredictionStore
+    record: RunRecord
+    todo: list[Item]
+    rid: str
+
+
+def open_run(opts: RunOptions, p: Plan, cfg: AskConfig) -> Opened:
+    """Create or resume the run folder: items already answered are not asked again, earlier
+    errors are (their lines dropped so each item keeps one line); run.json gets this session."""
+    rid = opts.resume or opts.run_id or f"{opts.data.name}-{dt.datetime.now():%Y%m%d-%H%M%S}"
+    store = PredictionStore(RunLayout(opts.runs_dir / rid))
+    if opts.resume and not store.path.is_file():
+        raise DataError(f"nothing to resume: {store.path} does not exist")
+    done = store.load()
+    retry = {i.key for i in p.items if i.key in done and done[i.key].status == "error"}
+    store.drop(retry)  # asked again below; the file keeps one line per item
+    todo = [i for i in p.items if i.key not in done or i.key in retry]
+    earlier = store.read_run()
+    session = Session(started=now(), to_send=len(todo), retried_errors=len(retry))
+    sessions = (earlier.sessions if earlier else []) + [session]
+    options = _jsonable({k: v for k, v in asdict(opts).items() if k != "ask"}) | {"base_url": opts.urls}
+    record = RunRecord(
+        run_id=rid, started=earlier.started if earlier else session.started, config=options, ask=_jsonable(asdict(cfg)),
+        models=p.models, variants=p.variants, split=opts.split, rejected_questions=p.rejected,
+        dataset={"path": str(opts.data), "manifest_sha256": sha256(DataLayout(opts.data).manifest)},
+        servers=[_server_info(u, m) for u, m in zip(opts.urls, p.served)],
+        frames={"per_request": cfg.frames,
+                "server_wide": None if cfg.frames else "the server's setting (serve --frames); see prompt_tokens"},
+        sessions=sessions,
+    )
+    store.write_run(record)
+    return Opened(store, record, todo, rid)
+
+
+def send(todo: list[Item], urls: list[str], api_key: str | None, cfg: AskConfig, concurrency: int,
+         store: PredictionStore) -> int:
+    """Ask every item with a progress bar, appending each prediction as it comes; returns how
+    many were answered."""
+    columns = (TextColumn("asking"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[rate]} req/s"),
+               TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn())
+    with Progress(*columns, transient=False) as progress:
+        task = progress.add_task("ask", total=len(todo), rate="-")
+
+        def on_result(pred: Prediction) -> None:
+            store.append(pred)
+            t = progress.tasks[task]
+            rate = (t.completed + 1) / t.elapsed if t.elapsed else 0.0
+            progress.update(task, advance=1, rate=f"{rate:.1f}")
+
+        asyncio.run(client.run_items(todo, urls, api_key, cfg, concurrency, on_result))
+        return int(progress.tasks[task].completed)
+
+
+@dataclass
+class Outcome:
+    """How a session ended: the predictions kept for the plan's items and why it stopped."""
+
+    kept: list[Prediction]
+    errors: int
+    interrupted: bool
+    down: str | None  # every server stopped answering: what was seen
+
+
+def execute(opts: RunOptions, p: Plan, run: Opened, cfg: AskConfig, warn) -> Outcome:
+    """Send what is left (after one warm-up request), then close the session in run.json."""
+    sent, send_s = 0, 0.0
+    interrupted, down = False, None
+    run.store.open()
+    try:
+        if run.todo:
+            problem = asyncio.run(client.warm_up(opts.urls[0], opts.api_key, p.models[0]))
+            if problem:
+                warn(f"warning: warm-up request failed ({problem}); going on")
+            start = time.perf_counter()
+            sent = send(run.todo, opts.urls, opts.api_key, cfg, opts.concurrency, run.store)
+            send_s = time.perf_counter() - start
+    except KeyboardInterrupt:
+        interrupted = True
+    except client.ServerUnavailable as e:
+        down = str(e)
+    finally:
+        run.store.close()
+    preds = run.store.load()
+    kept = [preds[i.key] for i in p.items if i.key in preds]
+    errors = sum(pr.status == "error" for pr in kept)
+    s = run.record.sessions[-1]
+    s.ended, s.answered, s.send_s = now(), None if interrupted else sent, round(send_s, 3)
+    s.req_per_s = round(sent / send_s, 2) if send_s else None
+    run.record.ended = now()
+    run.record.complete = len(kept) == len(p.items) and errors == 0
+    run.store.write_run(run.record)
+    return Outcome(kept, errors, interrupted, down)

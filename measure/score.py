@@ -1,0 +1,37 @@
+"""Scoring one multiple-choice reply: is it one of the choices, which one, is it right, and
+the per-choice probabilities. Pure: no transport, so a stored reply can be scored again."""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Mapping, Sequence
+
+from core.records import Question, Status
+
+
+@dataclass(frozen=True)
+class Score:
+    status: Status  # "ok" (one of the targets) or "invalid" (anything else); errors never reach scoring
+    picked: str | None  # the choice string picked (a letter reply is mapped back to its choice)
+    correct: bool
+    probs: dict[str, float] | None = None  # per choice, from the first answer token's top logprobs
+
+
+def choice_probs(top_logprobs: Mapping[str, float], targets: Sequence[str], choices: Sequence[str]) -> dict[str, float] | None:
+    """Per-choice probability from the first answer token's top logprobs (token -> logprob),
+    renormalised over the choices present; None when no target is among them."""
+    lp = {token.strip(): value for token, value in top_logprobs.items()}
+    raw = {c: math.exp(lp[t]) for t, c in zip(targets, choices) if t in lp}
+    total = sum(raw.values())
+    if not raw or total <= 0:
+        return None
+    return {c: raw.get(c, 0.0) / total for c in choices}
+
+
+def score_choice(q: Question, targets: Sequence[str], reply: str, top_logprobs: Mapping[str, float] | None = None) -> Score:
+    """`reply` (already stripped) against the question's targets (its choices, or their letters)."""
+    if reply not in targets:
+        return Score("invalid", None, False)
+    picked = q.choices[list(targets).index(reply)]
+    probs = choice_probs(top_logprobs, targets, q.choices) if top_logprobs else None
+    return Score("ok", picked, picked == q.answer, probs)
