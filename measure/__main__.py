@@ -1,7 +1,6 @@
 """`python -m measure`: score every served model x clip variant on a prepared dataset."""
 from __future__ import annotations
 
-from dataclasses import replace
 from pathlib import Path
 from typing import Annotated
 
@@ -11,7 +10,7 @@ from core.cli import command, fail, main
 from core.defaults import RUNS_ROOT
 from core.layout import RunLayout
 from measure import render, report
-from measure.run import RunOptions, check, execute, open_run, profiles_of
+from measure.run import RunOptions, check, execute, open_run
 from measure.store import PredictionStore
 
 app = typer.Typer(add_completion=False, help=__doc__)
@@ -28,11 +27,10 @@ def run(opts: RunOptions) -> None:
     p = check(opts)
     for message in p.rejected:
         _warn(f"skipped question: {message}")
-    cfg = replace(opts.ask, profiles=profiles_of(p.served[0]))
-    opened = open_run(opts, p, cfg)
+    opened = open_run(opts, p)
     typer.echo(f"run {opened.rid}: {len(p.items)} items, {len(p.items) - len(opened.todo)} already done, "
                f"{len(opened.todo)} to send ({len(p.models)} model(s) x {len(p.variants)} variant(s))", err=True)
-    out = execute(opts, p, opened, cfg, _warn)
+    out = execute(opts, p, opened, _warn)
     r = report.build(out.kept, opened.record.parents())
     render.write(opened.store.layout, r)
     typer.echo(render.render_markdown(r))

@@ -1,11 +1,15 @@
-"""Transport: send guided-choice requests to vLLM servers, concurrently, with bounded retries.
+"""Transport: send guided-choice requests to vLLM servers, concurrently, with bounded retries,
+while a process pool prepares each clip's media a bounded distance ahead (`measure.media`).
 Scoring is `measure.score`; this module only asks and records."""
 from __future__ import annotations
 
 import asyncio
 import itertools
+import multiprocessing
+import os
 import random
 import time
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -19,8 +23,9 @@ from core.defaults import FRAMES
 from core.errors import UserError
 from core.profiles import QWEN_VL, Profile
 from core.records import Key, Prediction, Question, key
-from measure import prompt
-from measure.prompt import AnswerFormat, Media
+from measure import media, prompt
+from measure.media import Media, MediaSpec, Prepared, parse_size
+from measure.prompt import AnswerFormat
 from measure.score import score_choice
 
 RETRYABLE = (openai.APIConnectionError, openai.APITimeoutError, openai.InternalServerError, openai.RateLimitError)
@@ -52,14 +57,36 @@ class AskConfig:
     answer_format: AnswerFormat = option("text", "text (the choice strings) or letters (A-D, with probabilities).")
     timeout_s: float = option(120.0, "Seconds per request before a retry.", flags=("--timeout",))
     max_attempts: int = option(4, "Attempts per request (bounded exponential backoff).")
-    frames: int | None = option(None, "Frames per clip, sent per request (server needs --trust-request-mm-kwargs).")
-    media: Media = option("data", "data (base64 inline) or file (file:// URLs; server needs --allowed-local-media-path).")
-    client_frames: int = option(FRAMES, "Frames sampled client-side for image-only model families (SmolVLM).")
+    media: Media = option("frames", "How a clip is sent to video models: frames (sampled, resized and JPEG-encoded "
+                          "by the client; server needs --trust-request-mm-kwargs), data (the mp4 inline) or file "
+                          "(file:// URLs; server needs --allowed-local-media-path).")
+    client_frames: int = option(FRAMES, "Frames sampled by the client (--media frames, and image-only families).")
+    frame_size: tuple[int, int] | None = option(None, "Frame size WxH for --media frames (default: what the model's "
+                                                "processor makes of the clip); rounded by the processor when it is "
+                                                "local.", parser=parse_size, metavar="WxH")
+    frames: int | None = option(None, "--media data/file: frames the server samples per clip, sent per request "
+                                "(server needs --trust-request-mm-kwargs). Default: the server's setting.")
+    media_workers: int = option(max(1, (os.cpu_count() or 2) // 2), "Processes preparing clips ahead of the requests.")
     backoff_s: float = 0.5  # doubles per attempt, capped at 8 s, with jitter
     profiles: dict[str, Profile] = field(default_factory=dict)  # served model -> request profile
+    processors: dict[str, str | None] = field(default_factory=dict)  # served model -> its video processor (model dir)
 
     def profile(self, model: str) -> Profile:
         return self.profiles.get(model, QWEN_VL)
+
+    @property
+    def sends_media_io(self) -> bool:
+        """Whether requests carry per-request media settings (the server must trust them): frames
+        mode for a video model (`processors` lists them), or --frames."""
+        return (self.media == "frames" and bool(self.processors)) or self.frames is not None
+
+    def spec(self, item: "Item") -> MediaSpec | None:
+        """What decides the media of an item (None: the blind control sends none)."""
+        if item.clip is None:
+            return None
+        return MediaSpec(clip=item.clip, variant=item.variant, mode=self.media, video_as=self.profile(item.model).video_as,
+                         frames=self.client_frames, frame_size=self.frame_size,
+                         processor=self.processors.get(item.model), server_frames=self.frames)
 
 
 def list_models(base_url: str, api_key: str | None, timeout: float = 4.0) -> list[dict]:
@@ -76,26 +103,30 @@ def list_models(base_url: str, api_key: str | None, timeout: float = 4.0) -> lis
     return r.json()["data"]
 
 
-def request(item: Item, cfg: AskConfig, media: list[dict]) -> dict[str, Any]:
-    """The chat-completion arguments for one item whose media parts are `media`: temperature
-    0, the reply constrained to the targets (`structured_outputs`, never the removed
-    `guided_choice`), logprobs in letters mode, frames per request if asked."""
+def request(item: Item, cfg: AskConfig, prepared: Prepared | None) -> dict[str, Any]:
+    """The chat-completion arguments for one item with its media: temperature 0, the reply
+    constrained to the targets (`structured_outputs`, never the removed `guided_choice`),
+    logprobs in letters mode, per-request media settings when the media has any."""
     targets = prompt.targets(item.question, cfg.answer_format)
     extra: dict[str, Any] = {"structured_outputs": {"choice": targets}}
-    if cfg.frames is not None:
-        extra["media_io_kwargs"] = {"video": {"min_frames": cfg.frames, "max_frames": cfg.frames}}
+    if prepared is not None and prepared.media_io:
+        extra["media_io_kwargs"] = {"video": prepared.media_io}
     letters = cfg.answer_format == "letters"
-    return dict(model=item.model, messages=prompt.messages(item.question, cfg.answer_format, media), temperature=0.0,
+    parts = prepared.parts if prepared is not None else ()
+    return dict(model=item.model, messages=prompt.messages(item.question, cfg.answer_format, parts), temperature=0.0,
                 max_tokens=MAX_TOKENS, logprobs=letters or None, top_logprobs=len(targets) + 1 if letters else None,
                 extra_body=extra, timeout=cfg.timeout_s)
 
 
-def build(item: Item, cfg: AskConfig) -> tuple[dict[str, Any], list[int] | None]:
-    """The request for one item and the frame indices it sends (client-sampled frames only).
-    Raises whatever reading the clip raises."""
-    media, frame_indices = prompt.media_parts(item.clip, item.variant, cfg.profile(item.model), cfg.media,
-                                              cfg.client_frames)
-    return request(item, cfg, media), frame_indices
+def media_for(item: Item, cfg: AskConfig) -> Prepared | None:
+    """An item's media prepared in this process (run_items uses its pool instead)."""
+    spec = cfg.spec(item)
+    return None if spec is None else media.prepare(spec)
+
+
+def build(item: Item, cfg: AskConfig) -> dict[str, Any]:
+    """The request measure sends for one item (media prepared in this process)."""
+    return request(item, cfg, media_for(item, cfg))
 
 
 def _top_logprobs(choice) -> dict[str, float] | None:
@@ -103,17 +134,25 @@ def _top_logprobs(choice) -> dict[str, float] | None:
     return {t.token: t.logprob for t in content[0].top_logprobs} if content else None
 
 
-async def ask(client: AsyncOpenAI, item: Item, cfg: AskConfig) -> Prediction:
-    """One question -> one Prediction; never raises for server trouble (status 'error')."""
+def _base(item: Item) -> dict[str, Any]:
     q = item.question
-    base = dict(question_id=q.id, video_id=q.video_id, type=q.type, model=item.model, variant=item.variant,
+    return dict(question_id=q.id, video_id=q.video_id, type=q.type, model=item.model, variant=item.variant,
                 choices=list(q.choices), answer=q.answer, template=q.template, verb=q.verb, category=q.category)
-    if item.clip is not None and not item.clip.is_file():
-        return Prediction(**base, reply=None, status="error", correct=False, error="clip missing")
-    try:
-        args, frame_indices = build(item, cfg)
-    except Exception as e:  # an unreadable clip is this item's error, not the run's
-        return Prediction(**base, reply=None, status="error", correct=False, error=f"clip unreadable: {type(e).__name__}: {e}")
+
+
+def unreadable(item: Item, problem: BaseException | None = None) -> Prediction:
+    """An item whose clip is missing or cannot be read: its own error, not the run's."""
+    error = f"clip unreadable: {type(problem).__name__}: {problem}" if problem else "clip missing"
+    return Prediction(**_base(item), reply=None, status="error", correct=False, error=error)
+
+
+async def ask(client: AsyncOpenAI, item: Item, cfg: AskConfig, prepared: Prepared | None) -> Prediction:
+    """One question with its prepared media -> one Prediction; never raises for server trouble
+    (status 'error')."""
+    q = item.question
+    base = _base(item)
+    args = request(item, cfg, prepared)
+    sent = dict(frame_indices=prepared.frame_indices, frame_size=prepared.frame_size) if prepared else {}
     targets = prompt.targets(q, cfg.answer_format)
     error = ""
     start = time.perf_counter()
@@ -134,9 +173,9 @@ async def ask(client: AsyncOpenAI, item: Item, cfg: AskConfig) -> Prediction:
         s = score_choice(q, targets, reply, _top_logprobs(choice))
         return Prediction(**base, reply=s.picked if s.status == "ok" else reply, status=s.status, correct=s.correct,
                           probs=s.probs, latency_s=time.perf_counter() - start, attempts=attempt,
-                          frame_indices=frame_indices, prompt_tokens=resp.usage.prompt_tokens if resp.usage else None)
+                          prompt_tokens=resp.usage.prompt_tokens if resp.usage else None, **sent)
     return Prediction(**base, reply=None, status="error", correct=False,
-                      latency_s=time.perf_counter() - start, attempts=attempt, error=error)
+                      latency_s=time.perf_counter() - start, attempts=attempt, error=error, **sent)
 
 
 class ServerUnavailable(RuntimeError):
@@ -156,22 +195,51 @@ async def run_items(
     on_result: Callable[[Prediction], None],
 ) -> None:
     """Send every item with at most `concurrency` in flight, spread over the servers in turn;
-    `on_result` sees each prediction as soon as it is known. When `max(8, concurrency)`
-    items in a row fail to connect even after their retries, stop with ServerUnavailable
-    rather than record the rest as errors (only requests in flight are dropped)."""
+    `on_result` sees each prediction as soon as it is known. Each clip's media is prepared
+    once, in a process pool, at most `2 * concurrency` items ahead of the requests (memory
+    stays flat however many items there are); consecutive items with equal media share it.
+    When `max(8, concurrency)` items in a row fail to connect even after their retries,
+    stop with ServerUnavailable rather than record the rest as errors (only requests in
+    flight are dropped)."""
     clients = [
         AsyncOpenAI(base_url=u, api_key=api_key or "EMPTY", max_retries=0,
                     http_client=httpx.AsyncClient(limits=httpx.Limits(max_connections=concurrency)))
         for u in base_urls
     ]
-    queue = iter(items)
     pick = itertools.cycle(clients)
+    n_workers = max(1, min(concurrency, len(items)))
+    queue: asyncio.Queue[tuple[Item, asyncio.Future | None] | None] = asyncio.Queue(maxsize=2 * concurrency)
     failures = 0
+    loop = asyncio.get_running_loop()
+    pool = ProcessPoolExecutor(cfg.media_workers, mp_context=multiprocessing.get_context("spawn"),
+                               initializer=media.worker_init, initargs=(os.getpid(),))
+
+    async def produce() -> None:
+        spec, pending = None, None
+        for item in items:
+            wanted = cfg.spec(item)
+            if wanted is None or not wanted.clip.is_file():  # the blind control, or a missing clip
+                await queue.put((item, None))
+                continue
+            if wanted != spec:
+                spec, pending = wanted, loop.run_in_executor(pool, media.prepare, wanted)
+            await queue.put((item, pending))
+        for _ in range(n_workers):
+            await queue.put(None)
 
     async def worker() -> None:
         nonlocal failures
-        for item in queue:  # a shared iterator: each item is taken by exactly one worker
-            pred = await ask(next(pick), item, cfg)
+        while (entry := await queue.get()) is not None:
+            item, pending = entry
+            if item.clip is not None and pending is None:  # the clip is missing
+                pred = unreadable(item)
+            else:
+                try:
+                    prepared = await pending if pending is not None else None
+                except Exception as e:  # an unreadable clip is this item's error, not the run's
+                    pred = unreadable(item, e)
+                else:
+                    pred = await ask(next(pick), item, cfg, prepared)
             on_result(pred)
             failures = failures + 1 if _unreachable(pred) else 0
             if failures >= max(8, concurrency):
@@ -180,24 +248,36 @@ async def run_items(
 
     try:
         async with asyncio.TaskGroup() as group:
-            for _ in range(max(1, min(concurrency, len(items)))):
+            group.create_task(produce())
+            for _ in range(n_workers):
                 group.create_task(worker())
     except* ServerUnavailable as eg:
         raise eg.exceptions[0] from None
     finally:
+        pool.shutdown(wait=False, cancel_futures=True)
         for c in clients:
             await c.close()
 
 
-async def warm_up(base_url: str, api_key: str | None, model: str) -> str | None:
+async def warm_up(base_url: str, api_key: str | None, model: str, media_io: bool = False) -> str | None:
     """One tiny logprobs request: the first after a server start is slow, once. Best effort:
-    returns what went wrong instead of raising (the run's own requests retry and record)."""
+    returns what went wrong instead of raising (the run's own requests retry and record),
+    except that with `media_io` a server refusing per-request media settings is a SetupError."""
+    extra: dict[str, Any] = {"structured_outputs": {"choice": ["A", "B"]}}
+    if media_io:
+        extra["media_io_kwargs"] = {"video": {"fps": 1.0}}
     async with AsyncOpenAI(base_url=base_url, api_key=api_key or "EMPTY", max_retries=2) as client:
         try:
             await client.chat.completions.create(
                 model=model, messages=[{"role": "user", "content": "A or B?"}], temperature=0.0, max_tokens=1,
-                logprobs=True, top_logprobs=2, extra_body={"structured_outputs": {"choice": ["A", "B"]}}, timeout=120,
+                logprobs=True, top_logprobs=2, extra_body=extra, timeout=120,
             )
+        except openai.BadRequestError as e:
+            if "trust-request-mm-kwargs" in str(e):
+                raise SetupError(f"{base_url} refuses per-request media settings, which --media frames (and --frames) "
+                                 "need: start it with --trust-request-mm-kwargs (serve does by default), or use "
+                                 "--media data") from None
+            return f"{type(e).__name__}: {e}"
         except openai.OpenAIError as e:
             return f"{type(e).__name__}: {e}"
     return None

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -21,7 +21,7 @@ from core.profiles import Profile, profile_for
 from core.records import Prediction, load_questions
 from core.runfiles import RunRecord, Session
 from core.variants import BLIND
-from measure import client
+from measure import client, media
 from measure.client import AskConfig, Item, SetupError
 from measure.store import PredictionStore
 
@@ -60,6 +60,7 @@ class Plan:
     variants: list[str]
     served: list[list[dict]]  # /v1/models per base URL
     rejected: list[str]  # bad question rows, file:line and reason
+    cfg: AskConfig  # the request settings, with each served model's profile and video processor
 
 
 def plan(layout: DataLayout, models: list[str], variants: list[str], split: str, limit: int | None,
@@ -98,13 +99,34 @@ def check(opts: RunOptions) -> Plan:
         raise DataError(f"{opts.data}: no clips for variant(s) {missing or chosen}; on disk: {on_disk}")
     rejected: list[str] = []
     items = plan(layout, wanted, chosen, opts.split, opts.limit, rejected)
-    return Plan(items, wanted, chosen, served, rejected)
+    return Plan(items, wanted, chosen, served, rejected, ask_config(opts.ask, served[0], wanted))
+
+
+def roots_of(models: list[dict]) -> dict[str, str]:
+    """Served model -> the model it runs on: its root, an adapter's base model's root."""
+    roots = {m["id"]: m.get("root") or m["id"] for m in models}
+    return {m["id"]: roots.get(m.get("parent") or "", roots[m["id"]]) for m in models}
 
 
 def profiles_of(models: list[dict]) -> dict[str, Profile]:
-    """Request profile per served model, from its root (an adapter: its base model's root)."""
-    roots = {m["id"]: m.get("root") or m["id"] for m in models}
-    return {m["id"]: profile_for(roots.get(m.get("parent") or "", roots[m["id"]])) for m in models}
+    """Request profile per served model, from the model it runs on."""
+    return {name: profile_for(root) for name, root in roots_of(models).items()}
+
+
+def ask_config(cfg: AskConfig, listed: list[dict], wanted: list[str]) -> AskConfig:
+    """`cfg` with each served model's profile and, for --media frames, the video processor that
+    sizes its frames; SetupError when a video model has none and no --frame-size is given."""
+    profiles = profiles_of(listed)
+    processors: dict[str, str | None] = {}
+    if cfg.media == "frames":
+        roots = roots_of(listed)
+        video = [m for m in wanted if profiles[m].video_as == "video"]
+        processors = {m: media.find_processor(roots[m]) for m in video}
+        lacking = [f"{m} ({roots[m]})" for m in video if processors[m] is None]
+        if lacking and cfg.frame_size is None:
+            raise SetupError(f"--media frames: no video processor found for {', '.join(lacking)} (not a local model "
+                             "directory, nor in the Hugging Face cache); pass --frame-size WxH or use --media data")
+    return replace(cfg, profiles=profiles, processors=processors)
 
 
 def _server_info(base_url: str, models: list[dict]) -> dict:
@@ -138,7 +160,7 @@ class Opened:
     rid: str
 
 
-def open_run(opts: RunOptions, p: Plan, cfg: AskConfig) -> Opened:
+def open_run(opts: RunOptions, p: Plan) -> Opened:
     """Create or resume the run folder: items already answered are not asked again, earlier
     errors are (their lines dropped so each item keeps one line); run.json gets this session."""
     rid = opts.resume or opts.run_id or f"{opts.data.name}-{dt.datetime.now():%Y%m%d-%H%M%S}"
@@ -153,13 +175,16 @@ def open_run(opts: RunOptions, p: Plan, cfg: AskConfig) -> Opened:
     session = Session(started=now(), to_send=len(todo), retried_errors=len(retry))
     sessions = (earlier.sessions if earlier else []) + [session]
     options = _jsonable({k: v for k, v in asdict(opts).items() if k != "ask"}) | {"base_url": opts.urls}
+    cfg = p.cfg
     record = RunRecord(
         run_id=rid, started=earlier.started if earlier else session.started, config=options, ask=_jsonable(asdict(cfg)),
         models=p.models, variants=p.variants, split=opts.split, rejected_questions=p.rejected,
         dataset={"path": str(opts.data), "manifest_sha256": sha256(DataLayout(opts.data).manifest)},
         servers=[_server_info(u, m) for u, m in zip(opts.urls, p.served)],
-        frames={"per_request": cfg.frames,
-                "server_wide": None if cfg.frames else "the server's setting (serve --frames); see prompt_tokens"},
+        frames={"media": cfg.media, "client_frames": cfg.client_frames, "frame_size": cfg.frame_size,
+                "per_request": cfg.frames,
+                "server_wide": None if cfg.media == "frames" or cfg.frames else
+                "the server's setting (serve --frames); see prompt_tokens"},
         sessions=sessions,
     )
     store.write_run(record)
@@ -195,18 +220,21 @@ class Outcome:
     down: str | None  # every server stopped answering: what was seen
 
 
-def execute(opts: RunOptions, p: Plan, run: Opened, cfg: AskConfig, warn) -> Outcome:
-    """Send what is left (after one warm-up request), then close the session in run.json."""
+def execute(opts: RunOptions, p: Plan, run: Opened, warn) -> Outcome:
+    """Send what is left (after one warm-up request per server), then close the session in
+    run.json. A server that refuses the per-request media settings the run needs is a
+    SetupError before anything is asked."""
     sent, send_s = 0, 0.0
     interrupted, down = False, None
     run.store.open()
     try:
         if run.todo:
-            problem = asyncio.run(client.warm_up(opts.urls[0], opts.api_key, p.models[0]))
-            if problem:
-                warn(f"warning: warm-up request failed ({problem}); going on")
+            for url in opts.urls:
+                problem = asyncio.run(client.warm_up(url, opts.api_key, p.models[0], p.cfg.sends_media_io))
+                if problem:
+                    warn(f"warning: warm-up request to {url} failed ({problem}); going on")
             start = time.perf_counter()
-            sent = send(run.todo, opts.urls, opts.api_key, cfg, opts.concurrency, run.store)
+            sent = send(run.todo, opts.urls, opts.api_key, p.cfg, opts.concurrency, run.store)
             send_s = time.perf_counter() - start
     except KeyboardInterrupt:
         interrupted = True

@@ -8,6 +8,7 @@ import numpy as np
 
 N_BOOT = 2000
 SEED = 0
+CHUNK_DRAWS = 1 << 20
 
 
 def mcnemar_exact(b: int, c: int) -> float:
@@ -26,7 +27,11 @@ def bootstrap_ci(values: np.ndarray, n_boot: int = N_BOOT, seed: int = SEED, lev
     if len(values) == 0:
         return (float("nan"), float("nan"))
     rng = np.random.default_rng(seed)
-    means = values[rng.integers(0, len(values), size=(n_boot, len(values)))].mean(axis=1)
+    # Drawn in chunks of about a million indices: the same draws as one (n_boot, n) array,
+    # without its n_boot x n memory (160 MB at n = 10,000).
+    chunk = max(1, CHUNK_DRAWS // len(values))
+    means = np.concatenate([values[rng.integers(0, len(values), size=(min(chunk, n_boot - i), len(values)))].mean(axis=1)
+                            for i in range(0, n_boot, chunk)])
     alpha = (1 - level) / 2
     return float(np.quantile(means, alpha)), float(np.quantile(means, 1 - alpha))
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import resource
@@ -25,6 +26,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Iterator
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -35,6 +37,7 @@ from core.layout import DataLayout  # noqa: E402
 from core.records import read_questions  # noqa: E402
 from core.variants import PLAIN  # noqa: E402
 from measure.client import AskConfig, Item, build, warm_up  # noqa: E402
+from measure.run import ask_config  # noqa: E402
 from serve.__main__ import poll_ready  # noqa: E402
 from serve.command import free_port  # noqa: E402
 
@@ -49,11 +52,29 @@ def make_dataset(root: Path, seed: int, videos: int) -> Path:
     return out
 
 
-def requests(data: Path, models: list[str]) -> list[dict]:
+def requests(data: Path, models: list[str], cfg: AskConfig) -> list[dict]:
     layout = DataLayout(data)
     qs = [q for q in read_questions(layout.questions) if q.split == SPLIT]
-    return [build(Item(q, m, PLAIN, layout.clip(PLAIN, q.video_id)), AskConfig())[0]
+    return [build(Item(q, m, PLAIN, layout.clip(PLAIN, q.video_id)), cfg)
             for q in sorted(qs, key=lambda q: q.video_id) for m in models]
+
+
+@contextlib.contextmanager
+def running_server(base_url: str | None) -> Iterator[tuple[str, list[dict]]]:
+    """(URL, its /v1/models) of the server at `base_url`, or of a `serve run` (the embedded
+    default) started here and stopped afterwards."""
+    server = None
+    if base_url is None:
+        port = free_port()
+        base_url = f"http://127.0.0.1:{port}/v1"
+        server = subprocess.Popen([sys.executable, "-m", "serve", "run", "--port", str(port)], cwd=REPO,
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        yield base_url, poll_ready(base_url, 600, proc=server)
+    finally:
+        if server is not None:
+            server.terminate()
+            server.wait(60)
 
 
 async def bare(url: str, reqs: list[dict], concurrency: int) -> float:
@@ -86,28 +107,22 @@ def main() -> None:
     ap.add_argument("--sweep", default=SWEEP, help="Concurrencies of the bare client, comma-separated.")
     ap.add_argument("--base-url", default=None, help="Use a running server instead of starting one.")
     args = ap.parse_args()
-    server = None
-    url = args.base_url
-    if url is None:
-        port = free_port()
-        url = f"http://127.0.0.1:{port}/v1"
-        server = subprocess.Popen([sys.executable, "-m", "serve", "run", "--port", str(port)], cwd=REPO,
-                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        models = [m["id"] for m in poll_ready(url, 600, proc=server)]
+    with running_server(args.base_url) as (url, listed):
+        models = [m["id"] for m in listed]
+        cfg = ask_config(AskConfig(), listed, models)  # measure's defaults, as measure resolves them
         with tempfile.TemporaryDirectory() as d:
             root = Path(d)
             seeds = iter(range(100, 200))
             # Warm-up, as measure does: the first logprobs request after a start is slow, once.
             assert asyncio.run(warm_up(url, None, models[0])) is None
-            asyncio.run(bare(url, requests(make_dataset(root, next(seeds), 8), models)[:4], 1))
+            asyncio.run(bare(url, requests(make_dataset(root, next(seeds), 8), models, cfg)[:4], 1))
             seq_data = make_dataset(root, next(seeds), args.videos)
-            seq_reqs = requests(seq_data, models)
+            seq_reqs = requests(seq_data, models, cfg)
             sequential = asyncio.run(bare(url, seq_reqs, 1))
-            sweep = {c: asyncio.run(bare(url, requests(make_dataset(root, next(seeds), args.videos), models), c))
+            sweep = {c: asyncio.run(bare(url, requests(make_dataset(root, next(seeds), args.videos), models, cfg), c))
                      for c in map(int, args.sweep.split(","))}
             data = make_dataset(root, next(seeds), args.videos)
-            n = len(requests(data, models))
+            n = len(requests(data, models, cfg))
             session, cpu = run_measure(url, data, root / "runs", "bench")
             idle, idle_cpu = run_measure(url, data, root / "runs", "bench")  # resume: 0 requests, start-up only
             assert session["answered"] == n and idle["to_send"] == 0
@@ -121,10 +136,6 @@ def main() -> None:
         print(f"measure / sequential client: {rate / sequential:.2f}")
         print(f"measure client CPU per request: {1000 * (cpu - idle_cpu) / n:.2f} ms "
               f"(process total {cpu:.1f} s, start-up {idle_cpu:.1f} s)")
-    finally:
-        if server is not None:
-            server.terminate()
-            server.wait(60)
 
 
 if __name__ == "__main__":

@@ -98,7 +98,10 @@ class Settings:
                                        envvar="MAX_MODEL_LEN")
     dtype: str = option("auto", "Weights and activations dtype (vLLM --dtype).")
     api_key: str | None = option(None, "Require this key from clients.", envvar="VLLM_API_KEY")
-    trust_request_mm_kwargs: bool = option(False, "Let clients set frames per request.")
+    trust_request_mm_kwargs: bool = option(True, "Let clients set media settings per request (measure's default "
+                                           "--media frames sends each clip's fps and frame indices).")
+    mm_processor_cache_gb: float = option(4.0, "vLLM's multimodal processor cache (GiB): each clip is processed once "
+                                          "for all its questions, models and adapters.")
     allowed_media: Path | None = option(None, "Data directory clients may read via file:// URLs (measure --media file).",
                                         envvar="ALLOWED_MEDIA")
     ready_timeout: float = option(900.0, "Seconds to wait for readiness.")
@@ -152,6 +155,7 @@ def build_argv(s: Settings, python: str = sys.executable) -> list[str]:
         argv += ["--api-key", s.api_key]
     if s.trust_request_mm_kwargs:
         argv += ["--trust-request-mm-kwargs"]
+    argv += ["--mm-processor-cache-gb", f"{s.mm_processor_cache_gb:g}"]
     if s.allowed_media is not None:
         media = s.allowed_media.resolve()
         if media == Path(media.anchor) or not media.is_dir():

@@ -3,9 +3,11 @@ numbers they print are for people, not asserted."""
 from __future__ import annotations
 
 import importlib.util
+import re
 import subprocess
 import sys
 
+from measure.client import AskConfig
 from tests.conftest import REPO
 
 
@@ -20,7 +22,7 @@ def test_bench_measure_sends_what_measure_sends(server, synthetic):
     """Regression: it once passed a data URL where a list of parts belongs, so every character
     became a content part."""
     bench = _load("bench_measure")
-    reqs = bench.requests(synthetic, [server.base_model])
+    reqs = bench.requests(synthetic, [server.base_model], AskConfig())
     assert reqs and all([p["type"] for p in r["messages"][0]["content"]] == ["video_url", "text"] for r in reqs)
     assert all(r["extra_body"]["structured_outputs"]["choice"] for r in reqs)
 
@@ -37,3 +39,13 @@ def test_bench_prepare_runs_small():
                        capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
     assert "cue-render cost / plain decode+encode cost:" in r.stdout and "streamed peak RSS" in r.stdout
+
+
+def test_bench_media_runs_small(server):
+    r = subprocess.run([sys.executable, "scripts/bench_media.py", "--clips", "4", "--questions", "2", "--concurrency", "8",
+                        "--rss-questions", "8,16", "--base-url", server.base_url], cwd=REPO, capture_output=True, text=True,
+                       timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    lines = r.stdout.strip().splitlines()
+    assert re.fullmatch(r"frames/data capacity ratio: \d+\.\d\d", lines[-1]), lines[-1]
+    assert any(line.startswith("cache effect: frames with uuid / without:") for line in lines)

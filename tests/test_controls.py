@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from measure import render, report
-from measure.prompt import media_parts
+from measure.media import MediaSpec, prepare
 from measure.stats import f1, kl
 from prepare.arrow import build_arrow, category
 from prepare.pipeline import Options, prepare_ssv2
@@ -54,9 +54,9 @@ def test_control_clips_hold_the_right_frames(controls):
 
 
 def test_single_frame_goes_out_as_one_image(controls):
-    parts, idx = media_parts(controls.clip("single-frame", "2"), "single-frame", QWEN_VL, "data", 8)
-    assert [p["type"] for p in parts] == ["image_url"] and idx == [0]
-    assert parts[0]["image_url"]["url"].startswith("data:image/png;base64,")
+    sent = prepare(MediaSpec(controls.clip("single-frame", "2"), "single-frame", "frames", QWEN_VL.video_as, 8))
+    assert [p["type"] for p in sent.parts] == ["image_url"] and sent.frame_indices == [0]
+    assert sent.parts[0]["image_url"]["url"].startswith("data:image/png;base64,")
 
 
 def test_arrow_of_time_questions_are_balanced_and_tagged(controls, tmp_path):

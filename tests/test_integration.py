@@ -8,7 +8,7 @@ import sys
 
 from openai import AsyncOpenAI
 
-from measure.client import AskConfig, Item, ask, run_items
+from measure.client import AskConfig, Item, ask, media_for, run_items
 from core.layout import DataLayout
 from core.records import read_questions
 from tests.conftest import REPO
@@ -68,8 +68,8 @@ def test_mixed_batches_keep_base_and_adapter_apart(server, synthetic):
 
     async def both():
         async with AsyncOpenAI(base_url=server.base_url, api_key="EMPTY", max_retries=0) as c:
-            one_by_one = [await ask(c, i, cfg) for i in items]
-            together = await asyncio.gather(*(ask(c, i, cfg) for i in items))
+            one_by_one = [await ask(c, i, cfg, media_for(i, cfg)) for i in items]
+            together = await asyncio.gather(*(ask(c, i, cfg, media_for(i, cfg)) for i in items))
         return one_by_one, together
 
     one_by_one, together = asyncio.run(both())

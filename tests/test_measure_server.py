@@ -11,7 +11,7 @@ import time
 
 from openai import AsyncOpenAI
 
-from measure.client import AskConfig, Item, ask
+from measure.client import AskConfig, Item, ask, media_for
 from core.layout import DataLayout
 from core.records import read_questions
 from serve.command import free_port
@@ -83,20 +83,21 @@ def _one(synthetic, variant="plain"):
 def _ask(server, items, cfg):
     async def go():
         async with AsyncOpenAI(base_url=server.base_url, api_key="EMPTY", max_retries=0) as c:
-            return [await ask(c, i, cfg) for i in items]
+            return [await ask(c, i, cfg, media_for(i, cfg)) for i in items]
     return asyncio.run(go())
 
 
 def test_frames_per_request_reach_the_model(server, synthetic):
     item = _one(synthetic)
-    four, eight = _ask(server, [item, item], AskConfig(frames=4))[0], _ask(server, [item], AskConfig(frames=8))[0]
+    four = _ask(server, [item], AskConfig(media="data", frames=4))[0]
+    eight = _ask(server, [item], AskConfig(media="data", frames=8))[0]
     assert four.status == eight.status == "ok"
     assert four.prompt_tokens < eight.prompt_tokens
 
 
 def test_file_urls_give_the_same_answers_as_inline_bytes(server, synthetic):
     items = [_one(synthetic, v) for v in ("plain", "trajectory")]
-    inline = _ask(server, items, AskConfig(answer_format="letters"))
+    inline = _ask(server, items, AskConfig(answer_format="letters", media="data"))
     files = _ask(server, items, AskConfig(answer_format="letters", media="file"))
     for a, b in zip(inline, files):
         assert b.status == "ok", b.error

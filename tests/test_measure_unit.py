@@ -6,8 +6,10 @@ import math
 import pytest
 
 from measure import render, report
+from measure.client import AskConfig
 from measure.run import plan
-from measure.prompt import media_parts, messages, question_text, targets
+from measure.media import MediaSpec, prepare
+from measure.prompt import messages, question_text, targets
 from core.profiles import IDEFICS3, QWEN_VL
 from measure.store import PredictionStore
 from core.errors import DataError
@@ -74,9 +76,9 @@ def test_plan_groups_by_clip_and_checks_the_split(synthetic):
 def test_prompt_puts_the_video_first_and_lists_choices(synthetic):
     layout = DataLayout(synthetic)
     q = read_questions(layout.questions)[0]
-    media, idx = media_parts(layout.clip("plain", q.video_id), "plain", QWEN_VL, "data", 8)
-    msg = messages(q, "text", media)[0]["content"]
-    assert [p["type"] for p in msg] == ["video_url", "text"] and idx is None
+    sent = prepare(MediaSpec(layout.clip("plain", q.video_id), "plain", "data", QWEN_VL.video_as, 8))
+    msg = messages(q, "text", sent.parts)[0]["content"]
+    assert [p["type"] for p in msg] == ["video_url", "text"] and sent.frame_indices is None
     assert msg[0]["video_url"]["url"].startswith("data:video/mp4;base64,")
     assert q.question in msg[1]["text"] and all(c in msg[1]["text"] for c in q.choices)
     assert targets(q, "letters") == ["A", "B", "C", "D"]
@@ -125,21 +127,22 @@ def test_reports_are_written_from_predictions_alone(tmp_path):
 def test_blind_requests_carry_no_media_and_single_frame_is_an_image(synthetic):
     layout = DataLayout(synthetic)
     q = read_questions(layout.questions)[0]
-    media, _ = media_parts(None, "blind", QWEN_VL, "data", 8)
-    content = messages(q, "text", media)[0]["content"]
+    content = messages(q, "text", [])[0]["content"]
     assert [p["type"] for p in content] == ["text"]
     items = plan(layout, ["m"], ["blind"], "test", 2)
-    assert all(i.clip is None for i in items)
+    assert all(i.clip is None for i in items) and all(AskConfig().spec(i) is None for i in items)
 
 
 def test_smolvlm_profile_sends_sampled_frames_with_its_trained_text(synthetic):
     layout = DataLayout(synthetic)
     q = read_questions(layout.questions)[0]
-    media, idx = media_parts(layout.clip("plain", q.video_id), "plain", IDEFICS3, "data", 6)
+    spec = MediaSpec(layout.clip("plain", q.video_id), "plain", "frames", IDEFICS3.video_as, 6)
+    sent = prepare(spec)
+    media, idx = sent.parts, sent.frame_indices
     assert idx == [3, 9, 15, 21, 27, 33]  # 36 frames, centres of 6 equal spans
     assert media[0]["text"] == "You are provided the following series of 6 frames from a 0:00:03 [H:MM:SS] video.\n"
     assert [p["type"] for p in media[1:]] == ["text", "image_url"] * 6
     assert media[1]["text"] == "\nFrame from 00:00:" and media[-2]["text"] == "\nFrame from 00:02:"
     assert media[2]["image_url"]["url"].startswith("data:image/png;base64,")
-    assert media_parts(layout.clip("plain", q.video_id), "plain", IDEFICS3, "data", 6) == (media, idx)
+    assert prepare(spec) == sent and sent.frame_size == [320, 240]
     assert IDEFICS3.limit_mm_per_prompt(6) == {"image": 6} and QWEN_VL.limit_mm_per_prompt(6) == {"video": 1, "image": 1}

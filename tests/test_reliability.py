@@ -138,8 +138,12 @@ def test_measure_killed_mid_run_resumes_to_exactly_one_line_each(server, synthet
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     preds = tmp_path / "k" / "predictions.jsonl"
     _wait_lines(preds, 5, proc)
+    workers = psutil.Process(proc.pid).children()  # the media process pool (and its resource tracker)
+    assert workers, "measure prepares clips in worker processes"
     proc.send_signal(signal.SIGKILL)
     proc.wait(30)
+    _, alive = psutil.wait_procs(workers, timeout=10)
+    assert not alive, f"media workers outlived a killed measure: {alive}"
     with open(preds, "a") as f:
         f.write('{"question_id": "torn')  # what a kill in the middle of a write leaves
     r = _measure(*common, "--resume", "k")

@@ -24,6 +24,7 @@ def test_argv_is_a_list_with_the_settings(tmp_path):
     assert _opt(argv, "--max-model-len") == "2048"
     assert json.loads(_opt(argv, "--media-io-kwargs")) == {"video": {"min_frames": 6, "max_frames": 6}}
     assert "--enable-lora" not in argv and "--api-key" not in argv
+    assert "--trust-request-mm-kwargs" in argv and _opt(argv, "--mm-processor-cache-gb") == "4"
 
 
 def test_adapters_get_lora_flags_and_a_spare_slot(tiny):

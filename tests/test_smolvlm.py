@@ -17,7 +17,7 @@ def smol_server(tmp_path_factory):
     model = builder.build_idefics3(tmp_path_factory.mktemp("smol") / "tiny-smolvlm")
     port = free_port()
     base_url = f"http://127.0.0.1:{port}/v1"
-    proc = start_server(["--model", str(model), "--port", str(port), "--frames", "6"],
+    proc = start_server(["--model", str(model), "--port", str(port), "--frames", "6", "--no-trust-request-mm-kwargs"],
                         tmp_path_factory.mktemp("smol-log") / "vllm.log", base_url)
     yield base_url
     stop_server(proc)
@@ -31,6 +31,7 @@ def test_idefics3_model_is_scored_from_sampled_frames(smol_server, synthetic, tm
     rows = [json.loads(line) for line in (tmp_path / "smol" / "predictions.jsonl").read_text().splitlines()]
     assert len(rows) == 5 * 2 and all(row["status"] == "ok" and row["reply"] in row["choices"] for row in rows)
     assert all(row["frame_indices"] == [3, 9, 15, 21, 27, 33] for row in rows)  # the same frames for every model
+    assert all(row["frame_size"] == [320, 240] for row in rows)
     assert all(abs(sum(row["probs"].values()) - 1) < 1e-3 for row in rows)
     run = json.loads((tmp_path / "smol" / "run.json").read_text())
     assert run["ask"]["profiles"] == {"tiny-smolvlm": {"name": "idefics3", "video_as": "frames"}}
@@ -43,3 +44,14 @@ def test_more_frames_than_the_server_allows_is_an_error_not_a_wrong_answer(smol_
     assert r.returncode == 1
     row = json.loads((tmp_path / "over" / "predictions.jsonl").read_text().splitlines()[0])
     assert row["status"] == "error" and row["error"].startswith("HTTP 400") and row["attempts"] == 1
+
+
+def test_a_server_refusing_per_request_media_settings_stops_the_run_before_asking(smol_server, synthetic, tmp_path):
+    """Frames mode needs no per-request settings for an image-only model (the test above ran
+    against this untrusting server); --frames does, and is refused before anything is asked."""
+    r = subprocess.run([sys.executable, "-m", "measure", "--data", str(synthetic), "--base-url", smol_server,
+                        "--runs-dir", str(tmp_path), "--run-id", "refused", "--limit", "1", "--frames", "4"],
+                       cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr[-2000:]
+    assert f"error: {smol_server} refuses per-request media settings" in r.stderr and "--trust-request-mm-kwargs" in r.stderr
+    assert (tmp_path / "refused" / "predictions.jsonl").read_text() == ""

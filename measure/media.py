@@ -1,0 +1,185 @@
+"""The media part of a request, prepared once per clip, off the event loop.
+
+Modes for video families (`--media`):
+- `frames` (the default): the client decodes the clip once (decord), samples frames with
+  `prompt.sample_indices` (what training uses), resizes them to exactly what the served
+  model's video processor would produce (so the server's own resize is a no-op), JPEG-encodes
+  them and sends one `video_url` part `data:video/jpeg;base64,<f1>,<f2>,...` with
+  `media_io_kwargs.video` = {fps, frames_indices, total_num_frames, duration, num_frames}
+  so the model's timestamps describe the original clip (server: --trust-request-mm-kwargs);
+- `data`: the whole mp4 inline; `file`: a file:// URL (server: --allowed-local-media-path).
+Image-only families (SmolVLM) always get client-sampled frames as images.
+
+Every part carries a `uuid`: the clip's content hash plus everything that decides the
+pixels sent (mode, frames, size, encoding), so vLLM's multimodal processor cache hits for
+every question, model and adapter of one clip and never serves a stale one.
+"""
+from __future__ import annotations
+
+import base64
+import ctypes
+import hashlib
+import os
+import signal
+import sys
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Literal
+
+import cv2
+import decord
+import numpy as np
+
+from core.defaults import FPS_FALLBACK
+from core.files import sha256
+from core.variants import IMAGE_VARIANTS
+from measure.prompt import frame_label, sample_indices, video_intro
+
+Media = Literal["frames", "data", "file"]
+JPEG_QUALITY = 90
+PR_SET_PDEATHSIG = 1  # prctl(2): the signal this process gets when its parent dies
+MEDIA_VERSION = 1  # bump when the pixels sent for the same settings change: old cache keys must not match
+
+
+@dataclass(frozen=True)
+class MediaSpec:
+    """Everything that decides what is sent for one clip (equal specs: equal media)."""
+
+    clip: Path
+    variant: str
+    mode: Media
+    video_as: Literal["video", "frames"]  # the model family's way (core.profiles)
+    frames: int  # frames sampled by the client (frames mode, image-only families)
+    frame_size: tuple[int, int] | None = None  # (W, H) asked for; None: the processor's size for the clip
+    processor: str | None = None  # a model dir (or hub id) whose video processor decides the final size
+    server_frames: int | None = None  # data/file mode: frames the server is asked to sample
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """The content parts for a clip, per-request media kwargs, and what was sent."""
+
+    parts: tuple[dict, ...]
+    media_io: dict[str, Any] | None  # media_io_kwargs["video"] for this request
+    frame_indices: list[int] | None  # frames sent (client-sampled), None when the server samples
+    frame_size: list[int] | None  # [W, H] of the frames sent, None when the server decides
+
+
+def worker_init(parent: int) -> None:
+    """In each media worker process: leave Ctrl-C to the parent (which stops cleanly) and, on
+    Linux, die with the parent, so a killed run leaves no worker behind."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if sys.platform == "linux":
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+        if os.getppid() != parent:  # the parent died before the line above took effect
+            os._exit(1)
+
+
+def parse_size(value: str | tuple[int, int]) -> tuple[int, int]:
+    """`WxH` (e.g. 320x240) as (W, H)."""
+    if isinstance(value, tuple):
+        return value
+    w, sep, h = value.lower().partition("x")
+    if not (sep and w.isdigit() and h.isdigit() and int(w) > 0 and int(h) > 0):
+        raise ValueError(f"{value!r}: use WxH with positive integers, e.g. 320x240")
+    return int(w), int(h)
+
+
+PROCESSOR_CONFIGS = ("video_preprocessor_config.json", "preprocessor_config.json", "processor_config.json")
+
+
+def find_processor(model: str) -> str | None:
+    """`model` when it has a video processor: a local model dir holding a processor config, or
+    a hub id whose processor loads (from the local cache or the hub); else None."""
+    if Path(model).is_dir():
+        return model if any((Path(model) / name).is_file() for name in PROCESSOR_CONFIGS) else None
+    try:
+        _video_processor(model)
+    except Exception:  # offline, unknown, not a video model: the caller says what to do
+        return None
+    return model
+
+
+@lru_cache(maxsize=4)
+def _video_processor(name: str):
+    from transformers import AutoVideoProcessor
+
+    return AutoVideoProcessor.from_pretrained(name)
+
+
+@lru_cache(maxsize=256)
+def processed_size(processor: str, frames: int, height: int, width: int) -> tuple[int, int]:
+    """(W, H) the model's own video processor resizes `frames` frames of height x width to
+    (patch x merge multiples within its min/max pixels): asked of the processor itself."""
+    vp = _video_processor(processor)
+    out = vp(videos=[np.zeros((frames, height, width, 3), np.uint8)], do_sample_frames=False, return_tensors="np")
+    _, grid_h, grid_w = (int(v) for v in out["video_grid_thw"][0])
+    return grid_w * vp.patch_size, grid_h * vp.patch_size
+
+
+def _b64(buf: np.ndarray) -> str:
+    return base64.b64encode(buf.tobytes()).decode()
+
+
+def _encode(frame: np.ndarray, ext: str) -> str:
+    params = [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY] if ext == ".jpg" else []
+    ok, buf = cv2.imencode(ext, np.ascontiguousarray(frame[:, :, ::-1]), params)
+    if not ok:
+        raise ValueError(f"{ext} encoding failed")
+    return _b64(buf)
+
+
+def cache_key(spec: MediaSpec, content: str, size: tuple[int, int] | None, indices: list[int] | None) -> str:
+    """A key that changes whenever the pixels sent change."""
+    what = f"{MEDIA_VERSION}|{content}|{spec.variant}|{spec.mode}|{spec.video_as}|{size}|{indices}|{spec.server_frames}|{JPEG_QUALITY}"
+    return hashlib.sha256(what.encode()).hexdigest()[:32]
+
+
+def _sample(vr: decord.VideoReader, k: int) -> tuple[np.ndarray, list[int], float]:
+    idx = sample_indices(len(vr), k)
+    return vr.get_batch(idx).asnumpy(), idx, float(vr.get_avg_fps()) or FPS_FALLBACK
+
+
+def prepare(spec: MediaSpec) -> Prepared:
+    """The media for one clip (runs in a worker process); raises if the clip cannot be read."""
+    content = sha256(spec.clip)
+    if content is None:
+        raise FileNotFoundError(f"{spec.clip}: clip missing")
+    if spec.variant in IMAGE_VARIANTS:  # one frame: an image
+        vr = decord.VideoReader(str(spec.clip), ctx=decord.cpu(0))
+        frame = vr[0].asnumpy()
+        size = (frame.shape[1], frame.shape[0])
+        part = {"type": "image_url", "image_url": {"url": "data:image/png;base64," + _encode(frame, ".png")},
+                "uuid": cache_key(spec, content, size, [0])}
+        return Prepared((part,), None, [0], list(size))
+    if spec.video_as == "frames":  # image-only families: sampled frames with their trained text
+        vr = decord.VideoReader(str(spec.clip), ctx=decord.cpu(0))
+        frames, idx, fps = _sample(vr, spec.frames)
+        size = (frames.shape[2], frames.shape[1])
+        parts: list[dict] = [{"type": "text", "text": video_intro(len(idx), len(vr) / fps)}]
+        for i, frame in zip(idx, frames):
+            parts.append({"type": "text", "text": frame_label(i / fps)})
+            parts.append({"type": "image_url", "image_url": {"url": "data:image/png;base64," + _encode(frame, ".png")},
+                          "uuid": cache_key(spec, content, size, [i])})
+        return Prepared(tuple(parts), None, idx, list(size))
+    if spec.mode != "frames":  # the server decodes and samples (server-wide, or server_frames per request)
+        url = ("data:video/mp4;base64," + base64.b64encode(spec.clip.read_bytes()).decode() if spec.mode == "data"
+               else spec.clip.resolve().as_uri())
+        part = {"type": "video_url", "video_url": {"url": url}, "uuid": cache_key(spec, content, None, None)}
+        n = spec.server_frames
+        return Prepared((part,), {"min_frames": n, "max_frames": n} if n else None, None, None)
+    vr = decord.VideoReader(str(spec.clip), ctx=decord.cpu(0))
+    frames, idx, fps = _sample(vr, spec.frames)
+    w, h = spec.frame_size or (frames.shape[2], frames.shape[1])
+    if spec.processor is not None:
+        w, h = processed_size(spec.processor, len(idx), h, w)
+    if (w, h) != (frames.shape[2], frames.shape[1]):
+        shrink = w * h < frames.shape[1] * frames.shape[2]
+        frames = np.stack([cv2.resize(f, (w, h), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_CUBIC)
+                           for f in frames])
+    url = "data:video/jpeg;base64," + ",".join(_encode(f, ".jpg") for f in frames)
+    part = {"type": "video_url", "video_url": {"url": url}, "uuid": cache_key(spec, content, (w, h), idx)}
+    media_io = {"fps": fps, "frames_indices": idx, "total_num_frames": len(vr), "duration": len(vr) / fps,
+                "num_frames": len(idx)}
+    return Prepared((part,), media_io, idx, [w, h])

@@ -1,0 +1,164 @@
+"""Benchmark how clips are sent: `--media data` (the mp4 inline, decoded and sampled by the
+server) vs `--media frames` (sampled, resized and JPEG-encoded by the client), printing
+ratios measured in one run against one server.
+
+- server capacity (req/s of the bare concurrent client of bench_measure.py, requests built by measure's own
+  `measure.client.build`) and server CPU-seconds per request (from /proc of the server's
+  process group), at the same frame count (8: the server's and the client's) and the same
+  concurrency, on real SSV2 clips (../shared/data/ssv2-sample) re-encoded under distinct
+  names with distinct pixels per phase, so no cache can serve one phase from another;
+- the cache effect: frames with and without the per-part `uuid`;
+- client cost per clip (decode, sample, resize, encode) and the peak RSS of `measure` itself
+  (frames mode) for two numbers of questions: it should stay flat.
+
+Its last line reads `frames/data capacity ratio: R`.
+
+Usage: .venv/bin/python scripts/bench_media.py [--clips 65] [--questions 3] [--concurrency 32]
+           [--rss-questions 1000,10000] [--base-url URL]
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+SAMPLE = REPO.parent / "shared" / "data" / "ssv2-sample" / "videos"
+sys.path.insert(0, str(REPO))
+
+from bench_measure import bare, running_server  # noqa: E402  (this folder is on sys.path)
+from core.files import atomic_write  # noqa: E402
+from core.layout import DataLayout  # noqa: E402
+from core.records import Question, read_questions, to_json_line  # noqa: E402
+from core.variants import PLAIN  # noqa: E402
+from measure import media  # noqa: E402
+from measure.client import AskConfig, Item, build, media_for  # noqa: E402
+from measure.run import ask_config  # noqa: E402
+from prepare.video import read_video, write_mp4  # noqa: E402
+
+CHOICES = ["pushing", "lifting", "tearing", "poking"]
+
+
+def make_dataset(root: Path, phase: int, clips: int, questions: int) -> Path:
+    """`clips` distinct clips made from the real sample (pixel (0, 0) of every frame carries the
+    phase and copy number, so bytes and pixels differ) and `questions` questions spread over
+    them, a clip's questions together."""
+    layout = DataLayout(root / f"phase{phase}")
+    sources = sorted(SAMPLE.glob("*.webm"))
+    vids = []
+    for k in range(clips):
+        src = sources[k % len(sources)]
+        frames, fps = read_video(src)
+        frames[:, 0, 0, :] = (phase * 37 + k) % 256
+        vids.append(f"{src.stem}-p{phase}-c{k}")
+        write_mp4(layout.clip(PLAIN, vids[-1]), frames, fps)
+    qs = [Question(id=f"q{i}", video_id=vids[i * clips // questions], split="test", type="verb",
+                   question=f"_____ something ({i % 4})", choices=CHOICES[i % 4:] + CHOICES[: i % 4],
+                   answer=CHOICES[i % 4], template="x", label="x", slot=None) for i in range(questions)]
+    atomic_write(layout.questions, "".join(to_json_line(q) for q in qs))
+    return layout.root
+
+
+def requests(data: Path, model: str, cfg: AskConfig, uuid: bool = True) -> list[dict]:
+    layout = DataLayout(data)
+    out = []
+    for q in read_questions(layout.questions):
+        r = build(Item(q, model, PLAIN, layout.clip(PLAIN, q.video_id)), cfg)
+        if not uuid:
+            for part in r["messages"][0]["content"]:
+                part.pop("uuid", None)
+        out.append(r)
+    return out
+
+
+def server_cpu_s(port: int) -> float:
+    """CPU seconds so far of every process in the vLLM server's process group (found by its
+    `serve.launch ... --port PORT` command line)."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    groups, stats = set(), {}
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            cmd = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        stats[pid] = (int(fields[2]), (int(fields[11]) + int(fields[12])) / ticks)  # pgid, utime + stime
+        if b"serve.launch" in cmd and str(port).encode() in cmd:
+            groups.add(int(fields[2]))
+    return sum(cpu for pgid, cpu in stats.values() if pgid in groups)
+
+
+def measure_rss_mb(url: str, model: str, data: Path, runs: Path, run_id: str, concurrency: int) -> float:
+    """Peak RSS (MB) of one `python -m measure --media frames` process asking one model."""
+    code = ("import runpy, sys\nsys.argv = ['measure'] + sys.argv[1:]\ntry:\n    runpy.run_module('measure', run_name='__main__')\n"
+            "finally:\n    print('VmHWM', next(l for l in open('/proc/self/status') if l.startswith('VmHWM')).split()[1], file=sys.stderr)")
+    r = subprocess.run([sys.executable, "-c", code, "--data", str(data), "--base-url", url, "--runs-dir", str(runs),
+                        "--run-id", run_id, "--models", model, "--media", "frames", "--concurrency", str(concurrency)],
+                       cwd=REPO, capture_output=True, text=True)
+    if r.returncode != 0:
+        raise RuntimeError(r.stderr[-2000:])
+    return int(next(line for line in r.stderr.splitlines() if line.startswith("VmHWM")).split()[1]) / 1024
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--clips", type=int, default=65, help="Distinct clips per phase (>= 60 for the real figure).")
+    ap.add_argument("--questions", type=int, default=3, help="Questions per clip.")
+    ap.add_argument("--concurrency", type=int, default=32)
+    ap.add_argument("--rss-questions", default="1000,10000", help="Two question counts for measure's peak RSS.")
+    ap.add_argument("--base-url", default=None, help="Use a running server (serve run) instead of starting one.")
+    args = ap.parse_args()
+    with running_server(args.base_url) as (url, listed):
+        port = int(url.rstrip("/").removesuffix("/v1").rsplit(":", 1)[1])
+        model = listed[0]["id"]
+        frames_cfg = ask_config(AskConfig(), listed, [model])  # measure's defaults, as measure resolves them
+        data_cfg = ask_config(AskConfig(media="data"), listed, [model])
+        processor = frames_cfg.processors[model]
+        with tempfile.TemporaryDirectory() as d:
+            root = Path(d)
+            warm = make_dataset(root, 0, 4, 4)
+            for cfg in (data_cfg, frames_cfg):
+                asyncio.run(bare(url, requests(warm, model, cfg), 4))
+            phases = {"data": (data_cfg, True), "frames": (frames_cfg, True), "frames without uuid": (frames_cfg, False)}
+            rate, cpu, n = {}, {}, 0
+            prep_s = 0.0
+            for phase, (name, (cfg, uuid)) in enumerate(phases.items(), start=1):
+                data = make_dataset(root, phase, args.clips, args.clips * args.questions)
+                start = time.perf_counter()
+                reqs = requests(data, model, cfg, uuid)
+                if name == "frames":
+                    prep_s = time.perf_counter() - start
+                n = len(reqs)
+                before = server_cpu_s(port)
+                rate[name] = asyncio.run(bare(url, reqs, args.concurrency))
+                cpu[name] = (server_cpu_s(port) - before) / n
+            small, large = (int(v) for v in args.rss_questions.split(","))
+            rss = {}
+            for phase, count in enumerate((small, large), start=len(phases) + 1):
+                data = make_dataset(root, phase, max(1, min(args.clips, count // args.questions)), count)
+                rss[count] = measure_rss_mb(url, model, data, root / "runs", f"rss{count}", args.concurrency)
+            q = read_questions(DataLayout(warm).questions)[0]
+            sent = media_for(Item(q, model, PLAIN, DataLayout(warm).clip(PLAIN, q.video_id)), frames_cfg)
+        print(f"{n} requests per phase ({args.clips} distinct real SSV2 clips x {args.questions} questions), "
+              f"concurrency {args.concurrency}, {frames_cfg.client_frames} frames per clip, model {model}")
+        print(f"frames sent: {len(sent.frame_indices)} JPEG (quality {media.JPEG_QUALITY}) at {sent.frame_size[0]}x"
+              f"{sent.frame_size[1]} from a real SSV2 clip, sized by the processor of {processor}")
+        for name in phases:
+            print(f"{name}: {rate[name]:.1f} req/s, server CPU {1000 * cpu[name]:.1f} ms per request")
+        print(f"client cost (frames mode, in one process): {1000 * prep_s / args.clips:.1f} ms per clip")
+        print(f"cache effect: frames with uuid / without: {rate['frames'] / rate['frames without uuid']:.2f}x capacity, "
+              f"server CPU per request {cpu['frames without uuid'] / cpu['frames']:.2f}x lower with it")
+        print(f"measure peak RSS (frames mode): {small} questions {rss[small]:.0f} MB, {large} questions {rss[large]:.0f} MB "
+              f"(x{rss[large] / rss[small]:.2f})")
+        print(f"server CPU per request, data / frames: {cpu['data'] / cpu['frames']:.2f}")
+        print(f"frames/data capacity ratio: {rate['frames'] / rate['data']:.2f}")
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    main()
