@@ -4,12 +4,12 @@ Scoring is `measure.score`; this module only asks and records."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
-import multiprocessing
 import os
 import random
 import time
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -193,26 +193,25 @@ async def run_items(
     cfg: AskConfig,
     concurrency: int,
     on_result: Callable[[Prediction], None],
+    pool: Executor | None = None,
 ) -> None:
     """Send every item with at most `concurrency` in flight, spread over the servers in turn;
     `on_result` sees each prediction as soon as it is known. Each clip's media is prepared
-    once, in a process pool, at most `2 * concurrency` items ahead of the requests (memory
-    stays flat however many items there are); consecutive items with equal media share it.
+    once, in `pool` (default: a `media.worker_pool` started here), at most `2 * concurrency`
+    items ahead of the requests (memory stays flat however many items there are);
+    consecutive items with equal media share it.
     When `max(8, concurrency)` items in a row fail to connect even after their retries,
     stop with ServerUnavailable rather than record the rest as errors (only requests in
     flight are dropped)."""
-    clients = [
-        AsyncOpenAI(base_url=u, api_key=api_key or "EMPTY", max_retries=0,
-                    http_client=httpx.AsyncClient(limits=httpx.Limits(max_connections=concurrency)))
-        for u in base_urls
-    ]
+    clients = [AsyncOpenAI(base_url=u, api_key=api_key or "EMPTY", max_retries=0) for u in base_urls]
     pick = itertools.cycle(clients)
     n_workers = max(1, min(concurrency, len(items)))
     queue: asyncio.Queue[tuple[Item, asyncio.Future | None] | None] = asyncio.Queue(maxsize=2 * concurrency)
     failures = 0
     loop = asyncio.get_running_loop()
-    pool = ProcessPoolExecutor(cfg.media_workers, mp_context=multiprocessing.get_context("spawn"),
-                               initializer=media.worker_init, initargs=(os.getpid(),))
+    own = contextlib.ExitStack()
+    if pool is None:
+        pool = own.enter_context(media.worker_pool(cfg.media_workers, cfg.processors.values()))
 
     async def produce() -> None:
         spec, pending = None, None
@@ -254,7 +253,7 @@ async def run_items(
     except* ServerUnavailable as eg:
         raise eg.exceptions[0] from None
     finally:
-        pool.shutdown(wait=False, cancel_futures=True)
+        own.close()
         for c in clients:
             await c.close()
 

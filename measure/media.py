@@ -17,15 +17,18 @@ every question, model and adapter of one clip and never serves a stale one.
 from __future__ import annotations
 
 import base64
+import contextlib
 import ctypes
 import hashlib
+import multiprocessing
 import os
 import signal
 import sys
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Iterable, Iterator, Literal
 
 import cv2
 import decord
@@ -66,14 +69,31 @@ class Prepared:
     frame_size: list[int] | None  # [W, H] of the frames sent, None when the server decides
 
 
-def worker_init(parent: int) -> None:
-    """In each media worker process: leave Ctrl-C to the parent (which stops cleanly) and, on
-    Linux, die with the parent, so a killed run leaves no worker behind."""
+def _worker_init(parent: int, processors: tuple[str, ...]) -> None:
+    """In each media worker process: leave Ctrl-C to the parent (which stops cleanly), on Linux
+    die with the parent (a killed run leaves no worker behind), and load the video processors
+    now rather than while the first clips wait."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     if sys.platform == "linux":
         ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
         if os.getppid() != parent:  # the parent died before the line above took effect
             os._exit(1)
+    for name in processors:
+        _video_processor(name)
+
+
+@contextlib.contextmanager
+def worker_pool(workers: int, processors: Iterable[str | None] = ()) -> Iterator[ProcessPoolExecutor]:
+    """A pool of `workers` processes preparing media, started (processors loaded) before it is
+    yielded, so the first requests do not wait for it."""
+    pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"), initializer=_worker_init,
+                               initargs=(os.getpid(), tuple(sorted({p for p in processors if p}))))
+    try:
+        for started in [pool.submit(os.getpid) for _ in range(workers)]:
+            started.result()
+        yield pool
+    finally:
+        pool.shutdown(wait=False, cancel_futures=True)
 
 
 def parse_size(value: str | tuple[int, int]) -> tuple[int, int]:
@@ -118,16 +138,12 @@ def processed_size(processor: str, frames: int, height: int, width: int) -> tupl
     return grid_w * vp.patch_size, grid_h * vp.patch_size
 
 
-def _b64(buf: np.ndarray) -> str:
-    return base64.b64encode(buf.tobytes()).decode()
-
-
 def _encode(frame: np.ndarray, ext: str) -> str:
     params = [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY] if ext == ".jpg" else []
     ok, buf = cv2.imencode(ext, np.ascontiguousarray(frame[:, :, ::-1]), params)
     if not ok:
         raise ValueError(f"{ext} encoding failed")
-    return _b64(buf)
+    return base64.b64encode(buf.tobytes()).decode()
 
 
 def cache_key(spec: MediaSpec, content: str, size: tuple[int, int] | None, indices: list[int] | None) -> str:

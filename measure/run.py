@@ -5,11 +5,13 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import time
-from dataclasses import asdict, dataclass, replace
+from concurrent.futures import Executor
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Sequence
 
 import httpx
+from pydantic_core import to_jsonable_python
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from core.cli import comma_list, group, option
@@ -142,14 +144,6 @@ def now() -> str:
     return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
 
 
-def _jsonable(obj: Any) -> Any:
-    if isinstance(obj, dict):
-        return {k: _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
-    return str(obj) if isinstance(obj, Path) else obj
-
-
 @dataclass
 class Opened:
     """A run ready to send: its store, its record (this session appended) and what is left."""
@@ -174,10 +168,10 @@ def open_run(opts: RunOptions, p: Plan) -> Opened:
     earlier = store.read_run()
     session = Session(started=now(), to_send=len(todo), retried_errors=len(retry))
     sessions = (earlier.sessions if earlier else []) + [session]
-    options = _jsonable({k: v for k, v in asdict(opts).items() if k != "ask"}) | {"base_url": opts.urls}
+    options = to_jsonable_python(opts, exclude={"ask", "api_key"}) | {"base_url": opts.urls}  # never the key
     cfg = p.cfg
     record = RunRecord(
-        run_id=rid, started=earlier.started if earlier else session.started, config=options, ask=_jsonable(asdict(cfg)),
+        run_id=rid, started=earlier.started if earlier else session.started, config=options, ask=to_jsonable_python(cfg),
         models=p.models, variants=p.variants, split=opts.split, rejected_questions=p.rejected,
         dataset={"path": str(opts.data), "manifest_sha256": sha256(DataLayout(opts.data).manifest)},
         servers=[_server_info(u, m) for u, m in zip(opts.urls, p.served)],
@@ -192,9 +186,9 @@ def open_run(opts: RunOptions, p: Plan) -> Opened:
 
 
 def send(todo: list[Item], urls: list[str], api_key: str | None, cfg: AskConfig, concurrency: int,
-         store: PredictionStore) -> int:
-    """Ask every item with a progress bar, appending each prediction as it comes; returns how
-    many were answered."""
+         store: PredictionStore, pool: Executor) -> int:
+    """Ask every item with a progress bar, appending each prediction as it comes (media
+    prepared in `pool`); returns how many were answered."""
     columns = (TextColumn("asking"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[rate]} req/s"),
                TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn())
     with Progress(*columns, transient=False) as progress:
@@ -206,7 +200,7 @@ def send(todo: list[Item], urls: list[str], api_key: str | None, cfg: AskConfig,
             rate = (t.completed + 1) / t.elapsed if t.elapsed else 0.0
             progress.update(task, advance=1, rate=f"{rate:.1f}")
 
-        asyncio.run(client.run_items(todo, urls, api_key, cfg, concurrency, on_result))
+        asyncio.run(client.run_items(todo, urls, api_key, cfg, concurrency, on_result, pool))
         return int(progress.tasks[task].completed)
 
 
@@ -221,21 +215,22 @@ class Outcome:
 
 
 def execute(opts: RunOptions, p: Plan, run: Opened, warn) -> Outcome:
-    """Send what is left (after one warm-up request per server), then close the session in
-    run.json. A server that refuses the per-request media settings the run needs is a
-    SetupError before anything is asked."""
+    """Send what is left (after the media workers have started and one warm-up request per
+    server), then close the session in run.json. A server that refuses the per-request media
+    settings the run needs is a SetupError before anything is asked."""
     sent, send_s = 0, 0.0
     interrupted, down = False, None
     run.store.open()
     try:
         if run.todo:
-            for url in opts.urls:
-                problem = asyncio.run(client.warm_up(url, opts.api_key, p.models[0], p.cfg.sends_media_io))
-                if problem:
-                    warn(f"warning: warm-up request to {url} failed ({problem}); going on")
-            start = time.perf_counter()
-            sent = send(run.todo, opts.urls, opts.api_key, p.cfg, opts.concurrency, run.store)
-            send_s = time.perf_counter() - start
+            with media.worker_pool(p.cfg.media_workers, p.cfg.processors.values()) as pool:
+                for url in opts.urls:
+                    problem = asyncio.run(client.warm_up(url, opts.api_key, p.models[0], p.cfg.sends_media_io))
+                    if problem:
+                        warn(f"warning: warm-up request to {url} failed ({problem}); going on")
+                start = time.perf_counter()
+                sent = send(run.todo, opts.urls, opts.api_key, p.cfg, opts.concurrency, run.store, pool)
+                send_s = time.perf_counter() - start
     except KeyboardInterrupt:
         interrupted = True
     except client.ServerUnavailable as e:

@@ -96,6 +96,7 @@ def test_server_killed_mid_run_then_resumed_equals_an_uninterrupted_run(keyed, s
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     clean = _measure(*common, "--run-id", "clean")
     assert clean.returncode == 0, clean.stderr[-2000:]
+    assert KEY not in (tmp_path / "clean" / "run.json").read_text()  # the key is never written down
     rows = _rows(tmp_path / "killed")
     keys = [(r["question_id"], r["model"], r["variant"]) for r in rows]
     assert len(keys) == len(set(keys))  # no duplicates
