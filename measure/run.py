@@ -151,7 +151,10 @@ class Opened:
     store: PredictionStore
     record: RunRecord
     todo: list[Item]
-    rid: str
+
+    @property
+    def rid(self) -> str:
+        return self.store.layout.id
 
 
 def open_run(opts: RunOptions, p: Plan) -> Opened:
@@ -175,14 +178,12 @@ def open_run(opts: RunOptions, p: Plan) -> Opened:
         models=p.models, variants=p.variants, split=opts.split, rejected_questions=p.rejected,
         dataset={"path": str(opts.data), "manifest_sha256": sha256(DataLayout(opts.data).manifest)},
         servers=[_server_info(u, m) for u, m in zip(opts.urls, p.served)],
-        frames={"media": cfg.media, "client_frames": cfg.client_frames, "frame_size": cfg.frame_size,
-                "per_request": cfg.frames,
-                "server_wide": None if cfg.media == "frames" or cfg.frames else
+        frames={"server_wide": None if cfg.media == "frames" or cfg.frames else  # the rest is in `ask`
                 "the server's setting (serve --frames); see prompt_tokens"},
         sessions=sessions,
     )
     store.write_run(record)
-    return Opened(store, record, todo, rid)
+    return Opened(store, record, todo)
 
 
 def send(todo: list[Item], urls: list[str], api_key: str | None, cfg: AskConfig, concurrency: int,
@@ -215,19 +216,19 @@ class Outcome:
 
 
 def execute(opts: RunOptions, p: Plan, run: Opened, warn) -> Outcome:
-    """Send what is left (after the media workers have started and one warm-up request per
-    server), then close the session in run.json. A server that refuses the per-request media
-    settings the run needs is a SetupError before anything is asked."""
+    """Send what is left (after one warm-up request per server and once the media workers have
+    started), then close the session in run.json. A server that refuses the per-request media
+    settings the run needs is a SetupError before anything is asked or started."""
     sent, send_s = 0, 0.0
     interrupted, down = False, None
     run.store.open()
     try:
         if run.todo:
+            for url in opts.urls:
+                problem = asyncio.run(client.warm_up(url, opts.api_key, p.models[0], p.cfg.sends_media_io))
+                if problem:
+                    warn(f"warning: warm-up request to {url} failed ({problem}); going on")
             with media.worker_pool(p.cfg.media_workers, p.cfg.processors.values()) as pool:
-                for url in opts.urls:
-                    problem = asyncio.run(client.warm_up(url, opts.api_key, p.models[0], p.cfg.sends_media_io))
-                    if problem:
-                        warn(f"warning: warm-up request to {url} failed ({problem}); going on")
                 start = time.perf_counter()
                 sent = send(run.todo, opts.urls, opts.api_key, p.cfg, opts.concurrency, run.store, pool)
                 send_s = time.perf_counter() - start
