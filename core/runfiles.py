@@ -138,6 +138,8 @@ class ReportRecord:
     cued_where_blind_fails: list[dict[str, Any]]
     arrow_of_time: list[dict[str, Any]]
     warnings: list[str]
+    verdicts: list[str] = field(default_factory=list)
+    statistics: dict[str, Any] = field(default_factory=dict)  # how every CI and p-value was computed
     schema_version: int = SCHEMA_VERSION
 
 

@@ -8,8 +8,9 @@ import typer
 
 from core.cli import command, fail, main
 from core.defaults import RUNS_ROOT
-from core.layout import RunLayout
-from measure import render, report
+from core.layout import DataLayout, RunLayout
+from core.records import load_questions
+from measure import power, render, report, stats
 from measure.run import RunOptions, check, execute, open_run
 from measure.store import PredictionStore
 
@@ -85,8 +86,51 @@ def compare_cmd(
     table = report.compare_runs(a.load().values(), b.load().values())
     if table.empty:
         fail(f"{a.layout.id} and {b.layout.id} share no scored (question, model, variant)")
-    typer.echo(f"# {b.layout.id} − {a.layout.id} (paired bootstrap 95 % CI, exact McNemar)\n")
+    typer.echo(f"# {b.layout.id} − {a.layout.id} (95 % CI resampling videos; p_mcnemar on questions, p_video "
+               f"sign-flip on videos, p_holm over these {len(table)} tests)\n")
     typer.echo(render.markdown(table))
+
+
+@app.command("power")
+def power_cmd(
+    data: Annotated[Path, typer.Option(help="A prepared dataset (data/NAME).")],
+    delta: Annotated[float, typer.Option(help="The difference to detect, in accuracy points.")] = 3.0,
+    discordance: Annotated[float, typer.Option(
+        help="Assumed % of questions whose correctness differs between the two sides (--run measures it).")] = 20.0,
+    run: Annotated[Path | None, typer.Option(
+        help="A pilot run (folder or id): use the discordance and design effect measured on its comparisons.")] = None,
+    split: Annotated[str, typer.Option(help="Question split to count.")] = "test",
+    runs_dir: RunsDir = RUNS_ROOT,
+) -> None:
+    """How many questions and videos a paired comparison needs to detect DELTA points
+    (two-sided alpha 0.05, power 80 %), and the smallest effect this dataset can detect."""
+    if not 0 < delta <= 100 or not 0 < discordance <= 100:
+        fail(f"--delta ({delta:g}) and --discordance ({discordance:g}) are percentages in (0, 100]")
+    questions, rejected = load_questions(DataLayout(data).questions)
+    questions = [q for q in questions if q.split == split]
+    if not questions:
+        fail(f"{DataLayout(data).questions}: no valid questions in split {split!r}")
+    if run is not None:
+        store = _store(run, runs_dir)
+        scenarios = power.pilot(report.build(store.load().values(), _parents(store)))
+        if not scenarios:
+            fail(f"{store.layout.id}: no cued − plain or adapter − base comparison with a changed answer to measure")
+        source = f"discordance and design effect measured on {store.layout.id}"
+    else:
+        scenarios = power.assumed(discordance / 100)
+        source = f"assumed discordance {discordance:g} % (measure it on a pilot run with --run)"
+    videos = len({q.video_id for q in questions})
+    typer.echo(f"{data} ({split}): {len(questions)} questions on {videos} videos"
+               + (f"; {len(rejected)} invalid row(s) skipped" if rejected else ""))
+    typer.echo(f"To detect {delta:g} pts (two-sided alpha {stats.ALPHA:g}, power {stats.POWER:.0%}), {source}; "
+               "mde: the smallest effect this many questions detect.\n")
+    t = power.table(questions, delta / 100, scenarios)
+    typer.echo(render.markdown(t))
+    if t["questions_needed"].isna().any():
+        typer.echo(f"\nquestions_needed n/a: {delta:g} pts is more than the discordance, and only questions whose "
+                   "answer changes can move accuracy.")
+    if t["mde"].isna().any():
+        typer.echo("mde n/a: at this size and discordance no effect is detectable.")
 
 
 if __name__ == "__main__":

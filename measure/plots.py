@@ -49,7 +49,8 @@ def accuracy_bars(path: Path, table: pd.DataFrame, cis: dict[tuple[str, str], tu
 
 
 def forest(path: Path, cued: pd.DataFrame, adapters: pd.DataFrame) -> None:
-    """Forest plot: every delta (type "all") with its 95 % CI; zero marked."""
+    """Forest plot: every delta (type "all") with its 95 % CI; zero marked; filled where
+    the delta survives Holm."""
     rows = []
     for _, r in cued[cued["type"] == "all"].iterrows() if not cued.empty else []:
         rows.append((f"{r['model']}: {r['variant']} − plain", r))
@@ -57,10 +58,11 @@ def forest(path: Path, cued: pd.DataFrame, adapters: pd.DataFrame) -> None:
         rows.append((f"{r['adapter']} − {r['base']} ({r['variant']})", r))
     fig, ax = plt.subplots(figsize=(6, 0.9 + 0.4 * max(1, len(rows))))
     for y, (label, r) in enumerate(rows):
-        ax.errorbar(r["delta"], y, xerr=[[r["delta"] - r["ci_low"]], [r["ci_high"] - r["delta"]]], fmt="o", capsize=3)
+        ax.errorbar(r["delta"], y, xerr=[[r["delta"] - r["ci_low"]], [r["ci_high"] - r["delta"]]], fmt="o", capsize=3,
+                    color="C0", markerfacecolor="C0" if r["survives_holm"] else "white")
     ax.axvline(0, color="grey", lw=1)
     ax.set_yticks(range(len(rows)), [label for label, _ in rows])
-    ax.set_xlabel("accuracy delta (points), 95 % paired bootstrap CI")
+    ax.set_xlabel("accuracy delta (points), 95 % CI resampling videos; filled: significant after Holm")
     if not rows:
         ax.text(0.5, 0.5, "no paired comparisons in this run", ha="center", transform=ax.transAxes)
     _save(fig, path)

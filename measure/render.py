@@ -10,6 +10,7 @@ from core import runfiles
 from core.files import atomic_write
 from core.layout import RunLayout
 from core.runfiles import ReportRecord
+from measure import stats
 from measure.report import Report
 
 
@@ -20,20 +21,37 @@ def markdown(table: pd.DataFrame) -> str:
     t = table.reset_index() if table.index.names != [None] else table
     t = t.copy()
     for col in t.columns:
-        if col == "p_mcnemar":
+        if str(col).startswith("p_"):
             t[col] = t[col].map(lambda p: f"{p:.4f}")
         elif pd.api.types.is_float_dtype(t[col]):
             t[col] = t[col].round(2)
     return t.to_markdown(index=False)
 
 
+def methods(r: Report) -> dict[str, str | int | float]:
+    """How every CI and p-value of the report was computed (report.json's `statistics`)."""
+    return {
+        "ci": f"95 % percentile CI of a paired cluster bootstrap: {stats.N_BOOT} resamples of videos, seed {stats.SEED}",
+        "p_mcnemar": "exact McNemar test on questions (ignores that a video's questions share a clip)",
+        "p_video": f"paired sign-flip permutation test on per-video summed differences: exact up to "
+                   f"{stats.EXACT_PERM} videos that differ, else {stats.N_PERM} draws, seed {stats.SEED}",
+        "p_holm": f"p_video Holm-adjusted over all {r.tests} paired tests of this report",
+        "mde": f"minimum detectable effect (pts) at power {stats.POWER:g}, two-sided alpha {stats.ALPHA:g}: "
+               "Connor's paired-binomial formula at the observed discordance, times sqrt(design effect of videos)",
+        "tests": r.tests, "alpha": stats.ALPHA, "power": stats.POWER,
+    }
+
+
 def render_markdown(r: Report) -> str:
+    legend = "".join(f"- {k}: {v}\n" for k, v in methods(r).items() if k in ("ci", "p_mcnemar", "p_video", "p_holm", "mde"))
     parts = [
+        *(["## Verdicts\n\n", *(f"- {v}\n" for v in r.verdicts), "\n"] if r.verdicts else []),
         *(f"**{w}**\n\n" for w in r.warnings),
         "## Accuracy (%)\n", markdown(r.table),
-        "\n\n## Shortcut audit: plain (a) vs controls (b) on the same questions\n", markdown(r.audit),
+        "\n\n## Paired tables: b − a (or cued − plain, adapter − base) on the same questions\n\n", legend,
+        "\n## Shortcut audit: plain (a) vs controls (b) on the same questions\n", markdown(r.audit),
         "\n\n## Cued − plain on the questions the blind control gets wrong\n", markdown(r.cued_blind_wrong),
-        "\n\n## Cued − plain (same questions; paired bootstrap 95 % CI, exact McNemar)\n", markdown(r.cued_vs_plain),
+        "\n\n## Cued − plain (same questions)\n", markdown(r.cued_vs_plain),
         "\n\n## Adapter − base (same questions)\n", markdown(r.adapter_vs_base),
         "\n\n## Largest gains and losses per template and per verb\n", markdown(r.moves),
         "\n\n## Answer position: accuracy by correct position, share of each predicted position (%)\n",
@@ -54,7 +72,7 @@ def record(r: Report) -> ReportRecord:
         accuracy=_records(r.table.reset_index()), cued_vs_plain=_records(r.cued_vs_plain),
         adapter_vs_base=_records(r.adapter_vs_base), template_moves=_records(r.moves), positions=_records(r.positions),
         audit=_records(r.audit), cued_where_blind_fails=_records(r.cued_blind_wrong), arrow_of_time=_records(r.arrow),
-        warnings=list(r.warnings),
+        warnings=list(r.warnings), verdicts=list(r.verdicts), statistics=methods(r),
     )
 
 

@@ -1,15 +1,19 @@
 """Report tables computed from predictions alone, so they can be redone without asking again
 (rendering and files: `measure.render`).
 
-Sections: the reference table; cued − plain and adapter − base on the same questions
-(paired bootstrap CI, exact McNemar); largest per-template gains and losses; answer-position
-bias. Errors are left out of every denominator and counted apart.
+Sections: one verdict line per comparison; the reference table; cued − plain and adapter −
+base on the same questions (`measure.stats`: CIs resample videos, p_video flips per-video
+differences, p_mcnemar tests questions, p_holm corrects p_video over every test of the
+report, mde at 80 % power); largest per-template gains and losses; answer-position bias.
+Errors are left out of every denominator and counted apart.
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
-from typing import Iterable
+from dataclasses import dataclass
+from math import isfinite
+from typing import Iterable, Mapping
 
+import numpy as np
 import pandas as pd
 
 from core.records import Prediction
@@ -20,11 +24,12 @@ from measure.prompt import LETTERS
 TABLE_COLUMNS = ["object_acc", "verb_acc", "overall_acc", "n", "invalid", "errors"]
 TYPES = ("object", "verb", "all")
 AUDIT_MARGIN = 5.0  # points: blind this close to plain means the type does not measure vision
-PAIR_COLUMNS = ["n", "acc_a", "acc_b", "delta", "ci_low", "ci_high", "only_a", "only_b", "p_mcnemar"]
+PAIR_COLUMNS = ["n", "videos", "acc_a", "acc_b", "delta", "ci_low", "ci_high", "only_a", "only_b",
+                "p_mcnemar", "p_video", "p_holm", "survives_holm", "mde", "deff"]
 
 
 def to_frame(predictions: Iterable[Prediction]) -> pd.DataFrame:
-    df = pd.DataFrame([asdict(p) for p in predictions])
+    df = pd.DataFrame([vars(p) for p in predictions])  # shallow: asdict's deep copies took 70 % of a report
     if df.empty:
         return pd.DataFrame(columns=[f for f in Prediction.__dataclass_fields__])
     df["correct"] = df["correct"].astype(bool)
@@ -57,9 +62,10 @@ def _scored(df: pd.DataFrame, model: str, variant: str) -> pd.DataFrame:
 
 
 def _pairs(df: pd.DataFrame, a: tuple[str, str], b: tuple[str, str]) -> pd.DataFrame:
-    """Rows scored on both sides, joined on question: columns correct_a, correct_b, type, template, verb."""
+    """Rows scored on both sides, joined on question: columns correct_a, correct_b, video_id,
+    type, template, verb."""
     left, right = _scored(df, *a), _scored(df, *b)
-    return (left[["correct", "type", "template", "verb"]].rename(columns={"correct": "correct_a"})
+    return (left[["correct", "video_id", "type", "template", "verb"]].rename(columns={"correct": "correct_a"})
             .join(right[["correct"]].rename(columns={"correct": "correct_b"}), how="inner"))
 
 
@@ -69,7 +75,7 @@ def _compare(df: pd.DataFrame, a: tuple[str, str], b: tuple[str, str], labels: d
     for qtype in TYPES:
         j = joined if qtype == "all" else joined[joined["type"] == qtype]
         if len(j):
-            rows.append(labels | {"type": qtype} | stats.paired(j["correct_a"], j["correct_b"]).as_dict())
+            rows.append(labels | {"type": qtype} | stats.paired(j["correct_a"], j["correct_b"], j["video_id"]).as_dict())
     return rows
 
 
@@ -204,15 +210,61 @@ def positions(df: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def holm_adjust(tables: list[pd.DataFrame]) -> list[pd.DataFrame]:
+    """The tables with p_holm (p_video Holm-adjusted over every test in all of them: one
+    family) and survives_holm (p_holm < ALPHA)."""
+    p = [t["p_video"].to_numpy(dtype=float) for t in tables]
+    adjusted = stats.holm(np.concatenate(p)) if p else np.array([])
+    out, start = [], 0
+    for t, part in zip(tables, p):
+        p_holm = adjusted[start:start + len(part)]
+        out.append(t.assign(p_holm=p_holm, survives_holm=p_holm < stats.ALPHA))
+        start += len(part)
+    return out
+
+
+def _p(p: float) -> str:
+    return "< 0.001" if p < 0.001 else f"= {p:.2g}" if p < 0.1 else f"= {p:.2f}"
+
+
+def _pts(x: float, sign: bool = False) -> str:
+    return (f"{x:+.1f}" if sign else f"{x:.1f}").replace("-", "−")
+
+
+def verdict(label: str, row: Mapping, alpha: float = stats.ALPHA) -> str:
+    """One comparison in words, every word backed by a number of the row: the delta and
+    its cluster CI, whether it survives Holm at `alpha`, and the effect it could have found."""
+    if row["p_holm"] < alpha:
+        test = f"significant after Holm (p {_p(row['p_holm'])})"
+    elif row["p_video"] < alpha:
+        test = f"significant before correction (p {_p(row['p_video'])}) but not after Holm (p {_p(row['p_holm'])})"
+    else:
+        test = f"not significant after Holm (p {_p(row['p_holm'])})"
+    changed = row["only_a"] + row["only_b"]
+    mde = (f"MDE {_pts(row['mde'])} pts" if isfinite(row["mde"])
+           else f"MDE n/a: {f'only {changed} of' if changed else 'none of the'} {row['n']} answers changed")
+    return (f"{label}: {_pts(row['delta'], sign=True)} pts [{_pts(row['ci_low'])}, {_pts(row['ci_high'])}], "
+            f"{test}, {mde}; {row['n']} questions, {row['videos']} videos")
+
+
+def verdicts(cued: pd.DataFrame, adapters: pd.DataFrame) -> list[str]:
+    """One line per cued − plain and adapter − base comparison."""
+    return ([verdict(f"{r['variant']} vs plain, {r['type']}, {r['model']}", r) for r in cued.to_dict("records")]
+            + [verdict(f"{r['adapter']} vs {r['base']}, {r['variant']}, {r['type']}", r)
+               for r in adapters.to_dict("records")])
+
+
 @dataclass(kw_only=True)
 class Report:
+    verdicts: list[str]
+    tests: int  # the family Holm corrects over: every paired test of the report
     table: pd.DataFrame
     cued_vs_plain: pd.DataFrame
     adapter_vs_base: pd.DataFrame
     templates: pd.DataFrame
     moves: pd.DataFrame
     positions: pd.DataFrame
-    cis: dict[tuple[str, str], tuple[float, float]]  # overall accuracy CI per model x variant
+    cis: dict[tuple[str, str], tuple[float, float]]  # overall accuracy CI per model x variant (videos resampled)
     audit: pd.DataFrame
     warnings: list[str]
     cued_blind_wrong: pd.DataFrame
@@ -224,31 +276,34 @@ def build(predictions: Iterable[Prediction], parents: dict[str, str | None] | No
     parents = parents or {}
     if df.empty:
         empty = pd.DataFrame()
-        return Report(table=accuracy_table(df), cued_vs_plain=empty, adapter_vs_base=empty, templates=empty, moves=empty,
-                      positions=empty, cis={}, audit=empty, warnings=[], cued_blind_wrong=empty, arrow=empty)
+        return Report(verdicts=[], tests=0, table=accuracy_table(df), cued_vs_plain=empty, adapter_vs_base=empty,
+                      templates=empty, moves=empty, positions=empty, cis={}, audit=empty, warnings=[],
+                      cued_blind_wrong=empty, arrow=empty)
     cued, adapters = comparisons(df, parents)
     audit_table, warnings = audit(df)
-    return Report(table=accuracy_table(df), cued_vs_plain=cued, adapter_vs_base=adapters, templates=per_template(df),
+    cued, adapters, audit_table, blind_wrong = holm_adjust([cued, adapters, audit_table, cued_where_blind_fails(df)])
+    return Report(verdicts=verdicts(cued, adapters), tests=len(cued) + len(adapters) + len(audit_table) + len(blind_wrong),
+                  table=accuracy_table(df), cued_vs_plain=cued, adapter_vs_base=adapters, templates=per_template(df),
                   moves=template_moves(df, parents), positions=positions(df), cis=cell_ci(df), audit=audit_table,
-                  warnings=warnings, cued_blind_wrong=cued_where_blind_fails(df), arrow=arrow_of_time(df))
+                  warnings=warnings, cued_blind_wrong=blind_wrong, arrow=arrow_of_time(df))
 
 
 def cell_ci(df: pd.DataFrame) -> dict[tuple[str, str], tuple[float, float]]:
-    """Bootstrap 95 % CI of overall accuracy (%) per model x variant."""
+    """Bootstrap 95 % CI of overall accuracy (%) per model x variant, resampling videos."""
     out = {}
     for key, g in df[df["status"] != "error"].groupby(["model", "variant"]):
-        low, high = stats.bootstrap_ci(g["correct"].to_numpy(dtype=float))
+        low, high = stats.bootstrap_ci(g["correct"].to_numpy(dtype=float), g["video_id"])
         out[key] = (100 * low, 100 * high)
     return out
 
 
 def compare_runs(a: Iterable[Prediction], b: Iterable[Prediction]) -> pd.DataFrame:
-    """Run B − run A on the (question, model, variant) items both scored."""
+    """Run B − run A on the (question, model, variant) items both scored; p_holm over this table."""
     da, db = to_frame(a), to_frame(b)
     if da.empty or db.empty:
         return pd.DataFrame(columns=["model", "variant", "type", *PAIR_COLUMNS])
     keys = ["question_id", "model", "variant"]
-    joined = (da[da["status"] != "error"][[*keys, "type", "correct"]]
+    joined = (da[da["status"] != "error"][[*keys, "video_id", "type", "correct"]]
               .merge(db[db["status"] != "error"][[*keys, "correct"]], on=keys, suffixes=("_a", "_b")))
     rows = []
     for (model, variant), g in joined.groupby(["model", "variant"], sort=True):
@@ -256,6 +311,5 @@ def compare_runs(a: Iterable[Prediction], b: Iterable[Prediction]) -> pd.DataFra
             j = g if qtype == "all" else g[g["type"] == qtype]
             if len(j):
                 rows.append({"model": model, "variant": variant, "type": qtype}
-                            | stats.paired(j["correct_a"].to_numpy(), j["correct_b"].to_numpy()).as_dict())
-    return pd.DataFrame(rows, columns=["model", "variant", "type", *PAIR_COLUMNS])
-
+                            | stats.paired(j["correct_a"], j["correct_b"], j["video_id"]).as_dict())
+    return holm_adjust([pd.DataFrame(rows, columns=["model", "variant", "type", *PAIR_COLUMNS])])[0]

@@ -15,7 +15,8 @@ fi
 URL="http://127.0.0.1:$PORT/v1"
 [ -f data/models/tiny-vlm/config.json ] && [ -f data/adapters/tiny-cued/adapter_config.json ] \
     || $PY -m serve build-tiny
-$PY -m prepare synthetic --out data/synthetic --videos 200
+# plain and trajectory clips, plus the blind and single-frame controls of the shortcut audit.
+$PY -m prepare synthetic --out data/synthetic --videos 200 --variants plain,trajectory,blind,single-frame
 # A LoRA trained on the synthetic train split (~1.5 min on 2 cores; kept once trained): the
 # adapter comparison is then base vs a real adapter, not the random one.
 [ -f data/adapters/tiny-trained/train_args.json ] || $PY -m train --model data/models/tiny-vlm \

@@ -49,3 +49,12 @@ def test_bench_media_runs_small(server):
     lines = r.stdout.strip().splitlines()
     assert re.fullmatch(r"frames/data capacity ratio: \d+\.\d\d", lines[-1]), lines[-1]
     assert any(line.startswith("cache effect: frames with uuid / without:") for line in lines)
+
+
+def test_bench_report_runs_small():
+    r = subprocess.run([sys.executable, "scripts/bench_report.py", "--videos", "200"], cwd=REPO, capture_output=True,
+                       text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    lines = r.stdout.strip().splitlines()
+    assert lines[0].startswith("report.build: ") and "36 paired tests" in lines[0]
+    assert re.fullmatch(r"whole-number / log-space McNemar time: \d+\.\d", lines[-1]), lines[-1]
