@@ -1,6 +1,7 @@
 """`python -m measure`: score every served model x clip variant on a prepared dataset."""
 from __future__ import annotations
 
+import webbrowser
 from pathlib import Path
 from typing import Annotated
 
@@ -10,7 +11,7 @@ from core.cli import command, fail, main
 from core.defaults import RUNS_ROOT
 from core.layout import DataLayout, RunLayout
 from core.records import load_questions
-from measure import power, render, report, stats
+from measure import power, render, report, stats, view
 from measure.run import RunOptions, check, execute, open_run
 from measure.store import PredictionStore
 
@@ -131,6 +132,32 @@ def power_cmd(
                    "answer changes can move accuracy.")
     if t["mde"].isna().any():
         typer.echo("mde n/a: at this size and discordance no effect is detectable.")
+
+
+@app.command("view")
+def view_cmd(
+    run: Annotated[Path, typer.Argument(help="The run (folder or id).")],
+    run_b: Annotated[Path | None, typer.Argument(help="A second run: adds the fixed / regressed buckets.")] = None,
+    data: Annotated[Path | None, typer.Option(
+        help="The dataset, when run.json's path no longer points to it (question text and clips).")] = None,
+    open_page: Annotated[bool, typer.Option("--open", help="Open the page in the default browser.")] = False,
+    runs_dir: RunsDir = RUNS_ROOT,
+) -> None:
+    """Write runs/<id>/index.html: the run as one static page (overview, samples, frames sent)."""
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+    a = view.load(RunLayout.find(run, runs_dir), data)
+    b = view.load(RunLayout.find(run_b, runs_dir), data) if run_b is not None else None
+    if a.data is None:
+        _warn(f"{a.layout.id}: its dataset is not found (give --data): no question text, every clip missing")
+    columns = (TextColumn("thumbnails"), BarColumn(), MofNCompleteColumn())
+    with Progress(*columns, console=Console(stderr=True), transient=False) as progress:  # stdout: the page's path
+        task = progress.add_task("thumbs", total=None)
+        page = view.write(a, b, lambda n, total: progress.update(task, completed=n, total=total))
+    typer.echo(page)
+    if open_page:
+        webbrowser.open(page.resolve().as_uri())
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 #!/bin/sh
 # The main job on the embedded default: setup -> tiny model -> synthetic data -> a trained LoRA
-# -> vLLM in the background -> measure every model x variant -> stop the server (also on
-# failure or Ctrl-C).
+# -> vLLM in the background -> measure every model x variant -> the run viewer -> stop the
+# server (also on failure or Ctrl-C).
 set -eu
 cd "$(dirname "$0")/.."
 sh scripts/setup.sh
@@ -44,4 +44,7 @@ if ! $PY -m serve wait --url "$URL" --pid "$SERVER" --timeout 600; then
     tail -n 30 "$LOG" >&2
     exit 1
 fi
-$PY -m measure --data data/synthetic --base-url "$URL"
+RUN=synthetic-$(date +%Y%m%d-%H%M%S)
+$PY -m measure --data data/synthetic --base-url "$URL" --run-id "$RUN"
+# The run as one static page: overview, every sample, the frames each variant sent.
+echo "viewer: $($PY -m measure view "runs/$RUN")"
