@@ -6,6 +6,7 @@ from pathlib import Path
 DATA_ROOT = Path("data")  # prepared datasets, models and adapters
 RUNS_ROOT = Path("runs")  # one folder per measure run
 DATASET = DATA_ROOT / "synthetic"  # what `prepare synthetic` writes and `measure`/`train` read by default
+OPEN_DATASET = DATA_ROOT / "synthetic-open"  # what `prepare synthetic-open` writes
 MODELS_DIR = DATA_ROOT / "models"
 ADAPTERS_DIR = DATA_ROOT / "adapters"
 TINY_MODEL = MODELS_DIR / "tiny-vlm"  # the embedded default: a tiny seeded Qwen3-VL built offline

@@ -84,6 +84,10 @@ class RunLayout:
         return self.root / "predictions.jsonl"
 
     @property
+    def judgements(self) -> Path:
+        return self.root / "judgements.jsonl"
+
+    @property
     def run_json(self) -> Path:
         return self.root / "run.json"
 

@@ -15,8 +15,10 @@ from typing import Any, Iterable, Literal, Mapping
 from core.errors import DataError
 
 SCHEMA_VERSION = 2
-QuestionType = Literal["verb", "object", "arrow"]
-QUESTION_TYPES: tuple[str, ...] = ("verb", "object", "arrow")  # arrow: the arrow-of-time task
+QuestionType = Literal["verb", "object", "arrow", "open"]
+# arrow: the arrow-of-time task; open: a free-form question (no choices) scored by a judge
+QUESTION_TYPES: tuple[str, ...] = ("verb", "object", "arrow", "open")
+OPEN = "open"
 Status = Literal["ok", "invalid", "error"]
 Key = tuple[str, str, str]
 KEY_FIELDS = ("question_id", "model", "variant")
@@ -57,8 +59,9 @@ def template_verb(template: str) -> str:
 
 @dataclass(frozen=True)
 class Question:
-    """One multiple-choice question: fill the single `_____` in `question` (or, for the
-    arrow-of-time task, say which way the clip plays)."""
+    """One question about a clip: multiple choice (fill the single `_____` in `question`, or,
+    for the arrow-of-time task, say which way the clip plays), or open (`type` "open": a
+    free-form answer judged against `answer`; no choices; `category` is its question type)."""
 
     id: str
     video_id: str
@@ -81,6 +84,10 @@ class Question:
             out.append(f"video_id {self.video_id!r} is not a plain file name (it could escape the data directory)")
         if self.type not in QUESTION_TYPES:
             out.append(f"type {self.type!r} is not one of {QUESTION_TYPES}")
+        if self.type == OPEN:
+            return out + [m for bad, m in ((self.choices, "an open question has no choices"),
+                                           (not self.question.strip(), "empty question"),
+                                           (not self.answer.strip(), "empty answer")) if bad]
         if self.type != "arrow" and self.question.count("_____") != 1:
             out.append("question must hold exactly one _____")
         if len(self.choices) < 2:
@@ -202,9 +209,45 @@ def read_questions(path: Path) -> list[Question]:
     return questions
 
 
+JudgeStatus = Literal["ok", "judge_error"]
+JudgeKey = tuple[str, str, str, str]
+
+
+@dataclass
+class Judgement:
+    """One judge's verdict on one open-question prediction (a line of judgements.jsonl, beside
+    predictions.jsonl). A call that failed or did not validate is `judge_error`: counted
+    apart, asked again on resume, never a "no"."""
+
+    question_id: str
+    model: str
+    variant: str
+    judge: str  # the judge's served model name: a run may hold several judges
+    status: JudgeStatus
+    pred: Literal["yes", "no"] | None = None
+    score: int | None = None  # 0-5
+    error: str | None = None
+    latency_s: float | None = None
+    attempts: int = 0
+    prompt_version: int = 0
+    schema_version: int = SCHEMA_VERSION
+
+    @property
+    def key(self) -> JudgeKey:
+        return judge_key_of(asdict(self))
+
+
+def judge_key_of(row: Mapping[str, Any]) -> JudgeKey:
+    return (*key_of(row), row["judge"])
+
+
 def prediction_from_dict(row: dict[str, Any], where: str) -> Prediction:
     return _from_dict(Prediction, row, where)
 
 
-def to_json_line(record: Question | Prediction) -> str:
+def judgement_from_dict(row: dict[str, Any], where: str) -> Judgement:
+    return _from_dict(Judgement, row, where)
+
+
+def to_json_line(record: Question | Prediction | Judgement) -> str:
     return json.dumps(asdict(record), ensure_ascii=False, sort_keys=True) + "\n"

@@ -81,6 +81,7 @@ class RunRecord:
     frames: dict[str, Any]
     sessions: list[Session] = field(default_factory=list)
     rejected_questions: list[str] = field(default_factory=list)
+    judges: list[dict[str, Any]] = field(default_factory=list)  # per judge: model, URL, prompt version, settings
     ended: str | None = None
     complete: bool = False
     schema_version: int = SCHEMA_VERSION
@@ -140,6 +141,10 @@ class ReportRecord:
     warnings: list[str]
     verdicts: list[str] = field(default_factory=list)
     statistics: dict[str, Any] = field(default_factory=dict)  # how every CI and p-value was computed
+    open_accuracy: list[dict[str, Any]] = field(default_factory=list)  # open questions, per judge
+    open_adapter_vs_base: list[dict[str, Any]] = field(default_factory=list)
+    open_audit: list[dict[str, Any]] = field(default_factory=list)
+    judge_agreement: list[dict[str, Any]] = field(default_factory=list)
     schema_version: int = SCHEMA_VERSION
 
 

@@ -8,12 +8,13 @@ from typing import Annotated
 import typer
 
 from core.cli import command, fail, main
-from core.defaults import RUNS_ROOT
+from core.defaults import BASE_URL, RUNS_ROOT
 from core.layout import DataLayout, RunLayout
-from core.records import load_questions
+from core.records import OPEN, load_questions
+from measure import judge as judge_mod
 from measure import power, render, report, stats, view
 from measure.run import RunOptions, check, execute, open_run
-from measure.store import PredictionStore
+from measure.store import PredictionStore, judgement_store
 
 app = typer.Typer(add_completion=False, help=__doc__)
 RunsDir = Annotated[Path, typer.Option(help="Where run ids are looked up.")]
@@ -39,6 +40,8 @@ def run(opts: RunOptions) -> None:
     for warning in r.warnings:
         typer.secho(warning, fg="yellow", bold=True, err=True)
     typer.echo(f"predictions: {opened.store.path}; reports: {opened.store.layout.report_md}", err=True)
+    if any(i.question.type == OPEN for i in p.items):
+        typer.echo(f"open questions: judge them with `python -m measure judge {opened.store.layout.root}`", err=True)
     if out.interrupted:
         _warn(f"interrupted: {len(out.kept)} of {len(p.items)} answers are saved; finish with --resume {opened.rid}")
         raise typer.Exit(130)
@@ -71,7 +74,7 @@ def report_cmd(
     """Recompute a run's reports from its predictions alone (nothing is asked again)."""
     for run in runs:
         store = _store(run, runs_dir)
-        r = report.build(store.load().values(), _parents(store))
+        r = report.build(store.load().values(), _parents(store), judgement_store(store.layout).load().values())
         render.write(store.layout, r)
         typer.echo(f"# {store.layout.id}\n\n{render.render_markdown(r)}")
 
@@ -132,6 +135,80 @@ def power_cmd(
                    "answer changes can move accuracy.")
     if t["mde"].isna().any():
         typer.echo("mde n/a: at this size and discordance no effect is detectable.")
+
+
+@app.command("judge")
+def judge_cmd(
+    run: Annotated[Path, typer.Argument(help="The run (folder or id).")],
+    judge_model: Annotated[str | None, typer.Option(help="Served model that judges. Default: the run's base model.")] = None,
+    judge_url: Annotated[str | None, typer.Option(help="Server of the judge. Default: the run's first server.")] = None,
+    api_key: Annotated[str | None, typer.Option(help="API key of the judge's server.", envvar="VLLM_API_KEY")] = None,
+    concurrency: Annotated[int, typer.Option(help="Judge calls in flight.")] = 16,
+    data: Annotated[Path | None, typer.Option(help="The dataset, when run.json's path no longer points to it.")] = None,
+    runs_dir: RunsDir = RUNS_ROOT,
+) -> None:
+    """Judge the run's open-question answers (yes/no and a 0-5 score through a JSON schema),
+    append them to judgements.jsonl, and rewrite the reports; judge errors are asked again."""
+    import asyncio
+
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from measure.client import list_models
+
+    store = _store(run, runs_dir)
+    record = store.read_run()
+    if record is None:
+        fail(f"{store.layout.run_json}: missing (the judge needs the run's servers and dataset)")
+    predictions = list(store.load().values())
+    if not any(p.type == OPEN for p in predictions):
+        fail(f"{store.layout.id}: no open questions to judge")
+    parents = record.parents()
+    judge = judge_model or next((m for m in record.models if parents.get(m) is None), None)
+    urls = record.config.get("base_url") or []
+    url = (judge_url or (urls if isinstance(urls, str) else urls[0] if urls else BASE_URL)).rstrip("/")
+    if judge is None:
+        fail(f"{store.layout.id}: no base model among {record.models}; give --judge-model")
+    served = [m["id"] for m in list_models(url, api_key)]
+    if judge not in served:
+        fail(f"judge {judge!r} is not served at {url} (it serves {', '.join(served)})")
+    layout = DataLayout(data or Path(record.dataset.get("path", "")))
+    questions = {q.id: q for q in load_questions(layout.questions)[0]}
+    jstore = judgement_store(store.layout)
+    done = jstore.load()
+    items = [(p, questions[p.question_id]) for p in judge_mod.todo(predictions, done, judge) if p.question_id in questions]
+    lost = len(judge_mod.todo(predictions, done, judge)) - len(items)
+    if lost:
+        _warn(f"{lost} prediction(s) not judged: their question is not in {layout.questions}")
+    cfg = judge_mod.JudgeConfig(judge)
+    if all(j["judge"] != judge for j in record.judges):
+        record.judges.append(cfg.record(url))
+        store.write_run(record)
+    jstore.drop({(*p.key, judge) for p, _ in items})  # earlier judge errors: asked again, one line each
+    typer.echo(f"judge {judge} at {url}: {len(items)} to judge", err=True)
+    failed = 0
+    columns = (TextColumn("judging"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    jstore.open()
+    try:
+        with Progress(*columns, console=Console(stderr=True)) as progress:
+            task = progress.add_task("judge", total=len(items))
+
+            def on_result(j) -> None:
+                nonlocal failed
+                jstore.append(j)
+                failed += j.status != "ok"
+                progress.advance(task)
+
+            asyncio.run(judge_mod.judge_all(items, url, api_key, cfg, concurrency, on_result))
+    finally:
+        jstore.close()
+    r = report.build(predictions, parents, jstore.load().values())
+    render.write(store.layout, r)
+    typer.echo(render.markdown(r.open_accuracy))
+    typer.echo(f"judgements: {jstore.path}; reports: {store.layout.report_md}", err=True)
+    if failed:
+        _warn(f"{failed} judge error(s): counted apart (never a no); ask them again with the same command")
+        raise typer.Exit(1)
 
 
 @app.command("view")

@@ -22,11 +22,11 @@ from core.cli import option
 from core.defaults import FRAMES
 from core.errors import UserError
 from core.profiles import QWEN_VL, Profile
-from core.records import Key, Prediction, Question, key
+from core.records import OPEN, Key, Prediction, Question, key
 from measure import media, prompt
 from measure.media import Media, MediaSpec, Prepared, parse_size
 from measure.prompt import AnswerFormat
-from measure.score import score_choice
+from measure.score import score_choice, score_open
 
 RETRYABLE = (openai.APIConnectionError, openai.APITimeoutError, openai.InternalServerError, openai.RateLimitError)
 MAX_TOKENS = 32  # a choice is a few tokens; the constraint ends the reply
@@ -67,6 +67,7 @@ class AskConfig:
     frames: int | None = option(None, "--media data/file: frames the server samples per clip, sent per request "
                                 "(server needs --trust-request-mm-kwargs). Default: the server's setting.")
     media_workers: int = option(max(1, (os.cpu_count() or 2) // 2), "Processes preparing clips ahead of the requests.")
+    open_max_tokens: int = option(64, "Open questions: longest free-form answer, in tokens.")
     backoff_s: float = 0.5  # doubles per attempt, capped at 8 s, with jitter
     profiles: dict[str, Profile] = field(default_factory=dict)  # served model -> request profile
     processors: dict[str, str | None] = field(default_factory=dict)  # served model -> its video processor (model dir)
@@ -107,15 +108,16 @@ def request(item: Item, cfg: AskConfig, prepared: Prepared | None) -> dict[str, 
     """The chat-completion arguments for one item with its media: temperature 0, the reply
     constrained to the targets (`structured_outputs`, never the removed `guided_choice`),
     logprobs in letters mode, per-request media settings when the media has any."""
+    open_ = item.question.type == OPEN  # free form: no constraint, a bounded answer
     targets = prompt.targets(item.question, cfg.answer_format)
-    extra: dict[str, Any] = {"structured_outputs": {"choice": targets}}
+    extra: dict[str, Any] = {} if open_ else {"structured_outputs": {"choice": targets}}
     if prepared is not None and prepared.media_io:
         extra["media_io_kwargs"] = {"video": prepared.media_io}
-    letters = cfg.answer_format == "letters"
+    letters = cfg.answer_format == "letters" and not open_
     parts = prepared.parts if prepared is not None else ()
     return dict(model=item.model, messages=prompt.messages(item.question, cfg.answer_format, parts), temperature=0.0,
-                max_tokens=MAX_TOKENS, logprobs=letters or None, top_logprobs=len(targets) + 1 if letters else None,
-                extra_body=extra, timeout=cfg.timeout_s)
+                max_tokens=cfg.open_max_tokens if open_ else MAX_TOKENS, logprobs=letters or None,
+                top_logprobs=len(targets) + 1 if letters else None, extra_body=extra, timeout=cfg.timeout_s)
 
 
 def media_for(item: Item, cfg: AskConfig) -> Prepared | None:
@@ -146,6 +148,23 @@ def unreadable(item: Item, problem: BaseException | None = None) -> Prediction:
     return Prediction(**_base(item), reply=None, status="error", correct=False, error=error)
 
 
+async def create(client: AsyncOpenAI, args: dict[str, Any], max_attempts: int, backoff_s: float) -> tuple[Any, int, str]:
+    """One chat completion with bounded retries (exponential backoff with jitter, capped at
+    8 s) on connection trouble, timeouts and 5xx; a 4xx is final. Returns (response or
+    None, attempts made, the last error)."""
+    error = ""
+    for attempt in range(1, max_attempts + 1):
+        try:
+            return await client.chat.completions.create(**args), attempt, ""
+        except RETRYABLE as e:
+            error = f"{type(e).__name__}: {e}"
+            if attempt < max_attempts:
+                await asyncio.sleep(min(8.0, backoff_s * 2 ** (attempt - 1)) * (0.5 + random.random()))
+        except openai.APIStatusError as e:  # 4xx: asking again will not help
+            return None, attempt, f"HTTP {e.status_code}: {e.message}"
+    return None, max_attempts, error
+
+
 async def ask(client: AsyncOpenAI, item: Item, cfg: AskConfig, prepared: Prepared | None) -> Prediction:
     """One question with its prepared media -> one Prediction; never raises for server trouble
     (status 'error')."""
@@ -154,23 +173,12 @@ async def ask(client: AsyncOpenAI, item: Item, cfg: AskConfig, prepared: Prepare
     args = request(item, cfg, prepared)
     sent = dict(frame_indices=prepared.frame_indices, frame_size=prepared.frame_size) if prepared else {}
     targets = prompt.targets(q, cfg.answer_format)
-    error = ""
     start = time.perf_counter()
-    for attempt in range(1, cfg.max_attempts + 1):
-        try:
-            resp = await client.chat.completions.create(**args)
-        except RETRYABLE as e:
-            error = f"{type(e).__name__}: {e}"
-            if attempt < cfg.max_attempts:
-                delay = min(8.0, cfg.backoff_s * 2 ** (attempt - 1))
-                await asyncio.sleep(delay * (0.5 + random.random()))
-            continue
-        except openai.APIStatusError as e:  # 4xx: asking again will not help
-            error = f"HTTP {e.status_code}: {e.message}"
-            break
+    resp, attempt, error = await create(client, args, cfg.max_attempts, cfg.backoff_s)
+    if resp is not None:
         choice = resp.choices[0]
         reply = (choice.message.content or "").strip()
-        s = score_choice(q, targets, reply, _top_logprobs(choice))
+        s = score_open(reply) if q.type == OPEN else score_choice(q, targets, reply, _top_logprobs(choice))
         return Prediction(**base, reply=s.picked if s.status == "ok" else reply, status=s.status, correct=s.correct,
                           probs=s.probs, latency_s=time.perf_counter() - start, attempts=attempt,
                           prompt_tokens=resp.usage.prompt_tokens if resp.usage else None, **sent)

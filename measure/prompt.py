@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from core.records import Question
+from core.records import OPEN, Question
 
 AnswerFormat = Literal["text", "letters"]
 LETTERS = "ABCDEFGHIJ"
@@ -16,6 +16,8 @@ def targets(q: Question, fmt: AnswerFormat) -> list[str]:
 
 
 def question_text(q: Question, fmt: AnswerFormat) -> str:
+    if q.type == OPEN:
+        return f"{q.question}\nAnswer in a few words."
     lead = f"Fill in the blank: {q.question}" if "_____" in q.question else q.question
     if fmt == "text":
         return f"{lead}\nChoices: {', '.join(q.choices)}\nAnswer with one of the choices."

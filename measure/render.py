@@ -57,6 +57,15 @@ def render_markdown(r: Report) -> str:
         "\n\n## Answer position: accuracy by correct position, share of each predicted position (%)\n",
         markdown(r.positions), "\n",
     ]
+    if not r.open_accuracy.empty:
+        parts += [
+            "\n## Open questions, per judge: accuracy (%, judge says yes) and mean score (0-5); ALL counts a failed or "
+            "missing verdict as no / 0, VALID leaves it out (judge_failed); 95 % CIs resample videos\n",
+            markdown(r.open_accuracy),
+            "\n\n## Open questions: adapter − base (same questions, valid verdicts)\n", markdown(r.open_adapter_vs_base),
+            "\n\n## Open questions: shortcut audit, plain (a) vs controls (b)\n", markdown(r.open_audit), "\n"]
+    if not r.judge_agreement.empty:
+        parts += ["\n## Judges compared (predictions both judged)\n", markdown(r.judge_agreement), "\n"]
     if not r.arrow.empty:
         parts += ["\n## Arrow of time (chance 50 %; temporal_kl: mean KL(forward || reversed), nats)\n", markdown(r.arrow), "\n"]
     return "".join(parts)
@@ -73,6 +82,8 @@ def record(r: Report) -> ReportRecord:
         adapter_vs_base=_records(r.adapter_vs_base), template_moves=_records(r.moves), positions=_records(r.positions),
         audit=_records(r.audit), cued_where_blind_fails=_records(r.cued_blind_wrong), arrow_of_time=_records(r.arrow),
         warnings=list(r.warnings), verdicts=list(r.verdicts), statistics=methods(r),
+        open_accuracy=_records(r.open_accuracy), open_adapter_vs_base=_records(r.open_adapter_vs_base),
+        open_audit=_records(r.open_audit), judge_agreement=_records(r.judge_agreement),
     )
 
 

@@ -16,9 +16,9 @@ from typing import Iterable, Mapping
 import numpy as np
 import pandas as pd
 
-from core.records import Prediction
+from core.records import OPEN, Judgement, Prediction
 from core.variants import AUDIT_CONTROLS, BLIND, CUED, PLAIN
-from measure import stats
+from measure import openreport, stats
 from measure.prompt import LETTERS
 
 TABLE_COLUMNS = ["object_acc", "verb_acc", "overall_acc", "n", "invalid", "errors"]
@@ -212,13 +212,13 @@ def positions(df: pd.DataFrame) -> pd.DataFrame:
 
 def holm_adjust(tables: list[pd.DataFrame]) -> list[pd.DataFrame]:
     """The tables with p_holm (p_video Holm-adjusted over every test in all of them: one
-    family) and survives_holm (p_holm < ALPHA)."""
-    p = [t["p_video"].to_numpy(dtype=float) for t in tables]
+    family) and survives_holm (p_holm < ALPHA); a table without tests stays as it is."""
+    p = [t["p_video"].to_numpy(dtype=float) if "p_video" in t else np.array([]) for t in tables]
     adjusted = stats.holm(np.concatenate(p)) if p else np.array([])
     out, start = [], 0
     for t, part in zip(tables, p):
         p_holm = adjusted[start:start + len(part)]
-        out.append(t.assign(p_holm=p_holm, survives_holm=p_holm < stats.ALPHA))
+        out.append(t.assign(p_holm=p_holm, survives_holm=p_holm < stats.ALPHA) if "p_video" in t else t)
         start += len(part)
     return out
 
@@ -247,11 +247,13 @@ def verdict(label: str, row: Mapping, alpha: float = stats.ALPHA) -> str:
             f"{test}, {mde}; {row['n']} questions, {row['videos']} videos")
 
 
-def verdicts(cued: pd.DataFrame, adapters: pd.DataFrame) -> list[str]:
-    """One line per cued − plain and adapter − base comparison."""
+def verdicts(cued: pd.DataFrame, adapters: pd.DataFrame, open_adapters: pd.DataFrame) -> list[str]:
+    """One line per cued − plain and adapter − base comparison (open questions: per judge)."""
     return ([verdict(f"{r['variant']} vs plain, {r['type']}, {r['model']}", r) for r in cued.to_dict("records")]
             + [verdict(f"{r['adapter']} vs {r['base']}, {r['variant']}, {r['type']}", r)
-               for r in adapters.to_dict("records")])
+               for r in adapters.to_dict("records")]
+            + [verdict(f"{r['adapter']} vs {r['base']}, {r['variant']}, open {r['category']}, judge {r['judge']}", r)
+               for r in open_adapters.to_dict("records")])
 
 
 @dataclass(kw_only=True)
@@ -269,23 +271,37 @@ class Report:
     warnings: list[str]
     cued_blind_wrong: pd.DataFrame
     arrow: pd.DataFrame
+    open_accuracy: pd.DataFrame  # open questions, per judge (`measure.openreport`)
+    open_adapter_vs_base: pd.DataFrame
+    open_audit: pd.DataFrame
+    judge_agreement: pd.DataFrame
 
 
-def build(predictions: Iterable[Prediction], parents: dict[str, str | None] | None = None) -> Report:
-    df = to_frame(predictions)
+def build(predictions: Iterable[Prediction], parents: dict[str, str | None] | None = None,
+          judgements: Iterable[Judgement] = ()) -> Report:
+    """Every table of a run, from its predictions (and judgements, for open questions)."""
+    predictions, judgements = list(predictions), list(judgements)
     parents = parents or {}
+    df = to_frame(p for p in predictions if p.type != OPEN)
+    of = openreport.frame(predictions, judgements)
+    empty = pd.DataFrame()
+    open_adapters, open_audit = openreport.deltas(of, parents) if not of.empty else (empty, empty)
     if df.empty:
-        empty = pd.DataFrame()
-        return Report(verdicts=[], tests=0, table=accuracy_table(df), cued_vs_plain=empty, adapter_vs_base=empty,
-                      templates=empty, moves=empty, positions=empty, cis={}, audit=empty, warnings=[],
-                      cued_blind_wrong=empty, arrow=empty)
-    cued, adapters = comparisons(df, parents)
-    audit_table, warnings = audit(df)
-    cued, adapters, audit_table, blind_wrong = holm_adjust([cued, adapters, audit_table, cued_where_blind_fails(df)])
-    return Report(verdicts=verdicts(cued, adapters), tests=len(cued) + len(adapters) + len(audit_table) + len(blind_wrong),
-                  table=accuracy_table(df), cued_vs_plain=cued, adapter_vs_base=adapters, templates=per_template(df),
-                  moves=template_moves(df, parents), positions=positions(df), cis=cell_ci(df), audit=audit_table,
-                  warnings=warnings, cued_blind_wrong=blind_wrong, arrow=arrow_of_time(df))
+        cued = adapters = audit_table = blind_wrong = empty
+        warnings: list[str] = []
+    else:
+        cued, adapters = comparisons(df, parents)
+        audit_table, warnings = audit(df)
+        blind_wrong = cued_where_blind_fails(df)
+    family = holm_adjust([cued, adapters, audit_table, blind_wrong, open_adapters, open_audit])
+    cued, adapters, audit_table, blind_wrong, open_adapters, open_audit = family
+    return Report(verdicts=verdicts(cued, adapters, open_adapters), tests=sum(len(t) for t in family if "p_video" in t),
+                  table=accuracy_table(df), cued_vs_plain=cued, adapter_vs_base=adapters,
+                  templates=empty if df.empty else per_template(df), moves=empty if df.empty else template_moves(df, parents),
+                  positions=empty if df.empty else positions(df), cis={} if df.empty else cell_ci(df), audit=audit_table,
+                  warnings=warnings, cued_blind_wrong=blind_wrong, arrow=empty if df.empty else arrow_of_time(df),
+                  open_accuracy=empty if of.empty else openreport.accuracy(of), open_adapter_vs_base=open_adapters,
+                  open_audit=open_audit, judge_agreement=openreport.agreement(judgements))
 
 
 def cell_ci(df: pd.DataFrame) -> dict[tuple[str, str], tuple[float, float]]:

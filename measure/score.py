@@ -35,3 +35,9 @@ def score_choice(q: Question, targets: Sequence[str], reply: str, top_logprobs: 
     picked = q.choices[list(targets).index(reply)]
     probs = choice_probs(top_logprobs, targets, q.choices) if top_logprobs else None
     return Score("ok", picked, picked == q.answer, probs)
+
+
+def score_open(reply: str) -> Score:
+    """A free-form reply: "ok" when there is one (right or wrong is the judge's call, later:
+    `measure.judge`), "invalid" when it is empty."""
+    return Score("ok", reply, False) if reply else Score("invalid", None, False)

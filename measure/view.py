@@ -18,10 +18,10 @@ from typing import Callable
 from core.errors import UserError
 from core.files import atomic_path, atomic_write
 from core.layout import DataLayout, RunLayout
-from core.records import Prediction, Question, load_questions
+from core.records import Judgement, Prediction, Question, load_questions
 from core.variants import BLIND, CONTROLS, CUED, PLAIN
 from measure import render, report
-from measure.store import PredictionStore
+from measure.store import PredictionStore, judgement_store
 
 ASSETS = Path(__file__).with_name("view_assets")
 THUMB_HEIGHT = 72
@@ -34,6 +34,7 @@ BUCKETS = ("fixed", "regressed", "still failing", "still right")
 class Loaded:
     layout: RunLayout
     predictions: list[Prediction]
+    judgements: list[Judgement]
     parents: dict[str, str | None]
     data: Path | None  # the dataset the run asked, when it is still there
 
@@ -51,7 +52,8 @@ def load(layout: RunLayout, data: Path | None = None) -> Loaded:
         raise UserError(f"{data}: not a dataset (no questions.jsonl)")
     if data is None and record is not None and DataLayout(Path(record.dataset.get("path", ""))).questions.is_file():
         data = Path(record.dataset["path"])
-    return Loaded(layout, predictions, record.parents() if record else {}, data)
+    judgements = list(judgement_store(layout).load().values())
+    return Loaded(layout, predictions, judgements, record.parents() if record else {}, data)
 
 
 def _order(variant: str) -> tuple[int, str]:
@@ -128,6 +130,11 @@ def compact(run: Loaded, questions: dict[str, Question], r: report.Report, thumb
             values[field].append(value)
         return codes[field][value]
 
+    verdicts: dict[int, list] = {}
+    index = {p.key: i for i, p in enumerate(run.predictions)}
+    for j in run.judgements:
+        if j.key[:3] in index:
+            verdicts.setdefault(index[j.key[:3]], []).append([j.judge, j.status, j.pred, j.score, j.error])
     q_index: dict[str, int] = {}
     q_rows: list[list] = []
     p_rows: list[list] = []
@@ -143,7 +150,7 @@ def compact(run: Loaded, questions: dict[str, Question], r: report.Report, thumb
     return {
         "run": run.layout.id, "data": str(run.data) if run.data else None, "fields": values,
         "variants": sorted(values["variant"], key=_order), "questions": q_rows, "predictions": p_rows,
-        "thumbs": thumbs, "report": asdict(render.record(r)), "parents": run.parents,
+        "thumbs": thumbs, "verdicts": verdicts, "report": asdict(render.record(r)), "parents": run.parents,
         "compare": {"run": other.layout.id, "buckets": buckets(run.predictions, other.predictions)} if other else None,
     }
 
@@ -154,7 +161,7 @@ def write(run: Loaded, other: Loaded | None = None, progress: Callable[[int, int
     questions: dict[str, Question] = {}
     if run.data:
         questions = {q.id: q for q in load_questions(DataLayout(run.data).questions)[0]}
-    r = report.build(run.predictions, run.parents)
+    r = report.build(run.predictions, run.parents, run.judgements)
     render.write(run.layout, r)
     folder = run.layout.root / "view"
     thumbs = thumbnails(run, folder / "thumbs", progress)

@@ -8,12 +8,13 @@ from typing import Sequence
 import typer
 
 from core.cli import command, group, main, option
-from core.defaults import DATASET
+from core.defaults import DATASET, OPEN_DATASET
 from core.layout import DataLayout
 from core.runfiles import Manifest
 from prepare.arrow import build_arrow
 from prepare.pipeline import Options, prepare_ssv2, seed_option, variants_option, workers_option
-from prepare.synthetic import generate_raw
+from prepare.openqa import OpenOptions, prepare_open
+from prepare.synthetic import generate_open, generate_raw
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
 
@@ -60,6 +61,64 @@ def synthetic(a: Synthetic) -> None:
     raw = generate_raw(DataLayout(a.out).raw, a.videos, a.seed)
     opts = Options(test_videos=max(1, a.videos // 4), seed=a.seed, variants=a.variants, workers=a.workers)
     _report(a.out, prepare_ssv2(raw["videos"], raw["labels"], [raw["boxes"]], a.out, opts), opts)
+
+
+@dataclass
+class EgoTempo:
+    json: Path = option(help="EgoTempo's egotempo_openQA.json.")
+    videos: Path = option(help="Directory of <clip_id>.mp4 clips.")
+    out: Path = option(help="Output dataset directory, e.g. data/NAME.")
+    options: OpenOptions = group(OpenOptions)
+
+
+@dataclass
+class EgoTextVqa:
+    jsonl: Path = option(help="EgoTextVQA's annotation JSONL (video_id, question_id, question_type, question, "
+                              "correct_answer, timestamp).")
+    videos: Path = option(help="Directory of <video_id>.mp4 clips.")
+    out: Path = option(help="Output dataset directory, e.g. data/NAME.")
+    options: OpenOptions = group(OpenOptions)
+
+
+@dataclass
+class SyntheticOpen:
+    format: str = option("egotempo", "Annotation format to write and read: egotempo or egotextvqa.",
+                         parser=lambda v: v if v in ("egotempo", "egotextvqa") else _bad_format(v))
+    out: Path = option(OPEN_DATASET, "Output dataset directory.")
+    videos: int = option(40, "Videos to generate.")
+    options: OpenOptions = group(OpenOptions)
+
+
+def _bad_format(value: str) -> str:
+    raise ValueError(f"unknown format {value!r}; valid: egotempo, egotextvqa")
+
+
+def _report_open(out: Path, manifest: Manifest) -> None:
+    c = manifest.counts
+    typer.echo(f"{out}: {c['questions']} open questions on {c['videos']} videos {c['by_category']}; variants "
+               f"{', '.join(c['variants'])}; dropped {len(manifest.dropped)} {manifest.dropped_by_reason}")
+    for d in manifest.dropped[:20]:
+        typer.secho(f"dropped {d['item']}: {d['reason']}", fg="yellow", err=True)
+
+
+@command(app, EgoTempo)
+def egotempo(a: EgoTempo) -> None:
+    """Open questions from EgoTempo's egotempo_openQA.json and its clips."""
+    _report_open(a.out, prepare_open("egotempo", a.json, a.videos, a.out, a.options))
+
+
+@command(app, EgoTextVqa)
+def egotextvqa(a: EgoTextVqa) -> None:
+    """Open questions from EgoTextVQA's annotation JSONL and its clips."""
+    _report_open(a.out, prepare_open("egotextvqa", a.jsonl, a.videos, a.out, a.options))
+
+
+@command(app, SyntheticOpen, name="synthetic-open")
+def synthetic_open(a: SyntheticOpen) -> None:
+    """Generate open questions (counting, direction, locating) over synthetic scenes, written in
+    EgoTempo's or EgoTextVQA's exact format, then read them as `prepare egotempo/egotextvqa` does."""
+    raw = generate_open(DataLayout(a.out).raw, a.videos, a.options.seed, a.format)
+    _report_open(a.out, prepare_open(a.format, raw["annotations"], raw["videos"], a.out, a.options))
 
 
 @dataclass

@@ -8,7 +8,7 @@ import zlib
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Iterator, Literal, Sequence, get_args
+from typing import Any, Callable, Iterator, Literal, Sequence, get_args
 
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
@@ -53,8 +53,8 @@ def seed_option() -> Any:
     return option(0, "Seed for the split, distractors, choice order and shuffled frames.")
 
 
-def variants_option() -> Any:
-    return option((PLAIN, "trajectory"), f"Comma-separated clip variants: {', '.join(VARIANTS)}.", parser=variant_names,
+def variants_option(default: tuple[str, ...] = (PLAIN, "trajectory")) -> Any:
+    return option(default, f"Comma-separated clip variants: {', '.join(VARIANTS)}.", parser=variant_names,
                   metavar="NAME,...")
 
 
@@ -205,18 +205,8 @@ def prepare_ssv2(videos: Path, labels: Path, boxes: Sequence[Path], out: Path, o
         for qid, reason in bad:
             drop(qid, reason)
 
-    rerendered = {v: sync_settings(layout, v, settings(v, opts.cues, opts.seed)) for v in opts.variants}
-    asked = sorted({q.video_id for q in questions if in_shard(q.video_id, opts.shard)})
-    rendered = [v for v in opts.variants if v != BLIND]  # blind: no clip, the text alone
-    jobs = [
-        RenderJob(vid, sources[vid], box_map[vid], {v: layout.clip(v, vid) for v in rendered}, opts.cues, opts.seed)
-        for vid in asked
-    ]
-    clips: dict[str, dict[str, Any]] = {}
-    for info in _run_jobs(jobs, opts.workers):
-        clips[info["video_id"]] = info
-        if "error" in info:
-            drop(info["video_id"], info["error"])
+    asked = {q.video_id: sources[q.video_id] for q in questions if in_shard(q.video_id, opts.shard)}
+    clips, rerendered = render_clips(layout, asked, box_map, opts.variants, opts.cues, opts.seed, opts.workers, drop)
     failed = {vid for vid, info in clips.items() if "error" in info}
     questions = [q for q in questions if q.video_id not in failed]
     questions.sort(key=lambda q: (q.split, q.video_id, q.id))
@@ -241,6 +231,27 @@ def prepare_ssv2(videos: Path, labels: Path, boxes: Sequence[Path], out: Path, o
     if opts.shard is not None:
         runfiles.write(layout.shard_manifest(*opts.shard), manifest)
         return manifest
+    return write_dataset(layout, questions, manifest)
+
+
+def render_clips(layout: DataLayout, sources: dict[str, Path], boxes: dict[str, list[FrameBoxes]], variants: Sequence[str],
+                 cues: CueOptions, seed: int, workers: int, drop: Callable[[str, str], None]) -> tuple[dict, dict[str, int]]:
+    """Every variant of every source clip (video id -> path) rendered or reused, a bad clip
+    dropped with its reason; returns (per-video render info, stale clips removed per variant)."""
+    rerendered = {v: sync_settings(layout, v, settings(v, cues, seed)) for v in variants}
+    rendered = [v for v in variants if v != BLIND]  # blind: no clip, the text alone
+    jobs = [RenderJob(vid, path, boxes.get(vid, []), {v: layout.clip(v, vid) for v in rendered}, cues, seed)
+            for vid, path in sorted(sources.items())]
+    clips: dict[str, dict[str, Any]] = {}
+    for info in _run_jobs(jobs, workers):
+        clips[info["video_id"]] = info
+        if "error" in info:
+            drop(info["video_id"], info["error"])
+    return clips, rerendered
+
+
+def write_dataset(layout: DataLayout, questions: list[Question], manifest: Manifest) -> Manifest:
+    """questions.jsonl, questions.parquet and manifest.json, each atomically."""
     atomic_write(layout.questions, "".join(to_json_line(q) for q in questions))
     write_parquet(layout.parquet, questions)
     runfiles.write(layout.manifest, manifest)

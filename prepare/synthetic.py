@@ -273,3 +273,64 @@ def generate_raw(raw: Path, n_videos: int, seed: int) -> dict[str, Path]:
     atomic_write(paths["boxes"], json.dumps(boxes))
     write_json(marker, spec)
     return paths
+
+
+# Open questions over the same scenes, answerable only from the motion or the objects seen.
+_DIRECTION = {"from left to right": "from left to right", "from right to left": "from right to left", "up": "up",
+              "down": "down"}
+_COUNT_WORDS = ("zero", "one", "two", "three")
+
+
+def open_questions(template: Template, objects: list[tuple[str, str]]) -> list[tuple[str, str, str]]:
+    """(question type, question, answer) for one scene: counting, direction, locating."""
+    names = [" ".join(o) for o in objects]
+    text = template.text.lower()
+    out = [("counting", "How many coloured objects does the person handle or use in the video?",
+            _COUNT_WORDS[len(objects)])]
+    for phrase, answer in _DIRECTION.items():
+        if text.endswith(phrase) and ("pushing" in text or "pulling" in text or "moving" in text):
+            out.append(("direction", f"In which direction does the {names[0]} move?", answer))
+    if text.startswith("dropping"):
+        out.append(("locating", f"Where does the {names[0]} end up?", f"on top of the {names[1]}"))
+    elif text.startswith("putting"):
+        out.append(("locating", f"Where does the {names[0]} end up?", f"next to the {names[1]}"))
+    elif text.startswith("covering"):
+        out.append(("locating", f"Where is the {names[0]} at the end?", f"under the {names[1]}"))
+    return out
+
+
+def generate_open(raw: Path, n_videos: int, seed: int, kind: str) -> dict[str, Path]:
+    """Write an open-QA dataset in EgoTempo's (`egotempo_openQA.json`) or EgoTextVQA's (JSONL)
+    exact format over synthetic scenes (mp4 clips); returns {"annotations", "videos"}.
+    Reused as it is when made with the same (kind, seed, videos, version)."""
+    videos_dir = raw / "videos"
+    name = "egotempo_openQA.json" if kind == "egotempo" else "egotextvqa_annotation.jsonl"
+    paths = {"annotations": raw / name, "videos": videos_dir}
+    spec = {"kind": kind, "seed": seed, "videos": n_videos, "version": GENERATOR_VERSION}
+    marker = raw / "generator.json"
+    if marker.is_file() and json.loads(marker.read_text()) == spec:
+        return paths
+    marker.unlink(missing_ok=True)
+    rng = random.Random(f"{seed}/synthetic-open/{kind}")
+    choices = [(c, s) for c in COLOURS for s in SHAPES]
+    rows = []
+    for i in range(n_videos):
+        template = TEMPLATES[i % len(TEMPLATES)]
+        objects = rng.sample(choices, template.text.count("[something]"))
+        frames, _ = make_video(str(i), template, objects, rng)
+        clip = f"synth{i:04d}_0.0_{N_FRAMES / FPS:.1f}" if kind == "egotempo" else str(i)
+        encode(videos_dir / f"{clip}.mp4", frames, FPS, "libx264", crf="23", preset="veryfast")
+        for k, (qtype, question, answer) in enumerate(open_questions(template, objects)):
+            if kind == "egotempo":
+                rows.append({"question_id": f"{clip}_{k}", "clip_id": clip, "question_type": qtype,
+                             "question": question, "answer": answer})
+            else:
+                rows.append({"video_id": clip, "question_id": f"{k}.0", "question_type": qtype, "question": question,
+                             "correct_answer": answer, "timestamp": round(N_FRAMES / FPS, 1)})
+    if kind == "egotempo":
+        write_json(paths["annotations"], {"info": {"date": "synthetic", "version": f"visual-cues {GENERATOR_VERSION}"},
+                                          "annotations": rows})
+    else:
+        atomic_write(paths["annotations"], "".join(json.dumps(r) + "\n" for r in rows))
+    write_json(marker, spec)
+    return paths

@@ -102,6 +102,8 @@ class Settings:
                                            "--media frames sends each clip's fps and frame indices).")
     mm_processor_cache_gb: float = option(4.0, "vLLM's multimodal processor cache (GiB): each clip is processed once "
                                           "for all its questions, models and adapters.")
+    compact_json: bool = option(True, "JSON-schema replies without whitespace (xgrammar backend): a judge's verdict "
+                                "always ends within its token budget (a weak model otherwise pads with whitespace).")
     allowed_media: Path | None = option(None, "Data directory clients may read via file:// URLs (measure --media file).",
                                         envvar="ALLOWED_MEDIA")
     ready_timeout: float = option(900.0, "Seconds to wait for readiness.")
@@ -156,6 +158,8 @@ def build_argv(s: Settings, python: str = sys.executable) -> list[str]:
     if s.trust_request_mm_kwargs:
         argv += ["--trust-request-mm-kwargs"]
     argv += ["--mm-processor-cache-gb", f"{s.mm_processor_cache_gb:g}"]
+    if s.compact_json:  # per-request disable_any_whitespace is ignored: it is an engine setting
+        argv += ["--structured-outputs-config", json.dumps({"backend": "xgrammar", "disable_any_whitespace": True})]
     if s.allowed_media is not None:
         media = s.allowed_media.resolve()
         if media == Path(media.anchor) or not media.is_dir():

@@ -1,0 +1,183 @@
+"""Open questions: EgoTempo / EgoTextVQA formats, free-form asking, the LLM judge (served by
+the same real vLLM), judge failures kept apart, and the per-type tables."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+
+from core.errors import DataError
+from core.records import Judgement, Prediction, read_jsonl
+from measure import openreport, report
+from prepare.openqa import OpenOptions, prepare_open, read_egotempo, read_egotextvqa
+from prepare.synthetic import generate_open
+from tests.conftest import REPO
+from tests.faultproxy import FaultProxy
+
+
+def test_egotempo_reader_keeps_good_rows_and_names_bad_ones(tmp_path):
+    path = tmp_path / "egotempo_openQA.json"
+    good = {"question_id": "c1_0.0_5.0_0", "clip_id": "c1_0.0_5.0", "question_type": "action counting",
+            "question": "How many times does the person open the fridge?", "answer": "Twice."}
+    path.write_text(json.dumps({"info": {"date": "2025", "version": "1"}, "annotations": [
+        good, {**good, "question_id": "c1_0.0_5.0_1", "answer": " "}, "not a dict",
+        {**good, "question_id": "c2_0_1_0", "clip_id": "../etc"}, {k: v for k, v in good.items() if k != "clip_id"}]}))
+    questions, bad = read_egotempo(path)
+    assert [(q.id, q.video_id, q.type, q.category, q.answer, q.choices) for q in questions] == [
+        ("c1_0.0_5.0_0", "c1_0.0_5.0", "open", "action counting", "Twice.", [])]
+    assert bad == [(f"{path}:annotations[1]", "missing or empty 'answer'"),
+                   (f"{path}:annotations[2]", "expected a JSON object"),
+                   (f"{path}:annotations[3]", "video_id '../etc' is not a plain file name (it could escape the data "
+                                              "directory)"),
+                   (f"{path}:annotations[4]", "missing or empty 'clip_id'")]
+    (tmp_path / "list.json").write_text("[]")
+    with pytest.raises(DataError, match="annotations"):
+        read_egotempo(tmp_path / "list.json")
+
+
+def test_egotextvqa_reader_prefixes_question_ids_with_the_video(tmp_path):
+    path = tmp_path / "ann.jsonl"
+    row = {"video_id": "3", "question_id": "1.0", "question_type": "description", "question": "which center is on the "
+           "left side of the road?", "correct_answer": "barclays center", "timestamp": 2.5}
+    path.write_text("\n".join([json.dumps(row), json.dumps({**row, "video_id": 11}), "{torn", "",
+                               json.dumps({**row, "question": ""})]) + "\n")
+    questions, bad = read_egotextvqa(path)
+    assert [(q.id, q.video_id, q.category) for q in questions] == [("3-1.0", "3", "description"), ("11-1.0", "11", "description")]
+    assert bad[0][0] == f"{path}:3" and bad[0][1].startswith("not JSON")
+    assert bad[1] == (f"{path}:5", "missing or empty 'question'")
+
+
+@pytest.mark.parametrize("kind", ["egotempo", "egotextvqa"])
+def test_synthetic_open_data_in_each_format_prepares_with_controls(kind, tmp_path):
+    raw = generate_open(tmp_path / "raw", 6, 0, kind)
+    text = raw["annotations"].read_text()
+    if kind == "egotempo":
+        assert set(json.loads(text)) == {"info", "annotations"}
+    else:
+        assert set(json.loads(text.splitlines()[0])) == {"video_id", "question_id", "question_type", "question",
+                                                        "correct_answer", "timestamp"}
+    (raw["videos"] / sorted(raw["videos"].iterdir())[-1].name).unlink()  # one clip gone
+    out = tmp_path / "data"
+    m = prepare_open(kind, raw["annotations"], raw["videos"], out, OpenOptions(("plain", "blind", "reversed"), 0, 1))
+    assert m.counts["videos"] == 5 and {c for c in m.counts["by_category"]} <= {"counting", "direction", "locating"}
+    assert m.dropped and all(d["reason"].startswith("video missing") for d in m.dropped)
+    assert sorted(p.name for p in (out / "clips").iterdir()) == ["blind", "plain", "reversed"]
+    rows = [row for _, row in read_jsonl(out / "questions.jsonl")]
+    assert all(r["type"] == "open" and r["choices"] == [] and r["answer"] for r in rows)
+    with pytest.raises(DataError, match="draw cues from boxes"):
+        prepare_open(kind, raw["annotations"], raw["videos"], tmp_path / "x", OpenOptions(("plain", "trajectory"), 0, 1))
+
+
+def _p(qid, video, model, variant, category, status="ok"):
+    return Prediction(question_id=qid, video_id=video, type="open", model=model, variant=variant, choices=[], answer="x",
+                      reply="y" if status == "ok" else None, status=status, correct=False, category=category)
+
+
+def _j(qid, model, variant, pred, score, judge="J", status="ok"):
+    return Judgement(question_id=qid, model=model, variant=variant, judge=judge, status=status,
+                     pred=pred if status == "ok" else None, score=score if status == "ok" else None)
+
+
+def test_per_type_table_counts_judge_failures_apart_all_vs_valid():
+    preds = [_p("q1", "v1", "m", "plain", "count"), _p("q2", "v1", "m", "plain", "count"),
+             _p("q3", "v2", "m", "plain", "where"), _p("q4", "v3", "m", "plain", "where", status="invalid"),
+             _p("q5", "v3", "m", "plain", "where")]
+    judgements = [_j("q1", "m", "plain", "yes", 5), _j("q2", "m", "plain", "no", 1),
+                  _j("q3", "m", "plain", None, None, status="judge_error")]  # q5: not judged yet
+    t = report.build(preds, {}, judgements).open_accuracy.set_index("category")
+    count, where, both = t.loc["count"], t.loc["where"], t.loc["all"]
+    assert (count["n"], count["judged"], count["judge_failed"], count["acc_all"], count["acc_valid"]) == (2, 2, 0, 50, 50)
+    assert count["score_all"] == count["score_valid"] == 3
+    # where: q3 judge error and q5 unjudged are "no"/0 in ALL, left out of VALID; q4's empty reply is the model's "no".
+    assert (where["n"], where["judged"], where["judge_failed"], where["invalid"]) == (3, 1, 2, 1)
+    assert where["acc_all"] == 0 and where["acc_valid"] == 0 and where["score_valid"] == 0
+    assert (both["n"], both["judge_failed"]) == (5, 2)
+    assert both["acc_all"] == pytest.approx(20) and both["acc_valid"] == pytest.approx(100 / 3)
+    assert both["acc_valid_low"] <= both["acc_valid"] <= both["acc_valid_high"]
+
+
+def test_judges_agreement_and_kappa_hand_computed():
+    # 4 shared verdicts: J1 yes yes no no, J2 yes no no no -> agreement 3/4; p_e = .5*.25 + .5*.75 = .5; kappa .5
+    pairs = [("yes", "yes"), ("yes", "no"), ("no", "no"), ("no", "no")]
+    js = [_j(f"q{i}", "m", "plain", a, 3, judge="J1") for i, (a, _) in enumerate(pairs)]
+    js += [_j(f"q{i}", "m", "plain", b, 3, judge="J2") for i, (_, b) in enumerate(pairs)]
+    js.append(_j("q9", "m", "plain", "yes", 3, judge="J1"))  # judged by one judge only: not compared
+    a = openreport.agreement(js).iloc[0]
+    assert (a["judge_a"], a["judge_b"], a["n"], a["agreement"]) == ("J1", "J2", 4, 75.0)
+    assert a["kappa"] == pytest.approx(0.5)
+
+
+def test_open_deltas_pair_valid_verdicts_and_enter_the_verdicts():
+    preds, js = [], []
+    for i in range(12):
+        for model in ("base", "lora"):
+            preds.append(_p(f"q{i}", f"v{i}", model, "plain", "count"))
+            js.append(_j(f"q{i}", model, "plain", "yes" if model == "lora" or i < 3 else "no", 4 if model == "lora" else 1))
+    js[-1] = _j("q11", "lora", "plain", None, None, status="judge_error")
+    r = report.build(preds, {"lora": "base", "base": None}, js)
+    row = r.open_adapter_vs_base.set_index("category").loc["all"]
+    assert (row["n"], row["only_b"], row["only_a"]) == (11, 8, 0)  # q11 left out: its verdict failed
+    assert row["score_delta"] == pytest.approx(3.0) and row["p_video"] == pytest.approx(2 / 256)
+    assert any(v.startswith("lora vs base, plain, open all, judge J: +72.7 pts") for v in r.verdicts)
+
+
+# --- against the real server --------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def open_run(server, tmp_path_factory):
+    root = tmp_path_factory.mktemp("open")
+    data = root / "data"
+    r = subprocess.run([sys.executable, "-m", "prepare", "synthetic-open", "--out", str(data), "--videos", "8",
+                        "--variants", "plain,blind", "--workers", "1"], cwd=REPO, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-2000:]
+    r = subprocess.run([sys.executable, "-m", "measure", "--data", str(data), "--base-url", server.base_url,
+                        "--runs-dir", str(root), "--run-id", "open", "--limit", "6", "--open-max-tokens", "12"],
+                       cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    return root / "open", data
+
+
+def _judge(run, url, *extra):
+    return subprocess.run([sys.executable, "-m", "measure", "judge", str(run), "--judge-url", url, *extra],
+                          cwd=REPO, capture_output=True, text=True, timeout=600)
+
+
+def test_open_answers_are_free_form_and_bounded(open_run):
+    run, _ = open_run
+    rows = pd.read_json(run / "predictions.jsonl", lines=True)
+    assert len(rows) == 6 * 2 * 2 and set(rows["type"]) == {"open"} and (rows["status"] == "ok").all()
+    assert (rows["choices"].map(len) == 0).all() and rows["reply"].str.len().gt(0).all()
+    assert (rows["prompt_tokens"] > 0).all()
+
+
+def test_judge_failures_are_kept_apart_and_asked_again(open_run, server):
+    run, _ = open_run
+    # Every judge call fails (the fault proxy answers 503): judge_error, never "no"; exit 1.
+    with FaultProxy(server.base_url.removesuffix("/v1"), rate=1.0, seed=3, modes=("http503",)) as proxy:
+        r = _judge(run, proxy.url + "/v1", "--judge-model", server.base_model)
+    assert r.returncode == 1, r.stderr[-2000:]
+    lines = [json.loads(line) for line in (run / "judgements.jsonl").read_text().splitlines()]
+    assert len(lines) == 24 and {j["status"] for j in lines} == {"judge_error"} and {j["pred"] for j in lines} == {None}
+    failed = json.loads((run / "report.json").read_text())["open_accuracy"]
+    assert all(row["judge_failed"] == row["n"] and row["judged"] == 0 for row in failed)
+    # Again, against the server itself: every error is asked again, each item ends with one valid verdict.
+    r = _judge(run, server.base_url)
+    assert r.returncode == 0, r.stderr[-2000:]
+    lines = [json.loads(line) for line in (run / "judgements.jsonl").read_text().splitlines()]
+    assert len(lines) == 24 and {j["status"] for j in lines} == {"ok"}
+    assert all(j["pred"] in ("yes", "no") and 0 <= j["score"] <= 5 for j in lines)
+    assert len({(j["question_id"], j["model"], j["variant"], j["judge"]) for j in lines}) == 24
+    rep = json.loads((run / "report.json").read_text())
+    overall = [row for row in rep["open_accuracy"] if row["category"] == "all"]
+    assert len(overall) == 4 and all(row["judge_failed"] == 0 and row["n"] == 6 for row in overall)
+    run_json = json.loads((run / "run.json").read_text())
+    assert run_json["judges"][0]["judge"] == server.base_model and run_json["judges"][0]["temperature"] == 0.0
+    # A second judge (the adapter) on the same run: compared with the first.
+    r = _judge(run, server.base_url, "--judge-model", server.adapter)
+    assert r.returncode == 0, r.stderr[-2000:]
+    agreement = json.loads((run / "report.json").read_text())["judge_agreement"]
+    assert agreement[0]["n"] == 24 and 0 <= agreement[0]["agreement"] <= 100
