@@ -123,6 +123,7 @@ class Prediction:
     prompt_tokens: int | None = None  # what the server counted: shows the frames really sent
     frame_indices: list[int] | None = None  # frames the client sampled and sent, if it did
     frame_size: list[int] | None = None  # [W, H] of the frames the client sent, if it did
+    server: str | None = None  # base URL of the server that answered
     schema_version: int = SCHEMA_VERSION
 
     @property

@@ -5,12 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import itertools
 import os
 import random
 import time
 from concurrent.futures import Executor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -203,7 +202,8 @@ async def run_items(
     on_result: Callable[[Prediction], None],
     pool: Executor | None = None,
 ) -> None:
-    """Send every item with at most `concurrency` in flight, spread over the servers in turn;
+    """Send every item with at most `concurrency` in flight, each to the server with the fewest
+    requests in flight (a slow server gets fewer; every prediction records its `server`);
     `on_result` sees each prediction as soon as it is known. Each clip's media is prepared
     once, in `pool` (default: a `media.worker_pool` started here), at most `2 * concurrency`
     items ahead of the requests (memory stays flat however many items there are);
@@ -212,7 +212,7 @@ async def run_items(
     stop with ServerUnavailable rather than record the rest as errors (only requests in
     flight are dropped)."""
     clients = [AsyncOpenAI(base_url=u, api_key=api_key or "EMPTY", max_retries=0) for u in base_urls]
-    pick = itertools.cycle(clients)
+    in_flight = [0] * len(clients)
     n_workers = max(1, min(concurrency, len(items)))
     queue: asyncio.Queue[tuple[Item, asyncio.Future | None] | None] = asyncio.Queue(maxsize=2 * concurrency)
     failures = 0
@@ -246,7 +246,12 @@ async def run_items(
                 except Exception as e:  # an unreadable clip is this item's error, not the run's
                     pred = unreadable(item, e)
                 else:
-                    pred = await ask(next(pick), item, cfg, prepared)
+                    k = min(range(len(clients)), key=in_flight.__getitem__)  # ties: the first listed
+                    in_flight[k] += 1
+                    try:
+                        pred = replace(await ask(clients[k], item, cfg, prepared), server=base_urls[k])
+                    finally:
+                        in_flight[k] -= 1
             on_result(pred)
             failures = failures + 1 if _unreachable(pred) else 0
             if failures >= max(8, concurrency):

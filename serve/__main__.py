@@ -62,14 +62,15 @@ def _describe(models: list[dict]) -> str:
 @command(app, Settings, context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
 def run(settings: Settings, ctx: typer.Context) -> None:
     """Start vLLM; extra arguments pass through to `vllm serve`. Prints the URL once ready."""
-    gpu = server.has_gpu()
+    gpus = server.gpu_count()
+    gpu = gpus > 0
     model = settings.model or server.default_model(gpu)
     if model == str(TINY_MODEL) and not (TINY_MODEL / "config.json").is_file():
         typer.echo(f"serve: {model} is missing; building the embedded tiny model (offline, seeded)", err=True)
         build_tiny(TINY_MODEL, ADAPTERS_DIR / "tiny-cued", TINY_SMOLVLM, seed=0)
     adapters = settings.adapters if settings.adapters is not None else server.discover_adapters(model)
     settings = replace(settings, model=model, adapters=adapters, extra=list(ctx.args))
-    argv = server.build_argv(settings)
+    argv = server.build_argv(settings, gpus=gpus)
     host, port, api_key = settings.host, settings.port, settings.api_key
     if not ipaddress.ip_address(host if host != "localhost" else "127.0.0.1").is_loopback:
         typer.secho(f"warning: binding {host}: the server is reachable from other machines", fg="yellow", err=True)
@@ -77,6 +78,8 @@ def run(settings: Settings, ctx: typer.Context) -> None:
         fail(f"{host}:{port} is already in use (another server?); choose --port")
     shown = [a if a != api_key else "***" for a in argv]
     typer.echo(f"serve: {shlex.join(shown)}", err=True)
+    typer.echo(f"serve: {settings.data_parallel_size} engine(s) x TP {settings.tensor_parallel_size} behind one endpoint "
+               f"({settings.data_parallel_backend}; {gpus or 'no'} GPU(s) visible here)", err=True)
     # vLLM and the engine processes it spawns get a process group of their own, stopped as
     # one when this process is told to stop (SIGTERM, Ctrl-C) or exits.
     proc = subprocess.Popen(argv, env=server.build_env(dict(os.environ), model, gpu), start_new_session=True)

@@ -2,6 +2,7 @@
 environment (pure: no side effects)."""
 from __future__ import annotations
 
+import importlib.util
 import json
 import shutil
 import socket
@@ -23,11 +24,16 @@ class SettingsError(UserError, ValueError):
     """Bad server settings; the message says which one and why."""
 
 
-def has_gpu() -> bool:
-    """True when an NVIDIA GPU is visible (the same test scripts/setup.sh uses)."""
+def _bad_backend(value: str) -> str:
+    raise ValueError(f"unknown data-parallel backend {value!r}; valid: mp, ray")
+
+
+def gpu_count() -> int:
+    """NVIDIA GPUs visible on this node (0 without nvidia-smi: the test scripts/setup.sh uses)."""
     if not shutil.which("nvidia-smi"):
-        return False
-    return subprocess.run(["nvidia-smi", "-L"], capture_output=True).returncode == 0
+        return 0
+    r = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True)
+    return sum(line.startswith("GPU ") for line in r.stdout.splitlines()) if r.returncode == 0 else 0
 
 
 def port_in_use(host: str, port: int) -> bool:
@@ -106,6 +112,14 @@ class Settings:
                                 "always ends within its token budget (a weak model otherwise pads with whitespace).")
     allowed_media: Path | None = option(None, "Data directory clients may read via file:// URLs (measure --media file).",
                                         envvar="ALLOWED_MEDIA")
+    tensor_parallel_size: int = option(1, "GPUs one engine spans (vLLM --tensor-parallel-size).", envvar="TP")
+    data_parallel_size: int = option(1, "Engines behind this one endpoint, all nodes together (vLLM "
+                                     "--data-parallel-size): vLLM balances the requests across them.", envvar="DP")
+    data_parallel_size_local: int | None = option(None, "Engines on this node when they span several nodes (vLLM "
+                                                  "--data-parallel-size-local).")
+    data_parallel_backend: str = option("mp", "mp: engines on this node; ray: engines placed on the nodes of a running "
+                                        "Ray cluster (vLLM --data-parallel-backend).",
+                                        parser=lambda v: v if v in ("mp", "ray") else _bad_backend(v))
     ready_timeout: float = option(900.0, "Seconds to wait for readiness.")
     extra: list[str] = field(default_factory=list)  # arguments passed to `vllm serve` unchanged
 
@@ -123,8 +137,31 @@ def max_lora_rank(adapters: dict[str, Path]) -> int:
     raise SettingsError(f"adapter rank {need} exceeds vLLM's maximum {LORA_RANKS[-1]}")
 
 
-def build_argv(s: Settings, python: str = sys.executable) -> list[str]:
-    """The vLLM command as an argument list (never a shell string)."""
+def parallel_argv(s: Settings, gpus: int) -> list[str]:
+    """vLLM's own scale-out flags, checked: TP GPUs per engine, DP engines behind one endpoint
+    (on this node with mp, over a Ray cluster with ray). `gpus`: GPUs visible here (0: CPU)."""
+    tp, dp, local = s.tensor_parallel_size, s.data_parallel_size, s.data_parallel_size_local
+    if tp < 1 or dp < 1 or (local is not None and not 1 <= local <= dp):
+        raise SettingsError(f"tensor-parallel-size {tp} and data-parallel-size {dp} must be >= 1, and "
+                            f"data-parallel-size-local ({local}) between 1 and data-parallel-size")
+    here = tp * (local if local is not None else dp if s.data_parallel_backend == "mp" else 1)
+    if gpus and here > gpus:
+        raise SettingsError(f"{here} GPUs needed on this node (TP {tp} x {local or dp} engine(s)), {gpus} visible")
+    if s.data_parallel_backend == "ray" and importlib.util.find_spec("ray") is None:
+        raise SettingsError("--data-parallel-backend ray needs Ray (pip install ray) and a running cluster: "
+                            "`ray start --head` here, `ray start --address HEAD_IP:6379` on the other nodes")
+    argv = ["--tensor-parallel-size", str(tp)] if tp > 1 else []
+    if dp > 1:
+        argv += ["--data-parallel-size", str(dp)]
+    if local is not None:
+        argv += ["--data-parallel-size-local", str(local)]
+    if s.data_parallel_backend != "mp":
+        argv += ["--data-parallel-backend", s.data_parallel_backend]
+    return argv
+
+
+def build_argv(s: Settings, python: str = sys.executable, gpus: int = 0) -> list[str]:
+    """The vLLM command as an argument list (never a shell string); `gpus` visible here."""
     if s.model is None:
         raise SettingsError("no model given")
     if s.frames is not None and s.frames < 2:
@@ -158,6 +195,7 @@ def build_argv(s: Settings, python: str = sys.executable) -> list[str]:
     if s.trust_request_mm_kwargs:
         argv += ["--trust-request-mm-kwargs"]
     argv += ["--mm-processor-cache-gb", f"{s.mm_processor_cache_gb:g}"]
+    argv += parallel_argv(s, gpus)
     if s.compact_json:  # per-request disable_any_whitespace is ignored: it is an engine setting
         argv += ["--structured-outputs-config", json.dumps({"backend": "xgrammar", "disable_any_whitespace": True})]
     if s.allowed_media is not None:

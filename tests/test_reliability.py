@@ -122,6 +122,25 @@ def test_injected_faults_are_survived_with_identical_results(server, synthetic, 
     print(f"faults injected and survived: {dict(proxy.injected)}; retries recorded: {extra}")
 
 
+def test_each_request_goes_to_the_server_with_the_fewest_in_flight(server, synthetic, tmp_path):
+    """Two endpoints of one real server, one behind a proxy adding 0.5 s to every request: the
+    slow one gets fewer requests, the answers are those of a single-server run, and every
+    prediction says which server answered."""
+    common = ["--data", synthetic, "--runs-dir", tmp_path, "--limit", "12", "--concurrency", "8"]
+    single = _measure(*common, "--base-url", server.base_url, "--run-id", "single")
+    assert single.returncode == 0, single.stderr[-2000:]
+    with FaultProxy(server.base_url.removesuffix("/v1"), rate=1.0, modes=("stall",), stall_s=0.5) as slow:
+        slow_url = slow.url + "/v1"
+        two = _measure(*common, "--base-url", server.base_url, "--base-url", slow_url, "--run-id", "two")
+    assert two.returncode == 0, two.stderr[-2000:]
+    rows = _rows(tmp_path / "two")
+    counts = {url: sum(r["server"] == url for r in rows) for url in (server.base_url, slow_url)}
+    assert sum(counts.values()) == len(rows) == 12 * 2 * 2
+    assert counts[server.base_url] > 2 * counts[slow_url] > 0, counts
+    assert _answers(tmp_path / "two") == _answers(tmp_path / "single")
+    print(f"requests per server (fast, +0.5 s): {list(counts.values())}")
+
+
 def test_persistent_errors_are_errors_not_wrong_answers(server, synthetic, tmp_path):
     with FaultProxy(server.base_url.removesuffix("/v1"), rate=1.0, seed=1, modes=("http503",)) as proxy:
         r = _measure("--data", synthetic, "--base-url", proxy.url + "/v1", "--runs-dir", tmp_path, "--run-id", "down",

@@ -99,3 +99,30 @@ def test_profiles_pick_the_media_limits(tiny, tmp_path):
     assert json.loads(_opt(argv, "--limit-mm-per-prompt")) == {"image": 6} and "--media-io-kwargs" not in argv
     argv = command.build_argv(Settings(model=str(tiny.model), frames=6))
     assert json.loads(_opt(argv, "--limit-mm-per-prompt")) == {"video": 1, "image": 1}
+
+
+def test_vllm_scale_out_flags_are_checked_and_passed(tmp_path, monkeypatch):
+    base = dict(model=str(tmp_path), frames=8)
+    # Default: one engine, no parallel flags; compact JSON for judges.
+    argv = command.build_argv(Settings(**base), python="py")
+    assert "--tensor-parallel-size" not in argv and "--data-parallel-size" not in argv
+    assert json.loads(_opt(argv, "--structured-outputs-config")) == {"backend": "xgrammar", "disable_any_whitespace": True}
+    # 1 node x 8 GPUs: 4 engines of TP 2 behind one endpoint.
+    argv = command.build_argv(Settings(**base, tensor_parallel_size=2, data_parallel_size=4), python="py", gpus=8)
+    assert (_opt(argv, "--tensor-parallel-size"), _opt(argv, "--data-parallel-size")) == ("2", "4")
+    assert "--data-parallel-backend" not in argv
+    with pytest.raises(SettingsError, match="8 GPUs needed on this node .* 4 visible"):
+        command.build_argv(Settings(**base, tensor_parallel_size=2, data_parallel_size=4), gpus=4)
+    with pytest.raises(SettingsError, match="must be >= 1"):
+        command.build_argv(Settings(**base, data_parallel_size=0))
+    with pytest.raises(SettingsError, match="data-parallel-size-local"):
+        command.build_argv(Settings(**base, data_parallel_size=2, data_parallel_size_local=3))
+    # 2 nodes x 8 GPUs over Ray: 16 engines, 8 here; refused with the how-to when Ray is absent.
+    ray = Settings(**base, data_parallel_size=16, data_parallel_size_local=8, data_parallel_backend="ray")
+    monkeypatch.setattr(command.importlib.util, "find_spec", lambda name: None if name == "ray" else object())
+    with pytest.raises(SettingsError, match="pip install ray.*ray start --head"):
+        command.build_argv(ray, gpus=8)
+    monkeypatch.setattr(command.importlib.util, "find_spec", lambda name: object())
+    argv = command.build_argv(ray, python="py", gpus=8)
+    assert (_opt(argv, "--data-parallel-size"), _opt(argv, "--data-parallel-size-local"),
+            _opt(argv, "--data-parallel-backend")) == ("16", "8", "ray")
