@@ -26,6 +26,7 @@ from measure import media, prompt
 from measure.media import Media, MediaSpec, Prepared, parse_size
 from measure.prompt import AnswerFormat
 from measure.score import score_choice, score_open
+from measure.servers import ServerLost, Servers, ServerUnavailable
 
 RETRYABLE = (openai.APIConnectionError, openai.APITimeoutError, openai.InternalServerError, openai.RateLimitError)
 MAX_TOKENS = 32  # a choice is a few tokens; the constraint ends the reply
@@ -66,6 +67,8 @@ class AskConfig:
     frames: int | None = option(None, "--media data/file: frames the server samples per clip, sent per request "
                                 "(server needs --trust-request-mm-kwargs). Default: the server's setting.")
     media_workers: int = option(max(1, (os.cpu_count() or 2) // 2), "Processes preparing clips ahead of the requests.")
+    down_timeout_s: float = option(60.0, "Seconds with no server accepting connections before the run stops (exit 3); "
+                                   "a server back sooner is used again.", flags=("--down-timeout",))
     open_max_tokens: int = option(64, "Open questions: longest free-form answer, in tokens.")
     backoff_s: float = 0.5  # doubles per attempt, capped at 8 s, with jitter
     profiles: dict[str, Profile] = field(default_factory=dict)  # served model -> request profile
@@ -147,15 +150,26 @@ def unreadable(item: Item, problem: BaseException | None = None) -> Prediction:
     return Prediction(**_base(item), reply=None, status="error", correct=False, error=error)
 
 
-async def create(client: AsyncOpenAI, args: dict[str, Any], max_attempts: int, backoff_s: float) -> tuple[Any, int, str]:
+def refused(e: BaseException) -> bool:
+    """The server did not accept the connection at all (down or restarting), as opposed to a
+    dropped or slow one."""
+    # openai's transport is its own httpx build (module httpx2): match the cause by name
+    return isinstance(e, openai.APIConnectionError) and type(e.__cause__).__name__ == "ConnectError"
+
+
+async def create(client: AsyncOpenAI, args: dict[str, Any], max_attempts: int, backoff_s: float,
+                 lost_when_refused: bool = False) -> tuple[Any, int, str]:
     """One chat completion with bounded retries (exponential backoff with jitter, capped at
-    8 s) on connection trouble, timeouts and 5xx; a 4xx is final. Returns (response or
-    None, attempts made, the last error)."""
+    8 s) on connection trouble, timeouts and 5xx; a 4xx is final. With `lost_when_refused`, a
+    refused connection raises ServerLost instead (the caller asks another server). Returns
+    (response or None, attempts made, the last error)."""
     error = ""
     for attempt in range(1, max_attempts + 1):
         try:
             return await client.chat.completions.create(**args), attempt, ""
         except RETRYABLE as e:
+            if lost_when_refused and refused(e):
+                raise ServerLost(str(e)) from None
             error = f"{type(e).__name__}: {e}"
             if attempt < max_attempts:
                 await asyncio.sleep(min(8.0, backoff_s * 2 ** (attempt - 1)) * (0.5 + random.random()))
@@ -164,16 +178,17 @@ async def create(client: AsyncOpenAI, args: dict[str, Any], max_attempts: int, b
     return None, max_attempts, error
 
 
-async def ask(client: AsyncOpenAI, item: Item, cfg: AskConfig, prepared: Prepared | None) -> Prediction:
+async def ask(client: AsyncOpenAI, item: Item, cfg: AskConfig, prepared: Prepared | None,
+              lost_when_refused: bool = False) -> Prediction:
     """One question with its prepared media -> one Prediction; never raises for server trouble
-    (status 'error')."""
+    (status 'error'), except ServerLost when asked to (`create`)."""
     q = item.question
     base = _base(item)
     args = request(item, cfg, prepared)
     sent = dict(frame_indices=prepared.frame_indices, frame_size=prepared.frame_size) if prepared else {}
     targets = prompt.targets(q, cfg.answer_format)
     start = time.perf_counter()
-    resp, attempt, error = await create(client, args, cfg.max_attempts, cfg.backoff_s)
+    resp, attempt, error = await create(client, args, cfg.max_attempts, cfg.backoff_s, lost_when_refused)
     if resp is not None:
         choice = resp.choices[0]
         reply = (choice.message.content or "").strip()
@@ -185,14 +200,6 @@ async def ask(client: AsyncOpenAI, item: Item, cfg: AskConfig, prepared: Prepare
                       latency_s=time.perf_counter() - start, attempts=attempt, error=error, **sent)
 
 
-class ServerUnavailable(RuntimeError):
-    """Every request fails to connect: the server is down. What was answered is kept."""
-
-
-def _unreachable(pred: Prediction) -> bool:
-    return pred.status == "error" and (pred.error or "").startswith("APIConnectionError")
-
-
 async def run_items(
     items: list[Item],
     base_urls: list[str],
@@ -202,20 +209,17 @@ async def run_items(
     on_result: Callable[[Prediction], None],
     pool: Executor | None = None,
 ) -> None:
-    """Send every item with at most `concurrency` in flight, each to the server with the fewest
-    requests in flight (a slow server gets fewer; every prediction records its `server`);
-    `on_result` sees each prediction as soon as it is known. Each clip's media is prepared
+    """Send every item with at most `concurrency` in flight, each to the live server with the
+    fewest requests in flight (`measure.servers`: a slow server gets fewer, a dead one is
+    taken out and its items asked elsewhere, a revived one taken back; every prediction
+    records its `server`); `on_result` sees each prediction as soon as it is known. Each clip's media is prepared
     once, in `pool` (default: a `media.worker_pool` started here), at most `2 * concurrency`
     items ahead of the requests (memory stays flat however many items there are);
-    consecutive items with equal media share it.
-    When `max(8, concurrency)` items in a row fail to connect even after their retries,
-    stop with ServerUnavailable rather than record the rest as errors (only requests in
-    flight are dropped)."""
-    clients = [AsyncOpenAI(base_url=u, api_key=api_key or "EMPTY", max_retries=0) for u in base_urls]
-    in_flight = [0] * len(clients)
+    consecutive items with equal media share it. When no server has accepted a connection
+    for `cfg.down_timeout_s`, stop with ServerUnavailable rather than record the rest as errors."""
+    servers = Servers(base_urls, api_key, cfg.down_timeout_s)
     n_workers = max(1, min(concurrency, len(items)))
     queue: asyncio.Queue[tuple[Item, asyncio.Future | None] | None] = asyncio.Queue(maxsize=2 * concurrency)
-    failures = 0
     loop = asyncio.get_running_loop()
     own = contextlib.ExitStack()
     if pool is None:
@@ -235,7 +239,6 @@ async def run_items(
             await queue.put(None)
 
     async def worker() -> None:
-        nonlocal failures
         while (entry := await queue.get()) is not None:
             item, pending = entry
             if item.clip is not None and pending is None:  # the clip is missing
@@ -246,18 +249,10 @@ async def run_items(
                 except Exception as e:  # an unreadable clip is this item's error, not the run's
                     pred = unreadable(item, e)
                 else:
-                    k = min(range(len(clients)), key=in_flight.__getitem__)  # ties: the first listed
-                    in_flight[k] += 1
-                    try:
-                        pred = replace(await ask(clients[k], item, cfg, prepared), server=base_urls[k])
-                    finally:
-                        in_flight[k] -= 1
+                    pred = await ask_somewhere(servers, item, cfg, prepared)
             on_result(pred)
-            failures = failures + 1 if _unreachable(pred) else 0
-            if failures >= max(8, concurrency):
-                raise ServerUnavailable(f"{', '.join(base_urls)} stopped answering: {failures} requests in a row "
-                                        f"failed to connect after {cfg.max_attempts} attempts each ({pred.error})")
 
+    prober = asyncio.create_task(servers.probe_forever())
     try:
         async with asyncio.TaskGroup() as group:
             group.create_task(produce())
@@ -266,9 +261,22 @@ async def run_items(
     except* ServerUnavailable as eg:
         raise eg.exceptions[0] from None
     finally:
+        prober.cancel()
         own.close()
-        for c in clients:
-            await c.close()
+        await servers.close()
+
+
+async def ask_somewhere(servers: Servers, item: Item, cfg: AskConfig, prepared: Prepared | None) -> Prediction:
+    """Ask on the live server with the fewest in flight; one that refuses the connection is
+    taken out and the item asked again elsewhere (or once it is back)."""
+    while True:
+        e = await servers.take()
+        try:
+            return replace(await ask(e.client, item, cfg, prepared, lost_when_refused=True), server=e.url)
+        except ServerLost:
+            servers.lost(e)
+        finally:
+            servers.give(e)
 
 
 async def warm_up(base_url: str, api_key: str | None, model: str, media_io: bool = False) -> str | None:

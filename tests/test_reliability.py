@@ -80,7 +80,7 @@ def test_api_key_is_required_and_measure_says_so(keyed, synthetic, tmp_path):
 
 def test_server_killed_mid_run_then_resumed_equals_an_uninterrupted_run(keyed, synthetic, tmp_path):
     common = ["--data", synthetic, "--base-url", keyed["url"], "--api-key", KEY, "--runs-dir", tmp_path,
-              "--concurrency", "1", "--max-attempts", "3"]
+              "--concurrency", "1", "--max-attempts", "3", "--down-timeout", "5"]
     proc = subprocess.Popen([sys.executable, "-m", "measure", *map(str, common), "--run-id", "killed"], cwd=REPO,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     _wait_lines(tmp_path / "killed" / "predictions.jsonl", 10, proc)
@@ -104,6 +104,36 @@ def test_server_killed_mid_run_then_resumed_equals_an_uninterrupted_run(keyed, s
     for r in saved:  # what was answered before the kill stays as it was
         if r["status"] == "ok":
             assert _answers(tmp_path / "killed")[(r["question_id"], r["model"], r["variant"])] == ("ok", r["reply"])
+
+
+def test_a_server_lost_mid_run_is_taken_out_and_taken_back(server, keyed, synthetic, tmp_path):
+    """Two real servers, the one listed first SIGKILLed mid-run: its in-flight item goes to the
+    other, nothing is lost, duplicated or recorded as an error, the answers are a single-server
+    run's; restarted mid-run, it is used again. (The second server sits behind a proxy adding
+    2.5 s per request, so the run outlasts the restart.)"""
+    single = _measure("--data", synthetic, "--base-url", keyed["url"], "--api-key", KEY, "--runs-dir", tmp_path,
+                      "--run-id", "single")
+    assert single.returncode == 0, single.stderr[-2000:]
+    with FaultProxy(server.base_url.removesuffix("/v1"), rate=1.0, modes=("stall",), stall_s=2.5) as slow:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "measure", "--data", str(synthetic), "--base-url", keyed["url"], "--base-url",
+             slow.url + "/v1", "--api-key", KEY, "--runs-dir", str(tmp_path), "--run-id", "two", "--concurrency", "1"],
+            cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        _wait_lines(tmp_path / "two" / "predictions.jsonl", 6, proc)
+        _kill_tree(keyed["proc"].pid)
+        keyed["proc"] = start_server(keyed["argv"], keyed["log"] / "vllm-restart-2.log", keyed["url"], KEY)
+        back = (tmp_path / "two" / "predictions.jsonl").read_text().count("\n")  # lines when it was ready again
+        _, err = proc.communicate(timeout=900)
+    assert proc.returncode == 0, err[-3000:]
+    rows = _rows(tmp_path / "two")
+    keys = [(r["question_id"], r["model"], r["variant"]) for r in rows]
+    assert len(keys) == len(set(keys)) == len(_rows(tmp_path / "single"))  # 0 lost, 0 duplicated
+    assert all(r["status"] == "ok" for r in rows)
+    assert _answers(tmp_path / "two") == _answers(tmp_path / "single")
+    slow_url = slow.url + "/v1"
+    assert any(r["server"] == slow_url for r in rows)
+    assert back < len(rows) and any(r["server"] == keyed["url"] for r in rows[back:]), (back, len(rows))
+    print(f"lines before restart: {back}; servers after it: {[r['server'] == keyed['url'] for r in rows[back:]]}")
 
 
 def test_injected_faults_are_survived_with_identical_results(server, synthetic, tmp_path):
