@@ -14,7 +14,7 @@ from core.records import OPEN, load_questions
 from measure import judge as judge_mod
 from measure import power, render, report, stats, view
 from measure.run import RunOptions, check, execute, open_run
-from measure.store import PredictionStore, judgement_store
+from measure.store import PredictionStore, dataset, judgement_store
 
 app = typer.Typer(add_completion=False, help=__doc__)
 RunsDir = Annotated[Path, typer.Option(help="Where run ids are looked up.")]
@@ -172,12 +172,16 @@ def judge_cmd(
     served = [m["id"] for m in list_models(url, api_key)]
     if judge not in served:
         fail(f"judge {judge!r} is not served at {url} (it serves {', '.join(served)})")
-    layout = DataLayout(data or Path(record.dataset.get("path", "")))
+    found = dataset(record, data)
+    if found is None:
+        fail(f"{store.layout.id}: its dataset {record.dataset.get('path')!r} is not found (the judge needs the "
+             "questions); give --data")
+    layout = DataLayout(found)
     questions = {q.id: q for q in load_questions(layout.questions)[0]}
     jstore = judgement_store(store.layout)
-    done = jstore.load()
-    items = [(p, questions[p.question_id]) for p in judge_mod.todo(predictions, done, judge) if p.question_id in questions]
-    lost = len(judge_mod.todo(predictions, done, judge)) - len(items)
+    pending = judge_mod.todo(predictions, jstore.load(), judge)
+    items = [(p, questions[p.question_id]) for p in pending if p.question_id in questions]
+    lost = len(pending) - len(items)
     if lost:
         _warn(f"{lost} prediction(s) not judged: their question is not in {layout.questions}")
     cfg = judge_mod.JudgeConfig(judge)

@@ -9,7 +9,8 @@ from typing import IO, Any, Callable, Generic, Hashable, Mapping, TypeVar
 
 from core import runfiles
 from core.files import atomic_write
-from core.layout import RunLayout
+from core.errors import UserError
+from core.layout import DataLayout, RunLayout
 from core.records import (Judgement, Prediction, judge_key_of, judgement_from_dict, key_of, prediction_from_dict,
                           read_jsonl, to_json_line)
 from core.runfiles import RunRecord
@@ -82,6 +83,17 @@ class PredictionStore(JsonlStore[Prediction]):
 
     def read_run(self) -> RunRecord | None:
         return runfiles.read(RunRecord, self.layout.run_json) if self.layout.run_json.is_file() else None
+
+
+def dataset(record: RunRecord | None, data: Path | None = None) -> Path | None:
+    """A run's dataset: `data` when given (UserError unless it is one), else the path run.json
+    recorded, when its questions are still there; None when there is none."""
+    if data is not None:
+        if not DataLayout(data).questions.is_file():
+            raise UserError(f"{data}: not a dataset (no questions.jsonl)")
+        return data
+    recorded = Path(record.dataset.get("path", "")) if record else None
+    return recorded if recorded is not None and DataLayout(recorded).questions.is_file() else None
 
 
 def judgement_store(layout: RunLayout) -> JsonlStore[Judgement]:

@@ -21,7 +21,7 @@ from core.layout import DataLayout, RunLayout
 from core.records import Judgement, Prediction, Question, load_questions
 from core.variants import BLIND, CONTROLS, CUED, PLAIN
 from measure import render, report
-from measure.store import PredictionStore, judgement_store
+from measure.store import PredictionStore, dataset, judgement_store
 
 ASSETS = Path(__file__).with_name("view_assets")
 THUMB_HEIGHT = 72
@@ -48,12 +48,8 @@ def load(layout: RunLayout, data: Path | None = None) -> Loaded:
     if not predictions:
         raise UserError(f"{layout.predictions}: no predictions yet")
     record = store.read_run()
-    if data is not None and not DataLayout(data).questions.is_file():
-        raise UserError(f"{data}: not a dataset (no questions.jsonl)")
-    if data is None and record is not None and DataLayout(Path(record.dataset.get("path", ""))).questions.is_file():
-        data = Path(record.dataset["path"])
     judgements = list(judgement_store(layout).load().values())
-    return Loaded(layout, predictions, judgements, record.parents() if record else {}, data)
+    return Loaded(layout, predictions, judgements, record.parents() if record else {}, dataset(record, data))
 
 
 def _order(variant: str) -> tuple[int, str]:
