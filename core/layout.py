@@ -135,6 +135,10 @@ class AdapterLayout:
         return self.root / "train_args.json"
 
     @property
+    def weights(self) -> Path:
+        return self.root / "adapter_model.safetensors"
+
+    @property
     def loss_csv(self) -> Path:
         return self.root / "loss.csv"
 

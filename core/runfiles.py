@@ -62,6 +62,7 @@ class Session:
     answered: int | None = None  # None when interrupted
     send_s: float | None = None
     req_per_s: float | None = None
+    health: dict[str, Any] = field(default_factory=dict)  # peak resident memory while sending (measure.health)
 
 
 @dataclass
@@ -77,7 +78,7 @@ class RunRecord:
     variants: list[str]
     split: str
     dataset: dict[str, Any]  # path and manifest sha256
-    servers: list[dict[str, Any]]  # per base URL: vLLM version and /v1/models
+    servers: list[dict[str, Any]]  # per base URL: vLLM version, /v1/models, what `serve run` wrote (core.serverinfo)
     frames: dict[str, Any]
     sessions: list[Session] = field(default_factory=list)
     rejected_questions: list[str] = field(default_factory=list)
@@ -145,6 +146,7 @@ class ReportRecord:
     open_adapter_vs_base: list[dict[str, Any]] = field(default_factory=list)
     open_audit: list[dict[str, Any]] = field(default_factory=list)
     judge_agreement: list[dict[str, Any]] = field(default_factory=list)
+    health: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # run health tables (measure.health)
     schema_version: int = SCHEMA_VERSION
 
 

@@ -34,7 +34,7 @@ def run(opts: RunOptions) -> None:
     typer.echo(f"run {opened.rid}: {len(p.items)} items, {len(p.items) - len(opened.todo)} already done, "
                f"{len(opened.todo)} to send ({len(p.models)} model(s) x {len(p.variants)} variant(s))", err=True)
     out = execute(opts, p, opened, _warn)
-    r = report.build(out.kept, opened.record.parents())
+    r = report.build(out.kept, opened.record.parents(), run=opened.record)
     render.write(opened.store.layout, r)
     typer.echo(render.render_markdown(r))
     for warning in r.warnings:
@@ -74,7 +74,9 @@ def report_cmd(
     """Recompute a run's reports from its predictions alone (nothing is asked again)."""
     for run in runs:
         store = _store(run, runs_dir)
-        r = report.build(store.load().values(), _parents(store), judgement_store(store.layout).load().values())
+        record = store.read_run()
+        r = report.build(store.load().values(), record.parents() if record else {},
+                         judgement_store(store.layout).load().values(), run=record)
         render.write(store.layout, r)
         typer.echo(f"# {store.layout.id}\n\n{render.render_markdown(r)}")
 
@@ -206,7 +208,7 @@ def judge_cmd(
             asyncio.run(judge_mod.judge_all(items, url, api_key, cfg, concurrency, on_result))
     finally:
         jstore.close()
-    r = report.build(predictions, parents, jstore.load().values())
+    r = report.build(predictions, parents, jstore.load().values(), run=record)
     render.write(store.layout, r)
     typer.echo(render.markdown(r.open_accuracy))
     typer.echo(f"judgements: {jstore.path}; reports: {store.layout.report_md}", err=True)

@@ -279,18 +279,25 @@ async def ask_somewhere(servers: Servers, item: Item, cfg: AskConfig, prepared: 
             servers.give(e)
 
 
-async def warm_up(base_url: str, api_key: str | None, model: str, media_io: bool = False) -> str | None:
-    """One tiny logprobs request: the first after a server start is slow, once. Best effort:
-    returns what went wrong instead of raising (the run's own requests retry and record),
-    except that with `media_io` a server refusing per-request media settings is a SetupError."""
-    extra: dict[str, Any] = {"structured_outputs": {"choice": ["A", "B"]}}
+PROBE_CHOICES = ["velvet-17", "quokka-42"]  # no model says either unconstrained
+
+
+async def self_test(base_url: str, api_key: str | None, model: str, media_io: bool = False) -> str | None:
+    """Check that the server enforces the choice constraint, before anything is asked: one
+    request whose unconstrained reply would be no choice (it also warms the server up: the
+    first request after a start is slow, once). A reply outside the choices is a SetupError
+    (the server ignores `structured_outputs`, as vLLM did the reference study's
+    `guided_choice`: free text must never be scored); so is a server refusing the
+    per-request media settings `media_io` runs need. Other failures are returned, not
+    raised: the run's own requests retry and record."""
+    extra: dict[str, Any] = {"structured_outputs": {"choice": PROBE_CHOICES}}
     if media_io:
         extra["media_io_kwargs"] = {"video": {"fps": 1.0}}
     async with AsyncOpenAI(base_url=base_url, api_key=api_key or "EMPTY", max_retries=2) as client:
         try:
-            await client.chat.completions.create(
-                model=model, messages=[{"role": "user", "content": "A or B?"}], temperature=0.0, max_tokens=1,
-                logprobs=True, top_logprobs=2, extra_body=extra, timeout=120,
+            resp = await client.chat.completions.create(
+                model=model, messages=[{"role": "user", "content": "Say hello in one sentence."}], temperature=0.0,
+                max_tokens=16, logprobs=True, top_logprobs=2, extra_body=extra, timeout=120,
             )
         except openai.BadRequestError as e:
             if "trust-request-mm-kwargs" in str(e):
@@ -300,4 +307,11 @@ async def warm_up(base_url: str, api_key: str | None, model: str, media_io: bool
             return f"{type(e).__name__}: {e}"
         except openai.OpenAIError as e:
             return f"{type(e).__name__}: {e}"
+    reply = (resp.choices[0].message.content or "").strip()
+    if reply not in PROBE_CHOICES:
+        raise SetupError(f"{base_url} ignores the choice constraint: asked to pick one of {PROBE_CHOICES} "
+                         f"(`structured_outputs`), {model} replied {reply[:60]!r}. A vLLM that does not read "
+                         "`structured_outputs` (older than 0.12, or one where the field changed) would have every "
+                         "reply scored as free text, so the run does not start; serve it with the vLLM this project "
+                         "installs (scripts/setup.sh)")
     return None

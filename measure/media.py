@@ -18,12 +18,10 @@ from __future__ import annotations
 
 import base64
 import contextlib
-import ctypes
 import hashlib
 import multiprocessing
 import os
 import signal
-import sys
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from functools import lru_cache
@@ -36,12 +34,12 @@ import numpy as np
 
 from core.defaults import FPS_FALLBACK
 from core.files import sha256
+from core.procs import die_with_parent
 from core.variants import IMAGE_VARIANTS
 from measure.prompt import frame_label, sample_indices, video_intro
 
 Media = Literal["frames", "data", "file"]
 JPEG_QUALITY = 90
-PR_SET_PDEATHSIG = 1  # prctl(2): the signal this process gets when its parent dies
 MEDIA_VERSION = 1  # bump when the pixels sent for the same settings change: old cache keys must not match
 
 
@@ -74,10 +72,7 @@ def _worker_init(parent: int, processors: tuple[str, ...]) -> None:
     die with the parent (a killed run leaves no worker behind), and load the video processors
     now rather than while the first clips wait."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    if sys.platform == "linux":
-        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
-        if os.getppid() != parent:  # the parent died before the line above took effect
-            os._exit(1)
+    die_with_parent(parent)
     for name in processors:
         _video_processor(name)
 

@@ -9,7 +9,7 @@ Errors are left out of every denominator and counted apart.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from math import isfinite
 from typing import Iterable, Mapping
 
@@ -17,8 +17,9 @@ import numpy as np
 import pandas as pd
 
 from core.records import OPEN, Judgement, Prediction
+from core.runfiles import RunRecord
 from core.variants import AUDIT_CONTROLS, BLIND, CUED, PLAIN
-from measure import openreport, stats
+from measure import health, openreport, stats
 from measure.prompt import LETTERS
 
 TABLE_COLUMNS = ["object_acc", "verb_acc", "overall_acc", "n", "invalid", "errors"]
@@ -275,11 +276,13 @@ class Report:
     open_adapter_vs_base: pd.DataFrame
     open_audit: pd.DataFrame
     judge_agreement: pd.DataFrame
+    health: dict[str, pd.DataFrame] = field(default_factory=dict)  # run health (`measure.health`), given run.json
 
 
 def build(predictions: Iterable[Prediction], parents: dict[str, str | None] | None = None,
-          judgements: Iterable[Judgement] = ()) -> Report:
-    """Every table of a run, from its predictions (and judgements, for open questions)."""
+          judgements: Iterable[Judgement] = (), run: RunRecord | None = None) -> Report:
+    """Every table of a run, from its predictions (and judgements, for open questions; and
+    its run.json, for the run health tables)."""
     predictions, judgements = list(predictions), list(judgements)
     parents = parents or {}
     df = to_frame(p for p in predictions if p.type != OPEN)
@@ -301,7 +304,8 @@ def build(predictions: Iterable[Prediction], parents: dict[str, str | None] | No
                   positions=empty if df.empty else positions(df), cis={} if df.empty else cell_ci(df), audit=audit_table,
                   warnings=warnings, cued_blind_wrong=blind_wrong, arrow=empty if df.empty else arrow_of_time(df),
                   open_accuracy=empty if of.empty else openreport.accuracy(of), open_adapter_vs_base=open_adapters,
-                  open_audit=open_audit, judge_agreement=openreport.agreement(judgements))
+                  open_audit=open_audit, judge_agreement=openreport.agreement(judgements),
+                  health=health.tables(predictions, run) if run is not None else {})
 
 
 def cell_ci(df: pd.DataFrame) -> dict[tuple[str, str], tuple[float, float]]:

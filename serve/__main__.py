@@ -2,22 +2,27 @@
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import ipaddress
 import os
 import shlex
 import signal
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import replace
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import IO, Annotated, Optional
 
 import httpx
 import typer
 
 from core.cli import command, fail, main
 from core.defaults import ADAPTERS_DIR, BASE_URL, TINY_MODEL, TINY_SMOLVLM
+from core import serverinfo
+from core.procs import die_with_parent
+from core.serverinfo import ServerInfo
 from serve import command as server
 from serve.command import Settings
 
@@ -70,6 +75,7 @@ def run(settings: Settings, ctx: typer.Context) -> None:
         build_tiny(TINY_MODEL, ADAPTERS_DIR / "tiny-cued", TINY_SMOLVLM, seed=0)
     adapters = settings.adapters if settings.adapters is not None else server.discover_adapters(model)
     settings = replace(settings, model=model, adapters=adapters, extra=list(ctx.args))
+    server.check_adapters(adapters, model, tower_lora="--enable-tower-connector-lora" in settings.extra)
     argv = server.build_argv(settings, gpus=gpus)
     host, port, api_key = settings.host, settings.port, settings.api_key
     if not ipaddress.ip_address(host if host != "localhost" else "127.0.0.1").is_loopback:
@@ -81,8 +87,15 @@ def run(settings: Settings, ctx: typer.Context) -> None:
     typer.echo(f"serve: {settings.data_parallel_size} engine(s) x TP {settings.tensor_parallel_size} behind one endpoint "
                f"({settings.data_parallel_backend}; {gpus or 'no'} GPU(s) visible here)", err=True)
     # vLLM and the engine processes it spawns get a process group of their own, stopped as
-    # one when this process is told to stop (SIGTERM, Ctrl-C) or exits.
-    proc = subprocess.Popen(argv, env=server.build_env(dict(os.environ), model, gpu), start_new_session=True)
+    # one when this process is told to stop (SIGTERM, Ctrl-C) or exits; killed outright
+    # (SIGKILL, the OOM killer), it takes vLLM with it: vLLM is sent SIGTERM and stops its engines.
+    me = os.getpid()
+    started, t0 = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), time.monotonic()
+    proc = subprocess.Popen(argv, env=server.build_env(dict(os.environ), model, gpu), start_new_session=True,
+                            preexec_fn=lambda: die_with_parent(me), stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    times: dict[str, float] = {}
+    relay = threading.Thread(target=_relay, args=(proc.stdout, times), daemon=True)
+    relay.start()
 
     def stop(_signum: int, _frame) -> None:
         for sig in (signal.SIGTERM, signal.SIGINT):  # a second signal must not cut the cleanup short
@@ -91,10 +104,15 @@ def run(settings: Settings, ctx: typer.Context) -> None:
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
-    problem = None
+    problem, info_file = None, None
     try:
         models = poll_ready(settings.base_url, settings.ready_timeout, api_key, proc)
+        info = ServerInfo(port=port, pid=proc.pid, argv=shown, started=started, ready_s=round(time.monotonic() - t0, 2),
+                          rss_ready_bytes=serverinfo.group_rss(proc.pid), times=dict(times))
+        info_file = serverinfo.write(info)
         typer.echo(f"ready: {settings.base_url}  models: {_describe(models)}", err=True)
+        typer.echo(f"serve: ready in {info.ready_s:.1f} s ({_times(info.times)}); resident memory "
+                   f"{info.rss_ready_bytes / 2**30:.2f} GiB (vLLM's process group)", err=True)
         code = proc.wait()
     except (RuntimeError, TimeoutError) as e:
         problem = str(e)
@@ -102,9 +120,26 @@ def run(settings: Settings, ctx: typer.Context) -> None:
         code = 0
     finally:
         _stop_group(proc)
+        relay.join(5)
+        if info_file is not None:
+            info_file.unlink(missing_ok=True)
     if problem:
         fail(problem)
     sys.exit(code)
+
+
+def _relay(stream: IO[bytes], times: dict[str, float]) -> None:
+    """Copy vLLM's output to stderr line by line, noting the start-up times it logs."""
+    for line in iter(stream.readline, b""):
+        with contextlib.suppress(OSError, ValueError):  # a closed stderr must not stall vLLM on a full pipe
+            sys.stderr.buffer.write(line)
+            sys.stderr.flush()
+        times.update(serverinfo.log_times(line.decode("utf-8", "replace")))
+
+
+def _times(times: dict[str, float]) -> str:
+    names = {"model_load_s": "model load", "weights_load_s": "weights load", "engine_init_s": "engine init"}
+    return ", ".join(f"{names[k]} {v:.2f} s" for k, v in times.items()) or "vLLM logged no load times"
 
 
 def _stop_group(proc: subprocess.Popen, grace: float = 15) -> None:
@@ -134,7 +169,19 @@ def wait(
         models = poll_ready(url.rstrip("/"), timeout, api_key, pid=pid)
     except (TimeoutError, RuntimeError) as e:
         fail(str(e))
+    described(url)
     typer.echo(f"ready: {url}  models: {_describe(models)}")
+
+
+def described(url: str, timeout: float = 5.0) -> bool:
+    """Once a local server answers, give the `serve run` that started it (if one did) time to
+    write what it knows (core.serverinfo), so a run started next records it."""
+    deadline = time.monotonic() + timeout
+    while serverinfo.lookup(url) is None:
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.1)
+    return True
 
 
 @app.command("build-tiny")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import re
 import shutil
 import socket
 import subprocess
@@ -11,12 +12,15 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from safetensors import safe_open
+
 from core.cli import option
 from core.defaults import ADAPTERS_DIR, FRAMES, GPU_MODEL, HOST, PORT, TINY_MODEL
 from core.errors import UserError
 from core.layout import AdapterLayout
 from core.profiles import profile_for, served_name
 
+VISION_PARTS = {"visual", "vision_tower", "vision_model", "vision_encoder", "image_encoder"}  # module path parts
 LORA_RANKS = (8, 16, 32, 64, 128, 256, 320, 512)  # what vLLM's --max-lora-rank accepts
 
 
@@ -74,17 +78,61 @@ def adapter_config(path: Path) -> dict:
     return json.loads(cfg.read_text())
 
 
+def made_for(base: str, model: str) -> bool:
+    """Whether an adapter's `base_model_name_or_path` names `model`: the same id or path, or
+    the same folder name (a hub id and a local copy of it)."""
+    return base in {model, served_name(model), str(Path(model).resolve())} or Path(base).name == served_name(model)
+
+
 def discover_adapters(model: str, root: Path = ADAPTERS_DIR) -> dict[str, Path]:
     """Every adapter under `root` whose base model is `model` (by served name or path)."""
     if not root.is_dir():
         return {}
-    wanted = {model, served_name(model), str(Path(model).resolve())}
-    found = {}
-    for folder in sorted(p for p in root.iterdir() if AdapterLayout(p).config.is_file()):
-        base = str(adapter_config(folder).get("base_model_name_or_path", ""))
-        if base in wanted or Path(base).name == served_name(model):
-            found[folder.name] = folder
-    return found
+    return {folder.name: folder for folder in sorted(p for p in root.iterdir() if AdapterLayout(p).config.is_file())
+            if made_for(str(adapter_config(folder).get("base_model_name_or_path", "")), model)}
+
+
+def lora_modules(path: Path, cfg: dict) -> list[str]:
+    """The modules an adapter changes: from its weights when they are safetensors (what vLLM
+    loads), else its `target_modules` as written."""
+    weights = AdapterLayout(path).weights
+    if weights.is_file():
+        with safe_open(weights, "np") as f:
+            names = {re.sub(r"\.lora_(A|B|embedding_A|embedding_B)(\.[^.]+)?\.weight$", "", k) for k in f.keys()}
+        return sorted(n.removeprefix("base_model.model.") for n in names)
+    targets = cfg.get("target_modules") or []
+    return [targets] if isinstance(targets, str) else list(targets)
+
+
+def require_dirs(adapters: dict[str, Path]) -> None:
+    missing = [f"{n}={p}" for n, p in adapters.items() if not p.is_dir()]
+    if missing:
+        raise SettingsError(f"adapter directory not found: {', '.join(missing)}")
+
+
+def check_adapters(adapters: dict[str, Path], model: str, tower_lora: bool = False) -> None:
+    """Refuse adapters vLLM would serve wrongly, all named at once (SettingsError): made for
+    another base model; with PEFT `modules_to_save` (fully trained modules beside the LoRA);
+    with LoRA on vision-tower modules, which vLLM drops with only a warning unless started
+    with --enable-tower-connector-lora (`tower_lora`)."""
+    require_dirs(adapters)
+    problems = []
+    for name, path in adapters.items():
+        cfg = adapter_config(path)
+        base = cfg.get("base_model_name_or_path")
+        if base and not made_for(str(base), model):
+            problems.append(f"adapter {name} ({path}) was trained on {base}, not on the served model {model}")
+        if cfg.get("modules_to_save"):
+            problems.append(f"adapter {name} ({path}) has modules_to_save {cfg['modules_to_save']}: fully trained "
+                            "modules vLLM does not serve; merge them into the model or retrain without them")
+        vision = [m for m in lora_modules(path, cfg) if VISION_PARTS & set(re.split(r"[.\\|()*]+", m))]
+        if vision and not tower_lora:
+            shown = ", ".join(vision[:3]) + (f" and {len(vision) - 3} more" if len(vision) > 3 else "")
+            problems.append(f"adapter {name} ({path}) puts LoRA on vision-tower modules ({shown}), which vLLM drops "
+                            "with only a warning: retrain on the language model only, or pass "
+                            "-- --enable-tower-connector-lora if this model supports it")
+    if problems:
+        raise SettingsError("; ".join(problems))
 
 
 @dataclass
@@ -179,9 +227,7 @@ def build_argv(s: Settings, python: str = sys.executable, gpus: int = 0) -> list
     if s.frames is not None and profile.video_as == "video":
         argv += ["--media-io-kwargs", json.dumps({"video": {"min_frames": s.frames, "max_frames": s.frames}})]
     if s.adapters:
-        missing = [f"{n}={p}" for n, p in s.adapters.items() if not p.is_dir()]
-        if missing:
-            raise SettingsError(f"adapter directory not found: {', '.join(missing)}")
+        require_dirs(s.adapters)
         # One LoRA slot more than adapters: vLLM's PyTorch LoRA ops (the CPU backend) index
         # the slot with -1 for base-model tokens, i.e. the LAST slot, so in a batch mixing
         # base and adapter requests the base requests got the adapter's deltas (measured

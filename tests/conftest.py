@@ -43,7 +43,7 @@ def tiny(tmp_path_factory) -> Tiny:
 
 def start_server(argv: list[str], log: Path, base_url: str, api_key: str | None = None) -> subprocess.Popen:
     """Start `python -m serve run ...` in its own session; fail the test with its log if it never gets ready."""
-    from serve.__main__ import poll_ready
+    from serve.__main__ import described, poll_ready
 
     with open(log, "wb") as out:
         proc = subprocess.Popen([sys.executable, "-m", "serve", "run", *argv], cwd=REPO, stdout=out,
@@ -53,13 +53,17 @@ def start_server(argv: list[str], log: Path, base_url: str, api_key: str | None 
     except (RuntimeError, TimeoutError) as e:
         stop_server(proc)
         pytest.fail(f"vLLM did not start: {e}\n{log.read_text()[-4000:]}")
+    assert described(base_url, timeout=30), f"serve run wrote no server info\n{log.read_text()[-4000:]}"
     return proc
 
 
 def stop_server(proc: subprocess.Popen) -> None:
-    os.killpg(proc.pid, signal.SIGTERM)
+    """Stop `serve run` and what it started (nothing to do if a test killed it already)."""
     try:
+        os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(60)
+    except ProcessLookupError:
+        return
     except subprocess.TimeoutExpired:
         os.killpg(proc.pid, signal.SIGKILL)
 

@@ -1,15 +1,17 @@
 """A fault-injecting HTTP proxy in front of the real vLLM server (loopback only).
 
 At a seeded rate it answers 500 or 503, closes the connection mid-response, or stalls past
-the client's timeout; every other request is forwarded unchanged. Used where a real server
+the client's timeout; every other request is forwarded (its JSON body rewritten, if asked). Used where a real server
 cannot produce these faults on demand.
 """
 from __future__ import annotations
 
 import asyncio
+import json
 import random
 import threading
 from collections import Counter
+from typing import Callable
 
 import aiohttp
 from aiohttp import web
@@ -18,8 +20,10 @@ MODES = ("http500", "http503", "cut", "stall")
 
 
 class FaultProxy:
-    def __init__(self, upstream: str, rate: float, seed: int = 0, stall_s: float = 6.0, modes=MODES):
+    def __init__(self, upstream: str, rate: float, seed: int = 0, stall_s: float = 6.0, modes=MODES,
+                 rewrite: Callable[[dict], dict] | None = None):
         self.upstream = upstream.rstrip("/")
+        self.rewrite = rewrite  # applied to every JSON request body (e.g. to play an older vLLM)
         self.rate, self.stall_s, self.modes = rate, stall_s, modes
         self.rng = random.Random(seed)
         self.injected: Counter[str] = Counter()
@@ -63,6 +67,8 @@ class FaultProxy:
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         body = await request.read()
+        if self.rewrite is not None and request.method == "POST":
+            body = json.dumps(self.rewrite(json.loads(body))).encode()
         inject = request.method == "POST" and self.rng.random() < self.rate
         mode = self.rng.choice(self.modes) if inject else None
         if mode:

@@ -58,3 +58,13 @@ def test_bench_report_runs_small():
     lines = r.stdout.strip().splitlines()
     assert lines[0].startswith("report.build: ") and "36 paired tests" in lines[0]
     assert re.fullmatch(r"whole-number / log-space McNemar time: \d+\.\d", lines[-1]), lines[-1]
+
+
+def test_bench_scale_runs_small(server):
+    r = subprocess.run([sys.executable, "scripts/bench_scale.py", "--videos", "4", "--delay", "0.5", "--concurrency", "4",
+                        "--base-url", server.base_url, "--base-url", server.base_url], cwd=REPO, capture_output=True,
+                       text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    lines = r.stdout.strip().splitlines()
+    assert re.fullmatch(r"two servers / one: \d+\.\d\dx throughput .*", lines[2]), lines[2]
+    assert re.fullmatch(r"round robin / least-in-flight time: \d+\.\d\d \(goal > 1\)", lines[-1]), lines[-1]

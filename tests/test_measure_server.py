@@ -16,6 +16,7 @@ from core.layout import DataLayout
 from core.records import read_questions
 from serve.command import free_port
 from tests.conftest import REPO
+from tests.faultproxy import FaultProxy
 
 
 def _measure(*args, timeout=600):
@@ -127,3 +128,56 @@ def test_bad_setup_fails_fast_with_a_clear_message(server, synthetic, tmp_path):
     r = _measure("--data", tmp_path / "empty", "--base-url", server.base_url, "--runs-dir", tmp_path)
     assert r.returncode == 2 and str(tmp_path / "empty") in r.stderr
     assert not any(tmp_path.glob("*/predictions.jsonl"))
+
+
+def test_every_run_records_its_health(server, synthetic, tmp_path):
+    """run.json holds what serve wrote (arguments, start-up times, memory once ready) and each
+    session's peak memory (the server's process group from /proc); the report's Run health
+    section is computed from them and the predictions."""
+    assert "serve: ready in" in server.log.read_text() and "resident memory" in server.log.read_text()
+    r = _measure("--data", synthetic, "--base-url", server.base_url, "--runs-dir", tmp_path, "--run-id", "h",
+                 "--limit", 6)
+    assert r.returncode == 0, r.stderr[-2000:]
+    run = json.loads((tmp_path / "h" / "run.json").read_text())
+    serve = run["servers"][0]["serve"]
+    assert serve["argv"][2:4] == ["serve.launch", "serve"] and serve["ready_s"] > 0
+    assert {"weights_load_s", "engine_init_s"} <= set(serve["times"]) and serve["rss_ready_bytes"] > 2**28
+    assert run["servers"][0]["version"]
+    health = run["sessions"][-1]["health"]
+    peak = health["servers"][server.base_url]
+    assert peak["source"] == "process group (/proc)" and peak["peak_rss_bytes"] >= 2**28
+    assert health["client_peak_rss_bytes"] > 2**24
+    tables = json.loads((tmp_path / "h" / "report.json").read_text())["health"]
+    rows = _lines(tmp_path / "h")
+    assert tables["overall"][0]["requests"] == len(rows) == 6 * 2 * 2
+    assert tables["overall"][0]["attempts"] == sum(x["attempts"] for x in rows)
+    assert tables["servers"][0]["requests"] == len(rows) and tables["servers"][0]["vllm"] == run["servers"][0]["version"]
+    latency = {(t["model"], t["variant"]): t for t in tables["latency"]}
+    assert set(latency) == {(m, v) for m in (server.base_model, server.adapter) for v in ("plain", "trajectory")}
+    for t in latency.values():
+        assert t["n"] == 6 and 0 < t["p50"] <= t["p95"] <= t["p99"]
+    assert "## Run health" in (tmp_path / "h" / "report.md").read_text()
+
+
+def test_a_server_seen_only_over_http_is_sampled_through_its_metrics(server):
+    from measure.health import Sampler
+
+    with FaultProxy(server.base_url.removesuffix("/v1"), rate=0.0) as proxy:  # no serve file for this port
+        with Sampler([proxy.url + "/v1"], interval_s=0.1) as sampler:
+            time.sleep(0.3)
+    result = sampler.result()["servers"][proxy.url + "/v1"]
+    assert result["source"].startswith("/metrics") and result["peak_rss_bytes"] > 2**27
+
+
+def test_a_server_ignoring_the_choice_constraint_is_refused_before_anything_is_asked(server, synthetic, tmp_path):
+    """A vLLM that does not read `structured_outputs` (played by a proxy dropping the field, as
+    vLLM >= 0.12 silently drops the reference study's `guided_choice`): the run does not start."""
+    def old_vllm(body: dict) -> dict:
+        return {k: v for k, v in body.items() if k != "structured_outputs"}
+
+    with FaultProxy(server.base_url.removesuffix("/v1"), rate=0.0, rewrite=old_vllm) as proxy:
+        r = _measure("--data", synthetic, "--base-url", proxy.url + "/v1", "--runs-dir", tmp_path, "--run-id", "old",
+                     "--limit", 2)
+    assert r.returncode == 2, r.stderr[-2000:]
+    assert "ignores the choice constraint" in r.stderr and "structured_outputs" in r.stderr
+    assert not (tmp_path / "old" / "predictions.jsonl").is_file() or not _lines(tmp_path / "old")

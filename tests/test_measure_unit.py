@@ -146,3 +146,31 @@ def test_smolvlm_profile_sends_sampled_frames_with_its_trained_text(synthetic):
     assert media[2]["image_url"]["url"].startswith("data:image/png;base64,")
     assert prepare(spec) == sent and sent.frame_size == [320, 240]
     assert IDEFICS3.limit_mm_per_prompt(6) == {"image": 6} and QWEN_VL.limit_mm_per_prompt(6) == {"video": 1, "image": 1}
+
+
+def test_run_health_tables_from_hand_made_predictions():
+    from dataclasses import replace
+
+    from core.runfiles import RunRecord, Session
+    from measure import health
+
+    a, b = "http://a/v1", "http://b/v1"
+    preds = [replace(_pred(f"q{i}", "m", "plain", "object", True), server=a if i < 3 else b, latency_s=float(i + 1),
+                     attempts=1 + (i == 3), prompt_tokens=100) for i in range(4)]
+    preds.append(replace(_pred("q9", "m", "plain", "object", False, status="error"), error="clip missing"))  # never sent
+    run = RunRecord(run_id="r", started="t", config={}, ask={}, models=["m"], variants=["plain"], split="test",
+                    dataset={}, frames={}, servers=[{"url": a, "version": "0.32.0", "serve": {"ready_s": 20.0,
+                                                     "rss_ready_bytes": 2**31, "times": {"engine_init_s": 0.4}}},
+                                                    {"url": b, "version": None, "serve": None}],
+                    sessions=[Session(started="t", to_send=2, send_s=1.0, health={"client_peak_rss_bytes": 2**30,
+                              "servers": {a: {"peak_rss_bytes": 3 * 2**30, "source": "process group (/proc)"}}}),
+                              Session(started="t", to_send=2, send_s=1.0)])
+    t = health.tables(preds, run)
+    overall = t["overall"].iloc[0]
+    assert (overall["requests"], overall["req_per_s"], overall["prompt_tok_per_s"]) == (4, 2.0, 200.0)
+    assert (overall["attempts"], overall["retries"], overall["client_peak_rss_gib"]) == (5, 1, 1.0)
+    servers = t["servers"].set_index("server")
+    assert servers.loc[a, "requests"] == 3 and servers.loc[a, "peak_rss_gib"] == 3.0 and servers.loc[a, "rss_ready_gib"] == 2.0
+    assert servers.loc[a, "engine_init_s"] == 0.4 and servers.loc[b, "requests"] == 1 and servers.loc[b, "req_per_s"] == 0.5
+    lat = t["latency"].iloc[0]
+    assert lat["n"] == 4 and lat["p50"] == 2.5 and lat["p99"] == round(3 + 0.97, 3)  # numpy's linear percentiles

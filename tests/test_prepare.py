@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 import decord
 import numpy as np
@@ -13,7 +15,7 @@ from core.layout import DataLayout
 from core.records import Question, read_questions
 from prepare.sources import read_boxes
 from prepare.variants import CueOptions
-from tests.conftest import SAMPLE
+from tests.conftest import REPO, SAMPLE
 
 
 def _frames(path):
@@ -166,6 +168,34 @@ def test_shards_split_the_render_and_the_final_run_reuses_it(tmp_path):
     assert sum(rendered) == 4
     final = prepare_ssv2(videos, labels, boxes, out, Options(test_videos=2, variants=("plain",), workers=1))
     assert final.counts["clips_rendered"] == 0 and final.counts["videos"] == 4
+
+
+def test_ray_data_job_writes_a_local_runs_dataset(tmp_path):
+    """`--ray local` on a 2-CPU Ray instance: the same questions, parquet and manifest bytes as
+    a local run, and clips of the same pixels (x264 itself varies a byte now and then between
+    any two runs); a second Ray run reuses every clip."""
+    raw = tmp_path / "raw"  # generated in a process of its own: decord's bundled FFmpeg, imported here, lacks libvpx
+    subprocess.run([sys.executable, "-c", f"from pathlib import Path; from prepare.synthetic import generate_raw; generate_raw(Path({str(raw)!r}), 10, 3)"],
+                   cwd=REPO, check=True, timeout=300)
+    args = ["--videos", raw / "videos", "--labels", raw / "labels", "--boxes", raw / "bounding_box_smthsmth_part1.json",
+            "--test-videos", 3,
+            "--variants", "plain,trajectory,reversed", "--workers", 2]
+    for name, extra in (("local", []), ("ray", ["--ray", "local"])):
+        r = subprocess.run([sys.executable, "-m", "prepare", "ssv2", *map(str, args), "--out", tmp_path / name, *extra],
+                           cwd=REPO, capture_output=True, text=True, timeout=600)
+        assert r.returncode == 0, r.stderr[-3000:]
+    local, ray = DataLayout(tmp_path / "local"), DataLayout(tmp_path / "ray")
+    for f in ("questions.jsonl", "questions.parquet", "manifest.json"):
+        assert (local.root / f).read_bytes() == (ray.root / f).read_bytes(), f
+    clips = sorted(p.relative_to(local.root) for p in local.root.rglob("*.mp4"))
+    assert len(clips) == 3 * 10 and clips == sorted(p.relative_to(ray.root) for p in ray.root.rglob("*.mp4"))
+    for c in clips:
+        a, b = decord.VideoReader(str(local.root / c)), decord.VideoReader(str(ray.root / c))
+        assert np.array_equal(a.get_batch(list(range(len(a)))).asnumpy(), b.get_batch(list(range(len(b)))).asnumpy()), c
+    again = subprocess.run([sys.executable, "-m", "prepare", "ssv2", *map(str, args), "--out", ray.root, "--ray", "local"],
+                           cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert json.loads(ray.manifest.read_text())["counts"]["clips_rendered"] == 0
 
 
 def test_bad_clips_are_dropped_with_reasons_and_the_run_goes_on(tmp_path):

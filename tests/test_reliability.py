@@ -19,7 +19,7 @@ import pytest
 
 from core.layout import DataLayout
 from core.records import load_questions, read_questions
-from serve.command import free_port
+from serve.command import free_port, port_in_use
 from tests.conftest import REPO, start_server, stop_server
 from tests.faultproxy import FaultProxy
 
@@ -134,6 +134,21 @@ def test_a_server_lost_mid_run_is_taken_out_and_taken_back(server, keyed, synthe
     assert any(r["server"] == slow_url for r in rows)
     assert back < len(rows) and any(r["server"] == keyed["url"] for r in rows[back:]), (back, len(rows))
     print(f"lines before restart: {back}; servers after it: {[r['server'] == keyed['url'] for r in rows[back:]]}")
+
+
+def test_serve_killed_outright_takes_its_vllm_with_it(keyed):
+    """SIGKILL of `serve run` (as the OOM killer would): within 15 s no process of the vLLM it
+    started remains and the port is free (vLLM gets SIGTERM on its parent's death)."""
+    serve = psutil.Process(keyed["proc"].pid)
+    vllm = serve.children(recursive=True)
+    assert vllm, "serve run started no vLLM process"
+    port = int(keyed["url"].rsplit(":", 1)[1].split("/")[0])
+    serve.kill()
+    keyed["proc"].wait(10)
+    gone, alive = psutil.wait_procs(vllm, timeout=15)
+    assert alive == [], [p.pid for p in alive]
+    assert not port_in_use("127.0.0.1", port)
+    print(f"{len(gone)} vLLM processes gone after serve run was SIGKILLed")
 
 
 def test_injected_faults_are_survived_with_identical_results(server, synthetic, tmp_path):

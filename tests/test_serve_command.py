@@ -2,6 +2,9 @@
 from __future__ import annotations
 
 import json
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -126,3 +129,37 @@ def test_vllm_scale_out_flags_are_checked_and_passed(tmp_path, monkeypatch):
     argv = command.build_argv(ray, python="py", gpus=8)
     assert (_opt(argv, "--data-parallel-size"), _opt(argv, "--data-parallel-size-local"),
             _opt(argv, "--data-parallel-backend")) == ("16", "8", "ray")
+
+
+def _vision_lora(tiny, out: Path) -> Path:
+    """A real PEFT adapter of the tiny model with LoRA on its vision tower's fused qkv too."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import Qwen3VLForConditionalGeneration
+
+    model = Qwen3VLForConditionalGeneration.from_pretrained(tiny.model, dtype=torch.float32)
+    get_peft_model(model, LoraConfig(r=8, target_modules=["q_proj", "qkv"])).save_pretrained(out)
+    cfg = json.loads((out / "adapter_config.json").read_text())
+    (out / "adapter_config.json").write_text(json.dumps(dict(cfg, base_model_name_or_path="tiny-vlm")))
+    return out
+
+
+def test_adapters_vllm_would_serve_wrongly_are_refused_by_name(tiny, tmp_path):
+    command.check_adapters({"cued": tiny.adapter}, str(tiny.model))  # LLM-only, made for it: fine
+    vision = _vision_lora(tiny, tmp_path / "vision")
+    with pytest.raises(SettingsError, match=r"adapter vis .*vision-tower modules \(model\.visual\.blocks\.0\.attn\.qkv"):
+        command.check_adapters({"vis": vision}, str(tiny.model))
+    command.check_adapters({"vis": vision}, str(tiny.model), tower_lora=True)  # vLLM applies them then
+    saved = tmp_path / "saved"
+    shutil.copytree(tiny.adapter, saved)
+    cfg = json.loads((saved / "adapter_config.json").read_text())
+    (saved / "adapter_config.json").write_text(json.dumps(dict(cfg, modules_to_save=["lm_head"])))
+    with pytest.raises(SettingsError, match=r"adapter kept .*modules_to_save \['lm_head'\]"):
+        command.check_adapters({"kept": saved}, str(tiny.model))
+    with pytest.raises(SettingsError, match="adapter cued .*trained on tiny-vlm, not on the served model Qwen/"):
+        command.check_adapters({"cued": tiny.adapter}, GPU_MODEL)
+    r = subprocess.run([sys.executable, "-m", "serve", "run", "--model", str(tiny.model), "--adapters",
+                        f"vis={vision},kept={saved}", "--port", str(command.free_port())],
+                       cwd=Path(__file__).resolve().parents[1], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2, r.stderr[-2000:]
+    assert "adapter vis" in r.stderr and "adapter kept" in r.stderr and "Traceback" not in r.stderr

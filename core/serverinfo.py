@@ -1,0 +1,89 @@
+"""What `serve run` knows about the vLLM server it started, written once it is ready (one
+file per port on this machine) so that `measure` can record it in run.json: the arguments,
+the start-up times from vLLM's log, and the process group whose memory it can read."""
+from __future__ import annotations
+
+import ipaddress
+import os
+import re
+import socket
+import tempfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import psutil
+from pydantic import TypeAdapter, ValidationError
+
+from core.files import read_json, write_json
+
+# vLLM's own log lines, as of 0.32 (GPU runner / CPU worker / engine core)
+LOG_TIMES = {
+    "model_load_s": re.compile(r"Model loading took .*? and ([\d.]+) seconds"),
+    "weights_load_s": re.compile(r"Loading weights took ([\d.]+) seconds"),
+    "engine_init_s": re.compile(r"init engine .*? took ([\d.]+) s"),
+}
+
+
+@dataclass
+class ServerInfo:
+    """One server `serve run` started."""
+
+    port: int
+    pid: int  # vLLM's process, leader of its process group
+    argv: list[str]  # the vLLM command line, API key masked
+    started: str
+    ready_s: float  # from start to /v1/models answering
+    rss_ready_bytes: int  # the process group's resident memory once ready
+    times: dict[str, float]  # LOG_TIMES found in vLLM's log
+
+
+def log_times(line: str) -> dict[str, float]:
+    """The start-up times a vLLM log line reports."""
+    return {name: float(m.group(1)) for name, rx in LOG_TIMES.items() if (m := rx.search(line))}
+
+
+def path_for(port: int) -> Path:
+    return Path(tempfile.gettempdir()) / f"visual-cues-{os.getuid()}" / f"serve-{port}.json"
+
+
+def write(info: ServerInfo) -> Path:
+    path = path_for(info.port)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_json(path, asdict(info))
+    return path
+
+
+def _local(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host in ("localhost", socket.gethostname())
+
+
+def lookup(base_url: str) -> ServerInfo | None:
+    """What `serve run` wrote for a server on this machine that is still running; None for
+    a remote server or one started otherwise."""
+    parts = urlsplit(base_url)
+    if not parts.hostname or not parts.port or not _local(parts.hostname):
+        return None
+    path = path_for(parts.port)
+    if not path.is_file():
+        return None
+    try:
+        info = TypeAdapter(ServerInfo).validate_python(read_json(path))
+    except (ValidationError, ValueError):
+        return None
+    return info if psutil.pid_exists(info.pid) else None
+
+
+def group_rss(pgid: int) -> int:
+    """Resident memory (bytes) of every process in a process group, read from /proc."""
+    total = 0
+    for p in psutil.process_iter():
+        try:
+            if os.getpgid(p.pid) == pgid:
+                total += p.memory_info().rss
+        except (psutil.Error, ProcessLookupError, PermissionError):
+            continue
+    return total
