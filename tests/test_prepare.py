@@ -171,9 +171,8 @@ def test_shards_split_the_render_and_the_final_run_reuses_it(tmp_path):
 
 
 def test_ray_data_job_writes_a_local_runs_dataset(tmp_path):
-    """`--ray local` on a 2-CPU Ray instance: the same questions, parquet and manifest bytes as
-    a local run, and clips of the same pixels (x264 itself varies a byte now and then between
-    any two runs); a second Ray run reuses every clip."""
+    """`--ray local` on a 2-CPU Ray instance writes, byte for byte, what a local run writes
+    (questions, parquet, manifest and every clip); a second Ray run reuses every clip."""
     raw = tmp_path / "raw"  # generated in a process of its own: decord's bundled FFmpeg, imported here, lacks libvpx
     subprocess.run([sys.executable, "-c", f"from pathlib import Path; from prepare.synthetic import generate_raw; generate_raw(Path({str(raw)!r}), 10, 3)"],
                    cwd=REPO, check=True, timeout=300)
@@ -185,13 +184,11 @@ def test_ray_data_job_writes_a_local_runs_dataset(tmp_path):
                            cwd=REPO, capture_output=True, text=True, timeout=600)
         assert r.returncode == 0, r.stderr[-3000:]
     local, ray = DataLayout(tmp_path / "local"), DataLayout(tmp_path / "ray")
-    for f in ("questions.jsonl", "questions.parquet", "manifest.json"):
+    files = sorted(p.relative_to(local.root) for p in local.root.rglob("*") if p.is_file())
+    assert files == sorted(p.relative_to(ray.root) for p in ray.root.rglob("*") if p.is_file())
+    assert sum(f.suffix == ".mp4" for f in files) == 3 * 10 and {"questions.parquet", "manifest.json"} <= {f.name for f in files}
+    for f in files:
         assert (local.root / f).read_bytes() == (ray.root / f).read_bytes(), f
-    clips = sorted(p.relative_to(local.root) for p in local.root.rglob("*.mp4"))
-    assert len(clips) == 3 * 10 and clips == sorted(p.relative_to(ray.root) for p in ray.root.rglob("*.mp4"))
-    for c in clips:
-        a, b = decord.VideoReader(str(local.root / c)), decord.VideoReader(str(ray.root / c))
-        assert np.array_equal(a.get_batch(list(range(len(a)))).asnumpy(), b.get_batch(list(range(len(b)))).asnumpy()), c
     again = subprocess.run([sys.executable, "-m", "prepare", "ssv2", *map(str, args), "--out", ray.root, "--ray", "local"],
                            cwd=REPO, capture_output=True, text=True, timeout=600)
     assert again.returncode == 0, again.stderr[-3000:]
