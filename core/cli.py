@@ -116,6 +116,16 @@ def comma_list(value: str | typing.Sequence[str]) -> tuple[str, ...]:
     return tuple(v.strip() for v in value.split(",") if v.strip()) if isinstance(value, str) else tuple(value)
 
 
+def parse_size(value: str | tuple[int, int]) -> tuple[int, int]:
+    """`WxH` (e.g. 320x240) as (W, H)."""
+    if isinstance(value, tuple):
+        return value
+    w, sep, h = value.lower().partition("x")
+    if not (sep and w.isdigit() and h.isdigit() and int(w) > 0 and int(h) > 0):
+        raise ValueError(f"{value!r}: use WxH with positive integers, e.g. 320x240")
+    return int(w), int(h)
+
+
 def one_line(message: str) -> str:
     return " ".join(str(message).split())
 

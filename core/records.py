@@ -15,10 +15,12 @@ from typing import Any, Iterable, Literal, Mapping
 from core.errors import DataError
 
 SCHEMA_VERSION = 2
-QuestionType = Literal["verb", "object", "arrow", "open"]
-# arrow: the arrow-of-time task; open: a free-form question (no choices) scored by a judge
-QUESTION_TYPES: tuple[str, ...] = ("verb", "object", "arrow", "open")
+QuestionType = Literal["verb", "object", "arrow", "open", "probe"]
+# arrow: the arrow-of-time task; open: a free-form question (no choices) scored by a judge;
+# probe: a synthetic temporal probe (its kind in `category`)
+QUESTION_TYPES: tuple[str, ...] = ("verb", "object", "arrow", "open", "probe")
 OPEN = "open"
+PROBE = "probe"
 Status = Literal["ok", "invalid", "error"]
 Key = tuple[str, str, str]
 KEY_FIELDS = ("question_id", "model", "variant")
@@ -75,6 +77,7 @@ class Question:
     slot: int | None  # placeholder index for object questions, None for verb questions
     verb: str = ""  # the template's verb (`template_verb`)
     category: str = ""  # a task's own grouping, e.g. reversible/irreversible for arrow of time
+    reversed_answer: str | None = None  # probes: the right answer on the reversed clip (a choice)
     schema_version: int = SCHEMA_VERSION
 
     def problems(self) -> list[str]:
@@ -96,6 +99,8 @@ class Question:
             out.append("duplicate choices")
         if self.choices.count(self.answer) != 1:
             out.append("answer is not exactly once among the choices")
+        if self.reversed_answer is not None and self.reversed_answer not in self.choices:
+            out.append("reversed_answer is not among the choices")
         return out
 
 
@@ -124,6 +129,7 @@ class Prediction:
     frame_indices: list[int] | None = None  # frames the client sampled and sent, if it did
     frame_size: list[int] | None = None  # [W, H] of the frames the client sent, if it did
     server: str | None = None  # base URL of the server that answered
+    reversed_answer: str | None = None  # the question's (probes): the right answer on the reversed clip
     schema_version: int = SCHEMA_VERSION
 
     @property

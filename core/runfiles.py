@@ -42,6 +42,7 @@ class Manifest:
     source: str | None = None  # arrow-of-time: the dataset its clips come from
     videos_without_both_clips: list[str] = field(default_factory=list)
     categories: dict[str, str] = field(default_factory=dict)
+    probes: dict[str, dict[str, Any]] = field(default_factory=dict)  # temporal probes: construction per clip
     schema_version: int = SCHEMA_VERSION
 
     @staticmethod
@@ -146,6 +147,7 @@ class ReportRecord:
     open_adapter_vs_base: list[dict[str, Any]] = field(default_factory=list)
     open_audit: list[dict[str, Any]] = field(default_factory=list)
     judge_agreement: list[dict[str, Any]] = field(default_factory=list)
+    probes: list[dict[str, Any]] = field(default_factory=list)  # temporal probes per model x kind
     health: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # run health tables (measure.health)
     schema_version: int = SCHEMA_VERSION
 

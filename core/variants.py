@@ -10,8 +10,10 @@ from __future__ import annotations
 PLAIN = "plain"
 BLIND = "blind"
 SINGLE_FRAME = "single-frame"
+SHUFFLED = "shuffled"
+REVERSED = "reversed"
 CUED: tuple[str, ...] = ("bbox", "trajectory", "both", "side-by-side")
-CONTROLS: tuple[str, ...] = (BLIND, SINGLE_FRAME, "shuffled", "reversed")
+CONTROLS: tuple[str, ...] = (BLIND, SINGLE_FRAME, SHUFFLED, REVERSED)
 VARIANTS: tuple[str, ...] = (PLAIN, *CUED, *CONTROLS)
 AUDIT_CONTROLS: tuple[str, ...] = (BLIND, SINGLE_FRAME)  # the shortcut audit: can the answer be had without motion?
 IMAGE_VARIANTS: tuple[str, ...] = (SINGLE_FRAME,)  # one frame: sent as an image, not a video

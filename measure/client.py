@@ -17,13 +17,13 @@ import httpx
 import openai
 from openai import AsyncOpenAI
 
-from core.cli import option
+from core.cli import option, parse_size
 from core.defaults import FRAMES
 from core.errors import UserError
 from core.profiles import QWEN_VL, Profile
 from core.records import OPEN, Key, Prediction, Question, key
 from measure import media, prompt
-from measure.media import Media, MediaSpec, Prepared, parse_size
+from measure.media import Media, MediaSpec, Prepared
 from measure.prompt import AnswerFormat
 from measure.score import score_choice, score_open
 from measure.servers import ServerLost, Servers, ServerUnavailable
@@ -141,7 +141,8 @@ def _top_logprobs(choice) -> dict[str, float] | None:
 def _base(item: Item) -> dict[str, Any]:
     q = item.question
     return dict(question_id=q.id, video_id=q.video_id, type=q.type, model=item.model, variant=item.variant,
-                choices=list(q.choices), answer=q.answer, template=q.template, verb=q.verb, category=q.category)
+                choices=list(q.choices), answer=q.answer, template=q.template, verb=q.verb, category=q.category,
+                reversed_answer=q.reversed_answer)
 
 
 def unreadable(item: Item, problem: BaseException | None = None) -> Prediction:

@@ -91,16 +91,6 @@ def worker_pool(workers: int, processors: Iterable[str | None] = ()) -> Iterator
         pool.shutdown(wait=False, cancel_futures=True)
 
 
-def parse_size(value: str | tuple[int, int]) -> tuple[int, int]:
-    """`WxH` (e.g. 320x240) as (W, H)."""
-    if isinstance(value, tuple):
-        return value
-    w, sep, h = value.lower().partition("x")
-    if not (sep and w.isdigit() and h.isdigit() and int(w) > 0 and int(h) > 0):
-        raise ValueError(f"{value!r}: use WxH with positive integers, e.g. 320x240")
-    return int(w), int(h)
-
-
 PROCESSOR_CONFIGS = ("video_preprocessor_config.json", "preprocessor_config.json", "processor_config.json")
 
 

@@ -68,6 +68,10 @@ def render_markdown(r: Report) -> str:
         parts += ["\n## Judges compared (predictions both judged)\n", markdown(r.judge_agreement), "\n"]
     if not r.arrow.empty:
         parts += ["\n## Arrow of time (chance 50 %; temporal_kl: mean KL(forward || reversed), nats)\n", markdown(r.arrow), "\n"]
+    if not r.probes.empty:
+        parts += ["\n## Temporal probes (%; chance from the choices). Reversed clips are scored against their own "
+                  "answer (first/last, left/right, up/down, start/end swap; a count stays); reversed_as_forward: "
+                  "still the forward answer; answer_flips: reply changed from plain's\n", markdown(r.probes), "\n"]
     if r.health:
         parts += ["\n## Run health\n\nRates are over the sessions' sending time; memory is resident (GiB), peak "
                   "while sending, start-up times as `serve run` measured and vLLM logged them.\n\n",
@@ -89,7 +93,7 @@ def record(r: Report) -> ReportRecord:
         warnings=list(r.warnings), verdicts=list(r.verdicts), statistics=methods(r),
         open_accuracy=_records(r.open_accuracy), open_adapter_vs_base=_records(r.open_adapter_vs_base),
         open_audit=_records(r.open_audit), judge_agreement=_records(r.judge_agreement),
-        health={name: _records(t) for name, t in r.health.items()},
+        probes=_records(r.probes), health={name: _records(t) for name, t in r.health.items()},
     )
 
 

@@ -16,14 +16,14 @@ from typing import Iterable, Mapping
 import numpy as np
 import pandas as pd
 
-from core.records import OPEN, Judgement, Prediction
+from core.records import OPEN, PROBE, Judgement, Prediction
 from core.runfiles import RunRecord
-from core.variants import AUDIT_CONTROLS, BLIND, CUED, PLAIN
+from core.variants import AUDIT_CONTROLS, BLIND, CUED, PLAIN, REVERSED, SHUFFLED
 from measure import health, openreport, stats
 from measure.prompt import LETTERS
 
 TABLE_COLUMNS = ["object_acc", "verb_acc", "overall_acc", "n", "invalid", "errors"]
-TYPES = ("object", "verb", "all")
+TYPES = ("object", "verb", PROBE, "all")
 AUDIT_MARGIN = 5.0  # points: blind this close to plain means the type does not measure vision
 PAIR_COLUMNS = ["n", "videos", "acc_a", "acc_b", "delta", "ci_low", "ci_high", "only_a", "only_b",
                 "p_mcnemar", "p_video", "p_holm", "survives_holm", "mde", "deff"]
@@ -161,6 +161,38 @@ def arrow_of_time(df: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+FLIPPING_PROBES = ("order", "direction", "change")  # kinds whose answer time reversal changes (count: it does not)
+
+
+def temporal_probes(df: pd.DataFrame) -> pd.DataFrame:
+    """Per model x probe kind: accuracy on plain clips against chance; on reversed clips,
+    accuracy against the reversed clip's own answer (`reversed_answer`: first/last, left/right,
+    up/down and start/end swap, a count stays), the share still given the forward answer, and
+    how often the reply changed from plain's (expected: all for kinds that flip, none for
+    count); on shuffled clips, accuracy (expected: chance for order, direction and count)."""
+    p = df[(df["type"] == PROBE) & (df["status"] != "error")]
+    rows = []
+    for (model, kind), g in p.groupby(["model", "category"], sort=True):
+        plain = g[g["variant"] == PLAIN].set_index("question_id")
+        row = {"model": model, "kind": kind, "n": len(plain),
+               "chance": 100 * float(np.mean([1 / len(c) for c in g["choices"]])),
+               "plain_acc": 100 * plain["correct"].mean() if len(plain) else float("nan"),
+               "expected_reversed": "flips" if kind in FLIPPING_PROBES else "same"}
+        rev = g[g["variant"] == REVERSED].set_index("question_id")
+        if len(rev):
+            row["reversed_acc"] = 100 * (rev["reply"] == rev["reversed_answer"]).mean()
+            row["reversed_as_forward"] = 100 * (rev["reply"] == rev["answer"]).mean()
+            both = plain[["reply"]].join(rev[["reply"]].rename(columns={"reply": "reply_rev"}), how="inner")
+            row["answer_flips"] = 100 * (both["reply"] != both["reply_rev"]).mean() if len(both) else float("nan")
+        shuffled = g[g["variant"] == SHUFFLED]
+        if len(shuffled):
+            row["shuffled_acc"] = 100 * shuffled["correct"].mean()
+        rows.append(row)
+    cols = ["model", "kind", "n", "chance", "plain_acc", "reversed_acc", "reversed_as_forward", "answer_flips",
+            "expected_reversed", "shuffled_acc"]
+    return pd.DataFrame(rows).reindex(columns=cols) if rows else pd.DataFrame()
+
+
 def per_template(df: pd.DataFrame) -> pd.DataFrame:
     """Accuracy per model x variant x template (and its verb)."""
     scored = df[df["status"] != "error"]
@@ -276,6 +308,7 @@ class Report:
     open_adapter_vs_base: pd.DataFrame
     open_audit: pd.DataFrame
     judge_agreement: pd.DataFrame
+    probes: pd.DataFrame = field(default_factory=pd.DataFrame)  # temporal probes per model x kind
     health: dict[str, pd.DataFrame] = field(default_factory=dict)  # run health (`measure.health`), given run.json
 
 
@@ -305,6 +338,7 @@ def build(predictions: Iterable[Prediction], parents: dict[str, str | None] | No
                   warnings=warnings, cued_blind_wrong=blind_wrong, arrow=empty if df.empty else arrow_of_time(df),
                   open_accuracy=empty if of.empty else openreport.accuracy(of), open_adapter_vs_base=open_adapters,
                   open_audit=open_audit, judge_agreement=openreport.agreement(judgements),
+                  probes=empty if df.empty else temporal_probes(df),
                   health=health.tables(predictions, run) if run is not None else {})
 
 

@@ -14,6 +14,7 @@ from core.runfiles import Manifest
 from prepare.arrow import build_arrow
 from prepare.pipeline import Options, prepare_ssv2, seed_option, variants_option, workers_option
 from prepare.openqa import OpenOptions, prepare_open
+from prepare.probes import KINDS, ProbeOptions, prepare_probes
 from prepare.synthetic import generate_open, generate_raw
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
@@ -119,6 +120,22 @@ def synthetic_open(a: SyntheticOpen) -> None:
     EgoTempo's or EgoTextVQA's exact format, then read them as `prepare egotempo/egotextvqa` does."""
     raw = generate_open(DataLayout(a.out).raw, a.videos, a.options.seed, a.format)
     _report_open(a.out, prepare_open(a.format, raw["annotations"], raw["videos"], a.out, a.options))
+
+
+@dataclass
+class Probes:
+    out: Path = option(help="Output dataset directory, e.g. data/probes.")
+    options: ProbeOptions = group(ProbeOptions)
+
+
+@command(app, Probes)
+def probes(a: Probes) -> None:
+    """Temporal probes (Video-T3 style): synthetic clips where one temporal factor (order,
+    direction, a change, a count) decides the answer and no single frame gives it away."""
+    c = prepare_probes(a.out, a.options).counts
+    kinds = ", ".join(f"{k} {c['by_category'][k]}" for k in KINDS)
+    typer.echo(f"{a.out}: {c['questions']} probe questions ({kinds}); variants {', '.join(c['variants'])}; "
+               f"{c['clips_rendered']} clips rendered")
 
 
 @dataclass

@@ -18,7 +18,7 @@ from core.files import atomic_write
 from core.layout import DataLayout
 from core.records import Question, read_questions, template_verb, to_json_line
 from core.runfiles import Manifest
-from core.variants import PLAIN
+from core.variants import PLAIN, REVERSED
 
 QUESTION = "Is this video playing forward or backward?"
 CHOICES = ["forward", "backward"]
@@ -80,13 +80,13 @@ def build_arrow(source: Path, out: Path | None = None) -> Manifest:
     """Write the arrow-of-time dataset for the prepared dataset `source`; returns its manifest."""
     src = DataLayout(source)
     out = out or source / "arrow-of-time"
-    if "reversed" not in src.variants():
+    if REVERSED not in src.variants():
         raise DataError(f"{source}: no reversed clips; prepare it with --variants including plain,reversed")
     layout = DataLayout(out)
     questions: list[Question] = []
     missing: list[str] = []
     for q in {q.video_id: q for q in read_questions(src.questions)}.values():
-        clips = {"forward": src.clip(PLAIN, q.video_id), "backward": src.clip("reversed", q.video_id)}
+        clips = {"forward": src.clip(PLAIN, q.video_id), "backward": src.clip(REVERSED, q.video_id)}
         if not all(p.is_file() for p in clips.values()):
             missing.append(q.video_id)
             continue
