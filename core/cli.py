@@ -116,6 +116,19 @@ def comma_list(value: str | typing.Sequence[str]) -> tuple[str, ...]:
     return tuple(v.strip() for v in value.split(",") if v.strip()) if isinstance(value, str) else tuple(value)
 
 
+def pairs(value: str | dict[str, str]) -> dict[str, str]:
+    """`a=b,c=d` as {a: b, c: d}."""
+    if isinstance(value, dict):
+        return value
+    out = {}
+    for item in comma_list(value):
+        key, sep, val = item.partition("=")
+        if not (sep and key.strip() and val.strip()):
+            raise ValueError(f"{item!r}: use NAME=VALUE, comma-separated")
+        out[key.strip()] = val.strip()
+    return out
+
+
 def parse_size(value: str | tuple[int, int]) -> tuple[int, int]:
     """`WxH` (e.g. 320x240) as (W, H)."""
     if isinstance(value, tuple):

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import MISSING, asdict, dataclass, fields
+from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Iterable, Literal, Mapping
 
@@ -21,6 +21,8 @@ QuestionType = Literal["verb", "object", "arrow", "open", "probe"]
 QUESTION_TYPES: tuple[str, ...] = ("verb", "object", "arrow", "open", "probe")
 OPEN = "open"
 PROBE = "probe"
+DUPLICATE_CHOICES, ANSWER_NOT_IN_CHOICES = "duplicate_choices", "answer_not_in_choices"
+FLAWS = (DUPLICATE_CHOICES, ANSWER_NOT_IN_CHOICES)  # kept in an imported dataset, so it stays comparable
 Status = Literal["ok", "invalid", "error"]
 Key = tuple[str, str, str]
 KEY_FIELDS = ("question_id", "model", "variant")
@@ -78,6 +80,7 @@ class Question:
     verb: str = ""  # the template's verb (`template_verb`)
     category: str = ""  # a task's own grouping, e.g. reversible/irreversible for arrow of time
     reversed_answer: str | None = None  # probes: the right answer on the reversed clip (a choice)
+    flags: list[str] = field(default_factory=list)  # an imported row kept as published though flawed (FLAWS)
     schema_version: int = SCHEMA_VERSION
 
     def problems(self) -> list[str]:
@@ -95,9 +98,9 @@ class Question:
             out.append("question must hold exactly one _____")
         if len(self.choices) < 2:
             out.append("fewer than 2 choices")
-        if len({normalize(c) for c in self.choices}) != len(self.choices):
+        if len({normalize(c) for c in self.choices}) != len(self.choices) and DUPLICATE_CHOICES not in self.flags:
             out.append("duplicate choices")
-        if self.choices.count(self.answer) != 1:
+        if self.choices.count(self.answer) != 1 and not set(FLAWS) & set(self.flags):
             out.append("answer is not exactly once among the choices")
         if self.reversed_answer is not None and self.reversed_answer not in self.choices:
             out.append("reversed_answer is not among the choices")

@@ -43,6 +43,7 @@ class Manifest:
     videos_without_both_clips: list[str] = field(default_factory=list)
     categories: dict[str, str] = field(default_factory=dict)
     probes: dict[str, dict[str, Any]] = field(default_factory=dict)  # temporal probes: construction per clip
+    flagged: dict[str, list[str]] = field(default_factory=dict)  # imported questions kept though flawed, and how
     schema_version: int = SCHEMA_VERSION
 
     @staticmethod
@@ -148,6 +149,7 @@ class ReportRecord:
     open_audit: list[dict[str, Any]] = field(default_factory=list)
     judge_agreement: list[dict[str, Any]] = field(default_factory=list)
     probes: list[dict[str, Any]] = field(default_factory=list)  # temporal probes per model x kind
+    reference: list[dict[str, Any]] = field(default_factory=list)  # published numbers beside ours
     health: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # run health tables (measure.health)
     schema_version: int = SCHEMA_VERSION
 

@@ -3,16 +3,17 @@ from __future__ import annotations
 
 import webbrowser
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Optional
 
 import typer
 
-from core.cli import command, fail, main
+from core.cli import command, fail, main, pairs
 from core.defaults import BASE_URL, RUNS_ROOT
 from core.layout import DataLayout, RunLayout
 from core.records import OPEN, load_questions
 from measure import judge as judge_mod
 from measure import power, render, report, stats, view
+from measure import reference as ref_mod
 from measure.run import RunOptions, check, execute, open_run
 from measure.store import PredictionStore, dataset, judgement_store
 
@@ -34,7 +35,8 @@ def run(opts: RunOptions) -> None:
     typer.echo(f"run {opened.rid}: {len(p.items)} items, {len(p.items) - len(opened.todo)} already done, "
                f"{len(opened.todo)} to send ({len(p.models)} model(s) x {len(p.variants)} variant(s))", err=True)
     out = execute(opts, p, opened, _warn)
-    r = report.build(out.kept, opened.record.parents(), run=opened.record)
+    r = report.build(out.kept, opened.record.parents(), run=opened.record, published=p.published,
+                     published_models=opts.reference_models)
     render.write(opened.store.layout, r)
     typer.echo(render.render_markdown(r))
     for warning in r.warnings:
@@ -70,13 +72,21 @@ def _parents(store: PredictionStore) -> dict[str, str | None]:
 def report_cmd(
     runs: Annotated[list[Path], typer.Argument(help="Run folders (or ids under --runs-dir).")],
     runs_dir: RunsDir = RUNS_ROOT,
+    reference: Annotated[Optional[Path], typer.Option(help="A published table to show beside ours (default: the "
+                                                      "run's --reference).")] = None,
+    reference_models: Annotated[Optional[str], typer.Option(help="Its model labels as served models, "
+                                                            "LABEL=NAME,...")] = None,
 ) -> None:
     """Recompute a run's reports from its predictions alone (nothing is asked again)."""
     for run in runs:
         store = _store(run, runs_dir)
         record = store.read_run()
+        config = record.config if record else {}
+        table = reference or (Path(config["reference"]) if config.get("reference") else None)
+        names = pairs(reference_models) if reference_models else config.get("reference_models")
         r = report.build(store.load().values(), record.parents() if record else {},
-                         judgement_store(store.layout).load().values(), run=record)
+                         judgement_store(store.layout).load().values(), run=record,
+                         published=None if table is None else ref_mod.read(table), published_models=names)
         render.write(store.layout, r)
         typer.echo(f"# {store.layout.id}\n\n{render.render_markdown(r)}")
 

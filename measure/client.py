@@ -23,7 +23,7 @@ from core.errors import UserError
 from core.profiles import QWEN_VL, Profile
 from core.records import OPEN, Key, Prediction, Question, key
 from measure import media, prompt
-from measure.media import Media, MediaSpec, Prepared
+from measure.media import Media, MediaSpec, Prepared, Sampling
 from measure.prompt import AnswerFormat
 from measure.score import score_choice, score_open
 from measure.servers import ServerLost, Servers, ServerUnavailable
@@ -66,6 +66,11 @@ class AskConfig:
                                                 "local.", parser=parse_size, metavar="WxH")
     frames: int | None = option(None, "--media data/file: frames the server samples per clip, sent per request "
                                 "(server needs --trust-request-mm-kwargs). Default: the server's setting.")
+    sampling: Sampling = option("centers", "--media frames: which frames are sent. centers: --client-frames evenly "
+                                "spread (what training uses); uniform: np.linspace over the clip; processor: the "
+                                "model's own video processor at its fps (what current vLLM samples); study: what vLLM "
+                                "< 0.12 did with num_frames=--client-frames (uniform for longer clips, else the "
+                                "processor's): the reference study's frames.")
     media_workers: int = option(max(1, (os.cpu_count() or 2) // 2), "Processes preparing clips ahead of the requests.")
     down_timeout_s: float = option(60.0, "Seconds with no server accepting connections before the run stops (exit 3); "
                                    "a server back sooner is used again.", flags=("--down-timeout",))
@@ -89,7 +94,8 @@ class AskConfig:
             return None
         return MediaSpec(clip=item.clip, variant=item.variant, mode=self.media, video_as=self.profile(item.model).video_as,
                          frames=self.client_frames, frame_size=self.frame_size,
-                         processor=self.processors.get(item.model), server_frames=self.frames)
+                         processor=self.processors.get(item.model), server_frames=self.frames,
+                         sampling=self.sampling)
 
 
 def list_models(base_url: str, api_key: str | None, timeout: float = 4.0) -> list[dict]:

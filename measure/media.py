@@ -39,6 +39,7 @@ from core.variants import IMAGE_VARIANTS
 from measure.prompt import frame_label, sample_indices, video_intro
 
 Media = Literal["frames", "data", "file"]
+Sampling = Literal["centers", "uniform", "processor", "study"]
 JPEG_QUALITY = 90
 MEDIA_VERSION = 1  # bump when the pixels sent for the same settings change: old cache keys must not match
 
@@ -55,6 +56,7 @@ class MediaSpec:
     frame_size: tuple[int, int] | None = None  # (W, H) asked for; None: the processor's size for the clip
     processor: str | None = None  # a model dir (or hub id) whose video processor decides the final size
     server_frames: int | None = None  # data/file mode: frames the server is asked to sample
+    sampling: Sampling = "centers"  # which `frames` frames the client sends (`frame_indices`)
 
 
 @dataclass(frozen=True)
@@ -137,9 +139,31 @@ def cache_key(spec: MediaSpec, content: str, size: tuple[int, int] | None, indic
     return hashlib.sha256(what.encode()).hexdigest()[:32]
 
 
-def _sample(vr: decord.VideoReader, k: int) -> tuple[np.ndarray, list[int], float]:
-    idx = sample_indices(len(vr), k)
-    return vr.get_batch(idx).asnumpy(), idx, float(vr.get_avg_fps()) or FPS_FALLBACK
+def frame_indices(n: int, fps: float, k: int, sampling: Sampling, processor: str | None) -> list[int]:
+    """The frames of an n-frame clip the client sends:
+    - centers: k evenly spread (`prompt.sample_indices`, what training uses);
+    - uniform: k from `np.linspace(0, n - 1, k)` (vLLM's OpenCV loader given num_frames=k);
+    - processor: what the model's own video processor samples at its fps (Qwen-VL: 2 fps,
+      at least 4), i.e. what current vLLM does server-side;
+    - study: what vLLM < 0.12 did with `--media-io-kwargs {"video": {"num_frames": k}}`, read
+      from its 0.11.0 source: a clip of more than k frames is sampled `uniform`, a shorter
+      one (or one of exactly k) is read whole and left to the processor's own sampling."""
+    if sampling == "centers":
+        return sample_indices(n, k)
+    uniform = np.linspace(0, n - 1, min(k, n), dtype=int).tolist()
+    if sampling == "uniform" or (sampling == "study" and n > k):
+        return uniform
+    if processor is None:
+        raise ValueError(f"--sampling {sampling} needs the model's video processor (a local model dir)")
+    from transformers.video_utils import VideoMetadata
+
+    return [int(i) for i in _video_processor(processor).sample_frames(VideoMetadata(total_num_frames=n, fps=fps))]
+
+
+def _sample(vr: decord.VideoReader, spec: MediaSpec) -> tuple[np.ndarray, list[int], float]:
+    fps = float(vr.get_avg_fps()) or FPS_FALLBACK
+    idx = frame_indices(len(vr), fps, spec.frames, spec.sampling, spec.processor)
+    return vr.get_batch(idx).asnumpy(), idx, fps
 
 
 def prepare(spec: MediaSpec) -> Prepared:
@@ -156,7 +180,7 @@ def prepare(spec: MediaSpec) -> Prepared:
         return Prepared((part,), None, [0], list(size))
     if spec.video_as == "frames":  # image-only families: sampled frames with their trained text
         vr = decord.VideoReader(str(spec.clip), ctx=decord.cpu(0))
-        frames, idx, fps = _sample(vr, spec.frames)
+        frames, idx, fps = _sample(vr, spec)
         size = (frames.shape[2], frames.shape[1])
         parts: list[dict] = [{"type": "text", "text": video_intro(len(idx), len(vr) / fps)}]
         for i, frame in zip(idx, frames):
@@ -171,7 +195,7 @@ def prepare(spec: MediaSpec) -> Prepared:
         n = spec.server_frames
         return Prepared((part,), {"min_frames": n, "max_frames": n} if n else None, None, None)
     vr = decord.VideoReader(str(spec.clip), ctx=decord.cpu(0))
-    frames, idx, fps = _sample(vr, spec.frames)
+    frames, idx, fps = _sample(vr, spec)
     w, h = spec.frame_size or (frames.shape[2], frames.shape[1])
     if spec.processor is not None:
         w, h = processed_size(spec.processor, len(idx), h, w)

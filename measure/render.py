@@ -38,7 +38,7 @@ def methods(r: Report) -> dict[str, str | int | float]:
         "p_holm": f"p_video Holm-adjusted over all {r.tests} paired tests of this report",
         "mde": f"minimum detectable effect (pts) at power {stats.POWER:g}, two-sided alpha {stats.ALPHA:g}: "
                "Connor's paired-binomial formula at the observed discordance, times sqrt(design effect of videos)",
-        "tests": r.tests, "alpha": stats.ALPHA, "power": stats.POWER,
+        "tests": r.tests, "alpha": stats.ALPHA, "power": stats.POWER, "frames": r.frames,
     }
 
 
@@ -68,6 +68,10 @@ def render_markdown(r: Report) -> str:
         parts += ["\n## Judges compared (predictions both judged)\n", markdown(r.judge_agreement), "\n"]
     if not r.arrow.empty:
         parts += ["\n## Arrow of time (chance 50 %; temporal_kl: mean KL(forward || reversed), nats)\n", markdown(r.arrow), "\n"]
+    if not r.reference.empty:
+        parts += ["\n## Published numbers beside ours (%; our 95 % CI resamples videos; inside_ci: the published "
+                  f"number lies in it)\n\nOurs sent {r.frames or 'clips as run.json records'}.\n\n",
+                  markdown(r.reference), "\n"]
     if not r.probes.empty:
         parts += ["\n## Temporal probes (%; chance from the choices). Reversed clips are scored against their own "
                   "answer (first/last, left/right, up/down, start/end swap; a count stays); reversed_as_forward: "
@@ -93,7 +97,7 @@ def record(r: Report) -> ReportRecord:
         warnings=list(r.warnings), verdicts=list(r.verdicts), statistics=methods(r),
         open_accuracy=_records(r.open_accuracy), open_adapter_vs_base=_records(r.open_adapter_vs_base),
         open_audit=_records(r.open_audit), judge_agreement=_records(r.judge_agreement),
-        probes=_records(r.probes), health={name: _records(t) for name, t in r.health.items()},
+        probes=_records(r.probes), reference=_records(r.reference), health={name: _records(t) for name, t in r.health.items()},
     )
 
 

@@ -19,7 +19,7 @@ import pandas as pd
 from core.records import OPEN, PROBE, Judgement, Prediction
 from core.runfiles import RunRecord
 from core.variants import AUDIT_CONTROLS, BLIND, CUED, PLAIN, REVERSED, SHUFFLED
-from measure import health, openreport, stats
+from measure import health, openreport, reference, stats
 from measure.prompt import LETTERS
 
 TABLE_COLUMNS = ["object_acc", "verb_acc", "overall_acc", "n", "invalid", "errors"]
@@ -309,13 +309,16 @@ class Report:
     open_audit: pd.DataFrame
     judge_agreement: pd.DataFrame
     probes: pd.DataFrame = field(default_factory=pd.DataFrame)  # temporal probes per model x kind
+    reference: pd.DataFrame = field(default_factory=pd.DataFrame)  # published numbers beside ours (`measure.reference`)
+    frames: str = ""  # how the clips were sent (from run.json): what a published number is compared under
     health: dict[str, pd.DataFrame] = field(default_factory=dict)  # run health (`measure.health`), given run.json
 
 
 def build(predictions: Iterable[Prediction], parents: dict[str, str | None] | None = None,
-          judgements: Iterable[Judgement] = (), run: RunRecord | None = None) -> Report:
-    """Every table of a run, from its predictions (and judgements, for open questions; and
-    its run.json, for the run health tables)."""
+          judgements: Iterable[Judgement] = (), run: RunRecord | None = None,
+          published: pd.DataFrame | None = None, published_models: dict[str, str] | None = None) -> Report:
+    """Every table of a run, from its predictions (and judgements, for open questions; its
+    run.json, for the run health tables; a published table, to show beside ours)."""
     predictions, judgements = list(predictions), list(judgements)
     parents = parents or {}
     df = to_frame(p for p in predictions if p.type != OPEN)
@@ -339,7 +342,19 @@ def build(predictions: Iterable[Prediction], parents: dict[str, str | None] | No
                   open_accuracy=empty if of.empty else openreport.accuracy(of), open_adapter_vs_base=open_adapters,
                   open_audit=open_audit, judge_agreement=openreport.agreement(judgements),
                   probes=empty if df.empty else temporal_probes(df),
-                  health=health.tables(predictions, run) if run is not None else {})
+                  reference=empty if published is None else reference.table(
+                      df, published, reference.model_names(sorted(set(published["model"].astype(str))), parents,
+                                                           published_models)),
+                  health=health.tables(predictions, run) if run is not None else {},
+                  frames="" if run is None else frames_sent(run.ask))
+
+
+def frames_sent(ask: Mapping) -> str:
+    """How a run sent its clips, in words (its `ask` settings)."""
+    if ask.get("media", "frames") != "frames":
+        return f"--media {ask.get('media')}: the server sampled {ask.get('frames') or 'its default'} frames"
+    return (f"--media frames: --client-frames {ask.get('client_frames')} chosen by --sampling "
+            f"{ask.get('sampling', 'centers')}")
 
 
 def cell_ci(df: pd.DataFrame) -> dict[tuple[str, str], tuple[float, float]]:

@@ -11,11 +11,12 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import httpx
+import pandas as pd
 from pydantic_core import to_jsonable_python
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from core import serverinfo
-from core.cli import comma_list, group, option
+from core.cli import comma_list, group, option, pairs
 from core.defaults import BASE_URL, DATASET, RUNS_ROOT
 from core.errors import DataError
 from core.files import sha256
@@ -24,7 +25,7 @@ from core.profiles import Profile, profile_for
 from core.records import Prediction, load_questions
 from core.runfiles import RunRecord, Session
 from core.variants import BLIND
-from measure import client, health, media
+from measure import client, health, media, reference
 from measure.client import AskConfig, Item, SetupError
 from measure.store import PredictionStore
 
@@ -45,6 +46,11 @@ class RunOptions:
     limit: int | None = option(None, "Only the first N questions.")
     concurrency: int = option(32, "Requests in flight.")
     ask: AskConfig = group(AskConfig)
+    reference: Path | None = option(None, "A published table to show beside ours (CSV: model, videos, object_acc, "
+                                    "verb_acc, overall_acc; e.g. measure/references/visual_cues_qwen3_vl_2b.csv).")
+    reference_models: dict[str, str] | None = option(None, "Its model labels as served models, e.g. pretrained=base,"
+                                                     "finetuned=lora (default: pretrained = the base model, finetuned "
+                                                     "= its one adapter).", parser=pairs, metavar="LABEL=NAME,...")
     run_id: str | None = option(None, "Run folder name; an existing run is resumed.")
     resume: str | None = option(None, "Resume this run id.")
     runs_dir: Path = option(RUNS_ROOT, "Where run folders go.")
@@ -64,6 +70,7 @@ class Plan:
     served: list[list[dict]]  # /v1/models per base URL
     rejected: list[str]  # bad question rows, file:line and reason
     cfg: AskConfig  # the request settings, with each served model's profile and video processor
+    published: pd.DataFrame | None = None  # --reference, read
 
 
 def plan(layout: DataLayout, models: list[str], variants: list[str], split: str, limit: int | None,
@@ -100,9 +107,14 @@ def check(opts: RunOptions) -> Plan:
     missing = sorted(set(chosen) - set(on_disk))
     if missing or not chosen:
         raise DataError(f"{opts.data}: no clips for variant(s) {missing or chosen}; on disk: {on_disk}")
+    published = None
+    if opts.reference is not None:  # read and matched to the served models now, not after the asking
+        published = reference.read(opts.reference)
+        reference.model_names(sorted(set(published["model"].astype(str))), {m["id"]: m.get("parent") for m in served[0]},
+                              opts.reference_models)
     rejected: list[str] = []
     items = plan(layout, wanted, chosen, opts.split, opts.limit, rejected)
-    return Plan(items, wanted, chosen, served, rejected, ask_config(opts.ask, served[0], wanted))
+    return Plan(items, wanted, chosen, served, rejected, ask_config(opts.ask, served[0], wanted), published)
 
 
 def roots_of(models: list[dict]) -> dict[str, str]:

@@ -15,6 +15,7 @@ from prepare.arrow import build_arrow
 from prepare.pipeline import Options, prepare_ssv2, seed_option, variants_option, workers_option
 from prepare.openqa import OpenOptions, prepare_open
 from prepare.probes import KINDS, ProbeOptions, prepare_probes
+from prepare.visualcues import VisualCuesOptions, prepare_visual_cues
 from prepare.synthetic import generate_open, generate_raw
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
@@ -98,7 +99,11 @@ def _report_open(out: Path, manifest: Manifest) -> None:
     c = manifest.counts
     typer.echo(f"{out}: {c['questions']} open questions on {c['videos']} videos {c['by_category']}; variants "
                f"{', '.join(c['variants'])}; dropped {len(manifest.dropped)} {manifest.dropped_by_reason}")
-    for d in manifest.dropped[:20]:
+    _show_dropped(manifest)
+
+
+def _show_dropped(manifest: Manifest, most: int = 20) -> None:
+    for d in manifest.dropped[:most]:
         typer.secho(f"dropped {d['item']}: {d['reason']}", fg="yellow", err=True)
 
 
@@ -136,6 +141,29 @@ def probes(a: Probes) -> None:
     kinds = ", ".join(f"{k} {c['by_category'][k]}" for k in KINDS)
     typer.echo(f"{a.out}: {c['questions']} probe questions ({kinds}); variants {', '.join(c['variants'])}; "
                f"{c['clips_rendered']} clips rendered")
+
+
+@dataclass
+class VisualCues:
+    test: Path = option(help="The study's test rows (a JSON list of {video, metadata: {question, choices, answer, "
+                             "type}}).")
+    videos_plain: Path = option(help="Folder of the study's plain clips.")
+    videos_trajectory: Path = option(help="Folder of the study's trajectory clips.")
+    out: Path = option(help="Output dataset directory, e.g. data/visual-cues.")
+    train: Path | None = option(None, "The study's train rows, same format.")
+    options: VisualCuesOptions = group(VisualCuesOptions)
+
+
+@command(app, VisualCues, name="visual-cues")
+def visual_cues(a: VisualCues) -> None:
+    """Import the visual-cues study's questions and clips (4g/visual_cues) as they were published:
+    its choices in their order, its clips linked, flawed rows kept and flagged."""
+    m = prepare_visual_cues(a.test, {"plain": a.videos_plain, "trajectory": a.videos_trajectory}, a.out, a.options,
+                            a.train)
+    c = m.counts
+    typer.echo(f"{a.out}: {c['questions']} questions on {c['videos']} videos {c['by_split']} {c['by_type']}; "
+               f"flagged {c['flagged']}; dropped {len(m.dropped)} {m.dropped_by_reason}")
+    _show_dropped(m)
 
 
 @dataclass
