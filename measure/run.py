@@ -8,7 +8,7 @@ import time
 from concurrent.futures import Executor
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Sequence
 
 import httpx
 import pandas as pd
