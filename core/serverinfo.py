@@ -54,19 +54,23 @@ def write(info: ServerInfo) -> Path:
     return path
 
 
-def _local(host: str) -> bool:
+def is_local(base_url: str) -> bool:
+    """Whether a URL names a port on this machine (where `serve run` leaves its file)."""
+    parts = urlsplit(base_url)
+    if not parts.hostname or not parts.port:
+        return False
     try:
-        return ipaddress.ip_address(host).is_loopback
+        return ipaddress.ip_address(parts.hostname).is_loopback
     except ValueError:
-        return host in ("localhost", socket.gethostname())
+        return parts.hostname in ("localhost", socket.gethostname())
 
 
 def lookup(base_url: str) -> ServerInfo | None:
     """What `serve run` wrote for a server on this machine that is still running; None for
     a remote server or one started otherwise."""
-    parts = urlsplit(base_url)
-    if not parts.hostname or not parts.port or not _local(parts.hostname):
+    if not is_local(base_url):
         return None
+    parts = urlsplit(base_url)
     path = path_for(parts.port)
     if not path.is_file():
         return None

@@ -36,7 +36,7 @@ def run(opts: RunOptions) -> None:
                f"{len(opened.todo)} to send ({len(p.models)} model(s) x {len(p.variants)} variant(s))", err=True)
     out = execute(opts, p, opened, _warn)
     r = report.build(out.kept, opened.record.parents(), run=opened.record, published=p.published,
-                     published_models=opts.reference_models)
+                     published_models=p.published_models)
     render.write(opened.store.layout, r)
     typer.echo(render.render_markdown(r))
     for warning in r.warnings:

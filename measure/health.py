@@ -108,7 +108,7 @@ def tables(predictions: Iterable[Prediction], run: RunRecord) -> dict[str, pd.Da
         peaks = [h["servers"][url] for h in healths if url in h.get("servers", {})]
         peak = max((x["peak_rss_bytes"] for x in peaks if x["peak_rss_bytes"] is not None), default=None)
         rows.append({"server": url, "vllm": s.get("version"), "ready_s": serve.get("ready_s"),
-                     **{k: v for k, v in (serve.get("times") or {}).items()},
+                     **(serve.get("times") or {}),
                      "rss_ready_gib": _gib(serve.get("rss_ready_bytes")), "peak_rss_gib": _gib(peak),
                      "rss_source": peaks[-1]["source"] if peaks else None, "requests": len(mine),
                      "req_per_s": _rate(len(mine), send_s),

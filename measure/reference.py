@@ -36,14 +36,14 @@ def read(path: Path) -> pd.DataFrame:
     return ref
 
 
-def model_names(labels: list[str], parents: dict[str, str | None], given: dict[str, str] | None) -> dict[str, str]:
-    """Reference label -> served model: as given, else pretrained/finetuned as the run's one
-    base model and its one adapter, else a label that is itself a served model."""
+def model_names(ref: pd.DataFrame, parents: dict[str, str | None], given: dict[str, str] | None) -> dict[str, str]:
+    """The reference table's model labels -> served models: as given, else pretrained/finetuned
+    as the run's one base model and its one adapter, else a label that is itself a served model."""
     bases = [m for m, p in parents.items() if p is None]
     adapters = [m for m, p in parents.items() if p is not None]
     default = {"pretrained": bases[0] if len(bases) == 1 else None, "finetuned": adapters[0] if len(adapters) == 1 else None}
     out = {}
-    for label in labels:
+    for label in sorted(set(ref["model"].astype(str))):
         name = (given or {}).get(label) or default.get(label) or (label if label in parents else None)
         if name is None:
             raise DataError(f"reference model {label!r} names no served model ({sorted(parents)}); "

@@ -343,8 +343,7 @@ def build(predictions: Iterable[Prediction], parents: dict[str, str | None] | No
                   open_audit=open_audit, judge_agreement=openreport.agreement(judgements),
                   probes=empty if df.empty else temporal_probes(df),
                   reference=empty if published is None else reference.table(
-                      df, published, reference.model_names(sorted(set(published["model"].astype(str))), parents,
-                                                           published_models)),
+                      df, published, reference.model_names(published, parents, published_models)),
                   health=health.tables(predictions, run) if run is not None else {},
                   frames="" if run is None else frames_sent(run.ask))
 

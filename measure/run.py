@@ -71,6 +71,7 @@ class Plan:
     rejected: list[str]  # bad question rows, file:line and reason
     cfg: AskConfig  # the request settings, with each served model's profile and video processor
     published: pd.DataFrame | None = None  # --reference, read
+    published_models: dict[str, str] | None = None  # its model labels -> served models, resolved
 
 
 def plan(layout: DataLayout, models: list[str], variants: list[str], split: str, limit: int | None,
@@ -107,14 +108,13 @@ def check(opts: RunOptions) -> Plan:
     missing = sorted(set(chosen) - set(on_disk))
     if missing or not chosen:
         raise DataError(f"{opts.data}: no clips for variant(s) {missing or chosen}; on disk: {on_disk}")
-    published = None
+    published, names = None, None
     if opts.reference is not None:  # read and matched to the served models now, not after the asking
         published = reference.read(opts.reference)
-        reference.model_names(sorted(set(published["model"].astype(str))), {m["id"]: m.get("parent") for m in served[0]},
-                              opts.reference_models)
+        names = reference.model_names(published, {m["id"]: m.get("parent") for m in served[0]}, opts.reference_models)
     rejected: list[str] = []
     items = plan(layout, wanted, chosen, opts.split, opts.limit, rejected)
-    return Plan(items, wanted, chosen, served, rejected, ask_config(opts.ask, served[0], wanted), published)
+    return Plan(items, wanted, chosen, served, rejected, ask_config(opts.ask, served[0], wanted), published, names)
 
 
 def roots_of(models: list[dict]) -> dict[str, str]:
@@ -130,7 +130,8 @@ def profiles_of(models: list[dict]) -> dict[str, Profile]:
 
 def ask_config(cfg: AskConfig, listed: list[dict], wanted: list[str]) -> AskConfig:
     """`cfg` with each served model's profile and, for --media frames, the video processor that
-    sizes its frames; SetupError when a video model has none and no --frame-size is given."""
+    sizes its frames; SetupError when a video model has none and no --frame-size is given, or
+    when --sampling asks a processor that a model lacks."""
     profiles = profiles_of(listed)
     processors: dict[str, str | None] = {}
     if cfg.media == "frames":
@@ -141,6 +142,10 @@ def ask_config(cfg: AskConfig, listed: list[dict], wanted: list[str]) -> AskConf
         if lacking and cfg.frame_size is None:
             raise SetupError(f"--media frames: no video processor found for {', '.join(lacking)} (not a local model "
                              "directory, nor in the Hugging Face cache); pass --frame-size WxH or use --media data")
+        unsampled = [f"{m} ({roots[m]})" for m in wanted if processors.get(m) is None]
+        if cfg.sampling in ("processor", "study") and unsampled:
+            raise SetupError(f"--sampling {cfg.sampling} asks the model's video processor which frames to send, and "
+                             f"{', '.join(unsampled)} has none here; use --sampling centers or uniform")
     return replace(cfg, profiles=profiles, processors=processors)
 
 

@@ -147,7 +147,7 @@ def prepare_open(kind: str, annotations: Path, videos: Path, out: Path, opts: Op
     manifest = Manifest(
         kind=f"open-qa:{kind}",
         sources={"annotations": str(annotations), "videos": str(videos)},
-        options={"variants": list(opts.variants), "seed": opts.seed, "workers": opts.workers},
+        options={"variants": list(opts.variants), "seed": opts.seed},  # not --workers: how, not what (EXECUTION)
         seed=opts.seed,
         render_settings={v: settings(v, cues, opts.seed) for v in opts.variants},
         counts={"questions": len(kept), "videos": len(videos_kept),

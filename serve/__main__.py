@@ -18,9 +18,9 @@ from typing import IO, Annotated, Optional
 import httpx
 import typer
 
+from core import serverinfo
 from core.cli import command, fail, main
 from core.defaults import ADAPTERS_DIR, BASE_URL, TINY_MODEL, TINY_SMOLVLM
-from core import serverinfo
 from core.procs import die_with_parent
 from core.serverinfo import ServerInfo
 from serve import command as server
@@ -175,7 +175,10 @@ def wait(
 
 def described(url: str, timeout: float = 5.0) -> bool:
     """Once a local server answers, give the `serve run` that started it (if one did) time to
-    write what it knows (core.serverinfo), so a run started next records it."""
+    write what it knows (core.serverinfo), so a run started next records it. A remote server
+    has no such file: no wait."""
+    if not serverinfo.is_local(url):
+        return False
     deadline = time.monotonic() + timeout
     while serverinfo.lookup(url) is None:
         if time.monotonic() > deadline:

@@ -105,7 +105,7 @@ def test_published_numbers_sit_beside_ours_with_our_ci():
     assert pd.isna(t.loc[("finetuned", "trajectory", "object_acc")]["ours"])  # not asked: left empty
     assert t.loc[("finetuned", "plain", "object_acc")]["model"] == "lora"
     with pytest.raises(DataError, match="give --reference-models"):
-        reference.model_names(["pretrained"], {"a": None, "b": None}, None)
+        reference.model_names(ref, {"a": None, "b": None}, None)
 
 
 def test_a_bad_reference_table_names_the_file_and_row(tmp_path):
@@ -133,6 +133,21 @@ def test_study_sampling_is_vllm_0_11s(tiny):
     assert len(frame_indices(36, 12.0, 64, "study", str(tiny.model))) == 6  # 3 s at 2 fps
     with pytest.raises(ValueError, match="video processor"):
         frame_indices(36, 12.0, 64, "processor", None)
+
+
+def test_sampling_by_the_processor_is_refused_up_front_without_one(tiny, tmp_path):
+    """A model whose video processor is not at hand cannot be sampled by it: a SetupError before
+    anything is asked, not an error on every item."""
+    from measure.client import AskConfig, SetupError
+    from measure.run import ask_config
+
+    bare = tmp_path / "tiny-vlm"  # the model's folder without its processor configs
+    bare.mkdir()
+    (bare / "config.json").write_text((tiny.model / "config.json").read_text())
+    listed = [{"id": "tiny-vlm", "root": str(bare)}]
+    assert ask_config(AskConfig(frame_size=(64, 64), sampling="uniform"), listed, ["tiny-vlm"]).sampling == "uniform"
+    with pytest.raises(SetupError, match="--sampling study asks the model's video processor.*tiny-vlm"):
+        ask_config(AskConfig(frame_size=(64, 64), sampling="study"), listed, ["tiny-vlm"])
 
 
 def test_reproduce_dry_run_prints_every_command_and_runs_none(tmp_path):
