@@ -3,48 +3,150 @@ vLLM's `EngineArgs` builds its CLI), and one way out on bad input (`fail`, `main
 
     @dataclass
     class Settings:
-        port: int = option(8000, "Port to bind.", envvar="PORT")
+        port: int = option(8000, "Port to bind.")
+        runs: RunsDir = group(RunsDir)           # a shared group: its options, declared once
 
     @command(app, Settings)
     def run(settings: Settings) -> None: ...
 
-A field whose type is itself such a dataclass (declared with `group()`) contributes its
-options too, so a config shared by a library function and a command is declared once.
+A field declared with `argument()` is a positional argument. An option with a `parser`
+takes one string on the command line (`--frame-size 128x128`, `--shard 0/2`), whatever
+the field's type, and shows its default as it would be typed.
 """
+
 from __future__ import annotations
 
 import dataclasses
 import inspect
+import re
 import sys
+import types
 import typing
-from typing import Annotated, Any, Callable, TypeVar
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
 
 import typer
+from typer import Abort
+from typer._click.exceptions import UsageError  # public as click.UsageError; typer vendors click
 
 from core.errors import UserError
 
 T = TypeVar("T")
 _CLI = "cli"
 _GROUP = "cli_group"
+_SHOWN = "cli_shown"
 
 
-def option(default: Any = dataclasses.MISSING, help: str = "", *, factory: Callable[[], Any] | None = None,
-           envvar: str | None = None, flags: tuple[str, ...] = (), parser: Callable[[str], Any] | None = None,
-           metavar: str | None = None) -> Any:
-    """A dataclass field that is also a command-line option (`--field-name` unless `flags`)."""
-    info = typer.Option(*flags, help=help, envvar=envvar, parser=parser, metavar=metavar or ("TEXT" if parser else None),
-                        show_default=parser is None)
+def app(help: str | None, **settings: Any) -> typer.Typer:
+    """A command-line app as every package's: help printed as written (no terminal markup, so
+    `[data]` or `[/v1]` stay text), no shell-completion options."""
+    return typer.Typer(add_completion=False, rich_markup_mode=None, help=help, **settings)
+
+
+def shown(value: Any) -> str | None:
+    """A default as a user would type it (None: nothing to show)."""
+    if value is None or value is ... or value == () or value == {}:
+        return None
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, Mapping):
+        return ",".join(f"{k}={v}" for k, v in value.items())
+    if isinstance(value, (list, tuple)):
+        return ",".join(str(v) for v in value)
+    return str(value)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Spec:
+    """How a field appears on the command line."""
+
+    help: str
+    positional: bool = False
+    envvar: str | None = None
+    flags: tuple[str, ...] = ()
+    parser: Callable[[str], Any] | None = None
+    metavar: str | None = None
+    shown: str | None = None  # the default in words, for one that depends on the machine or the data
+    hidden: bool = False
+
+    def info(self, default: Any, hint: Any) -> Any:
+        show = self.shown or (default is not None and default is not ... and default is not False)
+        if self.positional:
+            return typer.Argument(help=self.help, parser=self.parser, metavar=self.metavar, show_default=show)
+        return typer.Option(
+            *self.flags,
+            help=self.help,
+            envvar=self.envvar,
+            parser=self.parser,
+            metavar=self.metavar or metavar_of(hint),
+            show_default=show,
+            hidden=self.hidden,
+        )
+
+
+METAVARS = {int: "N", float: "NUMBER", str: "TEXT", Path: "PATH"}
+
+
+def metavar_of(hint: Any) -> str | None:
+    """What a value of this type looks like in help: N, NUMBER, TEXT, PATH, a|b (None: a flag)."""
+    args = [a for a in typing.get_args(hint) if a is not type(None)] if _is_union(hint) else [hint]
+    inner = args[0] if len(args) == 1 else hint
+    if typing.get_origin(inner) is list:
+        inner = typing.get_args(inner)[0]
+    if typing.get_origin(inner) is typing.Literal:
+        return "|".join(map(str, typing.get_args(inner)))
+    return None if inner is bool else METAVARS.get(inner, "TEXT")
+
+
+def _is_union(hint: Any) -> bool:
+    return typing.get_origin(hint) in (typing.Union, types.UnionType)
+
+
+def option(
+    default: Any = dataclasses.MISSING,
+    help: str = "",
+    *,
+    factory: Callable[[], Any] | None = None,
+    envvar: str | None = None,
+    flags: tuple[str, ...] = (),
+    parser: Callable[[str], Any] | None = None,
+    metavar: str | None = None,
+    shown: str | None = None,
+    hidden: bool = False,
+) -> Any:
+    """A dataclass field that is also a command-line option (`--field-name` unless `flags`);
+    `shown`: the default in words when it depends on the machine or the data."""
+    spec = _Spec(help, envvar=envvar, flags=flags, parser=parser, metavar=metavar, shown=shown, hidden=hidden)
     if factory is not None:
-        return dataclasses.field(default_factory=factory, metadata={_CLI: info})
-    return dataclasses.field(default=default, metadata={_CLI: info})
+        return dataclasses.field(default_factory=factory, metadata={_CLI: spec})
+    return dataclasses.field(default=default, metadata={_CLI: spec})
 
 
-def group(cls: type) -> Any:
-    """A dataclass field holding another options dataclass (its defaults)."""
-    return dataclasses.field(default_factory=cls, metadata={_GROUP: True})
+def argument(
+    default: Any = dataclasses.MISSING,
+    help: str = "",
+    *,
+    parser: Callable[[str], Any] | None = None,
+    metavar: str | None = None,
+) -> Any:
+    """A dataclass field that is a positional command-line argument."""
+    return dataclasses.field(
+        default=default, metadata={_CLI: _Spec(help, positional=True, parser=parser, metavar=metavar)}
+    )
 
 
-def _default(f: dataclasses.Field) -> Any:
+def group(cls: type, shown: Mapping[str, str] | None = None, **defaults: Any) -> Any:
+    """A dataclass field holding another options dataclass; `defaults` override its own, and
+    `shown` how the help states them (option field -> words)."""
+    return dataclasses.field(
+        default_factory=lambda: cls(**defaults), metadata={_GROUP: defaults, _SHOWN: dict(shown or {})}
+    )
+
+
+def _default(f: dataclasses.Field, overrides: Mapping[str, Any]) -> Any:
+    if f.name in overrides:
+        return overrides[f.name]
     if f.default is not dataclasses.MISSING:
         return f.default
     if f.default_factory is not dataclasses.MISSING:
@@ -52,34 +154,104 @@ def _default(f: dataclasses.Field) -> Any:
     return ...  # required
 
 
-def _parameters(cls: type) -> list[tuple[tuple[str, ...], inspect.Parameter]]:
+def _cli_type(hint: Any, spec: _Spec) -> Any:
+    """The type typer sees: one string for an option with a parser (a list of them when the
+    option repeats), else the field's own type."""
+    if spec.parser is None:
+        return hint
+    repeats = any(typing.get_origin(a) is list for a in (typing.get_args(hint) if _is_union(hint) else (hint,)))
+    return list[str] if repeats else str
+
+
+def _typed_as(default: Any, spec: _Spec) -> Any:
+    """An option with a parser gets its default as a user would type it (the parser reads it
+    back), so the help shows it that way: 4,8,16 or 224x160, not a Python tuple."""
+    if spec.parser is None or spec.shown or shown(default) is None:
+        return default
+    show = getattr(spec.parser, "show", shown)  # a parser may say how its values are typed
+    return [show(d) for d in default] if isinstance(default, list) else show(default)
+
+
+def _parameters(
+    cls: type, overrides: Mapping[str, Any] = {}, shown_as: Mapping[str, str] = {}
+) -> list[tuple[tuple[str, ...], inspect.Parameter]]:
     """(path of field names, CLI parameter) for every option of `cls`, groups flattened."""
     hints = typing.get_type_hints(cls)
     out = []
     for f in dataclasses.fields(cls):
-        if f.metadata.get(_GROUP):
-            out += [((f.name, *path), p) for path, p in _parameters(hints[f.name])]
+        if _GROUP in f.metadata:
+            inner = _parameters(hints[f.name], f.metadata[_GROUP], f.metadata[_SHOWN])
+            out += [((f.name, *path), p) for path, p in inner]
         elif _CLI in f.metadata:
-            p = inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=_default(f),
-                                  annotation=Annotated[hints[f.name], f.metadata[_CLI]])
-            out.append(((f.name,), p))
+            spec: _Spec = f.metadata[_CLI]
+            if f.name in shown_as:
+                spec = dataclasses.replace(spec, shown=shown_as[f.name])
+            default = _typed_as(_default(f, overrides), spec)
+            annotation = Annotated[_cli_type(hints[f.name], spec), spec.info(default, hints[f.name])]
+            out.append(
+                (
+                    (f.name,),
+                    inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=annotation),
+                )
+            )
     return out
 
 
-def _build(cls: type[T], values: dict[tuple[str, ...], Any]) -> T:
+def _build(cls: type[T], values: dict[tuple[str, ...], Any], overrides: Mapping[str, Any] = {}) -> T:
     hints = typing.get_type_hints(cls)
-    kwargs: dict[str, Any] = {}
+    kwargs: dict[str, Any] = dict(overrides)
     for f in dataclasses.fields(cls):
-        if f.metadata.get(_GROUP):
+        if _GROUP in f.metadata:
             inner = {path[1:]: v for path, v in values.items() if path[0] == f.name}
-            kwargs[f.name] = _build(hints[f.name], inner)
+            kwargs[f.name] = _build(hints[f.name], inner, f.metadata[_GROUP])
         elif (f.name,) in values:
             kwargs[f.name] = values[(f.name,)]
     return cls(**kwargs)
 
 
-def command(app: typer.Typer, cls: type[T], *, name: str | None = None, callback: bool = False,
-            **settings: Any) -> Callable[[Callable[..., None]], Callable[..., None]]:
+def parsed_options(cls: type) -> list[str]:
+    """The flags of `cls`'s options that read their value with a parser of their own
+    (`--frame-size`, `--models`, ...), groups included."""
+    names = []
+    for _, p in _parameters(cls):
+        info = typing.get_args(p.annotation)[1]
+        if isinstance(info, typer.models.OptionInfo) and info.parser is not None:
+            names.append(info.param_decls[0] if info.param_decls else "--" + p.name.replace("_", "-"))
+    return names
+
+
+def _shown_name(param: Any) -> str:
+    """A positional argument as help shows it: RUN, RUN_B, RUNS..."""
+    return param.name.upper() + ("..." if param.nargs == -1 else "")
+
+
+class Command(typer.core.TyperCommand):
+    """A command whose help names positional arguments as a user types them (RUN, [RUN_B],
+    RUNS...), not as Python types."""
+
+    def collect_usage_pieces(self, ctx: typer.Context) -> list[str]:
+        pieces = [self.options_metavar] if self.options_metavar else []
+        for p in self.get_params(ctx):
+            if p.param_type_name == "argument":
+                pieces.append(_shown_name(p) if p.required else f"[{_shown_name(p)}]")
+        return pieces
+
+    def format_options(self, ctx: typer.Context, formatter: Any) -> None:
+        args = [
+            (_shown_name(p), p.help + ("  [required]" if p.required else ""))
+            for p in self.get_params(ctx)
+            if p.param_type_name == "argument"
+        ]
+        opts = [r for p in self.get_params(ctx) if p.param_type_name == "option" and (r := p.get_help_record(ctx))]
+        for title, rows in (("Arguments", args), ("Options", opts)):
+            if rows:
+                with formatter.section(title):
+                    formatter.write_dl(rows)
+
+
+def command(
+    app: typer.Typer, cls: type[T], *, name: str | None = None, callback: bool = False, **settings: Any
+) -> Callable[[Callable[..., None]], Callable[..., None]]:
     """Register `fn(options: cls[, ctx])` as a command (or the app's callback) whose options are
     the option fields of `cls`. `fn` receives a `typer.Context` too when it declares `ctx`."""
 
@@ -102,10 +274,11 @@ def command(app: typer.Typer, cls: type[T], *, name: str | None = None, callback
         wrapper.__annotations__ = {p.name: p.annotation for p in signature.parameters.values()}
         wrapper.__doc__ = fn.__doc__
         wrapper.__name__ = name or fn.__name__
+        wrapper.options_class = cls  # type: ignore[attr-defined]  (what `parsed_options` reads)
         if callback:
             app.callback(invoke_without_command=True, **settings)(wrapper)
         else:
-            app.command(name, **settings)(wrapper)
+            app.command(name, cls=Command, **settings)(wrapper)
         return fn
 
     return decorate
@@ -113,13 +286,28 @@ def command(app: typer.Typer, cls: type[T], *, name: str | None = None, callback
 
 def comma_list(value: str | typing.Sequence[str]) -> tuple[str, ...]:
     """An option's comma-separated names as a tuple (a sequence passes through as one)."""
-    return tuple(v.strip() for v in value.split(",") if v.strip()) if isinstance(value, str) else tuple(value)
+    if not isinstance(value, str):
+        return tuple(value)
+    names = tuple(v.strip() for v in value.split(",") if v.strip())
+    if not names:
+        raise ValueError(f"{value!r}: give one or more names, comma-separated")
+    return names
 
 
-def pairs(value: str | dict[str, str]) -> dict[str, str]:
+def positive_ints(value: str | typing.Sequence[int]) -> tuple[int, ...]:
+    """`4,8,16` as (4, 8, 16): positive whole numbers, comma-separated."""
+    if not isinstance(value, str):
+        return tuple(value)
+    parts = comma_list(value)
+    if not parts or not all(p.isdigit() and int(p) > 0 for p in parts):
+        raise ValueError(f"{value!r}: use positive whole numbers, comma-separated, e.g. 4,8,16")
+    return tuple(int(p) for p in parts)
+
+
+def pairs(value: str | Mapping[str, str]) -> dict[str, str]:
     """`a=b,c=d` as {a: b, c: d}."""
-    if isinstance(value, dict):
-        return value
+    if isinstance(value, Mapping):
+        return dict(value)
     out = {}
     for item in comma_list(value):
         key, sep, val = item.partition("=")
@@ -139,6 +327,9 @@ def parse_size(value: str | tuple[int, int]) -> tuple[int, int]:
     return int(w), int(h)
 
 
+parse_size.show = lambda size: f"{size[0]}x{size[1]}"  # type: ignore[attr-defined]
+
+
 def one_line(message: str) -> str:
     return " ".join(str(message).split())
 
@@ -153,11 +344,31 @@ def fail(message: str) -> typing.NoReturn:
     raise typer.Exit(2)
 
 
+def warn(message: str) -> None:
+    """A warning line on stderr."""
+    typer.secho(message, fg="yellow", err=True)
+
+
+def usage(e: UsageError) -> str:
+    """A usage error as one line: the option, the value and the accepted forms."""
+    message = re.sub(r"^Invalid value for '([^']+)': ", r"\1: ", e.format_message()).replace("Value error, ", "")
+    if "valid integer" in message or "valid number" in message:  # pydantic's words for int and float
+        message = message.split(":")[0] + f": not a {'whole ' if 'integer' in message else ''}number"
+    return message[0].lower() + message[1:].rstrip(".")
+
+
 def main(app: typer.Typer) -> None:
-    """Run a package's CLI: a UserError, or an OS error on a named file, wherever it is raised,
-    ends the run with one line and exit 2 instead of a traceback."""
+    """Run a package's CLI: a bad option value, a UserError, or an OS error on a named file,
+    wherever it is raised, ends the run with one `error:` line and exit 2 instead of a
+    traceback or a usage box."""
     try:
-        app()
+        code = app(standalone_mode=False)
+    except UsageError as e:
+        hint = f" (see {e.ctx.command_path} --help)" if e.ctx else ""
+        _say(usage(e) + hint)
+        sys.exit(2)
+    except Abort:
+        sys.exit(130)
     except UserError as e:
         _say(str(e))
         sys.exit(2)
@@ -166,3 +377,4 @@ def main(app: typer.Typer) -> None:
             raise
         _say(f"{e.filename}: {e.strerror or e}")
         sys.exit(2)
+    sys.exit(code if isinstance(code, int) else 0)

@@ -1,4 +1,5 @@
 """Every shared default, defined once."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -13,9 +14,14 @@ TINY_MODEL = MODELS_DIR / "tiny-vlm"  # the embedded default: a tiny seeded Qwen
 TINY_SMOLVLM = MODELS_DIR / "tiny-smolvlm"
 GPU_MODEL = "Qwen/Qwen3-VL-2B-Instruct"  # the reference study's model, served on a GPU
 
-FRAMES = 8  # frames per clip: served, sampled client-side and trained on
+
+def default_model(gpu: bool) -> str:
+    """The model served and trained by default: the reference study's on a GPU, else the tiny one."""
+    return GPU_MODEL if gpu else str(TINY_MODEL)
+
+
+FRAMES = 8  # frames per clip: served, sampled client-side and trained on (core.frames)
 FPS_FALLBACK = 12.0  # SSV2's frame rate, for a clip whose container reports none
 
 HOST = "127.0.0.1"
 PORT = 8000
-BASE_URL = f"http://{HOST}:{PORT}/v1"

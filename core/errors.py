@@ -1,4 +1,5 @@
 """Errors a user can fix: each message names the file, URL or option and the reason."""
+
 from __future__ import annotations
 
 

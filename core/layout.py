@@ -1,15 +1,16 @@
 """Where things live inside a prepared dataset and inside a run folder.
 
-    data/NAME/                        runs/RUN/
-      questions.jsonl  (Question)       predictions.jsonl  (Prediction, the source of truth)
-      questions.parquet                 run.json           (RunRecord)
-      manifest.json    (Manifest)       report.{md,csv,json}, deltas.csv, templates.csv
-      clips/<variant>/<video>.mp4       accuracy.png, deltas.png
-      raw/             (prepare synthetic's SSV2-format input)
+data/NAME/                        runs/RUN/
+  questions.jsonl  (Question)       predictions.jsonl  (Prediction, the source of truth)
+  questions.parquet                 run.json           (RunRecord)
+  manifest.json    (Manifest)       report.{md,csv,json}, deltas.csv, templates.csv
+  clips/<variant>/<video>.mp4       accuracy.png, deltas.png
+  raw/             (prepare synthetic's SSV2-format input)
 
-    data/adapters/NAME/  adapter_config.json + weights (PEFT), train_args.json (TrainArgs),
-                         loss.csv, loss.png, checkpoints/
+data/adapters/NAME/  adapter_config.json + weights (PEFT), train_args.json (TrainArgs),
+                     loss.csv, loss.png, checkpoints/
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -70,7 +71,7 @@ class RunLayout:
     root: Path
 
     @classmethod
-    def find(cls, run: Path | str, runs_dir: Path = RUNS_ROOT) -> "RunLayout":
+    def find(cls, run: Path | str, runs_dir: Path = RUNS_ROOT) -> RunLayout:
         """A run given as a folder, or as a run id under `runs_dir`."""
         run = Path(run)
         return cls(run if run.is_dir() else runs_dir / run)

@@ -1,4 +1,5 @@
 """Child processes that never outlive their parent."""
+
 from __future__ import annotations
 
 import ctypes

@@ -5,8 +5,9 @@ clip is put into a request).
   server decodes and samples it.
 - SmolVLM / Idefics3 family: vLLM takes images only, so the client samples the frames and
   sends them as `image_url` parts with the text the model was trained with
-  (`measure.prompt`).
+  (`measure.ask.prompt`).
 """
+
 from __future__ import annotations
 
 import json
@@ -26,10 +27,7 @@ class Profile:
 
 QWEN_VL = Profile("qwen-vl", "video")
 IDEFICS3 = Profile("idefics3", "frames")
-_BY_ARCHITECTURE = {
-    "Idefics3ForConditionalGeneration": IDEFICS3,
-    "SmolVLMForConditionalGeneration": IDEFICS3,
-}
+_BY_ARCHITECTURE = {"Idefics3ForConditionalGeneration": IDEFICS3, "SmolVLMForConditionalGeneration": IDEFICS3}
 
 
 def profile_for(model: str) -> Profile:

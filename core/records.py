@@ -1,20 +1,25 @@
-"""The per-item records: a Question (what prepare writes) and a Prediction (what measure
-writes), one key for both, and their JSON-lines reader and writer.
+"""The per-item records: a Question (what prepare writes), a Prediction (what measure
+writes: what the server said and how it was scored), a Judgement, one key for them, and
+their JSON-lines reader and writer.
 
-Every line carries `schema_version`. Lines without one are version 1 (written before the
-field existed) and are upgraded on reading: their `verb` is derived from the template.
+Every line carries `schema_version`. Older lines are upgraded on reading: version 1 (no
+`schema_version`) gets its `verb` from the template; before version 3 a reversed probe was
+scored against the forward answer, from 3 on against its own (`reversed_answer`).
 """
+
 from __future__ import annotations
 
 import json
 import re
+from collections.abc import Iterable, Mapping
 from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any, Iterable, Literal, Mapping
+from typing import Any, Literal
 
 from core.errors import DataError
+from core.variants import REVERSED
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 QuestionType = Literal["verb", "object", "arrow", "open", "probe"]
 # arrow: the arrow-of-time task; open: a free-form question (no choices) scored by a judge;
 # probe: a synthetic temporal probe (its kind in `category`)
@@ -91,9 +96,15 @@ class Question:
         if self.type not in QUESTION_TYPES:
             out.append(f"type {self.type!r} is not one of {QUESTION_TYPES}")
         if self.type == OPEN:
-            return out + [m for bad, m in ((self.choices, "an open question has no choices"),
-                                           (not self.question.strip(), "empty question"),
-                                           (not self.answer.strip(), "empty answer")) if bad]
+            return out + [
+                m
+                for bad, m in (
+                    (self.choices, "an open question has no choices"),
+                    (not self.question.strip(), "empty question"),
+                    (not self.answer.strip(), "empty answer"),
+                )
+                if bad
+            ]
         if self.type != "arrow" and self.question.count("_____") != 1:
             out.append("question must hold exactly one _____")
         if len(self.choices) < 2:
@@ -109,7 +120,9 @@ class Question:
 
 @dataclass
 class Prediction:
-    """What one model said about one question on one clip variant."""
+    """What one model said about one question on one clip variant: the server's reply as it
+    came (`text`, `top_logprobs`, `prompt_tokens`, timing) and the scored fields (`status`,
+    `reply`, `correct`, `probs`: `measure.score`), which a rescore recomputes from the former."""
 
     question_id: str
     video_id: str
@@ -133,11 +146,18 @@ class Prediction:
     frame_size: list[int] | None = None  # [W, H] of the frames the client sent, if it did
     server: str | None = None  # base URL of the server that answered
     reversed_answer: str | None = None  # the question's (probes): the right answer on the reversed clip
+    text: str | None = None  # the reply exactly as the server sent it (None: no reply, or written before v3)
+    top_logprobs: dict[str, float] | None = None  # the first reply token's alternatives (token -> logprob)
     schema_version: int = SCHEMA_VERSION
 
     @property
     def key(self) -> Key:
         return key(self.question_id, self.model, self.variant)
+
+    @property
+    def expected(self) -> str:
+        """The right answer for the clip this prediction saw: a reversed probe's own answer."""
+        return self.reversed_answer if self.variant == REVERSED and self.reversed_answer is not None else self.answer
 
 
 def _upgrade(row: dict[str, Any], where: str) -> dict[str, Any]:
@@ -145,9 +165,11 @@ def _upgrade(row: dict[str, Any], where: str) -> dict[str, Any]:
     version = row.get("schema_version", 1)
     if not isinstance(version, int) or version > SCHEMA_VERSION:
         raise DataError(f"{where}: schema_version {version!r} is newer than this visual-cues reads ({SCHEMA_VERSION})")
+    row = dict(row, schema_version=SCHEMA_VERSION)
     if version == 1:
-        row = dict(row, schema_version=SCHEMA_VERSION)
         row.setdefault("verb", template_verb(str(row.get("template", ""))))
+    if version < 3 and row.get("variant") == REVERSED and row.get("reversed_answer") is not None:
+        row["correct"] = row.get("status") == "ok" and row.get("reply") == row["reversed_answer"]
     return row
 
 

@@ -1,10 +1,11 @@
-"""Typed run-level files, each with a `schema_version`: a dataset's manifest.json, a run's
-run.json and report.json, an adapter's train_args.json.
+"""Typed run-level files, each with a `schema_version` and typed all the way down: a
+dataset's manifest.json, a run's run.json and report.json, an adapter's train_args.json.
 
 `read(cls, path)` accepts every version this code knows (files without `schema_version`
 are version 1, written before the field existed) and names the file and field on a bad
 one; `write(path, record)` writes the current version atomically.
 """
+
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
@@ -13,9 +14,12 @@ from typing import Any, TypeVar
 
 from pydantic import ConfigDict, TypeAdapter, ValidationError
 
+from core.ask import AskConfig
 from core.errors import DataError
 from core.files import read_json, write_json
+from core.frames import FrameSpec
 from core.records import SCHEMA_VERSION
+from core.serverinfo import ServerInfo
 
 T = TypeVar("T")
 _STRICT = ConfigDict(extra="forbid")
@@ -47,9 +51,24 @@ class Manifest:
     schema_version: int = SCHEMA_VERSION
 
     @staticmethod
-    def upgrade(raw: dict[str, Any]) -> dict[str, Any]:
+    def upgrade(raw: dict[str, Any], version: int) -> dict[str, Any]:
         raw.setdefault("kind", "arrow-of-time" if "source" in raw else "ssv2")
         return raw
+
+
+@dataclass
+class ServerPeak:
+    peak_rss_bytes: int | None
+    source: str  # "process group (/proc)" or "/metrics (API server process)"
+
+
+@dataclass
+class SessionHealth:
+    """Peak resident memory while a session sent (measure.ask.health)."""
+
+    __pydantic_config__ = _STRICT
+    client_peak_rss_bytes: int
+    servers: dict[str, ServerPeak] = field(default_factory=dict)  # by base URL
 
 
 @dataclass
@@ -63,8 +82,78 @@ class Session:
     ended: str | None = None
     answered: int | None = None  # None when interrupted
     send_s: float | None = None
-    req_per_s: float | None = None
-    health: dict[str, Any] = field(default_factory=dict)  # peak resident memory while sending (measure.health)
+    health: SessionHealth | None = None
+
+    @property
+    def req_per_s(self) -> float | None:
+        return round(self.answered / self.send_s, 2) if self.answered is not None and self.send_s else None
+
+
+@dataclass
+class ServedModel:
+    """A model a server listed (/v1/models)."""
+
+    __pydantic_config__ = ConfigDict(extra="ignore")  # vLLM lists more (object, created, permission, ...)
+    id: str
+    root: str | None = None  # the model dir or hub id; an adapter's path as its server was given it
+    parent: str | None = None  # an adapter's base model
+    max_model_len: int | None = None
+
+
+@dataclass
+class ServerRecord:
+    """One server of a run: what it serves and, when `serve run` started it here, how."""
+
+    __pydantic_config__ = _STRICT
+    url: str  # its base URL (.../v1)
+    version: str | None = None  # vLLM's
+    models: list[ServedModel] = field(default_factory=list)
+    serve: ServerInfo | None = None
+
+
+@dataclass
+class DatasetRecord:
+    __pydantic_config__ = _STRICT
+    path: str
+    manifest_sha256: str | None = None
+
+
+@dataclass
+class JudgeRecord:
+    """A judge of a run's open questions: its model, server, prompt and settings."""
+
+    __pydantic_config__ = _STRICT
+    judge: str  # its served model name
+    base_url: str
+    prompt_version: int
+    temperature: float
+    max_tokens: int
+    schema: dict[str, Any]
+    system: str
+    user: str
+
+
+@dataclass
+class ReferenceRow:
+    """One published row: a model on one variant's clips, accuracy in %."""
+
+    __pydantic_config__ = _STRICT
+    model: str
+    videos: str
+    object_acc: float | None = None
+    verb_acc: float | None = None
+    overall_acc: float | None = None
+
+
+@dataclass
+class ReferenceRecord:
+    """A published table shown beside the run's numbers (`measure --reference`), kept whole so
+    the report needs nothing outside the run folder."""
+
+    __pydantic_config__ = _STRICT
+    source: str  # the CSV it was read from
+    models: dict[str, str] = field(default_factory=dict)  # its model labels -> served models
+    rows: list[ReferenceRow] | None = None  # None: a run from before v3, read from `source`
 
 
 @dataclass
@@ -74,24 +163,62 @@ class RunRecord:
     __pydantic_config__ = _STRICT
     run_id: str
     started: str
-    config: dict[str, Any]  # every measure option as given
-    ask: dict[str, Any]  # the request settings the client used
+    dataset: DatasetRecord
+    split: str
     models: list[str]
     variants: list[str]
-    split: str
-    dataset: dict[str, Any]  # path and manifest sha256
-    servers: list[dict[str, Any]]  # per base URL: vLLM version, /v1/models, what `serve run` wrote (core.serverinfo)
-    frames: dict[str, Any]
+    ask: AskConfig
+    servers: list[ServerRecord]
+    limit: int | None = None
+    concurrency: int = 32
+    reference: ReferenceRecord | None = None
     sessions: list[Session] = field(default_factory=list)
     rejected_questions: list[str] = field(default_factory=list)
-    judges: list[dict[str, Any]] = field(default_factory=list)  # per judge: model, URL, prompt version, settings
+    judges: list[JudgeRecord] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)  # what measure warned of when it started (e.g. frame specs)
     ended: str | None = None
     complete: bool = False
     schema_version: int = SCHEMA_VERSION
 
     def parents(self) -> dict[str, str | None]:
         """served model -> its base model (None for a base), from what the servers listed."""
-        return {m["id"]: m.get("parent") for s in self.servers for m in s.get("models", [])}
+        return {m.id: m.parent for s in self.servers for m in s.models}
+
+    @staticmethod
+    def upgrade(raw: dict[str, Any], version: int) -> dict[str, Any]:
+        return _run_v3(raw) if version < 3 else raw
+
+
+def _ask_v3(ask: dict[str, Any]) -> dict[str, Any]:
+    """A v1/v2 `ask` block: `client_frames`, `sampling`, `frame_size` and the server's
+    `frames` became one frame spec."""
+    ask = dict(ask)
+    count = ask.pop("client_frames", None) or 8
+    server = ask.pop("frames", None)
+    media = ask.get("media", "frames")
+    spec = {
+        "frames": count if media == "frames" else server or count,
+        "sampling": ask.pop("sampling", "centers"),
+        "frame_size": ask.pop("frame_size", None),
+    }
+    return ask | {"frames": spec}
+
+
+def _run_v3(raw: dict[str, Any]) -> dict[str, Any]:
+    """A v1/v2 run.json as v3: options typed, /v1/models trimmed, the reference in a block of
+    its own, nothing derivable kept (the `frames` block, `config` repeating the rest)."""
+    raw = dict(raw)
+    config = raw.pop("config", {})
+    raw.pop("frames", None)
+    raw["ask"] = _ask_v3(raw.get("ask", {}))
+    raw["limit"], raw["concurrency"] = config.get("limit"), config.get("concurrency", 32)
+    if config.get("reference"):
+        raw["reference"] = {"source": str(config["reference"]), "models": config.get("reference_models") or {}}
+    raw["sessions"] = [
+        {k: v for k, v in s.items() if k != "req_per_s"} | {"health": s.get("health") or None}
+        for s in raw.get("sessions", [])
+    ]
+    return raw
 
 
 @dataclass
@@ -114,7 +241,7 @@ class TrainArgs:
     per_device_batch: int
     gradient_accumulation_steps: int
     world_size: int
-    frames: int
+    frames: FrameSpec  # the frames each example was trained on
     answer_format: str
     max_steps: int
     seed: int
@@ -126,6 +253,13 @@ class TrainArgs:
     dataset_manifest_sha256: str | None
     command: list[str]
     schema_version: int = SCHEMA_VERSION
+
+    @staticmethod
+    def upgrade(raw: dict[str, Any], version: int) -> dict[str, Any]:
+        """Before v3 an adapter was trained on `frames` frames by centers sampling."""
+        return (
+            raw | {"frames": {"frames": raw["frames"]}} if version < 3 and isinstance(raw.get("frames"), int) else raw
+        )
 
 
 @dataclass
@@ -150,7 +284,7 @@ class ReportRecord:
     judge_agreement: list[dict[str, Any]] = field(default_factory=list)
     probes: list[dict[str, Any]] = field(default_factory=list)  # temporal probes per model x kind
     reference: list[dict[str, Any]] = field(default_factory=list)  # published numbers beside ours
-    health: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # run health tables (measure.health)
+    health: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # run health tables (measure.report.health)
     schema_version: int = SCHEMA_VERSION
 
 
@@ -166,7 +300,7 @@ def read(cls: type[T], path: Path) -> T:
     raw["schema_version"] = SCHEMA_VERSION
     upgrade = getattr(cls, "upgrade", None)
     if upgrade is not None:
-        raw = upgrade(raw)
+        raw = upgrade(raw, version)
     try:
         return TypeAdapter(cls).validate_python(raw)
     except ValidationError as e:

@@ -1,6 +1,7 @@
 """What `serve run` knows about the vLLM server it started, written once it is ready (one
 file per port on this machine) so that `measure` can record it in run.json: the arguments,
 the start-up times from vLLM's log, and the process group whose memory it can read."""
+
 from __future__ import annotations
 
 import ipaddress
@@ -10,12 +11,12 @@ import socket
 import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from urllib.parse import urlsplit
 
 import psutil
 from pydantic import TypeAdapter, ValidationError
 
 from core.files import read_json, write_json
+from core.urls import ServerUrl
 
 # vLLM's own log lines, as of 0.32 (GPU runner / CPU worker / engine core)
 LOG_TIMES = {
@@ -54,24 +55,22 @@ def write(info: ServerInfo) -> Path:
     return path
 
 
-def is_local(base_url: str) -> bool:
+def is_local(url: ServerUrl) -> bool:
     """Whether a URL names a port on this machine (where `serve run` leaves its file)."""
-    parts = urlsplit(base_url)
-    if not parts.hostname or not parts.port:
+    if not url.hostname or not url.port:
         return False
     try:
-        return ipaddress.ip_address(parts.hostname).is_loopback
+        return ipaddress.ip_address(url.hostname).is_loopback
     except ValueError:
-        return parts.hostname in ("localhost", socket.gethostname())
+        return url.hostname in ("localhost", socket.gethostname())
 
 
-def lookup(base_url: str) -> ServerInfo | None:
+def lookup(url: ServerUrl) -> ServerInfo | None:
     """What `serve run` wrote for a server on this machine that is still running; None for
     a remote server or one started otherwise."""
-    if not is_local(base_url):
+    if not is_local(url) or url.port is None:
         return None
-    parts = urlsplit(base_url)
-    path = path_for(parts.port)
+    path = path_for(url.port)
     if not path.is_file():
         return None
     try:

@@ -5,7 +5,12 @@
 - controls (made from the same frames as plain): `blind` (no clip at all: the question text
   alone), `single-frame` (the middle frame, sent as an image), `shuffled`, `reversed`.
 """
+
 from __future__ import annotations
+
+from collections.abc import Sequence
+
+from core.cli import comma_list
 
 PLAIN = "plain"
 BLIND = "blind"
@@ -17,3 +22,12 @@ CONTROLS: tuple[str, ...] = (BLIND, SINGLE_FRAME, SHUFFLED, REVERSED)
 VARIANTS: tuple[str, ...] = (PLAIN, *CUED, *CONTROLS)
 AUDIT_CONTROLS: tuple[str, ...] = (BLIND, SINGLE_FRAME)  # the shortcut audit: can the answer be had without motion?
 IMAGE_VARIANTS: tuple[str, ...] = (SINGLE_FRAME,)  # one frame: sent as an image, not a video
+
+
+def variant_names(value: str | Sequence[str]) -> tuple[str, ...]:
+    """Comma-separated variant names, each known."""
+    chosen = comma_list(value)
+    unknown = [v for v in chosen if v not in VARIANTS]
+    if unknown or not chosen:
+        raise ValueError(f"unknown variant(s) {unknown or value!r}; valid: {', '.join(VARIANTS)}")
+    return chosen

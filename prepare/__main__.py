@@ -1,24 +1,27 @@
 """`python -m prepare`: raw SSV2 (or synthetic) data -> questions.jsonl + clip variants."""
+
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Literal
 
 import typer
 
+from core import cli
 from core.cli import command, group, main, option
 from core.defaults import DATASET, OPEN_DATASET
 from core.layout import DataLayout
 from core.runfiles import Manifest
 from prepare.arrow import build_arrow
-from prepare.pipeline import Options, prepare_ssv2, seed_option, variants_option, workers_option
 from prepare.openqa import OpenOptions, prepare_open
+from prepare.pipeline import Options, prepare_ssv2, seed_option, variants_option, workers_option
 from prepare.probes import KINDS, ProbeOptions, prepare_probes
-from prepare.visualcues import VisualCuesOptions, prepare_visual_cues
 from prepare.synthetic import generate_open, generate_raw
+from prepare.visualcues import VisualCuesOptions, prepare_visual_cues
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
+app = cli.app(__doc__, no_args_is_help=True)
 
 
 @dataclass
@@ -42,8 +45,10 @@ class Synthetic:
 def _report(out: Path, manifest: Manifest, opts: Options) -> None:
     c = manifest.counts
     if opts.shard is not None:
-        typer.echo(f"{out}: shard {opts.shard[0]}/{opts.shard[1]}: {c['clips_rendered']} clips rendered; "
-                   "run again without --shard to write questions.jsonl")
+        typer.echo(
+            f"{out}: shard {opts.shard[0]}/{opts.shard[1]}: {c['clips_rendered']} clips rendered; "
+            "run again without --shard to write questions.jsonl"
+        )
         return
     typer.echo(
         f"{out}: {c['questions']} questions on {c['videos']} videos {c['by_split']} {c['by_type']}; "
@@ -75,8 +80,10 @@ class EgoTempo:
 
 @dataclass
 class EgoTextVqa:
-    jsonl: Path = option(help="EgoTextVQA's annotation JSONL (video_id, question_id, question_type, question, "
-                              "correct_answer, timestamp).")
+    jsonl: Path = option(
+        help="EgoTextVQA's annotation JSONL (video_id, question_id, question_type, question, "
+        "correct_answer, timestamp)."
+    )
     videos: Path = option(help="Directory of <video_id>.mp4 clips.")
     out: Path = option(help="Output dataset directory, e.g. data/NAME.")
     options: OpenOptions = group(OpenOptions)
@@ -84,21 +91,18 @@ class EgoTextVqa:
 
 @dataclass
 class SyntheticOpen:
-    format: str = option("egotempo", "Annotation format to write and read: egotempo or egotextvqa.",
-                         parser=lambda v: v if v in ("egotempo", "egotextvqa") else _bad_format(v))
+    format: Literal["egotempo", "egotextvqa"] = option("egotempo", "Annotation format to write and read.")
     out: Path = option(OPEN_DATASET, "Output dataset directory.")
     videos: int = option(40, "Videos to generate.")
     options: OpenOptions = group(OpenOptions)
 
 
-def _bad_format(value: str) -> str:
-    raise ValueError(f"unknown format {value!r}; valid: egotempo, egotextvqa")
-
-
 def _report_open(out: Path, manifest: Manifest) -> None:
     c = manifest.counts
-    typer.echo(f"{out}: {c['questions']} open questions on {c['videos']} videos {c['by_category']}; variants "
-               f"{', '.join(c['variants'])}; dropped {len(manifest.dropped)} {manifest.dropped_by_reason}")
+    typer.echo(
+        f"{out}: {c['questions']} open questions on {c['videos']} videos {c['by_category']}; variants "
+        f"{', '.join(c['variants'])}; dropped {len(manifest.dropped)} {manifest.dropped_by_reason}"
+    )
     _show_dropped(manifest)
 
 
@@ -139,18 +143,21 @@ def probes(a: Probes) -> None:
     direction, a change, a count) decides the answer and no single frame gives it away."""
     c = prepare_probes(a.out, a.options).counts
     kinds = ", ".join(f"{k} {c['by_category'][k]}" for k in KINDS)
-    typer.echo(f"{a.out}: {c['questions']} probe questions ({kinds}); variants {', '.join(c['variants'])}; "
-               f"{c['clips_rendered']} clips rendered")
+    typer.echo(
+        f"{a.out}: {c['questions']} probe questions ({kinds}); variants {', '.join(c['variants'])}; "
+        f"{c['clips_rendered']} clips rendered"
+    )
 
 
 @dataclass
 class VisualCues:
-    test: Path = option(help="The study's test rows (a JSON list of {video, metadata: {question, choices, answer, "
-                             "type}}).")
+    test: Path = option(
+        help="The study's test rows (a JSON list of {video, metadata: {question, choices, answer, type}})."
+    )
     videos_plain: Path = option(help="Folder of the study's plain clips.")
     videos_trajectory: Path = option(help="Folder of the study's trajectory clips.")
     out: Path = option(help="Output dataset directory, e.g. data/visual-cues.")
-    train: Path | None = option(None, "The study's train rows, same format.")
+    train: Path | None = option(None, "The study's train rows, same format.", shown="none")
     options: VisualCuesOptions = group(VisualCuesOptions)
 
 
@@ -158,18 +165,21 @@ class VisualCues:
 def visual_cues(a: VisualCues) -> None:
     """Import the visual-cues study's questions and clips (4g/visual_cues) as they were published:
     its choices in their order, its clips linked, flawed rows kept and flagged."""
-    m = prepare_visual_cues(a.test, {"plain": a.videos_plain, "trajectory": a.videos_trajectory}, a.out, a.options,
-                            a.train)
+    m = prepare_visual_cues(
+        a.test, {"plain": a.videos_plain, "trajectory": a.videos_trajectory}, a.out, a.options, a.train
+    )
     c = m.counts
-    typer.echo(f"{a.out}: {c['questions']} questions on {c['videos']} videos {c['by_split']} {c['by_type']}; "
-               f"flagged {c['flagged']}; dropped {len(m.dropped)} {m.dropped_by_reason}")
+    typer.echo(
+        f"{a.out}: {c['questions']} questions on {c['videos']} videos {c['by_split']} {c['by_type']}; "
+        f"flagged {c['flagged']}; dropped {len(m.dropped)} {m.dropped_by_reason}"
+    )
     _show_dropped(m)
 
 
 @dataclass
 class Arrow:
     source: Path = option(help="A prepared dataset with plain and reversed clips.", flags=("--from",))
-    out: Path | None = option(None, "Output directory. Default: <from>/arrow-of-time.")
+    out: Path | None = option(None, "Output directory.", shown="<from>/arrow-of-time")
 
 
 @command(app, Arrow, name="arrow-of-time")

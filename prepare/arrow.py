@@ -6,6 +6,7 @@ from its SSV2 template by the table below: reversed, a reversible action looks l
 another real action ("Opening [something]" reversed is closing it); an irreversible one
 looks physically wrong (a dropped thing rising, torn pieces joining).
 """
+
 from __future__ import annotations
 
 import os
@@ -26,14 +27,59 @@ VARIANT = "arrow"
 
 # By verb (the template's first -ing word); a template listed in TEMPLATES overrides it.
 REVERSIBLE_VERBS = {
-    "approaching", "attaching", "bending", "closing", "covering", "folding", "holding", "laying", "lifting",
-    "moving", "opening", "picking", "piling", "plugging", "pulling", "pushing", "putting", "removing",
-    "showing", "stacking", "taking", "tilting", "touching", "turning", "twisting", "uncovering", "unfolding",
-    "rolling", "spinning", "stuffing", "pretending", "trying", "failing",
+    "approaching",
+    "attaching",
+    "bending",
+    "closing",
+    "covering",
+    "folding",
+    "holding",
+    "laying",
+    "lifting",
+    "moving",
+    "opening",
+    "picking",
+    "piling",
+    "plugging",
+    "pulling",
+    "pushing",
+    "putting",
+    "removing",
+    "showing",
+    "stacking",
+    "taking",
+    "tilting",
+    "touching",
+    "turning",
+    "twisting",
+    "uncovering",
+    "unfolding",
+    "rolling",
+    "spinning",
+    "stuffing",
+    "pretending",
+    "trying",
+    "failing",
 }
 IRREVERSIBLE_VERBS = {
-    "burying", "colliding", "digging", "dropping", "falling", "hitting", "letting", "poking", "pouring",
-    "scooping", "spilling", "spreading", "sprinkling", "squeezing", "tearing", "throwing", "tipping", "wiping",
+    "burying",
+    "colliding",
+    "digging",
+    "dropping",
+    "falling",
+    "hitting",
+    "letting",
+    "poking",
+    "pouring",
+    "scooping",
+    "spilling",
+    "spreading",
+    "sprinkling",
+    "squeezing",
+    "tearing",
+    "throwing",
+    "tipping",
+    "wiping",
     "being",
 }
 TEMPLATES = {
@@ -93,17 +139,33 @@ def build_arrow(source: Path, out: Path | None = None) -> Manifest:
         for direction, clip in clips.items():
             qid = f"{q.video_id}-{direction}"
             _link(clip, layout.clip(VARIANT, qid))
-            questions.append(Question(id=qid, video_id=qid, split=q.split, type="arrow", question=QUESTION,
-                                      choices=list(CHOICES), answer=direction, template=q.template, label=q.label, slot=None,
-                                      verb=template_verb(q.template), category=category(q.template)))
+            questions.append(
+                Question(
+                    id=qid,
+                    video_id=qid,
+                    split=q.split,
+                    type="arrow",
+                    question=QUESTION,
+                    choices=list(CHOICES),
+                    answer=direction,
+                    template=q.template,
+                    label=q.label,
+                    slot=None,
+                    verb=template_verb(q.template),
+                    category=category(q.template),
+                )
+            )
     questions.sort(key=lambda q: (q.split, q.id))
     atomic_write(layout.questions, "".join(to_json_line(q) for q in questions))
     cats = [q.category for q in questions]
     manifest = Manifest(
         kind="arrow-of-time",
         source=str(source),
-        counts={"questions": len(questions), "by_answer": {c: sum(q.answer == c for q in questions) for c in CHOICES},
-                "by_category": {c: cats.count(c) for c in sorted(set(cats))}},
+        counts={
+            "questions": len(questions),
+            "by_answer": {c: sum(q.answer == c for q in questions) for c in CHOICES},
+            "by_category": {c: cats.count(c) for c in sorted(set(cats))},
+        },
         videos_without_both_clips=missing,
         categories={t: category(t) for t in sorted({q.template for q in questions})},
     )

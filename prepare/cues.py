@@ -1,4 +1,5 @@
 """Draw cues on frames: boxes and trajectories, one fixed colour per object slot."""
+
 from __future__ import annotations
 
 import colorsys

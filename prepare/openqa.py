@@ -10,14 +10,16 @@ Every question is `type` "open" in the test split, its question type in `categor
 row is dropped with file:line (or file:annotations[i]) and the reason; the rest goes on.
 Plain and the controls are rendered as for SSV2; cues need boxes, which these data lack.
 """
+
 from __future__ import annotations
 
 import collections
 import importlib.metadata
 import json
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 from core.errors import DataError
 from core.layout import DataLayout
@@ -46,8 +48,19 @@ def _fields(row: Any, where: str, names: dict[str, str]) -> dict[str, str]:
 
 
 def _question(f: dict[str, str], qid: str, where: str) -> Question:
-    q = Question(id=qid, video_id=f["video"], split="test", type=OPEN, question=f["question"], choices=[],
-                 answer=f["answer"], template="", label="", slot=None, category=f["type"])
+    q = Question(
+        id=qid,
+        video_id=f["video"],
+        split="test",
+        type=OPEN,
+        question=f["question"],
+        choices=[],
+        answer=f["answer"],
+        template="",
+        label="",
+        slot=None,
+        category=f["type"],
+    )
     problems = q.problems()
     if problems:
         raise DataError(f"{where}: {'; '.join(problems)}")
@@ -61,8 +74,14 @@ def read_egotempo(path: Path) -> tuple[list[Question], list[Bad]]:
     except (OSError, json.JSONDecodeError) as e:
         raise DataError(f"{path}: not readable as JSON ({e})") from e
     if not isinstance(data, dict) or not isinstance(data.get("annotations"), list):
-        raise DataError(f"{path}: expected {{\"info\": ..., \"annotations\": [...]}} (EgoTempo's egotempo_openQA.json)")
-    names = {"id": "question_id", "video": "clip_id", "type": "question_type", "question": "question", "answer": "answer"}
+        raise DataError(f'{path}: expected {{"info": ..., "annotations": [...]}} (EgoTempo\'s egotempo_openQA.json)')
+    names = {
+        "id": "question_id",
+        "video": "clip_id",
+        "type": "question_type",
+        "question": "question",
+        "answer": "answer",
+    }
     questions, bad = [], []
     for i, row in enumerate(data["annotations"]):
         where = f"{path}:annotations[{i}]"
@@ -76,8 +95,13 @@ def read_egotempo(path: Path) -> tuple[list[Question], list[Bad]]:
 
 def read_egotextvqa(path: Path) -> tuple[list[Question], list[Bad]]:
     """EgoTextVQA's annotation JSONL."""
-    names = {"id": "question_id", "video": "video_id", "type": "question_type", "question": "question",
-             "answer": "correct_answer"}
+    names = {
+        "id": "question_id",
+        "video": "video_id",
+        "type": "question_type",
+        "question": "question",
+        "answer": "correct_answer",
+    }
     questions, bad = [], []
     try:
         lines = path.read_text(encoding="utf-8").splitlines()
@@ -100,7 +124,8 @@ def read_egotextvqa(path: Path) -> tuple[list[Question], list[Bad]]:
 
 
 READERS: dict[str, Callable[[Path], tuple[list[Question], list[Bad]]]] = {
-    "egotempo": read_egotempo, "egotextvqa": read_egotextvqa,
+    "egotempo": read_egotempo,
+    "egotextvqa": read_egotextvqa,
 }
 
 
@@ -117,7 +142,9 @@ def prepare_open(kind: str, annotations: Path, videos: Path, out: Path, opts: Op
     """Build data/NAME from an open-QA annotation file and its clips; returns the manifest."""
     cued = sorted(set(opts.variants) & set(CUED))
     if cued:
-        raise DataError(f"variants {cued} draw cues from boxes, and {kind} has none: use plain and the controls")
+        raise DataError(
+            f"--variants {','.join(cued)}: cues are drawn from boxes, and {kind} has none: use plain and the controls"
+        )
     questions, bad = READERS[kind](annotations)
     dropped = [{"item": where, "reason": reason} for where, reason in bad]
 
@@ -150,11 +177,17 @@ def prepare_open(kind: str, annotations: Path, videos: Path, out: Path, opts: Op
         options={"variants": list(opts.variants), "seed": opts.seed},  # not --workers: how, not what (EXECUTION)
         seed=opts.seed,
         render_settings={v: settings(v, cues, opts.seed) for v in opts.variants},
-        counts={"questions": len(kept), "videos": len(videos_kept),
-                "by_type": {OPEN: len(kept)}, "by_category": dict(collections.Counter(q.category for q in kept)),
-                "by_split": {"test": len(kept)}, "variants": list(opts.variants),
-                "clips_by_variant": {v: len(videos_kept) for v in opts.variants},
-                "clips_rendered": sum(len(i["rendered"]) for i in clips.values()), "stale_clips_removed": rerendered},
+        counts={
+            "questions": len(kept),
+            "videos": len(videos_kept),
+            "by_type": {OPEN: len(kept)},
+            "by_category": dict(collections.Counter(q.category for q in kept)),
+            "by_split": {"test": len(kept)},
+            "variants": list(opts.variants),
+            "clips_by_variant": {v: len(videos_kept) for v in opts.variants},
+            "clips_rendered": sum(len(i["rendered"]) for i in clips.values()),
+            "stale_clips_removed": rerendered,
+        },
         dropped=dropped,
         dropped_by_reason=dict(collections.Counter(d["reason"].split(": ")[0] for d in dropped)),
         versions={pkg: importlib.metadata.version(pkg) for pkg in ("decord", "av", "numpy")},

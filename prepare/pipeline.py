@@ -1,4 +1,5 @@
 """The `ssv2` step: raw SSV2 labels + Something-Else boxes + clips -> questions and variants."""
+
 from __future__ import annotations
 
 import collections
@@ -7,10 +8,11 @@ import json
 import os
 import pickle
 import zlib
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator, Literal, Sequence, get_args
+from typing import Any, Literal, get_args
 
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
@@ -21,7 +23,7 @@ from core.files import atomic_path, atomic_write, read_json, write_json
 from core.layout import DataLayout
 from core.records import Question, safe_id, to_json_line
 from core.runfiles import Manifest
-from core.variants import BLIND, PLAIN, VARIANTS
+from core.variants import BLIND, PLAIN, VARIANTS, variant_names
 from prepare import questions as qb
 from prepare.sources import FrameBoxes, read_boxes, read_labels, read_templates
 from prepare.variants import RENDERERS, CueOptions, Source, aligned, fit_boxes, settings
@@ -30,15 +32,6 @@ from prepare.video import probe_video, read_video, write_mp4
 VIDEO_SUFFIXES = (".webm", ".mp4")
 Distractors = Literal["random", "hard"]
 DISTRACTORS: tuple[str, ...] = get_args(Distractors)
-
-
-def variant_names(value: str | Sequence[str]) -> tuple[str, ...]:
-    """Comma-separated variant names, each known."""
-    chosen = comma_list(value)
-    unknown = [v for v in chosen if v not in VARIANTS]
-    if unknown or not chosen:
-        raise ValueError(f"unknown variant(s) {unknown or value!r}; valid: {', '.join(VARIANTS)}")
-    return chosen
 
 
 def shard_spec(value: str | tuple[int, int]) -> tuple[int, int]:
@@ -56,32 +49,46 @@ def seed_option() -> Any:
 
 
 def variants_option(default: tuple[str, ...] = (PLAIN, "trajectory")) -> Any:
-    return option(default, f"Comma-separated clip variants: {', '.join(VARIANTS)}.", parser=variant_names,
-                  metavar="NAME,...")
+    return option(
+        default, f"Comma-separated clip variants: {', '.join(VARIANTS)}.", parser=variant_names, metavar="NAME,..."
+    )
 
 
 def workers_option() -> Any:
-    return option(factory=lambda: os.cpu_count() or 1, help="Parallel render processes (default: one per core).")
+    return option(factory=lambda: os.cpu_count() or 1, help="Parallel render processes.", shown="one per core")
 
 
 @dataclass
 class Options:
     """How `prepare ssv2` builds questions and clips (its options)."""
 
-    label_files: Sequence[str] = option(("train", "validation"), "SSV2 label files whose videos are used.", parser=comma_list,
-                                        metavar="NAME,...")
+    label_files: Sequence[str] = option(
+        ("train", "validation"), "SSV2 label files whose videos are used.", parser=comma_list, metavar="NAME,..."
+    )
     test_videos: int = option(1000, "Videos in our test split.")
-    limit: int | None = option(None, "Use only the first N labelled videos.")
+    limit: int | None = option(None, "Use only the first N labelled videos.", shown="all")
     seed: int = seed_option()
     variants: Sequence[str] = variants_option()
-    distractors: Distractors = option("random", "Object distractors: random (whole vocabulary) or hard (same template).")
+    distractors: Distractors = option(
+        "random", "Object distractors: random (whole vocabulary) or hard (same template)."
+    )
     cues: CueOptions = group(CueOptions)
     workers: int = workers_option()
-    shard: tuple[int, int] | None = option(None, "Render only shard i/n of the videos (by id); a final run without it "
-                                           "writes the questions.", parser=shard_spec, metavar="I/N")
-    ray: str | None = option(None, "Render as a Ray Data job: auto (the running cluster), ray://HOST:PORT, or local "
-                             "(a Ray instance of --workers CPUs started here); needs `pip install ray[data]` and, on "
-                             "several nodes, --out on a shared filesystem.", metavar="ADDRESS")
+    shard: tuple[int, int] | None = option(
+        None,
+        "Render only shard i/n of the videos (by id); a final run without it writes the questions.",
+        shown="every video",
+        parser=shard_spec,
+        metavar="I/N",
+    )
+    ray: str | None = option(
+        None,
+        shown="no Ray: --workers processes here",
+        help="Render as a Ray Data job: auto (the running cluster), ray://HOST:PORT, or local "
+        "(a Ray instance of --workers CPUs started here); needs `pip install ray[data]` and, on "
+        "several nodes, --out on a shared filesystem.",
+        metavar="ADDRESS",
+    )
 
 
 EXECUTION = ("workers", "shard", "ray")  # how a dataset is computed, not what it is: left out of its manifest
@@ -112,8 +119,14 @@ def render(job: RenderJob) -> dict[str, Any]:
     except DataError as e:
         return info | {"error": str(e)}
     per_frame, clamped, dropped = fit_boxes(aligned(job.boxes, n, fps), h, w)
-    info |= {"frames": n, "fps": fps, "frames_without_cues": sum(b is None for b in per_frame), "padding": [h % 2, w % 2],
-             "boxes_clamped": clamped, "boxes_dropped": dropped}
+    info |= {
+        "frames": n,
+        "fps": fps,
+        "frames_without_cues": sum(b is None for b in per_frame),
+        "padding": [h % 2, w % 2],
+        "boxes_clamped": clamped,
+        "boxes_dropped": dropped,
+    }
     if todo:
         src = Source(frames, per_frame, job.video_id, job.seed)
         for variant, path in todo.items():
@@ -133,11 +146,18 @@ def _ray_jobs(jobs: list[RenderJob], address: str, workers: int) -> Iterator[dic
     try:
         import ray
     except ImportError:
-        raise DataError("--ray needs Ray: pip install 'ray[data]' (or the project's extra: pip install -e '.[ray]')") from None
+        raise DataError(
+            "--ray needs Ray: pip install 'ray[data]' (or the project's extra: pip install -e '.[ray]')"
+        ) from None
     local = address == "local"
     try:
-        ray.init(address=None if local else address, num_cpus=workers if local else None, include_dashboard=False,
-                 log_to_driver=False, configure_logging=False)
+        ray.init(
+            address=None if local else address,
+            num_cpus=workers if local else None,
+            include_dashboard=False,
+            log_to_driver=False,
+            configure_logging=False,
+        )
     except ConnectionError as e:
         raise DataError(f"--ray {address}: {e} (start one with `ray start --head`, or use --ray local)") from None
     try:
@@ -248,8 +268,9 @@ def prepare_ssv2(videos: Path, labels: Path, boxes: Sequence[Path], out: Path, o
             drop(qid, reason)
 
     asked = {q.video_id: sources[q.video_id] for q in questions if in_shard(q.video_id, opts.shard)}
-    clips, rerendered = render_clips(layout, asked, box_map, opts.variants, opts.cues, opts.seed, opts.workers, drop,
-                                     opts.ray)
+    clips, rerendered = render_clips(
+        layout, asked, box_map, opts.variants, opts.cues, opts.seed, opts.workers, drop, opts.ray
+    )
     failed = {vid for vid, info in clips.items() if "error" in info}
     questions = [q for q in questions if q.video_id not in failed]
     questions.sort(key=lambda q: (q.split, q.video_id, q.id))
@@ -261,14 +282,19 @@ def prepare_ssv2(videos: Path, labels: Path, boxes: Sequence[Path], out: Path, o
         | {"variants": list(opts.variants), "label_files": list(opts.label_files)},
         seed=opts.seed,
         render_settings={v: settings(v, opts.cues, opts.seed) for v in opts.variants},
-        counts=_counts(questions, opts.variants, clips) | {"clips_rendered": sum(len(i["rendered"]) for i in clips.values()),
-                                                           "stale_clips_removed": rerendered},
+        counts=_counts(questions, opts.variants, clips)
+        | {"clips_rendered": sum(len(i["rendered"]) for i in clips.values()), "stale_clips_removed": rerendered},
         dropped=dropped,
         dropped_by_reason=dict(collections.Counter(d["reason"].split(": ")[-1] for d in dropped)),
-        frames_without_cues={vid: i["frames_without_cues"] for vid, i in sorted(clips.items()) if i.get("frames_without_cues")},
+        frames_without_cues={
+            vid: i["frames_without_cues"] for vid, i in sorted(clips.items()) if i.get("frames_without_cues")
+        },
         padded={vid: i["padding"] for vid, i in sorted(clips.items()) if any(i.get("padding", ()))},
-        boxes_fixed={vid: {"clamped_to_frame": i["boxes_clamped"], "dropped_empty_or_inverted": i["boxes_dropped"]}
-                     for vid, i in sorted(clips.items()) if i.get("boxes_clamped") or i.get("boxes_dropped")},
+        boxes_fixed={
+            vid: {"clamped_to_frame": i["boxes_clamped"], "dropped_empty_or_inverted": i["boxes_dropped"]}
+            for vid, i in sorted(clips.items())
+            if i.get("boxes_clamped") or i.get("boxes_dropped")
+        },
         boxes_for_other_videos=box_stats["videos"] - len(box_map),
         versions={pkg: importlib.metadata.version(pkg) for pkg in ("decord", "av", "numpy", "opencv-python-headless")},
     )
@@ -278,16 +304,26 @@ def prepare_ssv2(videos: Path, labels: Path, boxes: Sequence[Path], out: Path, o
     return write_dataset(layout, questions, manifest)
 
 
-def render_clips(layout: DataLayout, sources: dict[str, Path], boxes: dict[str, list[FrameBoxes]], variants: Sequence[str],
-                 cues: CueOptions, seed: int, workers: int, drop: Callable[[str, str], None],
-                 ray_address: str | None = None) -> tuple[dict, dict[str, int]]:
+def render_clips(
+    layout: DataLayout,
+    sources: dict[str, Path],
+    boxes: dict[str, list[FrameBoxes]],
+    variants: Sequence[str],
+    cues: CueOptions,
+    seed: int,
+    workers: int,
+    drop: Callable[[str, str], None],
+    ray_address: str | None = None,
+) -> tuple[dict, dict[str, int]]:
     """Every variant of every source clip (video id -> path) rendered or reused (in `workers`
     processes, or as a Ray Data job at `ray_address`), a bad clip dropped with its reason;
     returns (per-video render info, stale clips removed per variant)."""
     rerendered = {v: sync_settings(layout, v, settings(v, cues, seed)) for v in variants}
     rendered = [v for v in variants if v != BLIND]  # blind: no clip, the text alone
-    jobs = [RenderJob(vid, path, boxes.get(vid, []), {v: layout.clip(v, vid) for v in rendered}, cues, seed)
-            for vid, path in sorted(sources.items())]
+    jobs = [
+        RenderJob(vid, path, boxes.get(vid, []), {v: layout.clip(v, vid) for v in rendered}, cues, seed)
+        for vid, path in sorted(sources.items())
+    ]
     clips: dict[str, dict[str, Any]] = {}
     for info in _run_jobs(jobs, workers, ray_address):
         clips[info["video_id"]] = info
@@ -321,6 +357,8 @@ def _counts(questions: list[Question], variants: Sequence[str], clips: dict[str,
         "by_type": dict(collections.Counter(q.type for q in questions)),
         "by_split_and_type": dict(collections.Counter(f"{q.split}/{q.type}" for q in questions)),
         "videos_by_split": dict(collections.Counter(s for s, _ in {(q.split, q.video_id) for q in questions})),
-        "clips_by_variant": {v: sum(1 for vid in videos if vid in clips and "error" not in clips[vid]) for v in variants},
+        "clips_by_variant": {
+            v: sum(1 for vid in videos if vid in clips and "error" not in clips[vid]) for v in variants
+        },
         "variants": list(variants),
     }

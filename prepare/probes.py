@@ -18,6 +18,7 @@ decoded clips, that every frame also occurs in a clip of the same construction w
 another answer. Clips are written as sources, then rendered into the variants like any
 dataset's; the manifest records each clip's construction and the sha256 of its frames.
 """
+
 from __future__ import annotations
 
 import collections
@@ -25,16 +26,17 @@ import hashlib
 import importlib.metadata
 import itertools
 import random
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
 from core import runfiles
-from core.cli import option, parse_size
-from core.defaults import FRAMES
+from core.cli import option
 from core.errors import DataError
+from core.frames import frames_option, size_option
 from core.layout import DataLayout
 from core.records import PROBE, Question
 from core.runfiles import Manifest
@@ -60,8 +62,8 @@ class ProbeOptions:
 
     per_kind: int = option(24, "Clips per probe kind (order, direction, change, count), one question each.")
     seed: int = seed_option()
-    frames: int = option(FRAMES, "Frames per clip; keep it measure's --client-frames so every frame is sent.")
-    size: str = option("224x160", "Frame size WxH.", parser=lambda v: parse_size(v) and v, metavar="WxH")
+    frames: int = frames_option(help="Frames per clip; keep it measure's --frames so every frame is sent.")
+    size: tuple[int, int] = size_option((224, 160), "Size WxH of the clips drawn.")
     variants: Sequence[str] = variants_option((PLAIN, REVERSED, SHUFFLED, SINGLE_FRAME, BLIND))
     workers: int = workers_option()
 
@@ -81,9 +83,14 @@ class Probe:
         return dict(self.params)[name]
 
     def record(self) -> dict[str, Any]:
-        return {"kind": self.kind, "frames": self.frames, "size": list(self.size),
-                "objects": [list(o) for o in self.objects], "places": [list(p) for p in self.places],
-                **dict(self.params)}
+        return {
+            "kind": self.kind,
+            "frames": self.frames,
+            "size": list(self.size),
+            "objects": [list(o) for o in self.objects],
+            "places": [list(p) for p in self.places],
+            **dict(self.params),
+        }
 
 
 def _with(p: Probe, **changes: Any) -> Probe:
@@ -138,8 +145,11 @@ def alternatives(p: Probe) -> list[Probe]:
     if p.kind == "change":
         return [_with(p, start=p.get("end"), end=p.get("start"))]
     n = len(p.get("flashes"))
-    return [_with(p, flashes=_flash_frames(p.frames, k, random.Random(f"alt/{k}")))
-            for k in range(1, len(COUNTS) + 1) if k != n]
+    return [
+        _with(p, flashes=_flash_frames(p.frames, k, random.Random(f"alt/{k}")))
+        for k in range(1, len(COUNTS) + 1)
+        if k != n
+    ]
 
 
 def unsolvable(frames: np.ndarray, others: Sequence[np.ndarray], noise: int = 0, share: float = 0.0) -> bool:
@@ -148,8 +158,12 @@ def unsolvable(frames: np.ndarray, others: Sequence[np.ndarray], noise: int = 0,
     differ by more than `noise` levels in a channel: 0 and 0 for rendered frames; for decoded
     ones, about 64 and 1 % (codec noise stays on object edges, well under the ~2 % of the
     frame that one object covers at the default size)."""
-    flat = [(np.abs(o.astype(np.int16)[:, None] - frames.astype(np.int16)[None]).max(axis=-1) > noise)
-            .reshape(len(o), len(frames), -1).mean(axis=-1) for o in others]
+    flat = [
+        (np.abs(o.astype(np.int16)[:, None] - frames.astype(np.int16)[None]).max(axis=-1) > noise)
+        .reshape(len(o), len(frames), -1)
+        .mean(axis=-1)
+        for o in others
+    ]
     return all(any((d[:, t] <= share).any() for d in flat) for t in range(len(frames)))
 
 
@@ -171,7 +185,7 @@ def build(kind: str, i: int, opts: ProbeOptions) -> tuple[Probe, Question]:
     vid = f"{kind}-{i:04d}"
     colours, shapes = rng.sample(sorted(COLOURS), 3), rng.sample(SHAPES, 3)
     objects = tuple(zip(colours, shapes))
-    base = dict(kind=kind, frames=opts.frames, size=parse_size(opts.size))
+    base = dict(kind=kind, frames=opts.frames, size=opts.size)
     if kind == "order":
         k = 2 + (i // 2) % 2
         places = [(0.25, 0.35), (0.75, 0.35), (0.5, 0.7)][:k]
@@ -190,8 +204,12 @@ def build(kind: str, i: int, opts: ProbeOptions) -> tuple[Probe, Question]:
     if kind == "direction":
         direction = DIRECTIONS[i % 4]
         y, x = 0.3 + 0.4 * rng.random(), 0.3 + 0.4 * rng.random()
-        path = {"from left to right": [[0.15, y], [0.85, y]], "from right to left": [[0.85, y], [0.15, y]],
-                "up": [[x, 0.85], [x, 0.15]], "down": [[x, 0.15], [x, 0.85]]}[direction]
+        path = {
+            "from left to right": [[0.15, y], [0.85, y]],
+            "from right to left": [[0.85, y], [0.15, y]],
+            "up": [[x, 0.85], [x, 0.15]],
+            "down": [[x, 0.15], [x, 0.85]],
+        }[direction]
         p = Probe(**base, objects=objects[:1], places=(), params=(("path", path),))
         q = f"The {_name(objects[0])} moves _____."
         return p, _question(vid, kind, q, list(DIRECTIONS), direction, OPPOSITE[direction])
@@ -205,21 +223,40 @@ def build(kind: str, i: int, opts: ProbeOptions) -> tuple[Probe, Question]:
             start = SIZES[(i // 4) % 2]
             end = SIZES[1 - SIZES.index(start)]
             choices, subject = list(SIZES), f"the {_name(objects[0])}"
-        p = Probe(**base, objects=objects[:1], places=((0.5, 0.5),),
-                  params=(("attribute", attribute), ("end", end), ("start", start)))
+        p = Probe(
+            **base,
+            objects=objects[:1],
+            places=((0.5, 0.5),),
+            params=(("attribute", attribute), ("end", end), ("start", start)),
+        )
         answer, flipped = (start, end) if ask == "start" else (end, start)
         return p, _question(vid, kind, f"At the {ask}, {subject} is _____.", choices, answer, flipped)
     k = 1 + i % len(COUNTS)
-    p = Probe(**base, objects=objects[:1], places=((0.3 + 0.4 * rng.random(), 0.3 + 0.4 * rng.random()),),
-              params=(("flashes", _flash_frames(opts.frames, k, rng)),))
+    p = Probe(
+        **base,
+        objects=objects[:1],
+        places=((0.3 + 0.4 * rng.random(), 0.3 + 0.4 * rng.random()),),
+        params=(("flashes", _flash_frames(opts.frames, k, rng)),),
+    )
     q = f"The {_name(objects[0])} appears _____."
     return p, _question(vid, kind, q, list(COUNTS), COUNTS[k - 1], COUNTS[k - 1])
 
 
 def _question(vid: str, kind: str, text: str, choices: list[str], answer: str, flipped: str) -> Question:
-    return Question(id=f"{vid}-q", video_id=vid, split="test", type=PROBE, question=text, choices=choices,
-                    answer=answer, template=f"probe: {kind}", label=text.replace("_____", answer), slot=None,
-                    category=kind, reversed_answer=flipped)
+    return Question(
+        id=f"{vid}-q",
+        video_id=vid,
+        split="test",
+        type=PROBE,
+        question=text,
+        choices=choices,
+        answer=answer,
+        template=f"probe: {kind}",
+        label=text.replace("_____", answer),
+        slot=None,
+        category=kind,
+        reversed_answer=flipped,
+    )
 
 
 def prepare_probes(out: Path, opts: ProbeOptions) -> Manifest:
@@ -229,7 +266,9 @@ def prepare_probes(out: Path, opts: ProbeOptions) -> Manifest:
         raise DataError(f"--per-kind {opts.per_kind}: at least 1")
     cued = sorted(set(opts.variants) & set(CUED))
     if cued:
-        raise DataError(f"variants {cued} draw cues from boxes, and probes have none: use plain and the controls")
+        raise DataError(
+            f"--variants {','.join(cued)}: cues are drawn from boxes, and probes have none: use plain and the controls"
+        )
     if opts.frames < 2 * len(COUNTS) - 1:
         raise DataError(f"--frames {opts.frames}: the count probe needs at least {2 * len(COUNTS) - 1}")
     layout = DataLayout(out)
@@ -248,25 +287,49 @@ def prepare_probes(out: Path, opts: ProbeOptions) -> Manifest:
                 encode(path, frames, FPS, "libx264", crf="10", preset="veryfast")
             questions.append(q)
             sources[q.video_id] = path
-            constructions[q.video_id] = probe.record() | {"frames_sha256": digest, "single_frame_solvable": False,
-                                                          "answer": q.answer, "reversed_answer": q.reversed_answer}
+            constructions[q.video_id] = probe.record() | {
+                "frames_sha256": digest,
+                "single_frame_solvable": False,
+                "answer": q.answer,
+                "reversed_answer": q.reversed_answer,
+            }
     dropped: list[dict[str, str]] = []
     cues = CueOptions()
-    clips, rerendered = render_clips(layout, sources, {}, opts.variants, cues, opts.seed, opts.workers,
-                                     lambda item, reason: dropped.append({"item": item, "reason": reason}))
+    clips, rerendered = render_clips(
+        layout,
+        sources,
+        {},
+        opts.variants,
+        cues,
+        opts.seed,
+        opts.workers,
+        lambda item, reason: dropped.append({"item": item, "reason": reason}),
+    )
     if dropped:
         raise DataError(f"{out}: probe clips failed to render: {dropped[:3]}")
     by_kind = collections.Counter(q.category for q in questions)
     manifest = Manifest(
         kind="probes",
-        counts={"questions": len(questions), "videos": len(sources), "by_type": {PROBE: len(questions)},
-                "by_category": dict(by_kind), "by_split": {"test": len(questions)},
-                "by_answer": {k: dict(collections.Counter(q.answer for q in questions if q.category == k)) for k in KINDS},
-                "variants": list(opts.variants), "clips_by_variant": {v: len(sources) for v in opts.variants},
-                "clips_rendered": sum(len(i["rendered"]) for i in clips.values()), "stale_clips_removed": rerendered},
+        counts={
+            "questions": len(questions),
+            "videos": len(sources),
+            "by_type": {PROBE: len(questions)},
+            "by_category": dict(by_kind),
+            "by_split": {"test": len(questions)},
+            "by_answer": {k: dict(collections.Counter(q.answer for q in questions if q.category == k)) for k in KINDS},
+            "variants": list(opts.variants),
+            "clips_by_variant": {v: len(sources) for v in opts.variants},
+            "clips_rendered": sum(len(i["rendered"]) for i in clips.values()),
+            "stale_clips_removed": rerendered,
+        },
         sources={"generator": f"prepare.probes version {PROBES_VERSION}"},
-        options={"per_kind": opts.per_kind, "frames": opts.frames, "size": opts.size, "fps": FPS,
-                 "variants": list(opts.variants)},
+        options={
+            "per_kind": opts.per_kind,
+            "frames": opts.frames,
+            "size": "x".join(map(str, opts.size)),
+            "fps": FPS,
+            "variants": list(opts.variants),
+        },
         seed=opts.seed,
         render_settings={v: settings(v, cues, opts.seed) for v in opts.variants},
         versions={pkg: importlib.metadata.version(pkg) for pkg in ("av", "numpy", "opencv-python-headless")},

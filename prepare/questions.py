@@ -4,12 +4,13 @@ Every choice list holds 4 options that are distinct after `normalize` (case, whi
 leading article), the answer exactly once, in an order drawn from a per-question RNG
 seeded by (seed, question id) — identical on every run and machine.
 """
+
 from __future__ import annotations
 
 import random
 import re
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Iterable, Sequence
 
 from core.records import SLOT, VERB, Question, normalize, template_verb
 from prepare.sources import LabelEntry
@@ -51,9 +52,7 @@ def parse(entry: LabelEntry) -> Parsed:
         raise Unusable(f"template has {n_slots} slots but {len(entry.placeholders)} placeholders")
     if any(not p.strip() for p in entry.placeholders):
         raise Unusable("empty placeholder")
-    pattern = "".join(
-        re.escape(lit) + ("(.+?)" if k < n_slots else "") for k, lit in enumerate(literals)
-    )
+    pattern = "".join(re.escape(lit) + ("(.+?)" if k < n_slots else "") for k, lit in enumerate(literals))
     m = re.fullmatch(pattern, entry.label.strip(), flags=re.IGNORECASE)
     fillers = tuple(m.groups()) if m else entry.placeholders
     verb = None
@@ -105,7 +104,7 @@ class Vocabulary:
     by_slot: dict[tuple[str, int], tuple[str, ...]] = field(default_factory=dict)
 
     @classmethod
-    def from_entries(cls, entries: Iterable[LabelEntry], templates: Iterable[str] = ()) -> "Vocabulary":
+    def from_entries(cls, entries: Iterable[LabelEntry], templates: Iterable[str] = ()) -> Vocabulary:
         entries = list(entries)
         verbs = {template_verb(t) for t in [*templates, *(e.template for e in entries)]}
         objects: dict[str, str] = {}
@@ -165,8 +164,16 @@ def build(
             continue
         out.append(
             Question(
-                id=qid, video_id=entry.id, split=split, type=qtype, question=text,
-                choices=choices, answer=answer, template=entry.template, label=entry.label, slot=slot,
+                id=qid,
+                video_id=entry.id,
+                split=split,
+                type=qtype,
+                question=text,
+                choices=choices,
+                answer=answer,
+                template=entry.template,
+                label=entry.label,
+                slot=slot,
                 verb=template_verb(entry.template),
             )
         )

@@ -1,11 +1,11 @@
 """Readers for raw SSV2 label files and Something-Else box files."""
+
 from __future__ import annotations
 
-import json
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable
 
 import ijson
 
@@ -69,7 +69,9 @@ def read_templates(labels_dir: Path) -> list[str]:
     return [re.sub(r"\b([Ss]omething)\b", r"[\1]", name) for name in read_json(path)]
 
 
-def read_boxes(paths: Iterable[Path], keep: set[str], stats: dict[str, int] | None = None) -> dict[str, list[FrameBoxes]]:
+def read_boxes(
+    paths: Iterable[Path], keep: set[str], stats: dict[str, int] | None = None
+) -> dict[str, list[FrameBoxes]]:
     """Per-frame boxes of the videos in `keep`, streamed so multi-GB files fit in memory.
 
     Frame i of the result is the annotation named `<video>/<i+1:04d>.jpg`; frames with no
@@ -100,8 +102,10 @@ def _frames(frames: list[dict]) -> list[FrameBoxes]:
         index = int(m.group(1)) - 1 if m else pos
         by_index[index] = {
             lab["gt_annotation"]: (
-                float(lab["box2d"]["x1"]), float(lab["box2d"]["y1"]),
-                float(lab["box2d"]["x2"]), float(lab["box2d"]["y2"]),
+                float(lab["box2d"]["x1"]),
+                float(lab["box2d"]["y1"]),
+                float(lab["box2d"]["x2"]),
+                float(lab["box2d"]["y2"]),
             )
             for lab in frame.get("labels", [])
         }

@@ -5,13 +5,14 @@ Coloured shapes move as real SSV2 templates say. The same template text is paire
 different motions and objects (pushing vs pulling differ only by which side the hand is
 on; every template comes with every object), so answering needs the video.
 """
+
 from __future__ import annotations
 
 import json
 import random
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import cv2
 import numpy as np
@@ -57,7 +58,10 @@ def _vertical(direction: int) -> Motion:
     def motion(p: dict, t: float) -> dict[str, Box]:
         y0, y1 = (0.75 * H, 0.25 * H) if direction < 0 else (0.25 * H, 0.75 * H)
         cy = _lerp(y0, y1, t)
-        return {"object 0": _box(p["x"], cy, p["w0"], p["h0"]), "object hand": _box(p["x"], cy + p["h0"] / 2 + 16, 28, 30)}
+        return {
+            "object 0": _box(p["x"], cy, p["w0"], p["h0"]),
+            "object hand": _box(p["x"], cy + p["h0"] / 2 + 16, 28, 30),
+        }
 
     return motion
 
@@ -78,10 +82,7 @@ def _next_to(p: dict, t: float) -> dict[str, Box]:
     target_x = 0.7 * W - p["w1"] / 2 - p["w0"] / 2 - 6
     cx = _lerp(0.15 * W, target_x, t / 0.7)
     cy = _lerp(0.3 * H, 0.6 * H, t / 0.7)
-    boxes = {
-        "object 0": _box(cx, cy, p["w0"], p["h0"]),
-        "object 1": _box(0.7 * W, 0.6 * H, p["w1"], p["h1"]),
-    }
+    boxes = {"object 0": _box(cx, cy, p["w0"], p["h0"]), "object 1": _box(0.7 * W, 0.6 * H, p["w1"], p["h1"])}
     if t < 0.8:
         boxes["object hand"] = _box(cx, cy - p["h0"] / 2 - 14, 28, 28)
     return boxes
@@ -105,17 +106,25 @@ def _poke(p: dict, t: float) -> dict[str, Box]:
 
 
 def _squeeze(p: dict, t: float) -> dict[str, Box]:
-    squash = 1 - 0.45 * (min(1.0, (t - 0.25) / 0.25) if 0.25 < t < 0.75 else 0.0 if t <= 0.25 else max(0.0, 1 - (t - 0.75) / 0.2))
+    squash = 1 - 0.45 * (
+        min(1.0, (t - 0.25) / 0.25) if 0.25 < t < 0.75 else 0.0 if t <= 0.25 else max(0.0, 1 - (t - 0.75) / 0.2)
+    )
     h = p["h0"] * squash
     cy = p["y"] + (p["h0"] - h) / 2  # pressed down from above, bottom stays put
-    return {"object 0": _box(p["x"], cy, p["w0"] * (2 - squash), h), "object hand": _box(p["x"], cy - h / 2 - 12, 30, 24)}
+    return {
+        "object 0": _box(p["x"], cy, p["w0"] * (2 - squash), h),
+        "object hand": _box(p["x"], cy - h / 2 - 12, 30, 24),
+    }
 
 
 def _tear(p: dict, t: float) -> dict[str, Box]:
     gap = 0.0 if t < 0.4 else _lerp(0, 40, (t - 0.4) / 0.4)
     w = p["w0"] + gap
-    return {"object 0": _box(p["x"], p["y"], w, p["h0"]), "object hand": _box(p["x"], p["y"] - p["h0"] / 2 - 14, 34, 24),
-            "_gap": (p["x"], gap)}
+    return {
+        "object 0": _box(p["x"], p["y"], w, p["h0"]),
+        "object hand": _box(p["x"], p["y"] - p["h0"] / 2 - 14, 34, 24),
+        "_gap": (p["x"], gap),
+    }
 
 
 def _throw(p: dict, t: float) -> dict[str, Box]:
@@ -197,7 +206,9 @@ def make_video(vid: str, template: Template, objects: list[tuple[str, str]], rng
                 _draw(frame, "box", (70, 70, 80), cloth)
             if slot == "object hand":
                 x1, y1, x2, y2 = (int(round(v)) for v in boxes[slot])
-                cv2.ellipse(frame, ((x1 + x2) // 2, (y1 + y2) // 2), ((x2 - x1) // 2, (y2 - y1) // 2), 0, 0, 360, HAND_RGB, -1)
+                cv2.ellipse(
+                    frame, ((x1 + x2) // 2, (y1 + y2) // 2), ((x2 - x1) // 2, (y2 - y1) // 2), 0, 0, 360, HAND_RGB, -1
+                )
             else:
                 colour, shape = objects[int(slot[-1])]
                 _draw(frame, shape, COLOURS[colour], boxes[slot])
@@ -210,18 +221,22 @@ def make_video(vid: str, template: Template, objects: list[tuple[str, str]], rng
         for slot, box in sorted(boxes.items()):
             x1, y1, x2, y2 = _clip_box(box)
             category = "hand" if slot == "object hand" else " ".join(objects[int(slot[-1])])
-            labels.append({
-                "box2d": {"x1": x1, "y1": y1, "x2": x2, "y2": y2},
-                "category": category,
-                "gt_annotation": slot,
-                "standard_category": "hand" if slot == "object hand" else f"{int(slot[-1]):04d}",
-            })
-        annotations.append({
-            "name": f"{vid}/{i + 1:04d}.jpg",
-            "gt_placeholders": [" ".join(o) for o in objects],
-            "nr_instances": len(labels),
-            "labels": labels,
-        })
+            labels.append(
+                {
+                    "box2d": {"x1": x1, "y1": y1, "x2": x2, "y2": y2},
+                    "category": category,
+                    "gt_annotation": slot,
+                    "standard_category": "hand" if slot == "object hand" else f"{int(slot[-1]):04d}",
+                }
+            )
+        annotations.append(
+            {
+                "name": f"{vid}/{i + 1:04d}.jpg",
+                "gt_placeholders": [" ".join(o) for o in objects],
+                "nr_instances": len(labels),
+                "labels": labels,
+            }
+        )
     return np.stack(frames), annotations
 
 
@@ -254,7 +269,9 @@ def generate_raw(raw: Path, n_videos: int, seed: int) -> dict[str, Path]:
         n_objects = template.text.count("[something]")
         objects = rng.sample(names, n_objects)
         frames, annotations = make_video(vid, template, objects, rng)
-        encode(videos_dir / f"{vid}.webm", frames, FPS, "libvpx-vp9", crf="30", deadline="realtime", **{"cpu-used": "8"})
+        encode(
+            videos_dir / f"{vid}.webm", frames, FPS, "libvpx-vp9", crf="30", deadline="realtime", **{"cpu-used": "8"}
+        )
         boxes[vid] = annotations
         placeholders = [" ".join(o) for o in objects]
         label = template.text
@@ -269,15 +286,22 @@ def generate_raw(raw: Path, n_videos: int, seed: int) -> dict[str, Path]:
             )
     for name, rows in splits.items():
         write_json(labels_dir / f"{name}.json", rows)
-    write_json(labels_dir / "labels.json", {t.text.replace("[something]", "something"): str(k) for k, t in enumerate(TEMPLATES)})
+    write_json(
+        labels_dir / "labels.json",
+        {t.text.replace("[something]", "something"): str(k) for k, t in enumerate(TEMPLATES)},
+    )
     atomic_write(paths["boxes"], json.dumps(boxes))
     write_json(marker, spec)
     return paths
 
 
 # Open questions over the same scenes, answerable only from the motion or the objects seen.
-_DIRECTION = {"from left to right": "from left to right", "from right to left": "from right to left", "up": "up",
-              "down": "down"}
+_DIRECTION = {
+    "from left to right": "from left to right",
+    "from right to left": "from right to left",
+    "up": "up",
+    "down": "down",
+}
 _COUNT_WORDS = ("zero", "one", "two", "three")
 
 
@@ -285,8 +309,13 @@ def open_questions(template: Template, objects: list[tuple[str, str]]) -> list[t
     """(question type, question, answer) for one scene: counting, direction, locating."""
     names = [" ".join(o) for o in objects]
     text = template.text.lower()
-    out = [("counting", "How many coloured objects does the person handle or use in the video?",
-            _COUNT_WORDS[len(objects)])]
+    out = [
+        (
+            "counting",
+            "How many coloured objects does the person handle or use in the video?",
+            _COUNT_WORDS[len(objects)],
+        )
+    ]
     for phrase, answer in _DIRECTION.items():
         if text.endswith(phrase) and ("pushing" in text or "pulling" in text or "moving" in text):
             out.append(("direction", f"In which direction does the {names[0]} move?", answer))
@@ -322,14 +351,31 @@ def generate_open(raw: Path, n_videos: int, seed: int, kind: str) -> dict[str, P
         encode(videos_dir / f"{clip}.mp4", frames, FPS, "libx264", crf="23", preset="veryfast")
         for k, (qtype, question, answer) in enumerate(open_questions(template, objects)):
             if kind == "egotempo":
-                rows.append({"question_id": f"{clip}_{k}", "clip_id": clip, "question_type": qtype,
-                             "question": question, "answer": answer})
+                rows.append(
+                    {
+                        "question_id": f"{clip}_{k}",
+                        "clip_id": clip,
+                        "question_type": qtype,
+                        "question": question,
+                        "answer": answer,
+                    }
+                )
             else:
-                rows.append({"video_id": clip, "question_id": f"{k}.0", "question_type": qtype, "question": question,
-                             "correct_answer": answer, "timestamp": round(N_FRAMES / FPS, 1)})
+                rows.append(
+                    {
+                        "video_id": clip,
+                        "question_id": f"{k}.0",
+                        "question_type": qtype,
+                        "question": question,
+                        "correct_answer": answer,
+                        "timestamp": round(N_FRAMES / FPS, 1),
+                    }
+                )
     if kind == "egotempo":
-        write_json(paths["annotations"], {"info": {"date": "synthetic", "version": f"visual-cues {GENERATOR_VERSION}"},
-                                          "annotations": rows})
+        write_json(
+            paths["annotations"],
+            {"info": {"date": "synthetic", "version": f"visual-cues {GENERATOR_VERSION}"}, "annotations": rows},
+        )
     else:
         atomic_write(paths["annotations"], "".join(json.dumps(r) + "\n" for r in rows))
     write_json(marker, spec)

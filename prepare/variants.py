@@ -1,10 +1,11 @@
 """Clip variants (names and roles: `core.variants`): the same decode/encode path for every
 variant. `shuffled` permutes frames with a per-video seeded RNG; `blind` has no clip."""
+
 from __future__ import annotations
 
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 
@@ -28,8 +29,13 @@ def thickness(value: str | int | None) -> int | None:
 
 @dataclass(frozen=True)
 class CueOptions:
-    thickness: int | None = option(None, "Stroke width: auto (scales with frame height) or pixels.", parser=thickness,
-                                   metavar="auto|PX")
+    thickness: int | None = option(
+        None,
+        "Stroke width: auto (scales with frame height) or pixels.",
+        parser=thickness,
+        metavar="auto|PX",
+        shown="auto",
+    )
     cue_hand: bool = option(False, "Also cue the hand.")
 
 
@@ -74,7 +80,12 @@ def fit_boxes(per_frame: list[FrameBoxes | None], height: int, width: int) -> tu
             continue
         kept: FrameBoxes = {}
         for slot, (x1, y1, x2, y2) in boxes.items():
-            fit = (min(max(x1, 0.0), width), min(max(y1, 0.0), height), min(max(x2, 0.0), width), min(max(y2, 0.0), height))
+            fit = (
+                min(max(x1, 0.0), width),
+                min(max(y1, 0.0), height),
+                min(max(x2, 0.0), width),
+                min(max(y2, 0.0), height),
+            )
             if fit[2] <= fit[0] or fit[3] <= fit[1]:
                 dropped += 1
                 continue

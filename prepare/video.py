@@ -1,4 +1,5 @@
 """Clip I/O: decord in, PyAV (H.264, yuv420p) out, atomic writes."""
+
 from __future__ import annotations
 
 from fractions import Fraction

@@ -9,6 +9,7 @@ re-rendered. A row whose own distractors are flawed (two choices equal after nor
 or the answer not among them) is kept as published and flagged, so a comparison with the
 study stays on its questions; a row that cannot be read is dropped with file[index] and why.
 """
+
 from __future__ import annotations
 
 import collections
@@ -69,9 +70,20 @@ def _row(raw: Any, where: str, split: str) -> tuple[Question, str, list[str]]:
         flags.append(DUPLICATE_CHOICES)
     if answer not in choices:
         flags.append(ANSWER_NOT_IN_CHOICES)
-    q = Question(id="", video_id=video_id, split=split, type=qtype, question=question, choices=list(choices),
-                 answer=answer, template=question, label=question.replace("_____", answer), slot=None,
-                 verb=answer if qtype == "verb" else "", flags=[f for f in flags if f != TYPE_INFERRED])
+    q = Question(
+        id="",
+        video_id=video_id,
+        split=split,
+        type=qtype,
+        question=question,
+        choices=list(choices),
+        answer=answer,
+        template=question,
+        label=question.replace("_____", answer),
+        slot=None,
+        verb=answer if qtype == "verb" else "",
+        flags=[f for f in flags if f != TYPE_INFERRED],
+    )
     return q, video, flags
 
 
@@ -113,8 +125,9 @@ def _bring(src: Path, dst: Path, copy: bool) -> None:
             shutil.copyfile(src, tmp)
 
 
-def prepare_visual_cues(test: Path, videos: dict[str, Path], out: Path, opts: VisualCuesOptions,
-                        train: Path | None = None) -> Manifest:
+def prepare_visual_cues(
+    test: Path, videos: dict[str, Path], out: Path, opts: VisualCuesOptions, train: Path | None = None
+) -> Manifest:
     """Import the study's test (and train) rows with the clips of each variant (variant -> its
     folder) into data/NAME; returns the manifest. A question is kept only when every variant
     has its clip, and that clip reads."""
@@ -150,13 +163,20 @@ def prepare_visual_cues(test: Path, videos: dict[str, Path], out: Path, opts: Vi
     kept.sort(key=lambda q: (q.split, q.video_id, q.id))
     manifest = Manifest(
         kind="visual-cues",
-        sources={"test": str(test), "train": str(train) if train else None,
-                 "videos": {v: str(p) for v, p in videos.items()}},
+        sources={
+            "test": str(test),
+            "train": str(train) if train else None,
+            "videos": {v: str(p) for v, p in videos.items()},
+        },
         options={"variants": list(videos), "copy": opts.copy},
-        counts={"questions": len(kept), "videos": len({q.video_id for q in kept}),
-                "by_split": dict(collections.Counter(q.split for q in kept)),
-                "by_type": dict(collections.Counter(q.type for q in kept)), "variants": list(videos),
-                "flagged": dict(collections.Counter(f for fs in flagged.values() for f in fs))},
+        counts={
+            "questions": len(kept),
+            "videos": len({q.video_id for q in kept}),
+            "by_split": dict(collections.Counter(q.split for q in kept)),
+            "by_type": dict(collections.Counter(q.type for q in kept)),
+            "variants": list(videos),
+            "flagged": dict(collections.Counter(f for fs in flagged.values() for f in fs)),
+        },
         dropped=dropped,
         dropped_by_reason=dict(collections.Counter(d["reason"].split(": ")[0] for d in dropped)),
         flagged=flagged,
@@ -166,7 +186,7 @@ def prepare_visual_cues(test: Path, videos: dict[str, Path], out: Path, opts: Vi
 
 
 def _check_clips(video: str, videos: dict[str, Path]) -> str:
-    """"" when every variant's clip of `video` is there and reads, else why not."""
+    """ "" when every variant's clip of `video` is there and reads, else why not."""
     for variant, folder in videos.items():
         path = folder / video
         if not path.is_file():

@@ -8,14 +8,15 @@
 Every client gets its own synthetic dataset (its own seed, so its own clip bytes):
 otherwise vLLM's multimodal cache would serve later clients from earlier ones' work.
 
-Requests are built by `measure.client.build`, the function measure itself uses, so the
+Requests are built by `measure.ask.client.build`, the function measure itself uses, so the
 benchmark sends exactly what measure sends.
 
 Usage: .venv/bin/python scripts/bench_measure.py [--videos 80] [--sweep 4,8,16,32,64] [--base-url URL]
+(`--help` lists the options)
 """
+
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
 import json
@@ -25,61 +26,93 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from openai import AsyncOpenAI  # noqa: E402
 
+from core import cli  # noqa: E402
+from core.ask import AskConfig  # noqa: E402
+from core.cli import command, group, option, positive_ints  # noqa: E402
+from core.groups import Server  # noqa: E402
 from core.layout import DataLayout  # noqa: E402
 from core.records import read_questions  # noqa: E402
+from core.urls import ServerUrl  # noqa: E402
 from core.variants import PLAIN  # noqa: E402
-from measure.client import AskConfig, Item, build, self_test  # noqa: E402
-from measure.run import ask_config  # noqa: E402
+from measure.ask.client import Item, build, self_test  # noqa: E402
+from measure.ask.plan import ask_config  # noqa: E402
 from serve.__main__ import poll_ready  # noqa: E402
 from serve.command import free_port  # noqa: E402
 
-SWEEP = "4,8,16,32,64"
 SPLIT = "train"
 
 
 def make_dataset(root: Path, seed: int, videos: int) -> Path:
     out = root / f"seed{seed}"
-    subprocess.run([sys.executable, "-m", "prepare", "synthetic", "--out", str(out), "--videos", str(videos),
-                    "--seed", str(seed), "--variants", "plain"], cwd=REPO, check=True, capture_output=True)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "prepare",
+            "synthetic",
+            "--out",
+            str(out),
+            "--videos",
+            str(videos),
+            "--seed",
+            str(seed),
+            "--variants",
+            "plain",
+        ],
+        cwd=REPO,
+        check=True,
+        capture_output=True,
+    )
     return out
 
 
 def requests(data: Path, models: list[str], cfg: AskConfig) -> list[dict]:
     layout = DataLayout(data)
     qs = [q for q in read_questions(layout.questions) if q.split == SPLIT]
-    return [build(Item(q, m, PLAIN, layout.clip(PLAIN, q.video_id)), cfg)
-            for q in sorted(qs, key=lambda q: q.video_id) for m in models]
+    return [
+        build(Item(q, m, PLAIN, layout.clip(PLAIN, q.video_id)), cfg)
+        for q in sorted(qs, key=lambda q: q.video_id)
+        for m in models
+    ]
+
+
+STARTED = "a `serve run` of the embedded default started here"
 
 
 @contextlib.contextmanager
-def running_server(base_url: str | None) -> Iterator[tuple[str, list[dict]]]:
-    """(URL, its /v1/models) of the server at `base_url`, or of a `serve run` (the embedded
+def running_server(url: ServerUrl | None) -> Iterator[tuple[ServerUrl, list[dict]]]:
+    """(URL, its /v1/models) of the server at `url`, or of a `serve run` (the embedded
     default) started here and stopped afterwards."""
     server = None
-    if base_url is None:
+    if url is None:
         port = free_port()
-        base_url = f"http://127.0.0.1:{port}/v1"
-        server = subprocess.Popen([sys.executable, "-m", "serve", "run", "--port", str(port)], cwd=REPO,
-                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        url = ServerUrl.local(port)
+        server = subprocess.Popen(
+            [sys.executable, "-m", "serve", "run", "--port", str(port)],
+            cwd=REPO,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
     try:
-        yield base_url, poll_ready(base_url, 600, proc=server)
+        yield url, poll_ready(url, 600, proc=server)
     finally:
         if server is not None:
             server.terminate()
             server.wait(60)
 
 
-async def bare(url: str, reqs: list[dict], concurrency: int) -> float:
+async def bare(url: ServerUrl, reqs: list[dict], concurrency: int) -> float:
     """A minimal concurrent client: requests/s, nothing stored."""
-    async with AsyncOpenAI(base_url=url, api_key="EMPTY", max_retries=0) as client:
+    async with AsyncOpenAI(base_url=url.v1, api_key="EMPTY", max_retries=0) as client:
         it = iter(reqs)
 
         async def worker() -> None:
@@ -91,23 +124,50 @@ async def bare(url: str, reqs: list[dict], concurrency: int) -> float:
         return len(reqs) / (time.perf_counter() - start)
 
 
-def run_measure(url: str, data: Path, runs: Path, run_id: str) -> tuple[dict, float]:
+def run_measure(url: ServerUrl, data: Path, runs: Path, run_id: str) -> tuple[dict, float]:
     """(the run's last session from run.json, CPU s) of one `python -m measure` process."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    subprocess.run([sys.executable, "-m", "measure", "--data", str(data), "--base-url", url, "--split", SPLIT,
-                    "--runs-dir", str(runs), "--run-id", run_id], cwd=REPO, check=True, capture_output=True)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "measure",
+            "--data",
+            str(data),
+            "--base-url",
+            str(url),
+            "--split",
+            SPLIT,
+            "--runs-dir",
+            str(runs),
+            "--run-id",
+            run_id,
+        ],
+        cwd=REPO,
+        check=True,
+        capture_output=True,
+    )
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     session = json.loads((runs / run_id / "run.json").read_text())["sessions"][-1]
     return session, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--videos", type=int, default=80)
-    ap.add_argument("--sweep", default=SWEEP, help="Concurrencies of the bare client, comma-separated.")
-    ap.add_argument("--base-url", default=None, help="Use a running server instead of starting one.")
-    args = ap.parse_args()
-    with running_server(args.base_url) as (url, listed):
+@dataclass
+class Bench:
+    videos: int = option(80, "Synthetic videos per client (each its own dataset).")
+    sweep: tuple[int, ...] = option(
+        (4, 8, 16, 32, 64), "Concurrencies of the bare client.", parser=positive_ints, metavar="N,..."
+    )
+    server: Server = group(Server, shown={"base_url": STARTED})
+
+
+app = cli.app(__doc__)
+
+
+@command(app, Bench)
+def bench(args: Bench) -> None:
+    """Measure against the best bare client and a sequential one."""
+    with running_server(args.server.base_url) as (url, listed):
         models = [m["id"] for m in listed]
         cfg = ask_config(AskConfig(), listed, models)  # measure's defaults, as measure resolves them
         with tempfile.TemporaryDirectory() as d:
@@ -119,25 +179,32 @@ def main() -> None:
             seq_data = make_dataset(root, next(seeds), args.videos)
             seq_reqs = requests(seq_data, models, cfg)
             sequential = asyncio.run(bare(url, seq_reqs, 1))
-            sweep = {c: asyncio.run(bare(url, requests(make_dataset(root, next(seeds), args.videos), models, cfg), c))
-                     for c in map(int, args.sweep.split(","))}
+            sweep = {
+                c: asyncio.run(bare(url, requests(make_dataset(root, next(seeds), args.videos), models, cfg), c))
+                for c in args.sweep
+            }
             data = make_dataset(root, next(seeds), args.videos)
             n = len(requests(data, models, cfg))
             session, cpu = run_measure(url, data, root / "runs", "bench")
             idle, idle_cpu = run_measure(url, data, root / "runs", "bench")  # resume: 0 requests, start-up only
             assert session["answered"] == n and idle["to_send"] == 0
         best_c = max(sweep, key=sweep.get)
-        rate = session["req_per_s"]
+        rate = round(session["answered"] / session["send_s"], 2)
         print(f"requests per client: {n} ({len(models)} models, split {SPLIT}, distinct clips per client)")
-        print(f"sequential client: {sequential:.1f} req/s; bare client sweep: "
-              + ", ".join(f"c={c}: {r:.1f}" for c, r in sweep.items()) + " req/s")
+        print(
+            f"sequential client: {sequential:.1f} req/s; bare client sweep: "
+            + ", ".join(f"c={c}: {r:.1f}" for c, r in sweep.items())
+            + " req/s"
+        )
         print(f"measure (concurrency 32): {rate:.1f} req/s (its sending phase, from run.json)")
         print(f"measure / best bare client (c={best_c}): {rate / sweep[best_c]:.2f} (goal >= 0.9)")
         print(f"measure / sequential client: {rate / sequential:.2f}")
-        print(f"measure client CPU per request: {1000 * (cpu - idle_cpu) / n:.2f} ms "
-              f"(process total {cpu:.1f} s, start-up {idle_cpu:.1f} s)")
+        print(
+            f"measure client CPU per request: {1000 * (cpu - idle_cpu) / n:.2f} ms "
+            f"(process total {cpu:.1f} s, start-up {idle_cpu:.1f} s)"
+        )
 
 
 if __name__ == "__main__":
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    main()
+    cli.main(app)

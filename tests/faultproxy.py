@@ -4,6 +4,7 @@ At a seeded rate it answers 500 or 503, closes the connection mid-response, or s
 the client's timeout; every other request is forwarded (its JSON body rewritten, if asked). Used where a real server
 cannot produce these faults on demand.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -11,18 +12,27 @@ import json
 import random
 import threading
 from collections import Counter
-from typing import Callable
+from collections.abc import Callable
 
 import aiohttp
 from aiohttp import web
+
+from core.urls import ServerUrl
 
 MODES = ("http500", "http503", "cut", "stall")
 
 
 class FaultProxy:
-    def __init__(self, upstream: str, rate: float, seed: int = 0, stall_s: float = 6.0, modes=MODES,
-                 rewrite: Callable[[dict], dict] | None = None):
-        self.upstream = upstream.rstrip("/")
+    def __init__(
+        self,
+        upstream: str | ServerUrl,
+        rate: float,
+        seed: int = 0,
+        stall_s: float = 6.0,
+        modes=MODES,
+        rewrite: Callable[[dict], dict] | None = None,
+    ):
+        self.upstream = ServerUrl.parse(upstream).root
         self.rewrite = rewrite  # applied to every JSON request body (e.g. to play an older vLLM)
         self.rate, self.stall_s, self.modes = rate, stall_s, modes
         self.rng = random.Random(seed)
@@ -35,9 +45,14 @@ class FaultProxy:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return ServerUrl.local(self.port).root
 
-    def __enter__(self) -> "FaultProxy":
+    @property
+    def base_url(self) -> str:
+        """The proxy as a server to measure (its /v1)."""
+        return ServerUrl.local(self.port).v1
+
+    def __enter__(self) -> FaultProxy:
         self._thread.start()
         self._ready.wait(10)
         return self
@@ -78,13 +93,15 @@ class FaultProxy:
         if mode == "stall":
             await asyncio.sleep(self.stall_s)
         headers = {k: v for k, v in request.headers.items() if k.lower() not in ("host", "content-length")}
-        async with self._session.request(request.method, self.upstream + request.rel_url.path_qs, data=body,
-                                         headers=headers) as up:
+        async with self._session.request(
+            request.method, self.upstream + request.rel_url.path_qs, data=body, headers=headers
+        ) as up:
             payload = await up.read()
             self.forwarded += 1
             if mode == "cut":  # send the head and half the body, then drop the connection
-                resp = web.StreamResponse(status=up.status, headers={"Content-Type": "application/json",
-                                                                      "Content-Length": str(len(payload))})
+                resp = web.StreamResponse(
+                    status=up.status, headers={"Content-Type": "application/json", "Content-Length": str(len(payload))}
+                )
                 await resp.prepare(request)
                 await resp.write(payload[: len(payload) // 2])
                 request.transport.close()

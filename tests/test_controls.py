@@ -1,23 +1,25 @@
 """Shortcut controls and the arrow-of-time task: renders, questions, statistics, audit."""
-from __future__ import annotations
 
-import json
+from __future__ import annotations
 
 import decord
 import numpy as np
 import pytest
 
-from measure import render, report
-from measure.media import MediaSpec, prepare
-from measure.stats import f1, kl
+from core.errors import DataError
+from core.frames import FrameSpec
+from core.layout import DataLayout
+from core.profiles import QWEN_VL
+from core.records import Prediction, read_questions
+from core.runs import Run
+from measure import report
+from measure.ask.media import MediaSpec, prepare
+from measure.report import render
+from measure.report.stats import f1, kl
 from prepare.arrow import build_arrow, category
 from prepare.pipeline import Options, prepare_ssv2
-from core.errors import DataError
-from core.layout import DataLayout
-from core.records import Prediction, read_questions
 from prepare.variants import shuffle_order
-from core.profiles import QWEN_VL
-from tests.conftest import SAMPLE
+from tests.conftest import SAMPLE, needs_sample
 
 
 def _frames(path):
@@ -28,8 +30,13 @@ def _frames(path):
 @pytest.fixture(scope="module")
 def controls(tmp_path_factory):
     out = tmp_path_factory.mktemp("controls")
-    prepare_ssv2(SAMPLE / "videos", SAMPLE / "labels", [SAMPLE / "bounding_box_smthsmth_sample.json"], out,
-                 Options(test_videos=2, variants=("plain", "reversed", "shuffled", "single-frame", "blind"), workers=2))
+    prepare_ssv2(
+        SAMPLE / "videos",
+        SAMPLE / "labels",
+        [SAMPLE / "bounding_box_smthsmth_sample.json"],
+        out,
+        Options(test_videos=2, variants=("plain", "reversed", "shuffled", "single-frame", "blind"), workers=2),
+    )
     return DataLayout(out)
 
 
@@ -54,17 +61,22 @@ def test_control_clips_hold_the_right_frames(controls):
 
 
 def test_single_frame_goes_out_as_one_image(controls):
-    sent = prepare(MediaSpec(controls.clip("single-frame", "2"), "single-frame", "frames", QWEN_VL.video_as, 8))
+    sent = prepare(
+        MediaSpec(controls.clip("single-frame", "2"), "single-frame", "frames", QWEN_VL.video_as, FrameSpec())
+    )
     assert [p["type"] for p in sent.parts] == ["image_url"] and sent.frame_indices == [0]
     assert sent.parts[0]["image_url"]["url"].startswith("data:image/png;base64,")
 
 
+@needs_sample
 def test_arrow_of_time_questions_are_balanced_and_tagged(controls, tmp_path):
     manifest = build_arrow(controls.root, tmp_path / "aot")
     qs = read_questions(DataLayout(tmp_path / "aot").questions)
     assert len(qs) == 8 and manifest.counts["by_answer"] == {"forward": 4, "backward": 4}
     for q in qs:
-        assert q.type == "arrow" and q.choices == ["forward", "backward"] and q.question.endswith("forward or backward?")
+        assert (
+            q.type == "arrow" and q.choices == ["forward", "backward"] and q.question.endswith("forward or backward?")
+        )
         clip = DataLayout(tmp_path / "aot").clip("arrow", q.video_id)
         src = "plain" if q.answer == "forward" else "reversed"
         assert clip.read_bytes() == controls.clip(src, q.video_id.rsplit("-", 1)[0]).read_bytes()
@@ -88,14 +100,27 @@ def test_f1_and_kl_against_hand_computed_cases():
 
 
 def _p(qid, variant, correct, qtype="verb", model="m"):
-    return Prediction(question_id=qid, video_id=qid, type=qtype, model=model, variant=variant, choices=["a", "b", "c", "d"],
-                      answer="a", reply="a" if correct else "b", status="ok", correct=correct, template="Pushing [something]")
+    return Prediction(
+        question_id=qid,
+        video_id=qid,
+        type=qtype,
+        model=model,
+        variant=variant,
+        choices=["a", "b", "c", "d"],
+        answer="a",
+        reply="a" if correct else "b",
+        status="ok",
+        correct=correct,
+        template="Pushing [something]",
+    )
 
 
 def test_audit_flags_a_run_where_blind_equals_plain():
     preds = [_p(str(i), v, i % 3 != 0, "verb") for i in range(30) for v in ("plain", "blind")]
-    preds += [_p(f"o{i}", "plain", True, "object") for i in range(30)] + [_p(f"o{i}", "blind", i < 8, "object") for i in range(30)]
-    r = report.build(preds)
+    preds += [_p(f"o{i}", "plain", True, "object") for i in range(30)] + [
+        _p(f"o{i}", "blind", i < 8, "object") for i in range(30)
+    ]
+    r = report.build(Run(preds))
     assert len(r.warnings) == 1 and "verb questions" in r.warnings[0] and "does not measure vision" in r.warnings[0]
     flags = r.audit.set_index("type")["text_solvable"].to_dict()
     assert flags == {"verb": True, "object": False, "all": False}
@@ -106,20 +131,36 @@ def test_cued_deltas_restricted_to_what_blind_gets_wrong():
     preds = []
     for i in range(20):
         preds += [_p(str(i), "plain", i < 10), _p(str(i), "blind", i < 10), _p(str(i), "trajectory", i < 15)]
-    r = report.build(preds)
+    r = report.build(Run(preds))
     row = r.cued_blind_wrong.set_index("type").loc["all"]
     assert row["n"] == 10 and row["acc_a"] == 0.0 and row["acc_b"] == 50.0
 
 
 def test_arrow_report_gives_f1_and_kl():
     def arrow(src, direction, reply, p_forward):
-        return Prediction(question_id=f"{src}-{direction}", video_id=f"{src}-{direction}", type="arrow", model="m",
-                          variant="arrow", choices=["forward", "backward"], answer=direction, reply=reply, status="ok",
-                          correct=reply == direction, probs={"forward": p_forward, "backward": 1 - p_forward},
-                          template="Dropping [something] onto [something]", category="irreversible")
-    preds = [arrow("1", "forward", "forward", 0.75), arrow("1", "backward", "backward", 0.25),
-             arrow("2", "forward", "forward", 0.5), arrow("2", "backward", "forward", 0.5)]
-    t = report.build(preds).arrow.set_index("category")
+        return Prediction(
+            question_id=f"{src}-{direction}",
+            video_id=f"{src}-{direction}",
+            type="arrow",
+            model="m",
+            variant="arrow",
+            choices=["forward", "backward"],
+            answer=direction,
+            reply=reply,
+            status="ok",
+            correct=reply == direction,
+            probs={"forward": p_forward, "backward": 1 - p_forward},
+            template="Dropping [something] onto [something]",
+            category="irreversible",
+        )
+
+    preds = [
+        arrow("1", "forward", "forward", 0.75),
+        arrow("1", "backward", "backward", 0.25),
+        arrow("2", "forward", "forward", 0.5),
+        arrow("2", "backward", "forward", 0.5),
+    ]
+    t = report.build(Run(preds)).arrow.set_index("category")
     assert set(t.index) == {"all", "irreversible"}
     row = t.loc["all"]
     assert row["accuracy"] == 75.0 and row["kl_pairs"] == 2

@@ -1,5 +1,6 @@
 """core: file modes, one key, typed run files that read the files written before them, the
 CLI built from one dataclass, and a floor that imports none of the rooms above it."""
+
 from __future__ import annotations
 
 import ast
@@ -7,11 +8,9 @@ import json
 import os
 import shutil
 import stat
-import subprocess
-import sys
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 import pytest
 import typer
@@ -24,10 +23,11 @@ from core.files import atomic_dir, atomic_path, atomic_write, umask
 from core.layout import RunLayout
 from core.records import Question, key, key_of, read_questions, to_json_line
 from core.runfiles import Manifest, ReportRecord, RunRecord, TrainArgs
-from measure import render, report
-from measure.client import Item
-from measure.store import PredictionStore
-from tests.conftest import REPO
+from core.runs import Run
+from core.store import PredictionStore
+from measure import report
+from measure.ask.client import Item
+from tests.conftest import REPO, cli
 
 V1 = Path(__file__).parent / "data" / "v1"  # files written by the code before core/ existed
 
@@ -44,7 +44,9 @@ def _mode(path: Path) -> int:
     return stat.S_IMODE(path.stat().st_mode)
 
 
-@pytest.mark.parametrize("m, file_mode, dir_mode", [(0o022, 0o644, 0o755), (0o077, 0o600, 0o700), (0o002, 0o664, 0o775)])
+@pytest.mark.parametrize(
+    "m, file_mode, dir_mode", [(0o022, 0o644, 0o755), (0o077, 0o600, 0o700), (0o002, 0o664, 0o775)]
+)
 def test_written_files_get_the_mode_a_plain_open_would(tmp_path, mask, m, file_mode, dir_mode):
     mask(m)
     assert umask() == m
@@ -62,7 +64,11 @@ def test_written_files_get_the_mode_a_plain_open_would(tmp_path, mask, m, file_m
 
 def test_prepared_data_is_readable_by_others(synthetic):
     """The session dataset was written by the real CLI under umask 022."""
-    for path in [synthetic / "questions.jsonl", synthetic / "manifest.json", *sorted((synthetic / "clips").rglob("*.mp4"))[:3]]:
+    for path in [
+        synthetic / "questions.jsonl",
+        synthetic / "manifest.json",
+        *sorted((synthetic / "clips").rglob("*.mp4"))[:3],
+    ]:
         assert _mode(path) & 0o044 == 0o044, path
 
 
@@ -108,10 +114,10 @@ def test_v1_predictions_load_and_report(tmp_path):
     preds = PredictionStore(RunLayout(run)).load()
     assert len(preds) == 40 and all(p.schema_version == runfiles.SCHEMA_VERSION for p in preds.values())
     assert all(p.verb and p.verb in p.template.lower() for p in preds.values())  # upgraded: verb from the template
-    r = report.build(preds.values(), runfiles.read(RunRecord, run / "run.json").parents())
+    r = report.build(Run(list(preds.values()), parents=runfiles.read(RunRecord, run / "run.json").parents()))
     assert set(r.table.index.get_level_values("model")) == {"tiny-vlm", "tiny-trained"}
     assert not r.adapter_vs_base.empty and set(r.moves["level"]) <= {"template", "verb"}
-    out = subprocess.run([sys.executable, "-m", "measure", "report", str(run)], cwd=REPO, capture_output=True, text=True)
+    out = cli(f"measure report {run}")
     assert out.returncode == 0, out.stderr[-2000:]
     assert runfiles.read(ReportRecord, run / "report.json").schema_version == runfiles.SCHEMA_VERSION
     again = [json.loads(line) for line in (run / "predictions.jsonl").read_text().splitlines()]
@@ -145,16 +151,23 @@ def test_a_command_is_built_from_one_dataclass():
     runner = CliRunner()
     assert runner.invoke(app, []).exit_code == 0
     assert seen[-1] == _Opts()  # the CLI's defaults are the dataclass's
-    assert runner.invoke(app, ["--names", "x, y", "--flag", "--frames", "3"], env={"TEST_CORE_PORT": "9"}).exit_code == 0
+    assert (
+        runner.invoke(app, ["--names", "x, y", "--flag", "--frames", "3"], env={"TEST_CORE_PORT": "9"}).exit_code == 0
+    )
     assert seen[-1] == _Opts(names=("x", "y"), port=9, flag=True, inner=_Inner(frames=3))
     bad = runner.invoke(app, ["--frames", "many"])
     assert bad.exit_code == 2 and "--frames" in bad.output
 
 
 def test_core_imports_none_of_the_packages_above_it():
-    rooms = {"prepare", "serve", "measure", "train"}
+    rooms = {"prepare", "serve", "measure", "train", "interpret"}
     for path in sorted((REPO / "core").glob("*.py")):
         for node in ast.walk(ast.parse(path.read_text())):
-            names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
-                [node.module or ""] if isinstance(node, ast.ImportFrom) else []
+            names = (
+                [a.name for a in node.names]
+                if isinstance(node, ast.Import)
+                else [node.module or ""]
+                if isinstance(node, ast.ImportFrom)
+                else []
+            )
             assert not {n.split(".")[0] for n in names} & rooms, f"{path.name} imports {names}"

@@ -1,4 +1,5 @@
 """Cue drawing: fixed colours per slot, stroke that scales, hand only on request."""
+
 from __future__ import annotations
 
 import numpy as np

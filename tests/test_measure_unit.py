@@ -1,26 +1,41 @@
 """measure without a server: planning, the report table, the append-only store."""
+
 from __future__ import annotations
 
+import json
 import math
 
+import pandas as pd
 import pytest
 
-from measure import render, report
-from measure.client import AskConfig
-from measure.run import plan
-from measure.media import MediaSpec, prepare
-from measure.prompt import messages, question_text, targets
-from core.profiles import IDEFICS3, QWEN_VL
-from measure.store import PredictionStore
+from core.ask import AskConfig
 from core.errors import DataError
+from core.frames import FrameSpec
 from core.layout import DataLayout, RunLayout
+from core.profiles import IDEFICS3, QWEN_VL
 from core.records import Prediction, read_questions
+from core.runs import Run
+from core.store import PredictionStore
+from measure import report
+from measure.ask.client import media_spec
+from measure.ask.media import MediaSpec, prepare
+from measure.ask.plan import plan
+from measure.ask.prompt import messages, question_text, targets
+from measure.report import render, tables
 
 
 def _pred(qid, model, variant, qtype, correct, status="ok"):
     return Prediction(
-        question_id=qid, video_id="v", type=qtype, model=model, variant=variant, choices=["a", "b"],
-        answer="a", reply=None if status == "error" else ("a" if correct else "b"), status=status, correct=correct,
+        question_id=qid,
+        video_id="v",
+        type=qtype,
+        model=model,
+        variant=variant,
+        choices=["a", "b"],
+        answer="a",
+        reply=None if status == "error" else ("a" if correct else "b"),
+        status=status,
+        correct=correct,
     )
 
 
@@ -32,7 +47,7 @@ def test_table_leaves_errors_out_and_counts_invalid_as_wrong():
         _pred("4", "m", "plain", "verb", False, status="error"),
         _pred("1", "m", "cued", "object", False),
     ]
-    t = report.accuracy_table(report.to_frame(preds))
+    t = tables.accuracy_table(tables.to_frame(preds))
     row = t.loc[("m", "plain")]
     assert row["object_acc"] == 50.0 and row["verb_acc"] == 100.0
     assert row["overall_acc"] == pytest.approx(200 / 3)
@@ -44,7 +59,7 @@ def test_table_leaves_errors_out_and_counts_invalid_as_wrong():
 
 
 def test_empty_table():
-    assert report.accuracy_table(report.to_frame([])).empty
+    assert tables.accuracy_table(tables.to_frame([])).empty
 
 
 def test_store_appends_reloads_and_cuts_a_torn_line(tmp_path, capsys):
@@ -76,28 +91,43 @@ def test_plan_groups_by_clip_and_checks_the_split(synthetic):
 def test_prompt_puts_the_video_first_and_lists_choices(synthetic):
     layout = DataLayout(synthetic)
     q = read_questions(layout.questions)[0]
-    sent = prepare(MediaSpec(layout.clip("plain", q.video_id), "plain", "data", QWEN_VL.video_as, 8))
+    sent = prepare(MediaSpec(layout.clip("plain", q.video_id), "plain", "data", QWEN_VL.video_as, FrameSpec()))
     msg = messages(q, "text", sent.parts)[0]["content"]
     assert [p["type"] for p in msg] == ["video_url", "text"] and sent.frame_indices is None
+    assert sent.media_io == {"min_frames": 8, "max_frames": 8}  # the server samples the spec's count
     assert msg[0]["video_url"]["url"].startswith("data:video/mp4;base64,")
     assert q.question in msg[1]["text"] and all(c in msg[1]["text"] for c in q.choices)
-    assert targets(q, "letters") == ["A", "B", "C", "D"]
+    assert targets(q.choices, "letters") == ["A", "B", "C", "D"]
     assert "D. " + q.choices[3] in question_text(q, "letters")
 
 
 def _p(qid, model, variant, correct, template="Pushing [something]", qtype="verb", verb="pushing"):
-    return Prediction(question_id=qid, video_id="v", type=qtype, model=model, variant=variant, choices=["a", "b", "c", "d"],
-                      answer="a", reply="a" if correct else "b", status="ok", correct=correct, template=template,
-                      verb=verb)
+    return Prediction(
+        question_id=qid,
+        video_id="v",
+        type=qtype,
+        model=model,
+        variant=variant,
+        choices=["a", "b", "c", "d"],
+        answer="a",
+        reply="a" if correct else "b",
+        status="ok",
+        correct=correct,
+        template=template,
+        verb=verb,
+    )
 
 
 def test_cued_and_adapter_comparisons_are_paired_on_the_same_questions():
     preds = []
     for i in range(10):
-        preds += [_p(str(i), "base", "plain", i < 3), _p(str(i), "base", "trajectory", i < 6),
-                  _p(str(i), "lora", "plain", i < 5)]
+        preds += [
+            _p(str(i), "base", "plain", i < 3),
+            _p(str(i), "base", "trajectory", i < 6),
+            _p(str(i), "lora", "plain", i < 5),
+        ]
     preds.append(_p("extra", "base", "trajectory", True))  # no plain twin: left out of the pairing
-    r = report.build(preds, {"base": None, "lora": "base"})
+    r = report.build(Run(preds, parents={"base": None, "lora": "base"}))
     cued = r.cued_vs_plain.set_index("type").loc["all"]
     assert (cued["n"], cued["acc_a"], cued["acc_b"], cued["delta"], cued["only_b"]) == (10, 30.0, 60.0, 30.0, 3)
     ad = r.adapter_vs_base.set_index(["variant", "type"]).loc[("plain", "all")]
@@ -112,15 +142,26 @@ def test_cued_and_adapter_comparisons_are_paired_on_the_same_questions():
 def test_compare_runs_joins_on_shared_items():
     a = [_p(str(i), "m", "plain", i < 2) for i in range(6)]
     b = [_p(str(i), "m", "plain", i < 5) for i in range(4)]  # run B scored only 4 of them
-    t = report.compare_runs(a, b).set_index("type").loc["all"]
+    t = tables.compare_runs(a, b).set_index("type").loc["all"]
     assert (t["n"], t["acc_a"], t["acc_b"], t["only_b"]) == (4, 50.0, 100.0, 2)
 
 
 def test_reports_are_written_from_predictions_alone(tmp_path):
     preds = [_p(str(i), "base", v, (i + k) % 2 == 0) for i in range(8) for k, v in enumerate(("plain", "bbox"))]
-    render.write(RunLayout(tmp_path), report.build(preds, {}))
-    for name in ("report.md", "report.csv", "report.json", "deltas.csv", "templates.csv", "accuracy.png", "deltas.png"):
-        assert (tmp_path / name).stat().st_size > 0, name
+    render.write(RunLayout(tmp_path), report.build(Run(preds)))
+    # 8 questions: plain right on the even ones, bbox on the odd ones: 50 % each, every answer changed.
+    table = pd.read_csv(tmp_path / "report.csv").set_index("variant")
+    assert table.loc["plain", "overall_acc"] == table.loc["bbox", "overall_acc"] == 50.0
+    assert (table["n"] == 8).all() and (table["errors"] == 0).all()
+    deltas = pd.read_csv(tmp_path / "deltas.csv")
+    row = deltas[(deltas["comparison"] == "cued-plain") & (deltas["type"] == "all")].iloc[0]
+    assert (row["n"], row["delta"], row["only_a"], row["only_b"]) == (8, 0.0, 4, 4)
+    templates = pd.read_csv(tmp_path / "templates.csv")
+    assert set(templates["variant"]) == {"plain", "bbox"} and (templates["n"] == 8).all()
+    saved = json.loads((tmp_path / "report.json").read_text())
+    assert saved["cued_vs_plain"][-1]["only_b"] == 4 and saved["accuracy"][0]["overall_acc"] == 50.0
+    for png in ("accuracy.png", "deltas.png"):
+        assert (tmp_path / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "Cued − plain" in (tmp_path / "report.md").read_text()
 
 
@@ -130,13 +171,13 @@ def test_blind_requests_carry_no_media_and_single_frame_is_an_image(synthetic):
     content = messages(q, "text", [])[0]["content"]
     assert [p["type"] for p in content] == ["text"]
     items = plan(layout, ["m"], ["blind"], "test", 2)
-    assert all(i.clip is None for i in items) and all(AskConfig().spec(i) is None for i in items)
+    assert all(i.clip is None for i in items) and all(media_spec(i, AskConfig()) is None for i in items)
 
 
 def test_smolvlm_profile_sends_sampled_frames_with_its_trained_text(synthetic):
     layout = DataLayout(synthetic)
     q = read_questions(layout.questions)[0]
-    spec = MediaSpec(layout.clip("plain", q.video_id), "plain", "frames", IDEFICS3.video_as, 6)
+    spec = MediaSpec(layout.clip("plain", q.video_id), "plain", "frames", IDEFICS3.video_as, FrameSpec(frames=6))
     sent = prepare(spec)
     media, idx = sent.parts, sent.frame_indices
     assert idx == [3, 9, 15, 21, 27, 33]  # 36 frames, centres of 6 equal spans
@@ -145,32 +186,69 @@ def test_smolvlm_profile_sends_sampled_frames_with_its_trained_text(synthetic):
     assert media[1]["text"] == "\nFrame from 00:00:" and media[-2]["text"] == "\nFrame from 00:02:"
     assert media[2]["image_url"]["url"].startswith("data:image/png;base64,")
     assert prepare(spec) == sent and sent.frame_size == [320, 240]
-    assert IDEFICS3.limit_mm_per_prompt(6) == {"image": 6} and QWEN_VL.limit_mm_per_prompt(6) == {"video": 1, "image": 1}
+    assert IDEFICS3.limit_mm_per_prompt(6) == {"image": 6} and QWEN_VL.limit_mm_per_prompt(6) == {
+        "video": 1,
+        "image": 1,
+    }
 
 
 def test_run_health_tables_from_hand_made_predictions():
     from dataclasses import replace
 
-    from core.runfiles import RunRecord, Session
-    from measure import health
+    from core.runfiles import DatasetRecord, RunRecord, ServerPeak, ServerRecord, Session, SessionHealth
+    from core.serverinfo import ServerInfo
+    from measure.report import health
 
     a, b = "http://a/v1", "http://b/v1"
-    preds = [replace(_pred(f"q{i}", "m", "plain", "object", True), server=a if i < 3 else b, latency_s=float(i + 1),
-                     attempts=1 + (i == 3), prompt_tokens=100) for i in range(4)]
-    preds.append(replace(_pred("q9", "m", "plain", "object", False, status="error"), error="clip missing"))  # never sent
-    run = RunRecord(run_id="r", started="t", config={}, ask={}, models=["m"], variants=["plain"], split="test",
-                    dataset={}, frames={}, servers=[{"url": a, "version": "0.32.0", "serve": {"ready_s": 20.0,
-                                                     "rss_ready_bytes": 2**31, "times": {"engine_init_s": 0.4}}},
-                                                    {"url": b, "version": None, "serve": None}],
-                    sessions=[Session(started="t", to_send=2, send_s=1.0, health={"client_peak_rss_bytes": 2**30,
-                              "servers": {a: {"peak_rss_bytes": 3 * 2**30, "source": "process group (/proc)"}}}),
-                              Session(started="t", to_send=2, send_s=1.0)])
+    preds = [
+        replace(
+            _pred(f"q{i}", "m", "plain", "object", True),
+            server=a if i < 3 else b,
+            latency_s=float(i + 1),
+            attempts=1 + (i == 3),
+            prompt_tokens=100,
+        )
+        for i in range(4)
+    ]
+    preds.append(
+        replace(_pred("q9", "m", "plain", "object", False, status="error"), error="clip missing")
+    )  # never sent
+    serve = ServerInfo(
+        port=1, pid=1, argv=[], started="t", ready_s=20.0, rss_ready_bytes=2**31, times={"engine_init_s": 0.4}
+    )
+    run = RunRecord(
+        run_id="r",
+        started="t",
+        dataset=DatasetRecord("d"),
+        split="test",
+        models=["m"],
+        variants=["plain"],
+        ask=AskConfig(),
+        servers=[ServerRecord(a, "0.32.0", [], serve), ServerRecord(b)],
+        sessions=[
+            Session(
+                started="t",
+                to_send=2,
+                send_s=1.0,
+                health=SessionHealth(2**30, {a: ServerPeak(3 * 2**30, "process group (/proc)")}),
+            ),
+            Session(started="t", to_send=2, send_s=1.0),
+        ],
+    )
     t = health.tables(preds, run)
     overall = t["overall"].iloc[0]
     assert (overall["requests"], overall["req_per_s"], overall["prompt_tok_per_s"]) == (4, 2.0, 200.0)
     assert (overall["attempts"], overall["retries"], overall["client_peak_rss_gib"]) == (5, 1, 1.0)
     servers = t["servers"].set_index("server")
-    assert servers.loc[a, "requests"] == 3 and servers.loc[a, "peak_rss_gib"] == 3.0 and servers.loc[a, "rss_ready_gib"] == 2.0
-    assert servers.loc[a, "engine_init_s"] == 0.4 and servers.loc[b, "requests"] == 1 and servers.loc[b, "req_per_s"] == 0.5
+    assert (
+        servers.loc[a, "requests"] == 3
+        and servers.loc[a, "peak_rss_gib"] == 3.0
+        and servers.loc[a, "rss_ready_gib"] == 2.0
+    )
+    assert (
+        servers.loc[a, "engine_init_s"] == 0.4
+        and servers.loc[b, "requests"] == 1
+        and servers.loc[b, "req_per_s"] == 0.5
+    )
     lat = t["latency"].iloc[0]
     assert lat["n"] == 4 and lat["p50"] == 2.5 and lat["p99"] == round(3 + 0.97, 3)  # numpy's linear percentiles

@@ -1,38 +1,57 @@
 """Open questions: EgoTempo / EgoTextVQA formats, free-form asking, the LLM judge (served by
 the same real vLLM), judge failures kept apart, and the per-type tables."""
+
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import pandas as pd
 import pytest
 
 from core.errors import DataError
 from core.records import Judgement, Prediction, read_jsonl
-from measure import openreport, report
+from core.runs import Run
+from measure import report
+from measure.report import opentables
 from prepare.openqa import OpenOptions, prepare_open, read_egotempo, read_egotextvqa
 from prepare.synthetic import generate_open
-from tests.conftest import REPO
+from tests.conftest import cli
 from tests.faultproxy import FaultProxy
 
 
 def test_egotempo_reader_keeps_good_rows_and_names_bad_ones(tmp_path):
     path = tmp_path / "egotempo_openQA.json"
-    good = {"question_id": "c1_0.0_5.0_0", "clip_id": "c1_0.0_5.0", "question_type": "action counting",
-            "question": "How many times does the person open the fridge?", "answer": "Twice."}
-    path.write_text(json.dumps({"info": {"date": "2025", "version": "1"}, "annotations": [
-        good, {**good, "question_id": "c1_0.0_5.0_1", "answer": " "}, "not a dict",
-        {**good, "question_id": "c2_0_1_0", "clip_id": "../etc"}, {k: v for k, v in good.items() if k != "clip_id"}]}))
+    good = {
+        "question_id": "c1_0.0_5.0_0",
+        "clip_id": "c1_0.0_5.0",
+        "question_type": "action counting",
+        "question": "How many times does the person open the fridge?",
+        "answer": "Twice.",
+    }
+    path.write_text(
+        json.dumps(
+            {
+                "info": {"date": "2025", "version": "1"},
+                "annotations": [
+                    good,
+                    {**good, "question_id": "c1_0.0_5.0_1", "answer": " "},
+                    "not a dict",
+                    {**good, "question_id": "c2_0_1_0", "clip_id": "../etc"},
+                    {k: v for k, v in good.items() if k != "clip_id"},
+                ],
+            }
+        )
+    )
     questions, bad = read_egotempo(path)
     assert [(q.id, q.video_id, q.type, q.category, q.answer, q.choices) for q in questions] == [
-        ("c1_0.0_5.0_0", "c1_0.0_5.0", "open", "action counting", "Twice.", [])]
-    assert bad == [(f"{path}:annotations[1]", "missing or empty 'answer'"),
-                   (f"{path}:annotations[2]", "expected a JSON object"),
-                   (f"{path}:annotations[3]", "video_id '../etc' is not a plain file name (it could escape the data "
-                                              "directory)"),
-                   (f"{path}:annotations[4]", "missing or empty 'clip_id'")]
+        ("c1_0.0_5.0_0", "c1_0.0_5.0", "open", "action counting", "Twice.", [])
+    ]
+    assert bad == [
+        (f"{path}:annotations[1]", "missing or empty 'answer'"),
+        (f"{path}:annotations[2]", "expected a JSON object"),
+        (f"{path}:annotations[3]", "video_id '../etc' is not a plain file name (it could escape the data directory)"),
+        (f"{path}:annotations[4]", "missing or empty 'clip_id'"),
+    ]
     (tmp_path / "list.json").write_text("[]")
     with pytest.raises(DataError, match="annotations"):
         read_egotempo(tmp_path / "list.json")
@@ -40,12 +59,25 @@ def test_egotempo_reader_keeps_good_rows_and_names_bad_ones(tmp_path):
 
 def test_egotextvqa_reader_prefixes_question_ids_with_the_video(tmp_path):
     path = tmp_path / "ann.jsonl"
-    row = {"video_id": "3", "question_id": "1.0", "question_type": "description", "question": "which center is on the "
-           "left side of the road?", "correct_answer": "barclays center", "timestamp": 2.5}
-    path.write_text("\n".join([json.dumps(row), json.dumps({**row, "video_id": 11}), "{torn", "",
-                               json.dumps({**row, "question": ""})]) + "\n")
+    row = {
+        "video_id": "3",
+        "question_id": "1.0",
+        "question_type": "description",
+        "question": "which center is on the left side of the road?",
+        "correct_answer": "barclays center",
+        "timestamp": 2.5,
+    }
+    path.write_text(
+        "\n".join(
+            [json.dumps(row), json.dumps({**row, "video_id": 11}), "{torn", "", json.dumps({**row, "question": ""})]
+        )
+        + "\n"
+    )
     questions, bad = read_egotextvqa(path)
-    assert [(q.id, q.video_id, q.category) for q in questions] == [("3-1.0", "3", "description"), ("11-1.0", "11", "description")]
+    assert [(q.id, q.video_id, q.category) for q in questions] == [
+        ("3-1.0", "3", "description"),
+        ("11-1.0", "11", "description"),
+    ]
     assert bad[0][0] == f"{path}:3" and bad[0][1].startswith("not JSON")
     assert bad[1] == (f"{path}:5", "missing or empty 'question'")
 
@@ -57,8 +89,14 @@ def test_synthetic_open_data_in_each_format_prepares_with_controls(kind, tmp_pat
     if kind == "egotempo":
         assert set(json.loads(text)) == {"info", "annotations"}
     else:
-        assert set(json.loads(text.splitlines()[0])) == {"video_id", "question_id", "question_type", "question",
-                                                        "correct_answer", "timestamp"}
+        assert set(json.loads(text.splitlines()[0])) == {
+            "video_id",
+            "question_id",
+            "question_type",
+            "question",
+            "correct_answer",
+            "timestamp",
+        }
     (raw["videos"] / sorted(raw["videos"].iterdir())[-1].name).unlink()  # one clip gone
     out = tmp_path / "data"
     m = prepare_open(kind, raw["annotations"], raw["videos"], out, OpenOptions(("plain", "blind", "reversed"), 0, 1))
@@ -67,29 +105,62 @@ def test_synthetic_open_data_in_each_format_prepares_with_controls(kind, tmp_pat
     assert sorted(p.name for p in (out / "clips").iterdir()) == ["blind", "plain", "reversed"]
     rows = [row for _, row in read_jsonl(out / "questions.jsonl")]
     assert all(r["type"] == "open" and r["choices"] == [] and r["answer"] for r in rows)
-    with pytest.raises(DataError, match="draw cues from boxes"):
-        prepare_open(kind, raw["annotations"], raw["videos"], tmp_path / "x", OpenOptions(("plain", "trajectory"), 0, 1))
+    with pytest.raises(DataError, match="cues are drawn from boxes"):
+        prepare_open(
+            kind, raw["annotations"], raw["videos"], tmp_path / "x", OpenOptions(("plain", "trajectory"), 0, 1)
+        )
 
 
 def _p(qid, video, model, variant, category, status="ok"):
-    return Prediction(question_id=qid, video_id=video, type="open", model=model, variant=variant, choices=[], answer="x",
-                      reply="y" if status == "ok" else None, status=status, correct=False, category=category)
+    return Prediction(
+        question_id=qid,
+        video_id=video,
+        type="open",
+        model=model,
+        variant=variant,
+        choices=[],
+        answer="x",
+        reply="y" if status == "ok" else None,
+        status=status,
+        correct=False,
+        category=category,
+    )
 
 
 def _j(qid, model, variant, pred, score, judge="J", status="ok"):
-    return Judgement(question_id=qid, model=model, variant=variant, judge=judge, status=status,
-                     pred=pred if status == "ok" else None, score=score if status == "ok" else None)
+    return Judgement(
+        question_id=qid,
+        model=model,
+        variant=variant,
+        judge=judge,
+        status=status,
+        pred=pred if status == "ok" else None,
+        score=score if status == "ok" else None,
+    )
 
 
 def test_per_type_table_counts_judge_failures_apart_all_vs_valid():
-    preds = [_p("q1", "v1", "m", "plain", "count"), _p("q2", "v1", "m", "plain", "count"),
-             _p("q3", "v2", "m", "plain", "where"), _p("q4", "v3", "m", "plain", "where", status="invalid"),
-             _p("q5", "v3", "m", "plain", "where")]
-    judgements = [_j("q1", "m", "plain", "yes", 5), _j("q2", "m", "plain", "no", 1),
-                  _j("q3", "m", "plain", None, None, status="judge_error")]  # q5: not judged yet
-    t = report.build(preds, {}, judgements).open_accuracy.set_index("category")
+    preds = [
+        _p("q1", "v1", "m", "plain", "count"),
+        _p("q2", "v1", "m", "plain", "count"),
+        _p("q3", "v2", "m", "plain", "where"),
+        _p("q4", "v3", "m", "plain", "where", status="invalid"),
+        _p("q5", "v3", "m", "plain", "where"),
+    ]
+    judgements = [
+        _j("q1", "m", "plain", "yes", 5),
+        _j("q2", "m", "plain", "no", 1),
+        _j("q3", "m", "plain", None, None, status="judge_error"),
+    ]  # q5: not judged yet
+    t = report.build(Run(preds, judgements)).open_accuracy.set_index("category")
     count, where, both = t.loc["count"], t.loc["where"], t.loc["all"]
-    assert (count["n"], count["judged"], count["judge_failed"], count["acc_all"], count["acc_valid"]) == (2, 2, 0, 50, 50)
+    assert (count["n"], count["judged"], count["judge_failed"], count["acc_all"], count["acc_valid"]) == (
+        2,
+        2,
+        0,
+        50,
+        50,
+    )
     assert count["score_all"] == count["score_valid"] == 3
     # where: q3 judge error and q5 unjudged are "no"/0 in ALL, left out of VALID; q4's empty reply is the model's "no".
     assert (where["n"], where["judged"], where["judge_failed"], where["invalid"]) == (3, 1, 2, 1)
@@ -105,7 +176,7 @@ def test_judges_agreement_and_kappa_hand_computed():
     js = [_j(f"q{i}", "m", "plain", a, 3, judge="J1") for i, (a, _) in enumerate(pairs)]
     js += [_j(f"q{i}", "m", "plain", b, 3, judge="J2") for i, (_, b) in enumerate(pairs)]
     js.append(_j("q9", "m", "plain", "yes", 3, judge="J1"))  # judged by one judge only: not compared
-    a = openreport.agreement(js).iloc[0]
+    a = opentables.agreement(js).iloc[0]
     assert (a["judge_a"], a["judge_b"], a["n"], a["agreement"]) == ("J1", "J2", 4, 75.0)
     assert a["kappa"] == pytest.approx(0.5)
 
@@ -115,9 +186,11 @@ def test_open_deltas_pair_valid_verdicts_and_enter_the_verdicts():
     for i in range(12):
         for model in ("base", "lora"):
             preds.append(_p(f"q{i}", f"v{i}", model, "plain", "count"))
-            js.append(_j(f"q{i}", model, "plain", "yes" if model == "lora" or i < 3 else "no", 4 if model == "lora" else 1))
+            js.append(
+                _j(f"q{i}", model, "plain", "yes" if model == "lora" or i < 3 else "no", 4 if model == "lora" else 1)
+            )
     js[-1] = _j("q11", "lora", "plain", None, None, status="judge_error")
-    r = report.build(preds, {"lora": "base", "base": None}, js)
+    r = report.build(Run(preds, js, parents={"lora": "base", "base": None}))
     row = r.open_adapter_vs_base.set_index("category").loc["all"]
     assert (row["n"], row["only_b"], row["only_a"]) == (11, 8, 0)  # q11 left out: its verdict failed
     assert row["score_delta"] == pytest.approx(3.0) and row["p_video"] == pytest.approx(2 / 256)
@@ -131,19 +204,19 @@ def test_open_deltas_pair_valid_verdicts_and_enter_the_verdicts():
 def open_run(server, tmp_path_factory):
     root = tmp_path_factory.mktemp("open")
     data = root / "data"
-    r = subprocess.run([sys.executable, "-m", "prepare", "synthetic-open", "--out", str(data), "--videos", "8",
-                        "--variants", "plain,blind", "--workers", "1"], cwd=REPO, capture_output=True, text=True)
+    r = cli(f"prepare synthetic-open --out {data} --videos 8 --variants plain,blind --workers 1")
     assert r.returncode == 0, r.stderr[-2000:]
-    r = subprocess.run([sys.executable, "-m", "measure", "--data", str(data), "--base-url", server.base_url,
-                        "--runs-dir", str(root), "--run-id", "open", "--limit", "6", "--open-max-tokens", "12"],
-                       cwd=REPO, capture_output=True, text=True, timeout=600)
+    r = cli(
+        f"measure --data {data} --base-url {server.base_url} --runs-dir {root} --run-id open "
+        "--limit 6 --open-max-tokens 12",
+        timeout=600,
+    )
     assert r.returncode == 0, r.stderr[-3000:]
     return root / "open", data
 
 
 def _judge(run, url, *extra):
-    return subprocess.run([sys.executable, "-m", "measure", "judge", str(run), "--judge-url", url, *extra],
-                          cwd=REPO, capture_output=True, text=True, timeout=600)
+    return cli(f"measure judge {run} --base-url {url}", *extra, timeout=600)
 
 
 def test_open_answers_are_free_form_and_bounded(open_run):
@@ -157,8 +230,8 @@ def test_open_answers_are_free_form_and_bounded(open_run):
 def test_judge_failures_are_kept_apart_and_asked_again(open_run, server):
     run, _ = open_run
     # Every judge call fails (the fault proxy answers 503): judge_error, never "no"; exit 1.
-    with FaultProxy(server.base_url.removesuffix("/v1"), rate=1.0, seed=3, modes=("http503",)) as proxy:
-        r = _judge(run, proxy.url + "/v1", "--judge-model", server.base_model)
+    with FaultProxy(server.base_url, rate=1.0, seed=3, modes=("http503",)) as proxy:
+        r = _judge(run, proxy.base_url, "--judge-model", server.base_model)
     assert r.returncode == 1, r.stderr[-2000:]
     lines = [json.loads(line) for line in (run / "judgements.jsonl").read_text().splitlines()]
     assert len(lines) == 24 and {j["status"] for j in lines} == {"judge_error"} and {j["pred"] for j in lines} == {None}
@@ -180,4 +253,9 @@ def test_judge_failures_are_kept_apart_and_asked_again(open_run, server):
     r = _judge(run, server.base_url, "--judge-model", server.adapter)
     assert r.returncode == 0, r.stderr[-2000:]
     agreement = json.loads((run / "report.json").read_text())["judge_agreement"]
-    assert agreement[0]["n"] == 24 and 0 <= agreement[0]["agreement"] <= 100
+    verdicts: dict = {}  # recounted from judgements.jsonl: the share of the 24 where the two judges agree
+    for line in (run / "judgements.jsonl").read_text().splitlines():
+        j = json.loads(line)
+        verdicts.setdefault((j["question_id"], j["model"], j["variant"]), {})[j["judge"]] = j["pred"]
+    same = [v[server.base_model] == v[server.adapter] for v in verdicts.values()]
+    assert len(same) == agreement[0]["n"] == 24 and agreement[0]["agreement"] == pytest.approx(100 * sum(same) / 24)

@@ -1,4 +1,5 @@
 """The ssv2 step on the real sample and on synthetic data: questions, clips, cues, manifest."""
+
 from __future__ import annotations
 
 import json
@@ -9,13 +10,13 @@ import decord
 import numpy as np
 import pytest
 
-from prepare.pipeline import Options, prepare_ssv2
 from core.errors import DataError
 from core.layout import DataLayout
 from core.records import Question, read_questions
+from prepare.pipeline import Options, prepare_ssv2
 from prepare.sources import read_boxes
 from prepare.variants import CueOptions
-from tests.conftest import REPO, SAMPLE
+from tests.conftest import REPO, SAMPLE, cli, needs_sample
 
 
 def _frames(path):
@@ -27,7 +28,10 @@ def _frames(path):
 def sample(tmp_path_factory):
     out = tmp_path_factory.mktemp("sample")
     manifest = prepare_ssv2(
-        SAMPLE / "videos", SAMPLE / "labels", [SAMPLE / "bounding_box_smthsmth_sample.json"], out,
+        SAMPLE / "videos",
+        SAMPLE / "labels",
+        [SAMPLE / "bounding_box_smthsmth_sample.json"],
+        out,
         Options(test_videos=2, variants=("plain", "trajectory", "bbox"), workers=2),
     )
     return out, manifest
@@ -44,6 +48,7 @@ def test_real_sample_labelled_clips_give_both_types_and_unlabelled_are_reported(
     assert manifest.counts["videos_by_split"] == {"test": 2, "train": 2}
 
 
+@needs_sample
 def test_rendered_clips_keep_frame_count_and_even_size(sample):
     out, _ = sample
     layout = DataLayout(out)
@@ -56,6 +61,7 @@ def test_rendered_clips_keep_frame_count_and_even_size(sample):
             assert h % 2 == 0 and w % 2 == 0
 
 
+@needs_sample
 def test_cue_pixels_lie_on_or_next_to_the_boxes(sample):
     out, _ = sample
     layout = DataLayout(out)
@@ -70,12 +76,13 @@ def test_cue_pixels_lie_on_or_next_to_the_boxes(sample):
         for slot, (x1, y1, x2, y2) in boxes[t].items():
             if slot == "object hand":
                 continue
-            allowed[max(0, int(y1) - margin): int(y2) + margin, max(0, int(x1) - margin): int(x2) + margin] = True
+            allowed[max(0, int(y1) - margin) : int(y2) + margin, max(0, int(x1) - margin) : int(x2) + margin] = True
         changed_total += diff.sum()
         assert not (diff & ~allowed).any(), f"frame {t}: cue pixels away from the boxes"
     assert changed_total > 500  # the cue is really drawn
 
 
+@needs_sample
 def test_unknown_variant_and_malformed_json_are_clear_errors(tmp_path):
     with pytest.raises(DataError, match="unknown variants.*valid"):
         prepare_ssv2(SAMPLE / "videos", SAMPLE / "labels", [], tmp_path, Options(variants=("plain", "glow")))
@@ -104,8 +111,13 @@ def test_synthetic_dataset_is_complete_and_rerun_skips_rendering(synthetic):
     assert {"object 0", "object 1", "object hand"} <= slots
     clip = layout.clip("plain", qs[0].video_id)
     before = clip.stat().st_mtime_ns
-    prepare_ssv2(raw / "videos", raw / "labels", [raw / "bounding_box_smthsmth_part1.json"], synthetic,
-                 Options(test_videos=6, variants=("plain", "trajectory"), workers=1))
+    prepare_ssv2(
+        raw / "videos",
+        raw / "labels",
+        [raw / "bounding_box_smthsmth_part1.json"],
+        synthetic,
+        Options(test_videos=6, variants=("plain", "trajectory"), workers=1),
+    )
     assert clip.stat().st_mtime_ns == before
     assert read_questions(layout.questions) == qs
 
@@ -128,6 +140,7 @@ def _copy_sample(tmp_path):
     return videos, SAMPLE / "labels", [SAMPLE / "bounding_box_smthsmth_sample.json"]
 
 
+@needs_sample
 def test_side_by_side_is_raw_left_cued_right(sample, tmp_path):
     videos, labels, boxes = _copy_sample(tmp_path)
     out = tmp_path / "out"
@@ -143,6 +156,7 @@ def test_side_by_side_is_raw_left_cued_right(sample, tmp_path):
     assert np.abs(right.astype(int) - plain.astype(int)).mean() > np.abs(left.astype(int) - plain.astype(int)).mean()
 
 
+@needs_sample
 def test_changed_cue_settings_rerender_and_equal_ones_reuse(tmp_path):
     videos, labels, boxes = _copy_sample(tmp_path)
     out = tmp_path / "out"
@@ -156,12 +170,15 @@ def test_changed_cue_settings_rerender_and_equal_ones_reuse(tmp_path):
     assert changed.counts["stale_clips_removed"] == {"plain": 0, "bbox": 4}
 
 
+@needs_sample
 def test_shards_split_the_render_and_the_final_run_reuses_it(tmp_path):
     videos, labels, boxes = _copy_sample(tmp_path)
     out = tmp_path / "out"
     rendered = []
     for i in range(2):
-        m = prepare_ssv2(videos, labels, boxes, out, Options(test_videos=2, variants=("plain",), workers=1, shard=(i, 2)))
+        m = prepare_ssv2(
+            videos, labels, boxes, out, Options(test_videos=2, variants=("plain",), workers=1, shard=(i, 2))
+        )
         rendered.append(m.counts["clips_rendered"])
         assert (out / f"manifest.shard-{i}-of-2.json").is_file()
         assert not (out / "questions.jsonl").exists()
@@ -174,27 +191,48 @@ def test_ray_data_job_writes_a_local_runs_dataset(tmp_path):
     """`--ray local` on a 2-CPU Ray instance writes, byte for byte, what a local run writes
     (questions, parquet, manifest and every clip); a second Ray run reuses every clip."""
     raw = tmp_path / "raw"  # generated in a process of its own: decord's bundled FFmpeg, imported here, lacks libvpx
-    subprocess.run([sys.executable, "-c", f"from pathlib import Path; from prepare.synthetic import generate_raw; generate_raw(Path({str(raw)!r}), 10, 3)"],
-                   cwd=REPO, check=True, timeout=300)
-    args = ["--videos", raw / "videos", "--labels", raw / "labels", "--boxes", raw / "bounding_box_smthsmth_part1.json",
-            "--test-videos", 3,
-            "--variants", "plain,trajectory,reversed", "--workers", 2]
+    subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "from pathlib import Path; from prepare.synthetic import generate_raw; "
+            f"generate_raw(Path({str(raw)!r}), 10, 3)",
+        ],
+        cwd=REPO,
+        check=True,
+        timeout=300,
+    )
+    args = [
+        "--videos",
+        raw / "videos",
+        "--labels",
+        raw / "labels",
+        "--boxes",
+        raw / "bounding_box_smthsmth_part1.json",
+        "--test-videos",
+        3,
+        "--variants",
+        "plain,trajectory,reversed",
+        "--workers",
+        2,
+    ]
     for name, extra in (("local", []), ("ray", ["--ray", "local"])):
-        r = subprocess.run([sys.executable, "-m", "prepare", "ssv2", *map(str, args), "--out", tmp_path / name, *extra],
-                           cwd=REPO, capture_output=True, text=True, timeout=600)
+        r = cli("prepare ssv2", *map(str, args), "--out", tmp_path / name, *extra, timeout=600)
         assert r.returncode == 0, r.stderr[-3000:]
     local, ray = DataLayout(tmp_path / "local"), DataLayout(tmp_path / "ray")
     files = sorted(p.relative_to(local.root) for p in local.root.rglob("*") if p.is_file())
     assert files == sorted(p.relative_to(ray.root) for p in ray.root.rglob("*") if p.is_file())
-    assert sum(f.suffix == ".mp4" for f in files) == 3 * 10 and {"questions.parquet", "manifest.json"} <= {f.name for f in files}
+    assert sum(f.suffix == ".mp4" for f in files) == 3 * 10 and {"questions.parquet", "manifest.json"} <= {
+        f.name for f in files
+    }
     for f in files:
         assert (local.root / f).read_bytes() == (ray.root / f).read_bytes(), f
-    again = subprocess.run([sys.executable, "-m", "prepare", "ssv2", *map(str, args), "--out", ray.root, "--ray", "local"],
-                           cwd=REPO, capture_output=True, text=True, timeout=600)
+    again = cli("prepare ssv2", *map(str, args), "--out", ray.root, "--ray", "local", timeout=600)
     assert again.returncode == 0, again.stderr[-3000:]
     assert json.loads(ray.manifest.read_text())["counts"]["clips_rendered"] == 0
 
 
+@needs_sample
 def test_bad_clips_are_dropped_with_reasons_and_the_run_goes_on(tmp_path):
     videos, labels, boxes = _copy_sample(tmp_path)
     (videos / "2.webm").unlink()
@@ -211,6 +249,7 @@ def test_bad_clips_are_dropped_with_reasons_and_the_run_goes_on(tmp_path):
     assert {q.video_id for q in qs} == {"57082"}
 
 
+@needs_sample
 def test_malformed_box_file_names_the_file(tmp_path):
     videos, labels, _ = _copy_sample(tmp_path)
     bad = tmp_path / "boxes.json"

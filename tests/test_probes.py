@@ -1,11 +1,10 @@
 """Temporal probes: seeded generation, balanced answers, no single frame giving the answer
 away (checked on the decoded clips), the reversed/shuffled scoring, and one real run."""
+
 from __future__ import annotations
 
 import collections
 import json
-import subprocess
-import sys
 
 import decord
 import numpy as np
@@ -14,9 +13,9 @@ import pytest
 from core.errors import DataError
 from core.layout import DataLayout
 from core.records import Prediction, read_questions
-from measure import report
+from measure.report import tables
 from prepare.probes import KINDS, ProbeOptions, alternatives, build, prepare_probes, render, unsolvable
-from tests.conftest import REPO
+from tests.conftest import cli
 
 
 def _decode(path) -> np.ndarray:
@@ -85,17 +84,27 @@ def test_no_single_frame_gives_the_answer_decoded_clips(probes):
 def test_bad_options_are_clear_errors(tmp_path):
     with pytest.raises(DataError, match="--frames 5"):
         prepare_probes(tmp_path / "x", ProbeOptions(per_kind=1, frames=5))
-    with pytest.raises(DataError, match="draw cues"):
+    with pytest.raises(DataError, match="cues are drawn"):
         prepare_probes(tmp_path / "x", ProbeOptions(per_kind=1, variants=("plain", "trajectory")))
-    r = subprocess.run([sys.executable, "-m", "prepare", "probes", "--out", str(tmp_path / "y"), "--size", "224by160"],
-                       cwd=REPO, capture_output=True, text=True, timeout=120)
+    r = cli("prepare probes --out", str(tmp_path / "y"), "--size", "224by160", timeout=120)
     assert r.returncode == 2 and "WxH" in r.stderr
 
 
 def _pred(qid: str, kind: str, variant: str, reply: str, answer: str, flipped: str, choices: list[str]) -> Prediction:
-    return Prediction(question_id=qid, video_id=qid, type="probe", model="m", variant=variant, choices=choices,
-                      answer=answer, reply=reply, status="ok", correct=reply == answer, category=kind,
-                      reversed_answer=flipped)
+    return Prediction(
+        question_id=qid,
+        video_id=qid,
+        type="probe",
+        model="m",
+        variant=variant,
+        choices=choices,
+        answer=answer,
+        reply=reply,
+        status="ok",
+        correct=reply == (flipped if variant == "reversed" else answer),
+        category=kind,
+        reversed_answer=flipped,
+    )
 
 
 def test_reversed_clips_are_scored_against_the_flipped_answer():
@@ -103,41 +112,57 @@ def test_reversed_clips_are_scored_against_the_flipped_answer():
     counts = ["once", "twice", "three times", "four times"]
     preds = [
         # direction: d1 flips as it should, d2 keeps the forward answer, d3 is wrong on plain
-        _pred("d1", "direction", "plain", lr[0], lr[0], lr[1], lr), _pred("d1", "direction", "reversed", lr[1], lr[0], lr[1], lr),
-        _pred("d2", "direction", "plain", lr[2], lr[2], lr[3], lr), _pred("d2", "direction", "reversed", lr[2], lr[2], lr[3], lr),
-        _pred("d3", "direction", "plain", lr[3], lr[1], lr[0], lr), _pred("d3", "direction", "reversed", lr[0], lr[1], lr[0], lr),
+        _pred("d1", "direction", "plain", lr[0], lr[0], lr[1], lr),
+        _pred("d1", "direction", "reversed", lr[1], lr[0], lr[1], lr),
+        _pred("d2", "direction", "plain", lr[2], lr[2], lr[3], lr),
+        _pred("d2", "direction", "reversed", lr[2], lr[2], lr[3], lr),
+        _pred("d3", "direction", "plain", lr[3], lr[1], lr[0], lr),
+        _pred("d3", "direction", "reversed", lr[0], lr[1], lr[0], lr),
         _pred("d1", "direction", "shuffled", lr[2], lr[0], lr[1], lr),
         # count: the same answer either way
         _pred("c1", "count", "plain", counts[1], counts[1], counts[1], counts),
         _pred("c1", "count", "reversed", counts[1], counts[1], counts[1], counts),
     ]
-    t = report.temporal_probes(report.to_frame(preds)).set_index("kind")
+    t = tables.temporal_probes(tables.to_frame(preds)).set_index("kind")
     d = t.loc["direction"]
     assert (d["n"], d["chance"], d["expected_reversed"]) == (3, 25.0, "flips")
     assert d["plain_acc"] == pytest.approx(200 / 3) and d["reversed_acc"] == pytest.approx(200 / 3)
     assert d["reversed_as_forward"] == pytest.approx(100 / 3) and d["answer_flips"] == pytest.approx(200 / 3)
     assert d["shuffled_acc"] == 0.0
     c = t.loc["count"]
-    assert (c["reversed_acc"], c["reversed_as_forward"], c["answer_flips"], c["expected_reversed"]) == (100, 100, 0, "same")
+    assert (c["reversed_acc"], c["reversed_as_forward"], c["answer_flips"], c["expected_reversed"]) == (
+        100,
+        100,
+        0,
+        "same",
+    )
     assert np.isnan(c["shuffled_acc"])
 
 
 def test_probes_end_to_end_on_the_real_server(server, tmp_path):
     data = tmp_path / "probes"
-    r = subprocess.run([sys.executable, "-m", "prepare", "probes", "--out", str(data), "--per-kind", "2"], cwd=REPO,
-                       capture_output=True, text=True, timeout=300)
+    r = cli(f"prepare probes --out {data} --per-kind 2", timeout=300)
     assert r.returncode == 0, r.stderr[-2000:]
     assert "8 probe questions (order 2, direction 2, change 2, count 2)" in r.stdout
-    m = subprocess.run([sys.executable, "-m", "measure", "--data", str(data), "--base-url", server.base_url,
-                        "--runs-dir", str(tmp_path), "--run-id", "p"], cwd=REPO, capture_output=True, text=True,
-                       timeout=600)
+    m = cli(f"measure --data {data} --base-url {server.base_url} --runs-dir {tmp_path} --run-id p", timeout=600)
     assert m.returncode == 0, m.stderr[-2000:]
     rows = [json.loads(line) for line in (tmp_path / "p" / "predictions.jsonl").read_text().splitlines()]
-    assert len(rows) == 8 * 2 * 5 and all(r["status"] in ("ok", "invalid") for r in rows)
+    # The choice constraint holds: every reply is one of the choices.
+    assert len(rows) == 8 * 2 * 5 and all(r["status"] == "ok" and r["reply"] in r["choices"] for r in rows)
     assert all(r["reversed_answer"] in r["choices"] for r in rows)
+    for r in rows:  # scored against the answer of the clip it saw
+        assert r["correct"] == (r["reply"] == (r["reversed_answer"] if r["variant"] == "reversed" else r["answer"]))
     probes = json.loads((tmp_path / "p" / "report.json").read_text())["probes"]
-    assert {(p["model"], p["kind"]) for p in probes} == {(m, k) for m in (server.base_model, server.adapter) for k in KINDS}
-    assert all(p["n"] == 2 and p["reversed_acc"] is not None and p["shuffled_acc"] is not None for p in probes)
+    assert {(p["model"], p["kind"]) for p in probes} == {
+        (m, k) for m in (server.base_model, server.adapter) for k in KINDS
+    }
+    for p in probes:  # every number of the table, recounted from the predictions
+        mine = [r for r in rows if r["model"] == p["model"] and r["category"] == p["kind"]]
+        rev = [r for r in mine if r["variant"] == "reversed"]
+        shuffled = [r for r in mine if r["variant"] == "shuffled"]
+        assert p["n"] == 2 and p["reversed_acc"] == pytest.approx(100 * sum(r["correct"] for r in rev) / len(rev))
+        assert p["reversed_as_forward"] == pytest.approx(100 * sum(r["reply"] == r["answer"] for r in rev) / len(rev))
+        assert p["shuffled_acc"] == pytest.approx(100 * sum(r["correct"] for r in shuffled) / len(shuffled))
     audit = json.loads((tmp_path / "p" / "report.json").read_text())["audit"]
     assert {a["type"] for a in audit} == {"probe", "all"} and {a["control"] for a in audit} == {"blind", "single-frame"}
     assert "## Temporal probes" in (tmp_path / "p" / "report.md").read_text()

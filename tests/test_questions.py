@@ -1,15 +1,16 @@
 """Question building on the ~19,000 real SSV2 labels-only entries and hand-made cases."""
+
 from __future__ import annotations
 
 import collections
 
 import pytest
 
-from prepare import questions as qb
-from core.records import normalize, to_json_line
-from prepare.verbs import also_true
 from core.files import read_json
+from core.records import normalize, to_json_line
+from prepare import questions as qb
 from prepare.sources import LabelEntry
+from prepare.verbs import also_true
 from tests.conftest import SAMPLE
 
 
@@ -63,8 +64,16 @@ def test_answer_positions_are_balanced(real):
 
 
 def test_verb_is_the_first_ing_word_and_blanked_once():
-    e = LabelEntry("1", "spinning a top that quickly stops spinning", "Spinning [something] that quickly stops spinning", ("a top",), "t")
-    vocab = qb.Vocabulary(verbs=("spinning", "pushing", "pulling", "dropping", "moving"), objects=("top", "cup", "pen", "box"))
+    e = LabelEntry(
+        "1",
+        "spinning a top that quickly stops spinning",
+        "Spinning [something] that quickly stops spinning",
+        ("a top",),
+        "t",
+    )
+    vocab = qb.Vocabulary(
+        verbs=("spinning", "pushing", "pulling", "dropping", "moving"), objects=("top", "cup", "pen", "box")
+    )
     qs, dropped = qb.build(e, "train", vocab, seed=0)
     verb = next(q for q in qs if q.type == "verb")
     assert verb.question == "_____ a top that quickly stops spinning"

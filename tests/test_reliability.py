@@ -1,9 +1,9 @@
 """Faults against the real vLLM server, interrupted runs and bad input: nothing answered is
 lost, nothing is invented, no bad file takes a run down."""
+
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 import signal
@@ -19,16 +19,12 @@ import pytest
 
 from core.layout import DataLayout
 from core.records import load_questions, read_questions
+from core.urls import ServerUrl
 from serve.command import free_port, port_in_use
-from tests.conftest import REPO, start_server, stop_server
+from tests.conftest import REPO, cli, needs_sample, start_server, stop_server
 from tests.faultproxy import FaultProxy
 
 KEY = "test-key-123"
-
-
-def _measure(*args, timeout=900):
-    return subprocess.run([sys.executable, "-m", "measure", *map(str, args)], cwd=REPO, capture_output=True,
-                          text=True, timeout=timeout)
 
 
 def _rows(run_dir: Path) -> list[dict]:
@@ -59,30 +55,76 @@ def _kill_tree(pid: int) -> None:
     psutil.wait_procs(procs, timeout=30)
 
 
+class Keyed(dict):
+    """A real server of this module's own, with an API key, that its tests may kill."""
+
+    def restart(self) -> None:
+        self["starts"] += 1
+        log = self["log"] / f"vllm-{self['starts']}.log"
+        self["proc"] = start_server(self["argv"], log, self["url"], KEY)
+
+    def ensure(self) -> None:
+        """Up and answering, whatever an earlier test did to it."""
+        alive = self["proc"].poll() is None
+        try:
+            up = alive and httpx.get(ServerUrl.parse(self["url"]).health, timeout=2).status_code == 200
+        except httpx.HTTPError:
+            up = False
+        if not up:
+            stop_server(self["proc"])
+            self.restart()
+
+
 @pytest.fixture(scope="module")
-def keyed(tiny, synthetic, tmp_path_factory):
-    """A second real server of our own, with an API key, that these tests may kill."""
+def keyed_server(tiny, synthetic, tmp_path_factory):
     port = free_port()
-    url = f"http://127.0.0.1:{port}/v1"
-    log_dir = tmp_path_factory.mktemp("keyed")
-    argv = ["--model", str(tiny.model), "--adapters", f"tiny-cued={tiny.adapter}", "--port", str(port), "--api-key", KEY]
-    state = {"proc": start_server(argv, log_dir / "vllm.log", url, KEY), "argv": argv, "url": url, "log": log_dir}
+    argv = ["--model", str(tiny.model), "--adapters", f"tiny-cued={tiny.adapter}", "--port", str(port)]
+    state = Keyed(
+        argv=[*argv, "--api-key", KEY], url=ServerUrl.local(port).v1, log=tmp_path_factory.mktemp("keyed"), starts=0
+    )
+    state.restart()
     yield state
     stop_server(state["proc"])
+
+
+@pytest.fixture
+def keyed(keyed_server):
+    """The keyed server, up: each test that uses it passes alone and in any order."""
+    keyed_server.ensure()
+    return keyed_server
 
 
 def test_api_key_is_required_and_measure_says_so(keyed, synthetic, tmp_path):
     assert httpx.get(f"{keyed['url']}/models").status_code == 401
     assert httpx.get(f"{keyed['url']}/models", headers={"Authorization": f"Bearer {KEY}"}).status_code == 200
-    r = _measure("--data", synthetic, "--base-url", keyed["url"], "--runs-dir", tmp_path)
+    r = cli(f"measure --data {synthetic} --base-url", keyed["url"], "--runs-dir", tmp_path)
     assert r.returncode == 2 and "HTTP 401" in r.stderr and "--api-key" in r.stderr
 
 
 def test_server_killed_mid_run_then_resumed_equals_an_uninterrupted_run(keyed, synthetic, tmp_path):
-    common = ["--data", synthetic, "--base-url", keyed["url"], "--api-key", KEY, "--runs-dir", tmp_path,
-              "--concurrency", "1", "--max-attempts", "3", "--down-timeout", "5"]
-    proc = subprocess.Popen([sys.executable, "-m", "measure", *map(str, common), "--run-id", "killed"], cwd=REPO,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    common = [
+        "--data",
+        synthetic,
+        "--base-url",
+        keyed["url"],
+        "--api-key",
+        KEY,
+        "--runs-dir",
+        tmp_path,
+        "--concurrency",
+        "1",
+        "--max-attempts",
+        "3",
+        "--down-timeout",
+        "5",
+    ]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "measure", *map(str, common), "--run-id", "killed"],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     _wait_lines(tmp_path / "killed" / "predictions.jsonl", 10, proc)
     _kill_tree(keyed["proc"].pid)
     _, err = proc.communicate(timeout=300)
@@ -91,10 +133,10 @@ def test_server_killed_mid_run_then_resumed_equals_an_uninterrupted_run(keyed, s
     saved = _rows(tmp_path / "killed")
     assert sum(r["status"] == "ok" for r in saved) >= 10
 
-    keyed["proc"] = start_server(keyed["argv"], keyed["log"] / "vllm-restart.log", keyed["url"], KEY)
-    resumed = _measure(*common, "--resume", "killed")
+    keyed.restart()
+    resumed = cli("measure", *common, "--resume", "killed")
     assert resumed.returncode == 0, resumed.stderr[-2000:]
-    clean = _measure(*common, "--run-id", "clean")
+    clean = cli("measure", *common, "--run-id", "clean")
     assert clean.returncode == 0, clean.stderr[-2000:]
     assert KEY not in (tmp_path / "clean" / "run.json").read_text()  # the key is never written down
     rows = _rows(tmp_path / "killed")
@@ -111,17 +153,46 @@ def test_a_server_lost_mid_run_is_taken_out_and_taken_back(server, keyed, synthe
     other, nothing is lost, duplicated or recorded as an error, the answers are a single-server
     run's; restarted mid-run, it is used again. (The second server sits behind a proxy adding
     2.5 s per request, so the run outlasts the restart.)"""
-    single = _measure("--data", synthetic, "--base-url", keyed["url"], "--api-key", KEY, "--runs-dir", tmp_path,
-                      "--run-id", "single")
+    single = cli(
+        f"measure --data {synthetic} --base-url",
+        keyed["url"],
+        "--api-key",
+        KEY,
+        "--runs-dir",
+        tmp_path,
+        "--run-id",
+        "single",
+    )
     assert single.returncode == 0, single.stderr[-2000:]
-    with FaultProxy(server.base_url.removesuffix("/v1"), rate=1.0, modes=("stall",), stall_s=2.5) as slow:
+    with FaultProxy(server.base_url, rate=1.0, modes=("stall",), stall_s=2.5) as slow:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "measure", "--data", str(synthetic), "--base-url", keyed["url"], "--base-url",
-             slow.url + "/v1", "--api-key", KEY, "--runs-dir", str(tmp_path), "--run-id", "two", "--concurrency", "1"],
-            cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            [
+                sys.executable,
+                "-m",
+                "measure",
+                "--data",
+                str(synthetic),
+                "--base-url",
+                keyed["url"],
+                "--base-url",
+                slow.base_url,
+                "--api-key",
+                KEY,
+                "--runs-dir",
+                str(tmp_path),
+                "--run-id",
+                "two",
+                "--concurrency",
+                "1",
+            ],
+            cwd=REPO,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         _wait_lines(tmp_path / "two" / "predictions.jsonl", 6, proc)
         _kill_tree(keyed["proc"].pid)
-        keyed["proc"] = start_server(keyed["argv"], keyed["log"] / "vllm-restart-2.log", keyed["url"], KEY)
+        keyed.restart()
         back = (tmp_path / "two" / "predictions.jsonl").read_text().count("\n")  # lines when it was ready again
         _, err = proc.communicate(timeout=900)
     assert proc.returncode == 0, err[-3000:]
@@ -130,7 +201,7 @@ def test_a_server_lost_mid_run_is_taken_out_and_taken_back(server, keyed, synthe
     assert len(keys) == len(set(keys)) == len(_rows(tmp_path / "single"))  # 0 lost, 0 duplicated
     assert all(r["status"] == "ok" for r in rows)
     assert _answers(tmp_path / "two") == _answers(tmp_path / "single")
-    slow_url = slow.url + "/v1"
+    slow_url = slow.base_url
     assert any(r["server"] == slow_url for r in rows)
     assert back < len(rows) and any(r["server"] == keyed["url"] for r in rows[back:]), (back, len(rows))
     print(f"lines before restart: {back}; servers after it: {[r['server'] == keyed['url'] for r in rows[back:]]}")
@@ -152,12 +223,24 @@ def test_serve_killed_outright_takes_its_vllm_with_it(keyed):
 
 
 def test_injected_faults_are_survived_with_identical_results(server, synthetic, tmp_path):
-    common = ["--data", synthetic, "--runs-dir", tmp_path, "--limit", "10", "--concurrency", "1", "--timeout", "4",
-              "--max-attempts", "8"]
-    clean = _measure(*common, "--base-url", server.base_url, "--run-id", "clean")
+    common = [
+        "--data",
+        synthetic,
+        "--runs-dir",
+        tmp_path,
+        "--limit",
+        "10",
+        "--concurrency",
+        "1",
+        "--timeout",
+        "4",
+        "--max-attempts",
+        "8",
+    ]
+    clean = cli("measure", *common, "--base-url", server.base_url, "--run-id", "clean")
     assert clean.returncode == 0, clean.stderr[-2000:]
-    with FaultProxy(server.base_url.removesuffix("/v1"), rate=0.1, seed=7) as proxy:
-        faulty = _measure(*common, "--base-url", proxy.url + "/v1", "--run-id", "faulty")
+    with FaultProxy(server.base_url, rate=0.1, seed=7) as proxy:
+        faulty = cli("measure", *common, "--base-url", proxy.base_url, "--run-id", "faulty")
     assert faulty.returncode == 0, faulty.stderr[-2000:]
     assert set(proxy.injected) == {"http500", "http503", "cut", "stall"}, proxy.injected
     assert _answers(tmp_path / "faulty") == _answers(tmp_path / "clean")
@@ -168,28 +251,31 @@ def test_injected_faults_are_survived_with_identical_results(server, synthetic, 
 
 
 def test_each_request_goes_to_the_server_with_the_fewest_in_flight(server, synthetic, tmp_path):
-    """Two endpoints of one real server, one behind a proxy adding 0.5 s to every request: the
-    slow one gets fewer requests, the answers are those of a single-server run, and every
-    prediction says which server answered."""
+    """Two endpoints of one real server, one behind a proxy adding 2 s to every request (far
+    more than a request takes here, even on a loaded machine): the slow one gets fewer
+    requests, the answers are those of a single-server run, and every prediction says which
+    server answered."""
     common = ["--data", synthetic, "--runs-dir", tmp_path, "--limit", "12", "--concurrency", "8"]
-    single = _measure(*common, "--base-url", server.base_url, "--run-id", "single")
+    single = cli("measure", *common, "--base-url", server.base_url, "--run-id", "single")
     assert single.returncode == 0, single.stderr[-2000:]
-    with FaultProxy(server.base_url.removesuffix("/v1"), rate=1.0, modes=("stall",), stall_s=0.5) as slow:
-        slow_url = slow.url + "/v1"
-        two = _measure(*common, "--base-url", server.base_url, "--base-url", slow_url, "--run-id", "two")
+    with FaultProxy(server.base_url, rate=1.0, modes=("stall",), stall_s=2.0) as slow:
+        slow_url = slow.base_url
+        two = cli("measure", *common, "--base-url", server.base_url, "--base-url", slow_url, "--run-id", "two")
     assert two.returncode == 0, two.stderr[-2000:]
     rows = _rows(tmp_path / "two")
     counts = {url: sum(r["server"] == url for r in rows) for url in (server.base_url, slow_url)}
     assert sum(counts.values()) == len(rows) == 12 * 2 * 2
     assert counts[server.base_url] > 2 * counts[slow_url] > 0, counts
     assert _answers(tmp_path / "two") == _answers(tmp_path / "single")
-    print(f"requests per server (fast, +0.5 s): {list(counts.values())}")
+    print(f"requests per server (fast, +2 s): {list(counts.values())}")
 
 
 def test_persistent_errors_are_errors_not_wrong_answers(server, synthetic, tmp_path):
-    with FaultProxy(server.base_url.removesuffix("/v1"), rate=1.0, seed=1, modes=("http503",)) as proxy:
-        r = _measure("--data", synthetic, "--base-url", proxy.url + "/v1", "--runs-dir", tmp_path, "--run-id", "down",
-                     "--limit", "2", "--variants", "plain", "--max-attempts", "2")
+    with FaultProxy(server.base_url, rate=1.0, seed=1, modes=("http503",)) as proxy:
+        r = cli(
+            f"measure --data {synthetic} --base-url {proxy.base_url} --runs-dir {tmp_path} "
+            "--run-id down --limit 2 --variants plain --max-attempts 2"
+        )
     assert r.returncode == 1 and "ended as errors" in r.stderr
     rows = _rows(tmp_path / "down")
     assert rows and all(x["status"] == "error" and not x["correct"] and x["attempts"] == 2 for x in rows)
@@ -199,8 +285,12 @@ def test_persistent_errors_are_errors_not_wrong_answers(server, synthetic, tmp_p
 
 def test_measure_killed_mid_run_resumes_to_exactly_one_line_each(server, synthetic, tmp_path):
     common = ["--data", synthetic, "--base-url", server.base_url, "--runs-dir", tmp_path, "--concurrency", "1"]
-    proc = subprocess.Popen([sys.executable, "-m", "measure", *map(str, common), "--run-id", "k"], cwd=REPO,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "measure", *map(str, common), "--run-id", "k"],
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     preds = tmp_path / "k" / "predictions.jsonl"
     _wait_lines(preds, 5, proc)
     workers = psutil.Process(proc.pid).children()  # the media process pool (and its resource tracker)
@@ -211,7 +301,7 @@ def test_measure_killed_mid_run_resumes_to_exactly_one_line_each(server, synthet
     assert not alive, f"media workers outlived a killed measure: {alive}"
     with open(preds, "a") as f:
         f.write('{"question_id": "torn')  # what a kill in the middle of a write leaves
-    r = _measure(*common, "--resume", "k")
+    r = cli("measure", *common, "--resume", "k")
     assert r.returncode == 0, r.stderr[-2000:]
     assert "torn last line" in r.stderr
     rows = _rows(tmp_path / "k")
@@ -256,7 +346,9 @@ def _bad_questions(good: list[dict]) -> list[str]:
     base = dict(good[0])
     rows = {
         "answer not among the choices": dict(base, id="bad-answer", answer="nothing like it"),
-        "duplicate choices": dict(base, id="bad-dup", choices=[base["choices"][0], base["choices"][0].upper(), "x", "y"]),
+        "duplicate choices": dict(
+            base, id="bad-dup", choices=[base["choices"][0], base["choices"][0].upper(), "x", "y"]
+        ),
         "fewer than 2 choices": dict(base, id="bad-few", choices=[base["answer"]]),
         "duplicate id": dict(good[1], id=good[0]["id"]),
         "video id escaping the data directory": dict(base, id="bad-path", video_id="../../../etc/passwd"),
@@ -273,23 +365,27 @@ def test_bad_question_rows_are_rejected_by_line_and_the_run_goes_on(server, synt
     (data / "questions.jsonl").write_text("\n".join([*lines[:2], *bad, *lines[2:]]) + "\n")
     questions, rejected = load_questions(data / "questions.jsonl")
     assert len(questions) == len(lines) and len(rejected) == len(bad)
-    for n, (message, reason) in enumerate(zip(rejected, BAD_ROWS), start=3):
+    for n, (message, _) in enumerate(zip(rejected, BAD_ROWS), start=3):
         assert message.startswith(f"{data / 'questions.jsonl'}:{n}:"), message
     assert "not JSON" in rejected[0] and "missing fields" in rejected[1] and "exactly once" in rejected[2]
     assert "duplicate choices" in rejected[3] and "fewer than 2" in rejected[4] and "duplicate id" in rejected[5]
     assert "escape the data directory" in rejected[6]
-    r = _measure("--data", data, "--base-url", server.base_url, "--runs-dir", tmp_path, "--run-id", "b", "--limit", "2",
-                 "--variants", "plain")
+    r = cli(
+        f"measure --data {data} --base-url {server.base_url} --runs-dir {tmp_path} --run-id b "
+        "--limit 2 --variants plain"
+    )
     assert r.returncode == 0, r.stderr[-2000:]
     assert r.stderr.count("skipped question:") == len(bad)
     assert len(_rows(tmp_path / "b")) == 2 * 2
 
 
+@needs_sample
 def test_bad_clips_and_boxes_are_reported_and_the_rest_goes_on(tmp_path):
-    from tests.conftest import SAMPLE
-    from prepare.pipeline import Options, prepare_ssv2
     import av
     import numpy as np
+
+    from prepare.pipeline import Options, prepare_ssv2
+    from tests.conftest import SAMPLE
 
     videos = tmp_path / "videos"
     videos.mkdir()
@@ -316,7 +412,9 @@ def test_bad_clips_and_boxes_are_reported_and_the_rest_goes_on(tmp_path):
     train = json.loads((SAMPLE / "labels" / "train.json").read_text())
     train.append(dict(train[0], id="../../escape"))  # a video path escaping the videos dir
     (labels / "train.json").write_text(json.dumps(train))
-    m = prepare_ssv2(videos, labels, [box_file], tmp_path / "out", Options(test_videos=1, variants=("plain", "bbox"), workers=1))
+    m = prepare_ssv2(
+        videos, labels, [box_file], tmp_path / "out", Options(test_videos=1, variants=("plain", "bbox"), workers=1)
+    )
     reasons = {d["item"]: d["reason"] for d in m.dropped}
     assert "not a readable video" in reasons["2"] and "2.webm" in reasons["2"]
     assert "13201.webm" in reasons["13201"]
@@ -328,8 +426,13 @@ def test_bad_clips_and_boxes_are_reported_and_the_rest_goes_on(tmp_path):
 
 
 def test_no_shell_strings_anywhere():
-    sources = [p for d in ("prepare", "serve", "measure", "train", "scripts", "tests") for p in (REPO / d).rglob("*.py")]
+    sources = [
+        p for d in ("prepare", "serve", "measure", "train", "scripts", "tests") for p in (REPO / d).rglob("*.py")
+    ]
     assert len(sources) > 20
-    offenders = [str(p) for p in sources if re.search(r"shell\s*=\s*True|os\.system\(", p.read_text())
-                 and p.name != "test_reliability.py"]
+    offenders = [
+        str(p)
+        for p in sources
+        if re.search(r"shell\s*=\s*True|os\.system\(", p.read_text()) and p.name != "test_reliability.py"
+    ]
     assert offenders == []

@@ -1,4 +1,5 @@
 """serve.command: settings -> vLLM argv (pure), adapters, environment."""
+
 from __future__ import annotations
 
 import json
@@ -9,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from core.defaults import GPU_MODEL, TINY_MODEL
+from core.defaults import GPU_MODEL, TINY_MODEL, default_model
 from serve import command
 from serve.command import Settings, SettingsError
 
@@ -19,7 +20,9 @@ def _opt(argv: list[str], flag: str) -> str:
 
 
 def test_argv_is_a_list_with_the_settings(tmp_path):
-    argv = command.build_argv(Settings(model=str(tmp_path), host="127.0.0.1", port=8123, frames=6, max_model_len=2048), python="py")
+    argv = command.build_argv(
+        Settings(model=str(tmp_path), host="127.0.0.1", port=8123, frames=6, max_model_len=2048), python="py"
+    )
     assert argv[:5] == ["py", "-m", "serve.launch", "serve", str(tmp_path)]
     assert all(isinstance(a, str) for a in argv)
     assert _opt(argv, "--served-model-name") == tmp_path.name
@@ -42,13 +45,13 @@ def test_adapters_get_lora_flags_and_a_spare_slot(tiny):
 
 
 def test_hub_model_defaults():
-    argv = command.build_argv(Settings(model=GPU_MODEL, frames=None, api_key="k", trust_request_mm_kwargs=True))
+    argv = command.build_argv(Settings(model=GPU_MODEL, api_key="k", trust_request_mm_kwargs=True))
     assert _opt(argv, "--served-model-name") == GPU_MODEL
     assert _opt(argv, "--max-model-len") == "16384"
-    assert "--media-io-kwargs" not in argv
+    assert json.loads(_opt(argv, "--media-io-kwargs")) == {"video": {"min_frames": 8, "max_frames": 8}}
     assert _opt(argv, "--api-key") == "k" and "--trust-request-mm-kwargs" in argv
-    assert command.default_model(gpu=True) == GPU_MODEL
-    assert command.default_model(gpu=False) == str(TINY_MODEL)
+    assert default_model(gpu=True) == GPU_MODEL
+    assert default_model(gpu=False) == str(TINY_MODEL)
 
 
 @pytest.mark.parametrize("value", ["noequals", "=path", "a=", "a=x,a=y"])
@@ -92,8 +95,8 @@ def test_local_media_is_one_data_directory_never_root(tmp_path):
 
 
 def test_profiles_pick_the_media_limits(tiny, tmp_path):
-    from serve import tiny as builder
     from core.profiles import IDEFICS3, QWEN_VL, profile_for
+    from serve import tiny as builder
 
     smol = builder.build_idefics3(tmp_path / "tiny-smolvlm")
     assert profile_for(str(smol)) == IDEFICS3 and profile_for(str(tiny.model)) == QWEN_VL
@@ -109,7 +112,10 @@ def test_vllm_scale_out_flags_are_checked_and_passed(tmp_path, monkeypatch):
     # Default: one engine, no parallel flags; compact JSON for judges.
     argv = command.build_argv(Settings(**base), python="py")
     assert "--tensor-parallel-size" not in argv and "--data-parallel-size" not in argv
-    assert json.loads(_opt(argv, "--structured-outputs-config")) == {"backend": "xgrammar", "disable_any_whitespace": True}
+    assert json.loads(_opt(argv, "--structured-outputs-config")) == {
+        "backend": "xgrammar",
+        "disable_any_whitespace": True,
+    }
     # 1 node x 8 GPUs: 4 engines of TP 2 behind one endpoint.
     argv = command.build_argv(Settings(**base, tensor_parallel_size=2, data_parallel_size=4), python="py", gpus=8)
     assert (_opt(argv, "--tensor-parallel-size"), _opt(argv, "--data-parallel-size")) == ("2", "4")
@@ -127,8 +133,11 @@ def test_vllm_scale_out_flags_are_checked_and_passed(tmp_path, monkeypatch):
         command.build_argv(ray, gpus=8)
     monkeypatch.setattr(command.importlib.util, "find_spec", lambda name: object())
     argv = command.build_argv(ray, python="py", gpus=8)
-    assert (_opt(argv, "--data-parallel-size"), _opt(argv, "--data-parallel-size-local"),
-            _opt(argv, "--data-parallel-backend")) == ("16", "8", "ray")
+    assert (
+        _opt(argv, "--data-parallel-size"),
+        _opt(argv, "--data-parallel-size-local"),
+        _opt(argv, "--data-parallel-backend"),
+    ) == ("16", "8", "ray")
 
 
 def _vision_lora(tiny, out: Path) -> Path:
@@ -147,7 +156,9 @@ def _vision_lora(tiny, out: Path) -> Path:
 def test_adapters_vllm_would_serve_wrongly_are_refused_by_name(tiny, tmp_path):
     command.check_adapters({"cued": tiny.adapter}, str(tiny.model))  # LLM-only, made for it: fine
     vision = _vision_lora(tiny, tmp_path / "vision")
-    with pytest.raises(SettingsError, match=r"adapter vis .*vision-tower modules \(model\.visual\.blocks\.0\.attn\.qkv"):
+    with pytest.raises(
+        SettingsError, match=r"adapter vis .*vision-tower modules \(model\.visual\.blocks\.0\.attn\.qkv"
+    ):
         command.check_adapters({"vis": vision}, str(tiny.model))
     command.check_adapters({"vis": vision}, str(tiny.model), tower_lora=True)  # vLLM applies them then
     saved = tmp_path / "saved"
@@ -158,8 +169,23 @@ def test_adapters_vllm_would_serve_wrongly_are_refused_by_name(tiny, tmp_path):
         command.check_adapters({"kept": saved}, str(tiny.model))
     with pytest.raises(SettingsError, match="adapter cued .*trained on tiny-vlm, not on the served model Qwen/"):
         command.check_adapters({"cued": tiny.adapter}, GPU_MODEL)
-    r = subprocess.run([sys.executable, "-m", "serve", "run", "--model", str(tiny.model), "--adapters",
-                        f"vis={vision},kept={saved}", "--port", str(command.free_port())],
-                       cwd=Path(__file__).resolve().parents[1], capture_output=True, text=True, timeout=120)
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "serve",
+            "run",
+            "--model",
+            str(tiny.model),
+            "--adapters",
+            f"vis={vision},kept={saved}",
+            "--port",
+            str(command.free_port()),
+        ],
+        cwd=Path(__file__).resolve().parents[1],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert r.returncode == 2, r.stderr[-2000:]
     assert "adapter vis" in r.stderr and "adapter kept" in r.stderr and "Traceback" not in r.stderr

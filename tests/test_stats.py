@@ -1,4 +1,5 @@
 """Statistics against hand-computed cases."""
+
 from __future__ import annotations
 
 from math import isnan, sqrt
@@ -11,10 +12,25 @@ from core import runfiles
 from core.layout import RunLayout
 from core.records import Prediction
 from core.runfiles import ReportRecord
-from measure import render, report, stats
-from measure.report import verdict
-from measure.stats import (N_BOOT, N_PERM, SEED, bootstrap_ci, clusters, design_effect, holm, mcnemar_exact, mde, paired,
-                           pairs_needed, resampled_means, sign_flip_p)
+from core.runs import Run
+from measure import report
+from measure.report import render, stats, tables
+from measure.report.stats import (
+    N_BOOT,
+    N_PERM,
+    SEED,
+    bootstrap_ci,
+    clusters,
+    design_effect,
+    holm,
+    mcnemar_exact,
+    mde,
+    paired,
+    pairs_needed,
+    resampled_means,
+    sign_flip_p,
+)
+from measure.report.tables import verdict
 
 
 def test_mcnemar_exact_matches_hand_computed_binomial_tails():
@@ -121,9 +137,9 @@ def test_holm_textbook_example():
 
 def test_mde_is_the_closed_form_of_connors_paired_binomial_formula():
     za, zb = 1.959963984540054, 0.8416212335729143
-    n, psi = 100, 0.2
-    by_hand = sqrt(psi) * (za * sqrt(n) + zb * sqrt(n - za**2 + zb**2)) / (n + zb**2)
-    assert mde(n, psi) == pytest.approx(by_hand) == pytest.approx(0.123819, abs=1e-6)
+    # By hand for 100 pairs at psi 0.2: sqrt(0.2) (1.959964 x 10 + 0.841621 x sqrt(96.866867)) / 100.708326
+    # = 0.447214 x 27.883 / 100.708 = 0.123819.
+    assert mde(100, 0.2) == pytest.approx(0.123819, abs=1e-6)
     for n, psi in [(100, 0.2), (2500, 0.1), (1000, 0.05), (60, 0.6)]:
         d = mde(n, psi)
         # Connor's sample size at that difference gives back n, and it satisfies the equation.
@@ -149,32 +165,67 @@ def test_design_effect_is_one_for_independent_questions_and_grows_when_videos_mo
     assert design_effect(d, np.arange(200)) == pytest.approx(1.0)
     together = np.repeat(np.random.default_rng(3).choice([-1.0, 1.0], 100), 3)  # 3 equal questions per video
     assert design_effect(together, np.repeat(np.arange(100), 3)) == pytest.approx(3.0, rel=0.05)
+    # By hand: 4 questions, 2 videos, differences [1, 1, 0, 0]: the mean 0.5; independent variance
+    # 4 x 0.25 / 3 / 4 = 1/12; clustered 2/1 x ((2 - 1)^2 + (0 - 1)^2) / 16 = 1/4; design effect 3.
+    assert design_effect([1.0, 1.0, 0.0, 0.0], ["a", "a", "b", "b"]) == pytest.approx(3.0)
     r = paired(np.zeros(300), (together > 0).astype(float), np.repeat(np.arange(100), 3))
-    assert r.videos == 100 and r.deff == pytest.approx(design_effect(together > 0, np.repeat(np.arange(100), 3)))
-    assert r.mde == pytest.approx(100 * mde(300, r.only_b / 300) * sqrt(r.deff))
+    # 50 videos all right on B, 50 all wrong (300 questions, mean 0.5): independent variance 0.25 / 299,
+    # clustered 100/99 x 100 x 1.5^2 / 300^2 = 1/396: the design effect is 299/99 = 3.0202.
+    assert (r.videos, r.only_b) == (100, 150) and r.deff == pytest.approx(299 / 99)
+    # The MDE at 300 pairs, psi 0.5 (closed form, by hand): 0.707107 x (33.9475 + 14.5010) / 300.7083 =
+    # 0.113925, times sqrt(299/99) = 1.737873: 19.80 pts.
+    assert r.mde == pytest.approx(19.80, abs=0.01)
 
 
-ROW = {"n": 61, "videos": 50, "delta": -3.2787, "ci_low": -8.2, "ci_high": 0.0, "only_a": 3, "only_b": 1,
-       "p_video": 0.25, "p_holm": 0.5, "mde": 6.07}
+ROW = {
+    "n": 61,
+    "videos": 50,
+    "delta": -3.2787,
+    "ci_low": -8.2,
+    "ci_high": 0.0,
+    "only_a": 3,
+    "only_b": 1,
+    "p_video": 0.25,
+    "p_holm": 0.5,
+    "mde": 6.07,
+}
 
 
 def test_verdict_wording_from_fixed_inputs():
     label = "trajectory vs plain, object, tiny-vlm"
-    assert verdict(label, ROW) == ("trajectory vs plain, object, tiny-vlm: −3.3 pts [−8.2, 0.0], not significant after "
-                                   "Holm (p = 0.50), MDE 6.1 pts; 61 questions, 50 videos")
+    assert verdict(label, ROW) == (
+        "trajectory vs plain, object, tiny-vlm: −3.3 pts [−8.2, 0.0], not significant after "
+        "Holm (p = 0.50), MDE 6.1 pts; 61 questions, 50 videos"
+    )
     assert verdict("x", ROW | {"delta": 7.04, "ci_low": 2.1, "ci_high": 11.9, "p_video": 0.0002, "p_holm": 0.004}) == (
-        "x: +7.0 pts [2.1, 11.9], significant after Holm (p = 0.004), MDE 6.1 pts; 61 questions, 50 videos")
+        "x: +7.0 pts [2.1, 11.9], significant after Holm (p = 0.004), MDE 6.1 pts; 61 questions, 50 videos"
+    )
     assert verdict("x", ROW | {"p_video": 0.0457, "p_holm": 0.46}).split(", MDE")[0] == (
-        "x: −3.3 pts [−8.2, 0.0], significant before correction (p = 0.046) but not after Holm (p = 0.46)")
-    assert verdict("x", ROW | {"p_holm": 0.0001, "p_video": 0.00001}).split("],")[1].startswith(
-        " significant after Holm (p < 0.001)")
+        "x: −3.3 pts [−8.2, 0.0], significant before correction (p = 0.046) but not after Holm (p = 0.46)"
+    )
+    assert (
+        verdict("x", ROW | {"p_holm": 0.0001, "p_video": 0.00001})
+        .split("],")[1]
+        .startswith(" significant after Holm (p < 0.001)")
+    )
     assert verdict("x", ROW | {"mde": float("nan"), "only_a": 1, "only_b": 0}).endswith(
-        "MDE n/a: only 1 of 61 answers changed; 61 questions, 50 videos")
+        "MDE n/a: only 1 of 61 answers changed; 61 questions, 50 videos"
+    )
 
 
 def _pred(qid, video, variant, correct, model="m", qtype="object"):
-    return Prediction(question_id=qid, video_id=video, type=qtype, model=model, variant=variant, choices=["a", "b"],
-                      answer="a", reply="a" if correct else "b", status="ok", correct=correct)
+    return Prediction(
+        question_id=qid,
+        video_id=video,
+        type=qtype,
+        model=model,
+        variant=variant,
+        choices=["a", "b"],
+        answer="a",
+        reply="a" if correct else "b",
+        status="ok",
+        correct=correct,
+    )
 
 
 def test_report_clusters_by_video_and_holm_corrects_over_every_test(tmp_path):
@@ -184,9 +235,12 @@ def test_report_clusters_by_video_and_holm_corrects_over_every_test(tmp_path):
         for k in range(3):
             qid = f"v{v}-q{k}"
             plain = v % 2 == 0
-            preds += [_pred(qid, f"v{v}", "plain", plain), _pred(qid, f"v{v}", "trajectory", plain or v < 10),
-                      _pred(qid, f"v{v}", "blind", k == 0)]
-    r = report.build(preds)
+            preds += [
+                _pred(qid, f"v{v}", "plain", plain),
+                _pred(qid, f"v{v}", "trajectory", plain or v < 10),
+                _pred(qid, f"v{v}", "blind", k == 0),
+            ]
+    r = report.build(Run(preds))
     cued = r.cued_vs_plain.set_index("type").loc["object"]
     assert (cued["n"], cued["videos"], cued["only_b"]) == (120, 40, 15)  # the odd videos below 10
     # Five videos changed, each by 3: the sign-flip test sees 5 pieces of evidence (exact: 2/32),
@@ -216,7 +270,7 @@ def test_report_clusters_by_video_and_holm_corrects_over_every_test(tmp_path):
 def test_compare_runs_is_clustered_and_holm_corrected():
     a = [_pred(f"v{v}-q{k}", f"v{v}", "plain", v % 2 == 0) for v in range(20) for k in range(2)]
     b = [_pred(f"v{v}-q{k}", f"v{v}", "plain", v % 2 == 0 or v < 6) for v in range(20) for k in range(2)]
-    t = report.compare_runs(a, b).set_index("type")
+    t = tables.compare_runs(a, b).set_index("type")
     assert t.loc["object", "videos"] == 20 and t.loc["object", "only_b"] == 6
     assert t.loc["object", "p_video"] == pytest.approx(2 / 8)
     assert t["p_holm"].tolist() == pytest.approx(holm(t["p_video"]).tolist())

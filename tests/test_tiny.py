@@ -1,4 +1,5 @@
 """The embedded tiny model: offline, seeded, identical on rebuild, adapter non-zero."""
+
 from __future__ import annotations
 
 import hashlib
@@ -30,7 +31,8 @@ def test_model_is_qwen3_vl_with_its_own_processor(tiny):
     assert tok.convert_tokens_to_ids("<|video_pad|>") == cfg["video_token_id"]
     text = proc.apply_chat_template(
         [{"role": "user", "content": [{"type": "video"}, {"type": "text", "text": "hi"}]}],
-        add_generation_prompt=True, tokenize=False,
+        add_generation_prompt=True,
+        tokenize=False,
     )
     assert "<|vision_start|><|video_pad|><|vision_end|>hi<|im_end|>" in text
     assert text.endswith("<|im_start|>assistant\n")

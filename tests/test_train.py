@@ -1,30 +1,33 @@
 """train: a LoRA on the tiny model with PEFT + Trainer, served by the real vLLM unmerged."""
+
 from __future__ import annotations
 
-import asyncio
 import csv
 import json
-import subprocess
-import sys
+import shutil
 
 import httpx
 import pytest
 from transformers import AutoProcessor
 
-from measure.client import AskConfig, Item, run_items
+from core.ask import AskConfig
+from core.frames import FrameSpec
 from core.layout import DataLayout
 from core.records import read_questions
+from core.urls import ServerUrl
+from measure.ask.client import Item
 from serve.command import free_port
-from tests.conftest import REPO, start_server, stop_server
+from tests.conftest import cli, run_all, start_server, stop_server
 from train.data import IGNORE, Collator, examples
 
 
 def _train(tiny, data, out, *extra):
-    r = subprocess.run(
-        [sys.executable, "-m", "train", "--model", str(tiny.model), "--data", str(data), "--out", str(out),
-         "--variants", "plain", "--rank", "8", "--alpha", "16", "--lr", "2e-3", "--batch", "4",
-         "--per-device-batch", "4", "--save-steps", "3", *map(str, extra)],
-        cwd=REPO, capture_output=True, text=True, timeout=900)
+    r = cli(
+        f"train --model {tiny.model} --data {data} --out {out} --variants plain --rank 8 --alpha "
+        "16 --lr 2e-3 --batch 4 --per-device-batch 4 --save-steps 3",
+        *map(str, extra),
+        timeout=900,
+    )
     assert r.returncode == 0, r.stderr[-3000:]
     return json.loads((out / "train_args.json").read_text())
 
@@ -37,7 +40,7 @@ def _losses(out):
 @pytest.fixture(scope="module")
 def trained(tiny, synthetic, tmp_path_factory):
     out = tmp_path_factory.mktemp("trained") / "tiny-trained"
-    return out, _train(tiny, synthetic, out, "--max-steps", 6)
+    return out, _train(tiny, synthetic, out, "--max-steps", 6, "--frames", 6, "--sampling", "uniform")
 
 
 def test_a_few_steps_lower_the_loss_and_the_run_is_recorded(trained):
@@ -46,6 +49,7 @@ def test_a_few_steps_lower_the_loss_and_the_run_is_recorded(trained):
     assert len(losses) == 6 and args["steps"] == 6
     assert sum(losses[-2:]) / 2 < sum(losses[:2]) / 2
     assert args["dataset_manifest_sha256"] and args["precision"] == "fp32" and args["rank"] == 8
+    assert args["frames"] == {"frames": 6, "sampling": "uniform", "frame_size": None}  # the frames it saw
     cfg = json.loads((out / "adapter_config.json").read_text())
     assert cfg["base_model_name_or_path"] == "tiny-vlm" and cfg["r"] == 8
     assert all(m in cfg["target_modules"] for m in ("q_proj", "k_proj", "v_proj", "o_proj", "language_model"))
@@ -56,41 +60,61 @@ def test_a_few_steps_lower_the_loss_and_the_run_is_recorded(trained):
 def test_labels_cover_exactly_the_answer_tokens(tiny, synthetic, fmt):
     exs = examples(synthetic, ["plain", "trajectory"], "train", fmt)
     processor = AutoProcessor.from_pretrained(tiny.model)
-    batch = Collator(processor, 8, fmt)(exs[:3])
+    batch = Collator(processor, FrameSpec(), str(tiny.model), fmt)(exs[:3])
     for row, ex in enumerate(exs[:3]):
         labels = batch["labels"][row]
         kept = labels[labels != IGNORE]
         assert processor.tokenizer.decode(kept) == ex.answer
-        assert ex.answer == (ex.question.answer if fmt == "text" else "ABCD"[ex.question.choices.index(ex.question.answer)])
+        assert ex.answer == (
+            ex.question.answer if fmt == "text" else "ABCD"[ex.question.choices.index(ex.question.answer)]
+        )
         first = int((labels != IGNORE).nonzero()[0])
-        assert (batch["input_ids"][row, first:first + len(kept)] == kept).all()  # the answer ends the sequence
+        assert (batch["input_ids"][row, first : first + len(kept)] == kept).all()  # the answer ends the sequence
         assert int(batch["attention_mask"][row].sum()) == first + len(kept)
 
 
-def test_resume_continues_at_the_right_step(trained, tiny, synthetic):
-    out, _ = trained
+def test_resume_continues_at_the_right_step(trained, tiny, synthetic, tmp_path):
+    out = tmp_path / "resumed"  # a copy: the trained adapter other tests serve stays as it was
+    shutil.copytree(trained[0], out)
     assert sorted(p.name for p in (out / "checkpoints").glob("checkpoint-*")) == ["checkpoint-3", "checkpoint-6"]
     args = _train(tiny, synthetic, out, "--max-steps", 8, "--resume")
     assert args["steps"] == 8 and args["resumed_from"].endswith("checkpoint-6")
     assert [s for s, _ in _losses(out)][-2:] == [7, 8]
 
 
+@pytest.mark.server
 def test_trained_adapter_is_served_unmerged_and_changes_the_answers(trained, tiny, synthetic, tmp_path):
     out, _ = trained
     port = free_port()
-    base_url = f"http://127.0.0.1:{port}/v1"
-    proc = start_server(["--model", str(tiny.model), "--adapters", f"trained={out}", "--port", str(port)],
-                        tmp_path / "vllm.log", base_url)
+    url = ServerUrl.local(port)
+    base_url = url.v1
+    proc = start_server(
+        ["--model", str(tiny.model), "--adapters", f"trained={out}", "--port", str(port)],
+        tmp_path / "vllm.log",
+        base_url,
+    )
     try:
-        models = {m["id"]: m.get("parent") for m in httpx.get(f"{base_url}/models").json()["data"]}
+        models = {m["id"]: m.get("parent") for m in httpx.get(url.models).json()["data"]}
         assert models == {"tiny-vlm": None, "trained": "tiny-vlm"}
         layout = DataLayout(synthetic)
         qs = [q for q in read_questions(layout.questions) if q.split == "test"][:6]
         items = [Item(q, m, "plain", layout.clip("plain", q.video_id)) for q in qs for m in ("tiny-vlm", "trained")]
-        preds = []
-        asyncio.run(run_items(items, [base_url], None, AskConfig(answer_format="letters"), 4, preds.append))
+        preds = run_all([base_url], items, AskConfig(answer_format="letters"), 4)
         by = {p.key: p for p in preds}
         assert all(p.status == "ok" for p in preds)
         assert any(by[(q.id, "tiny-vlm", "plain")].probs != by[(q.id, "trained", "plain")].probs for q in qs)
+        # Measured with other frames than it was trained on (measure's 8 by centers): said, not hidden.
+        r = cli(
+            f"measure --data {synthetic} --base-url {base_url} --runs-dir {tmp_path} --run-id "
+            "other-frames --limit 2 --variants plain",
+            timeout=600,
+        )
+        assert r.returncode == 0, r.stderr[-2000:]
+        said = (
+            "WARNING: adapter trained was trained on 6 frames by uniform sampling at the processor's size; this "
+            "run sends 8 frames by centers sampling at the processor's size, chosen and sized by the client."
+        )
+        assert json.loads((tmp_path / "other-frames" / "run.json").read_text())["warnings"] == [said]
+        assert said in (tmp_path / "other-frames" / "report.md").read_text() and said in r.stderr
     finally:
         stop_server(proc)

@@ -1,12 +1,11 @@
 """The run viewer in a real browser: Debian's Chromium driven by Playwright, pages opened
 from file:// (no server), runs made by measure against the real vLLM server."""
+
 from __future__ import annotations
 
 import json
 import os
 import shutil
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -14,15 +13,14 @@ import pandas as pd
 import pytest
 
 from core.records import Prediction, to_json_line
-from tests.conftest import REPO
+from tests.conftest import cli
 
 CHROMIUM = os.environ.get("CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
-pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="no Chromium found (apt-get install chromium; scripts/setup.sh "
-                                                          "does it when root), or set CHROMIUM=/path/to/chromium")
-
-
-def _cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "measure", *args], cwd=REPO, capture_output=True, text=True, timeout=600)
+pytestmark = pytest.mark.skipif(
+    CHROMIUM is None,
+    reason="no Chromium found (apt-get install chromium; scripts/setup.sh "
+    "does it when root), or set CHROMIUM=/path/to/chromium",
+)
 
 
 def _frame(run: Path) -> pd.DataFrame:
@@ -35,8 +33,10 @@ def runs(server, synthetic, tmp_path_factory):
     a copy of the dataset with one clip gone."""
     root = tmp_path_factory.mktemp("view")
     for rid, fmt in (("a", "letters"), ("b", "text")):
-        r = _cli("--data", str(synthetic), "--base-url", server.base_url, "--runs-dir", str(root), "--run-id", rid,
-                 "--limit", "8", "--answer-format", fmt, "--concurrency", "8")
+        r = cli(
+            f"measure --data {synthetic} --base-url {server.base_url} --runs-dir {root} --run-id {rid} "
+            f"--limit 8 --answer-format {fmt} --concurrency 8"
+        )
         assert r.returncode == 0, r.stderr[-3000:]
     data = root / "data"
     shutil.copytree(synthetic, data, ignore=shutil.ignore_patterns("raw"))
@@ -83,7 +83,7 @@ def test_viewer_shows_the_run_as_report_json_and_predictions_say(runs, browser, 
     # A torn last line (a crash mid-write) is repaired with measure's warning.
     with open(run / "predictions.jsonl", "a") as f:
         f.write('{"question_id": "torn')
-    r = _cli("view", str(run), str(root / "b"), "--data", str(data))
+    r = cli(f"measure view {run} {root / 'b'} --data {data}")
     assert r.returncode == 0, r.stderr[-3000:]
     assert "dropping a torn last line" in r.stderr
     page_path = Path(r.stdout.strip().splitlines()[-1])
@@ -101,7 +101,9 @@ def test_viewer_shows_the_run_as_report_json_and_predictions_say(runs, browser, 
             shown = page.inner_text(f'[data-cell="{row["model"]}|{row["variant"]}|{col}"]')
             assert float(shown) == pytest.approx(row[col], abs=0.005), (row, col, shown)
     for i, row in enumerate(report["cued_vs_plain"]):
-        assert float(page.inner_text(f'[data-cell="cued_vs_plain|{i}|delta"]')) == pytest.approx(row["delta"], abs=0.005)
+        assert float(page.inner_text(f'[data-cell="cued_vs_plain|{i}|delta"]')) == pytest.approx(
+            row["delta"], abs=0.005
+        )
         assert int(page.inner_text(f'[data-cell="cued_vs_plain|{i}|only_a"]')) == row["only_a"]
     assert page.inner_text("ul.verdicts").splitlines() == report["verdicts"]
     for i, row in enumerate(report["adapter_vs_base"]):  # McNemar's discordant cells list their questions
@@ -113,7 +115,7 @@ def test_viewer_shows_the_run_as_report_json_and_predictions_say(runs, browser, 
 
     # 2. Two filters, checked against pandas on predictions.jsonl.
     model = preds["model"].iloc[0]
-    page.click('[data-cell="{}|plain|overall_acc"] a'.format(model))
+    page.click(f'[data-cell="{model}|plain|overall_acc"] a')
     page.wait_for_selector("#count")
     scored = preds[(preds["model"] == model) & (preds["variant"] == "plain") & (preds["status"] != "error")]
     expect(page.locator("#count")).to_have_text(f"{len(scored)} samples")
@@ -128,20 +130,32 @@ def test_viewer_shows_the_run_as_report_json_and_predictions_say(runs, browser, 
     expect(page.locator("#count")).to_have_text(f"{len(both)} samples")
     page.fill('input[name="q"]', str(gone))
     page.press('input[name="q"]', "Enter")
-    expect(page.locator("#count")).to_have_text(f"{len(both[both['video_id'].astype(str).str.contains(str(gone))])} samples")
+    expect(page.locator("#count")).to_have_text(
+        f"{len(both[both['video_id'].astype(str).str.contains(str(gone))])} samples"
+    )
 
     # 3. One sample: its frame strip has one loaded image per frame sent, for every variant.
     sample = preds[(preds["variant"] == "plain") & (preds["video_id"].astype(str) != str(gone))].iloc[0]
-    index = int(preds.index[(preds["question_id"] == sample["question_id"]) & (preds["model"] == sample["model"])
-                            & (preds["variant"] == "plain")][0])
+    index = int(
+        preds.index[
+            (preds["question_id"] == sample["question_id"])
+            & (preds["model"] == sample["model"])
+            & (preds["variant"] == "plain")
+        ][0]
+    )
     _go(page, page_path, f"#sample/{index}")
     for variant in ("plain", "trajectory"):
-        sent = preds[(preds["question_id"] == sample["question_id"]) & (preds["model"] == sample["model"])
-                     & (preds["variant"] == variant)]["frame_indices"].iloc[0]
+        sent = preds[
+            (preds["question_id"] == sample["question_id"])
+            & (preds["model"] == sample["model"])
+            & (preds["variant"] == variant)
+        ]["frame_indices"].iloc[0]
         images = page.locator(f'.strip[data-variant="{variant}"] img')
         assert images.count() == len(sent) > 0
-        page.wait_for_function(f'[...document.querySelectorAll(\'.strip[data-variant="{variant}"] img\')]'
-                               '.every(i => i.complete && i.naturalWidth > 0)')
+        page.wait_for_function(
+            f"[...document.querySelectorAll('.strip[data-variant=\"{variant}\"] img')]"
+            ".every(i => i.complete && i.naturalWidth > 0)"
+        )
     assert page.locator("#choices li").count() == len(sample["choices"])
     assert "right answer" in page.inner_text(f'#choices li[data-choice="{sample["answer"]}"]')
     assert page.locator("#choices .bar").count() == len(sample["choices"])  # letters: per-choice probabilities
@@ -174,13 +188,27 @@ def test_viewer_pages_fifty_thousand_predictions(browser, tmp_path):
     with open(run / "predictions.jsonl", "w") as f:
         for i in range(50_000):
             v = i % 20_000
-            f.write(to_json_line(Prediction(
-                question_id=f"q{v}", video_id=f"v{v // 3}", type="object" if v % 2 else "verb",
-                model="base" if i < 20_000 else "adapter" if i < 40_000 else "base", variant="plain" if i < 40_000 else "trajectory",
-                choices=["a", "b", "c", "d"], answer="a", reply="a" if i % 3 else "b", status="ok", correct=bool(i % 3),
-                template="Pushing [something]", verb="pushing")) + "\n")
+            f.write(
+                to_json_line(
+                    Prediction(
+                        question_id=f"q{v}",
+                        video_id=f"v{v // 3}",
+                        type="object" if v % 2 else "verb",
+                        model="base" if i < 20_000 else "adapter" if i < 40_000 else "base",
+                        variant="plain" if i < 40_000 else "trajectory",
+                        choices=["a", "b", "c", "d"],
+                        answer="a",
+                        reply="a" if i % 3 else "b",
+                        status="ok",
+                        correct=bool(i % 3),
+                        template="Pushing [something]",
+                        verb="pushing",
+                    )
+                )
+                + "\n"
+            )
     started = time.perf_counter()
-    r = _cli("view", str(run))
+    r = cli(f"measure view {run}")
     assert r.returncode == 0, r.stderr[-3000:]
     print(f"view of 50,000 predictions written in {time.perf_counter() - started:.1f} s")
     assert "its dataset is not found" in r.stderr
@@ -189,17 +217,20 @@ def test_viewer_pages_fifty_thousand_predictions(browser, tmp_path):
     print(f"viewer load, 50,000 predictions: {load_s:.2f} s")
     _go(page, run / "index.html", "#samples?model=base&outcome=wrong")
     preds = _frame(run)
-    expect(page.locator("#count")).to_have_text(f"{int(((preds['model'] == 'base') & ~preds['correct']).sum())} samples")
+    expect(page.locator("#count")).to_have_text(
+        f"{int(((preds['model'] == 'base') & ~preds['correct']).sum())} samples"
+    )
     assert page.locator("#samples tr.pick").count() == 50
     page.click("#next")
     expect(page.locator(".pager span").first).to_contain_text("page 2 of ")
     _go(page, run / "index.html", "#sample/0")
-    assert "clip missing" in page.inner_text('.strip[data-variant="plain"]') or \
-        "frames not recorded" in page.inner_text('.strip[data-variant="plain"]')
+    assert "clip missing" in page.inner_text(
+        '.strip[data-variant="plain"]'
+    ) or "frames not recorded" in page.inner_text('.strip[data-variant="plain"]')
     assert errors == []
 
 
 def test_view_refuses_a_folder_without_predictions(tmp_path):
-    r = _cli("view", str(tmp_path))
+    r = cli(f"measure view {tmp_path}")
     assert r.returncode == 2
     assert r.stderr.strip().splitlines()[-1] == f"error: {tmp_path}: no predictions.jsonl (is this a run folder?)"

@@ -1,24 +1,26 @@
 """The reference study reproduced: its published format imported, its table beside ours, its
 frames, and reproduce.sh's plan."""
+
 from __future__ import annotations
 
 import json
 import os
 import shutil
 import subprocess
-import sys
 
 import numpy as np
 import pandas as pd
 import pytest
 
+from core import reference
 from core.errors import DataError
+from core.frames import FrameSpec, frame_indices
 from core.layout import DataLayout
 from core.records import Prediction, load_questions
-from measure import reference, report
-from measure.media import frame_indices
+from core.runs import Run
+from measure import report
 from prepare.visualcues import VisualCuesOptions, prepare_visual_cues
-from tests.conftest import REPO
+from tests.conftest import REPO, cli
 
 SHIPPED = reference.SHIPPED / "visual_cues_qwen3_vl_2b.csv"
 
@@ -27,8 +29,11 @@ def _row(video: str, question: str, choices: list, answer: str, qtype: str | Non
     meta = {"question": question, "choices": choices, "answer": answer, "video": video.removesuffix(".mp4")}
     if qtype:
         meta["type"] = qtype
-    return {"video": video, "conversations": [{"from": "human", "value": "<video>\n..."}, {"from": "gpt", "value": answer}],
-            "metadata": meta}
+    return {
+        "video": video,
+        "conversations": [{"from": "human", "value": "<video>\n..."}, {"from": "gpt", "value": answer}],
+        "metadata": meta,
+    }
 
 
 @pytest.fixture(scope="module")
@@ -44,9 +49,19 @@ def study(synthetic, tmp_path_factory):
     a, b, c = vids
     rows = [
         _row(f"{a}.mp4", "pushing _____ from left to right", ["ball", "cup", "box", "pen"], "ball"),
-        _row(f"{a}.mp4", "_____ ball from left to right", ["pushing", "pulling", "lifting", "dropping"], "pushing", "verb"),
-        _row(f"{b}.mp4", "putting _____ on a table", ["cup", "Cup", "box", "pen"], "cup"),  # duplicate after normalising
-        _row(f"{b}.mp4", "_____ cup on a table", ["pushing", "lifting", "dropping", "tearing"], "putting", "verb"),  # answer missing
+        _row(
+            f"{a}.mp4",
+            "_____ ball from left to right",
+            ["pushing", "pulling", "lifting", "dropping"],
+            "pushing",
+            "verb",
+        ),
+        _row(
+            f"{b}.mp4", "putting _____ on a table", ["cup", "Cup", "box", "pen"], "cup"
+        ),  # duplicate after normalising
+        _row(
+            f"{b}.mp4", "_____ cup on a table", ["pushing", "lifting", "dropping", "tearing"], "putting", "verb"
+        ),  # answer missing
         {"video": f"{c}.mp4", "metadata": {"question": "no blank here", "choices": ["a", "b"], "answer": "a"}},  # bad
         _row("404.mp4", "holding _____", ["ball", "cup", "box", "pen"], "cup"),  # no clip
         _row(f"{c}.mp4", "_____ something", ["tearing", "folding", "lifting", "opening"], "folding", None),  # no type
@@ -57,43 +72,69 @@ def study(synthetic, tmp_path_factory):
 
 def test_import_keeps_the_study_rows_and_flags_its_flaws(study, tmp_path):
     root, (a, b, c) = study
-    m = prepare_visual_cues(root / "qwen_format_test.json", {"plain": root / "plain", "trajectory": root / "trajectory"},
-                            tmp_path / "vc", VisualCuesOptions())
+    m = prepare_visual_cues(
+        root / "qwen_format_test.json",
+        {"plain": root / "plain", "trajectory": root / "trajectory"},
+        tmp_path / "vc",
+        VisualCuesOptions(),
+    )
     qs, rejected = load_questions(DataLayout(tmp_path / "vc").questions)
     assert rejected == [] and len(qs) == 5 and m.counts["by_type"] == {"object": 2, "verb": 3}
     by_id = {q.id: q for q in qs}
     assert by_id[f"{a}-0"].choices == ["ball", "cup", "box", "pen"]  # the study's order
     assert by_id[f"{b}-0"].flags == ["duplicate_choices"] and by_id[f"{b}-1"].flags == ["answer_not_in_choices"]
-    assert m.flagged == {f"{b}-0": ["duplicate_choices"], f"{b}-1": ["answer_not_in_choices"], f"{c}-0": ["type_inferred"]}
+    assert m.flagged == {
+        f"{b}-0": ["duplicate_choices"],
+        f"{b}-1": ["answer_not_in_choices"],
+        f"{c}-0": ["type_inferred"],
+    }
     assert by_id[f"{c}-0"].type == "verb"
     reasons = {d["item"]: d["reason"] for d in m.dropped}
     assert "exactly one _____" in reasons[f"{root / 'qwen_format_test.json'}[4]"]
     assert reasons["404-0"] == "clip missing: plain/404.mp4"
     clip = DataLayout(tmp_path / "vc").clip("trajectory", a)
     assert os.path.samefile(clip, root / "trajectory" / f"{a}.mp4")  # linked, not re-rendered
-    copied = prepare_visual_cues(root / "qwen_format_test.json", {"plain": root / "plain", "trajectory": root / "trajectory"},
-                                 tmp_path / "copied", VisualCuesOptions(copy=True))
+    copied = prepare_visual_cues(
+        root / "qwen_format_test.json",
+        {"plain": root / "plain", "trajectory": root / "trajectory"},
+        tmp_path / "copied",
+        VisualCuesOptions(copy=True),
+    )
     assert copied.counts == m.counts
     copy = DataLayout(tmp_path / "copied").clip("plain", a)
-    assert not os.path.samefile(copy, root / "plain" / f"{a}.mp4") and copy.read_bytes() == (root / "plain" / f"{a}.mp4").read_bytes()
+    assert (
+        not os.path.samefile(copy, root / "plain" / f"{a}.mp4")
+        and copy.read_bytes() == (root / "plain" / f"{a}.mp4").read_bytes()
+    )
     (root / "broken.json").write_text('{"not": "a list"}')
     with pytest.raises(DataError, match="broken.json: expected a JSON list"):
         prepare_visual_cues(root / "broken.json", {"plain": root / "plain"}, tmp_path / "x", VisualCuesOptions())
 
 
 def _pred(qid, video, model, variant, qtype, correct):
-    return Prediction(question_id=qid, video_id=video, type=qtype, model=model, variant=variant, choices=["a", "b"],
-                      answer="a", reply="a" if correct else "b", status="ok", correct=correct)
+    return Prediction(
+        question_id=qid,
+        video_id=video,
+        type=qtype,
+        model=model,
+        variant=variant,
+        choices=["a", "b"],
+        answer="a",
+        reply="a" if correct else "b",
+        status="ok",
+        correct=correct,
+    )
 
 
 def test_published_numbers_sit_beside_ours_with_our_ci():
-    ref = reference.read(SHIPPED)
-    assert ref.shape == (4, 5) and ref.loc[0, "object_acc"] == 90.77
+    rows = reference.read(SHIPPED)
+    assert len(rows) == 4 and rows[0].object_acc == 90.77
     preds = []
     for i in range(40):  # base on plain: object 30/40 right, verb 20/40; one question per video
         preds.append(_pred(f"o{i}", f"v{i}", "base", "plain", "object", i < 30))
         preds.append(_pred(f"w{i}", f"w{i}", "base", "plain", "verb", i < 20))
-    r = report.build(preds, {"base": None, "lora": "base"}, published=ref)
+    parents = {"base": None, "lora": "base"}
+    r = report.build(Run(preds, parents=parents, reference=reference.record(SHIPPED, parents, None)))
     t = r.reference.set_index(["reference", "variant", "metric"])
     obj = t.loc[("pretrained", "plain", "object_acc")]
     assert (obj["model"], obj["ours"], obj["n"]) == ("base", 75.0, 40)
@@ -105,7 +146,7 @@ def test_published_numbers_sit_beside_ours_with_our_ci():
     assert pd.isna(t.loc[("finetuned", "trajectory", "object_acc")]["ours"])  # not asked: left empty
     assert t.loc[("finetuned", "plain", "object_acc")]["model"] == "lora"
     with pytest.raises(DataError, match="give --reference-models"):
-        reference.model_names(ref, {"a": None, "b": None}, None)
+        reference.model_names(rows, {"a": None, "b": None}, None)
 
 
 def test_a_bad_reference_table_names_the_file_and_row(tmp_path):
@@ -125,35 +166,40 @@ def test_study_sampling_is_vllm_0_11s(tiny):
     from transformers.video_utils import VideoMetadata
 
     vp = AutoVideoProcessor.from_pretrained(str(tiny.model))
-    assert frame_indices(100, 12.0, 64, "study", str(tiny.model)) == np.linspace(0, 99, 64, dtype=int).tolist()
+    study, processor = FrameSpec(64, "study"), FrameSpec(8, "processor")
+    assert frame_indices(100, 12.0, study, str(tiny.model)) == np.linspace(0, 99, 64, dtype=int).tolist()
     for n in (36, 64):
         own = vp.sample_frames(VideoMetadata(total_num_frames=n, fps=12.0)).tolist()
-        assert frame_indices(n, 12.0, 64, "study", str(tiny.model)) == own == frame_indices(n, 12.0, 8, "processor",
-                                                                                             str(tiny.model))
-    assert len(frame_indices(36, 12.0, 64, "study", str(tiny.model))) == 6  # 3 s at 2 fps
+        assert (
+            frame_indices(n, 12.0, study, str(tiny.model)) == own == frame_indices(n, 12.0, processor, str(tiny.model))
+        )
+    assert len(frame_indices(36, 12.0, study, str(tiny.model))) == 6  # 3 s at 2 fps
     with pytest.raises(ValueError, match="video processor"):
-        frame_indices(36, 12.0, 64, "processor", None)
+        frame_indices(36, 12.0, FrameSpec(64, "processor"), None)
 
 
 def test_sampling_by_the_processor_is_refused_up_front_without_one(tiny, tmp_path):
     """A model whose video processor is not at hand cannot be sampled by it: a SetupError before
     anything is asked, not an error on every item."""
-    from measure.client import AskConfig, SetupError
-    from measure.run import ask_config
+    from core.ask import AskConfig
+    from measure.ask.client import SetupError
+    from measure.ask.plan import ask_config
 
     bare = tmp_path / "tiny-vlm"  # the model's folder without its processor configs
     bare.mkdir()
     (bare / "config.json").write_text((tiny.model / "config.json").read_text())
     listed = [{"id": "tiny-vlm", "root": str(bare)}]
-    assert ask_config(AskConfig(frame_size=(64, 64), sampling="uniform"), listed, ["tiny-vlm"]).sampling == "uniform"
+    uniform = AskConfig(frames=FrameSpec(sampling="uniform", frame_size=(64, 64)))
+    assert ask_config(uniform, listed, ["tiny-vlm"]).frames.sampling == "uniform"
     with pytest.raises(SetupError, match="--sampling study asks the model's video processor.*tiny-vlm"):
-        ask_config(AskConfig(frame_size=(64, 64), sampling="study"), listed, ["tiny-vlm"])
+        ask_config(AskConfig(frames=FrameSpec(sampling="study", frame_size=(64, 64))), listed, ["tiny-vlm"])
 
 
 def test_reproduce_dry_run_prints_every_command_and_runs_none(tmp_path):
     env = dict(os.environ, PATH=os.environ["PATH"], REF_DIR=str(tmp_path / "ref"), OUT=str(tmp_path / "out"))
-    r = subprocess.run(["sh", "scripts/reproduce.sh", "--dry-run"], cwd=REPO, capture_output=True, text=True, env=env,
-                       timeout=60)
+    r = subprocess.run(
+        ["sh", "scripts/reproduce.sh", "--dry-run"], cwd=REPO, capture_output=True, text=True, env=env, timeout=60
+    )
     assert r.returncode == 0, r.stderr
     commands = [line[2:] for line in r.stdout.splitlines() if line.startswith("+ ")]
     assert [c.split()[0:3] for c in commands][:1] == [["sh", "scripts/setup.sh"]]
@@ -162,38 +208,63 @@ def test_reproduce_dry_run_prints_every_command_and_runs_none(tmp_path):
     assert any(" -m serve run --model Qwen/Qwen3-VL-2B-Instruct --adapters finetuned=" in c for c in commands)
     assert any(" -m measure " in c and "--sampling study" in c and "visual_cues_qwen3_vl_2b.csv" in c for c in commands)
     assert "study sampling" in r.stdout and not (tmp_path / "ref").exists() and not (tmp_path / "out").exists()
-    other = subprocess.run(["sh", "scripts/reproduce.sh", "--dry-run"], cwd=REPO, capture_output=True, text=True,
-                           env=dict(env, SAMPLING="processor"), timeout=60)
+    other = subprocess.run(
+        ["sh", "scripts/reproduce.sh", "--dry-run"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        env=dict(env, SAMPLING="processor"),
+        timeout=60,
+    )
     assert "--sampling processor" in other.stdout
-    wrong = subprocess.run(["sh", "scripts/reproduce.sh", "--dry-run"], cwd=REPO, capture_output=True, text=True,
-                           env=dict(env, SAMPLING="fast"), timeout=60)
+    wrong = subprocess.run(
+        ["sh", "scripts/reproduce.sh", "--dry-run"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        env=dict(env, SAMPLING="fast"),
+        timeout=60,
+    )
     assert wrong.returncode == 2 and "SAMPLING must be" in wrong.stderr
 
 
 def test_imported_study_scored_on_the_real_server_with_its_frames_and_table(server, study, tmp_path):
     root, _ = study
     data = tmp_path / "vc"
-    r = subprocess.run([sys.executable, "-m", "prepare", "visual-cues", "--test", str(root / "qwen_format_test.json"),
-                        "--videos-plain", str(root / "plain"), "--videos-trajectory", str(root / "trajectory"),
-                        "--out", str(data)], cwd=REPO, capture_output=True, text=True, timeout=300)
+    r = cli(
+        "prepare visual-cues --test",
+        str(root / "qwen_format_test.json"),
+        "--videos-plain",
+        str(root / "plain"),
+        "--videos-trajectory",
+        str(root / "trajectory"),
+        "--out",
+        str(data),
+        timeout=300,
+    )
     assert r.returncode == 0, r.stderr[-2000:]
     assert "5 questions" in r.stdout and "dropped 2" in r.stdout
-    m = subprocess.run([sys.executable, "-m", "measure", "--data", str(data), "--base-url", server.base_url,
-                        "--runs-dir", str(tmp_path), "--run-id", "vc", "--client-frames", "64", "--sampling", "study",
-                        "--reference", str(SHIPPED), "--reference-models",
-                        f"pretrained={server.base_model},finetuned={server.adapter}"],
-                       cwd=REPO, capture_output=True, text=True, timeout=600)
+    m = cli(
+        f"measure --data {data} --base-url {server.base_url} --runs-dir {tmp_path} --run-id vc "
+        f"--frames 64 --sampling study --reference {SHIPPED} "
+        f"--reference-models pretrained={server.base_model},finetuned={server.adapter}",
+        timeout=600,
+    )
     assert m.returncode == 0, m.stderr[-2000:]
     rows = [json.loads(line) for line in (tmp_path / "vc" / "predictions.jsonl").read_text().splitlines()]
     assert len(rows) == 5 * 2 * 2 and all(r["status"] == "ok" and r["reply"] in r["choices"] for r in rows)
     assert all(len(r["frame_indices"]) == 6 for r in rows)  # 36-frame clips: the processor's 2 fps, as in the study
     assert not any(r["correct"] for r in rows if r["answer"] not in r["choices"])  # kept, and never right
     run = json.loads((tmp_path / "vc" / "run.json").read_text())
-    assert run["ask"]["sampling"] == "study"
-    assert "--client-frames 64 chosen by --sampling study" in (tmp_path / "vc" / "report.md").read_text()
+    assert run["ask"]["frames"] == {"frames": 64, "sampling": "study", "frame_size": None}
+    assert "64 frames by study sampling" in (tmp_path / "vc" / "report.md").read_text()
     published = json.loads((tmp_path / "vc" / "report.json").read_text())["reference"]
     assert len(published) == 12 and {p["model"] for p in published} == {server.base_model, server.adapter}
-    assert all(p["ours"] is not None for p in published)  # both models x both variants asked
-    again = subprocess.run([sys.executable, "-m", "measure", "report", str(tmp_path / "vc")], cwd=REPO,
-                           capture_output=True, text=True, timeout=300)
+    for p in published:  # ours, recounted from the predictions of that model, variant and type
+        qtype = {"object_acc": "object", "verb_acc": "verb", "overall_acc": None}[p["metric"]]
+        cell = [
+            r for r in rows if r["model"] == p["model"] and r["variant"] == p["variant"] and qtype in (None, r["type"])
+        ]
+        assert p["n"] == len(cell) and p["ours"] == pytest.approx(100 * sum(r["correct"] for r in cell) / len(cell))
+    again = cli("measure report", str(tmp_path / "vc"), timeout=300)
     assert again.returncode == 0 and "## Published numbers beside ours" in again.stdout

@@ -4,6 +4,7 @@ with PEFT + transformers' Trainer, saved as a PEFT directory that `serve` loads 
 Multi-GPU: `accelerate launch -m train ...` or `torchrun --nproc-per-node N -m train ...`
 (data parallel through the same entry point; the effective batch stays --batch).
 """
+
 from __future__ import annotations
 
 import csv
@@ -13,23 +14,24 @@ import os
 import shutil
 import sys
 import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Optional
 
 import typer
 
-from core import runfiles
-from core.cli import comma_list
-from core.cli import main as run_cli
-from core.defaults import ADAPTERS_DIR, DATASET, FRAMES, GPU_MODEL
+from core import cli, runfiles
+from core.ask import AnswerFormat
+from core.cli import command, fail, group, main, option, warn
+from core.defaults import ADAPTERS_DIR, DATASET, default_model
 from core.files import atomic_write, sha256, write_json
+from core.frames import FrameSpec
 from core.layout import AdapterLayout, DataLayout
 from core.profiles import served_name
 from core.runfiles import TrainArgs
-from core.variants import PLAIN
-from measure.prompt import AnswerFormat
+from core.variants import PLAIN, variant_names
 
-app = typer.Typer(add_completion=False, help=__doc__)
+app = cli.app(__doc__)
 LLM_ONLY = r".*language_model.*\.({})$"
 
 
@@ -37,28 +39,40 @@ def _world_size() -> int:
     return int(os.environ.get("WORLD_SIZE", "1"))
 
 
-@app.command()
-def main(
-    model: Annotated[str, typer.Option(help="Base model dir or hub id.")] = GPU_MODEL,
-    data: Annotated[Path, typer.Option(help="Prepared dataset directory.")] = DATASET,
-    out: Annotated[Path, typer.Option(help="Adapter directory to write.")] = ADAPTERS_DIR / "trained",
-    variants: Annotated[str, typer.Option(help="Clip variants; each question is used once per variant.")] = PLAIN,
-    rank: Annotated[int, typer.Option(help="LoRA r.")] = 64,
-    alpha: Annotated[int, typer.Option(help="LoRA alpha.")] = 64,
-    dropout: Annotated[float, typer.Option(help="LoRA dropout.")] = 0.05,
-    targets: Annotated[str, typer.Option(help="Language-model projections to adapt (the vision tower stays frozen).")] = "q_proj,k_proj,v_proj,o_proj",
-    lr: Annotated[float, typer.Option(help="Peak learning rate (cosine schedule).")] = 1e-4,
-    warmup: Annotated[float, typer.Option(help="Warm-up share of the steps.")] = 0.03,
-    epochs: Annotated[float, typer.Option(help="Epochs.")] = 1.0,
-    batch: Annotated[int, typer.Option(help="Effective batch (per-device x accumulation x devices).")] = 32,
-    per_device_batch: Annotated[int, typer.Option(help="Examples per device per step.")] = 4,
-    frames: Annotated[int, typer.Option(help="Frames per clip (as served: serve --frames).")] = FRAMES,
-    answer_format: Annotated[AnswerFormat, typer.Option(help="text or letters, as measure asks.")] = "text",
-    max_steps: Annotated[int, typer.Option(help="Stop after N optimizer steps (-1: the epochs decide).")] = -1,
-    save_steps: Annotated[int, typer.Option(help="Checkpoint every N steps.")] = 10,
-    seed: Annotated[int, typer.Option(help="Seed for LoRA init and data order.")] = 0,
-    resume: Annotated[bool, typer.Option(help="Continue from the last checkpoint in OUT/checkpoints.")] = False,
-) -> None:
+@dataclass
+class TrainOptions:
+    """Every option of `python -m train`."""
+
+    model: str | None = option(None, "Base model dir or hub id.", shown="the tiny model on CPU, Qwen3-VL-2B on GPU")
+    data: Path = option(DATASET, "Prepared dataset directory.")
+    out: Path = option(ADAPTERS_DIR / "trained", "Adapter directory to write.")
+    variants: Sequence[str] = option(
+        (PLAIN,),
+        "Comma-separated clip variants; each question is used once per variant.",
+        parser=variant_names,
+        metavar="NAME,...",
+    )
+    rank: int = option(64, "LoRA r.")
+    alpha: int = option(64, "LoRA alpha.")
+    dropout: float = option(0.05, "LoRA dropout.")
+    targets: str = option(
+        "q_proj,k_proj,v_proj,o_proj", "Language-model projections to adapt (the vision tower stays frozen)."
+    )
+    lr: float = option(1e-4, "Peak learning rate (cosine schedule).")
+    warmup: float = option(0.03, "Warm-up share of the steps.")
+    epochs: float = option(1.0, "Epochs.")
+    batch: int = option(32, "Effective batch (per-device x accumulation x devices).")
+    per_device_batch: int = option(4, "Examples per device per step.")
+    frames: FrameSpec = group(FrameSpec)  # as measure sends them: the same spec, the same sampling function
+    answer_format: AnswerFormat = option("text", "text or letters, as measure asks.")
+    max_steps: int = option(-1, "Stop after N optimizer steps (-1: the epochs decide).")
+    save_steps: int = option(10, "Checkpoint every N steps.")
+    seed: int = option(0, "Seed for LoRA init and data order.")
+    resume: bool = option(False, "Continue from the last checkpoint in OUT/checkpoints.")
+
+
+@command(app, TrainOptions)
+def train(o: TrainOptions) -> None:
     """Train a LoRA adapter; writes the adapter, train_args.json and the loss curve to OUT."""
     import torch
     from peft import LoraConfig, get_peft_model
@@ -66,43 +80,95 @@ def main(
 
     from train.data import Collator, examples
 
-    chosen = list(comma_list(variants))
-    train_set = examples(data, chosen, "train", answer_format)
+    if o.frames.problems():
+        fail("; ".join(o.frames.problems()))
     gpu = torch.cuda.is_available()
-    accumulation = max(1, batch // (per_device_batch * _world_size()))
-    set_seed(seed)
+    model = o.model or default_model(gpu)
+    chosen = list(o.variants)
+    train_set = examples(o.data, chosen, "train", o.answer_format)
+    accumulation = max(1, o.batch // (o.per_device_batch * _world_size()))
+    set_seed(o.seed)
     processor = AutoProcessor.from_pretrained(model)
     base = AutoModelForImageTextToText.from_pretrained(model, dtype=torch.bfloat16 if gpu else torch.float32)
-    lora = LoraConfig(r=rank, lora_alpha=alpha, lora_dropout=dropout,
-                      target_modules=LLM_ONLY.format("|".join(t.strip() for t in targets.split(","))))
+    lora = LoraConfig(
+        r=o.rank,
+        lora_alpha=o.alpha,
+        lora_dropout=o.dropout,
+        target_modules=LLM_ONLY.format("|".join(t.strip() for t in o.targets.split(","))),
+    )
     peft_model = get_peft_model(base, lora)
     if gpu:
         peft_model.enable_input_require_grads()
-    checkpoints = AdapterLayout(out).checkpoints
+    checkpoints = AdapterLayout(o.out).checkpoints
     args = TrainingArguments(
-        output_dir=str(checkpoints), per_device_train_batch_size=per_device_batch,
-        gradient_accumulation_steps=accumulation, learning_rate=lr, lr_scheduler_type="cosine", warmup_steps=warmup,  # a float < 1: a share of the steps
-        num_train_epochs=epochs, max_steps=max_steps, weight_decay=0.0, max_grad_norm=1.0, logging_steps=1,
-        save_strategy="steps", save_steps=save_steps, save_total_limit=2, bf16=gpu, gradient_checkpointing=gpu,
-        remove_unused_columns=False, report_to=[], dataloader_num_workers=0, seed=seed, disable_tqdm=False,
+        output_dir=str(checkpoints),
+        per_device_train_batch_size=o.per_device_batch,
+        gradient_accumulation_steps=accumulation,
+        learning_rate=o.lr,
+        lr_scheduler_type="cosine",
+        warmup_steps=o.warmup,  # a float < 1: a share of the steps
+        num_train_epochs=o.epochs,
+        max_steps=o.max_steps,
+        weight_decay=0.0,
+        max_grad_norm=1.0,
+        logging_steps=1,
+        save_strategy="steps",
+        save_steps=o.save_steps,
+        save_total_limit=2,
+        bf16=gpu,
+        gradient_checkpointing=gpu,
+        remove_unused_columns=False,
+        report_to=[],
+        dataloader_num_workers=0,
+        seed=o.seed,
+        disable_tqdm=False,
     )
-    trainer = Trainer(model=peft_model, args=args, train_dataset=train_set,  # type: ignore[arg-type]
-                      data_collator=Collator(processor, frames, answer_format))  # type: ignore[arg-type]
-    last = _last_checkpoint(checkpoints) if resume else None
-    if resume and last is None:
-        typer.secho(f"no checkpoint in {checkpoints}: starting from step 0", fg="yellow", err=True)
+    trainer = Trainer(
+        model=peft_model,
+        args=args,
+        train_dataset=train_set,  # type: ignore[arg-type]
+        data_collator=Collator(processor, o.frames, model, o.answer_format),
+    )  # type: ignore[arg-type]
+    last = _last_checkpoint(checkpoints) if o.resume else None
+    if o.resume and last is None:
+        warn(f"no checkpoint in {checkpoints}: starting from step 0")
     result = trainer.train(resume_from_checkpoint=str(last) if last else None)
     if trainer.is_world_process_zero():
-        _save(peft_model, out, served_name(model), trainer.state.log_history, TrainArgs(
-            model=model, data=str(data), variants=chosen, examples=len(train_set), rank=rank, alpha=alpha,
-            dropout=dropout, targets=targets, lr=lr, warmup=warmup, epochs=epochs, batch=batch,
-            per_device_batch=per_device_batch, gradient_accumulation_steps=accumulation, world_size=_world_size(),
-            frames=frames, answer_format=answer_format, max_steps=max_steps, seed=seed,
-            precision="bf16" if gpu else "fp32", gradient_checkpointing=gpu, steps=trainer.state.global_step,
-            resumed_from=str(last) if last else None, train_loss=result.training_loss,
-            dataset_manifest_sha256=sha256(DataLayout(data).manifest), command=sys.argv,
-        ))
-        typer.echo(f"adapter: {out} ({trainer.state.global_step} steps, mean loss {result.training_loss:.4f})")
+        _save(
+            peft_model,
+            o.out,
+            served_name(model),
+            trainer.state.log_history,
+            TrainArgs(
+                model=model,
+                data=str(o.data),
+                variants=chosen,
+                examples=len(train_set),
+                rank=o.rank,
+                alpha=o.alpha,
+                dropout=o.dropout,
+                targets=o.targets,
+                lr=o.lr,
+                warmup=o.warmup,
+                epochs=o.epochs,
+                batch=o.batch,
+                per_device_batch=o.per_device_batch,
+                gradient_accumulation_steps=accumulation,
+                world_size=_world_size(),
+                frames=o.frames,
+                answer_format=o.answer_format,
+                max_steps=o.max_steps,
+                seed=o.seed,
+                precision="bf16" if gpu else "fp32",
+                gradient_checkpointing=gpu,
+                steps=trainer.state.global_step,
+                resumed_from=str(last) if last else None,
+                train_loss=result.training_loss,
+                dataset_manifest_sha256=sha256(DataLayout(o.data).manifest),
+                command=sys.argv,
+            ),
+        )
+        typer.echo(f"adapter: {o.out} ({trainer.state.global_step} steps, mean loss {result.training_loss:.4f})")
 
 
 def _last_checkpoint(folder: Path) -> Path | None:
@@ -147,4 +213,4 @@ def _save(peft_model, out: Path, base_name: str, history: list[dict], train_args
 
 
 if __name__ == "__main__":
-    run_cli(app)
+    main(app)

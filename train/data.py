@@ -1,20 +1,21 @@
 """Training examples: each train question once per clip variant, asked exactly as `measure`
-asks it (same prompt text and chat template), with the loss on the answer tokens only."""
+asks it (same prompt text and chat template, the frames its frame spec chooses, by the same
+function: `core.frames.load`), with the loss on the answer tokens only."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
 
-import decord
 import torch
 from transformers.video_utils import VideoMetadata
 
-from core.defaults import FPS_FALLBACK
+from core.ask import AnswerFormat
 from core.errors import DataError
+from core.frames import NEEDS_PROCESSOR, FrameSpec, load
 from core.layout import DataLayout
 from core.records import Question, read_questions
-from measure import prompt
-from measure.prompt import AnswerFormat
+from measure.ask import prompt
 
 IGNORE = -100
 
@@ -37,26 +38,25 @@ def examples(data: Path, variants: list[str], split: str = "train", fmt: AnswerF
             clip = layout.clip(v, q.video_id)
             if not clip.is_file():
                 raise DataError(f"{clip}: clip missing (prepare the dataset with --variants {','.join(variants)})")
-            out.append(Example(q, clip, prompt.targets(q, fmt)[q.choices.index(q.answer)]))
+            out.append(Example(q, clip, prompt.targets(q.choices, fmt)[q.choices.index(q.answer)]))
     return out
 
 
-def load_frames(clip: Path, frames: int):
-    """The frames the model sees: `prompt.sample_indices` (as for client-sampled families),
-    with the metadata Qwen3-VL needs for its frame timestamps."""
-    vr = decord.VideoReader(str(clip), ctx=decord.cpu(0))
-    idx = prompt.sample_indices(len(vr), frames)
-    fps = float(vr.get_avg_fps()) or FPS_FALLBACK
-    meta = VideoMetadata(total_num_frames=len(vr), fps=fps, frames_indices=idx, duration=len(vr) / fps)
-    return vr.get_batch(idx).asnumpy(), meta
+def load_frames(clip: Path, spec: FrameSpec, model: str):
+    """The frames the model sees (`core.frames.load`, as measure sends them; the model's own
+    processor sizes them) with the metadata Qwen3-VL needs for its frame timestamps."""
+    s = load(clip, spec, processor=model if spec.sampling in NEEDS_PROCESSOR else None)
+    meta = VideoMetadata(total_num_frames=s.total, fps=s.fps, frames_indices=s.indices, duration=s.total / s.fps)
+    return s.pixels, meta
 
 
 class Collator:
     """Batches examples through the model's own processor; labels mask all but the answer."""
 
-    def __init__(self, processor, frames: int, fmt: AnswerFormat = "text"):
+    def __init__(self, processor, spec: FrameSpec, model: str, fmt: AnswerFormat = "text"):
         self.processor = processor
-        self.frames = frames
+        self.spec = spec
+        self.model = model
         self.fmt = fmt
         self.tokenizer = processor.tokenizer
 
@@ -67,11 +67,17 @@ class Collator:
         return text, text + ex.answer
 
     def __call__(self, batch: list[Example]) -> dict[str, torch.Tensor]:
-        videos, metas = zip(*(load_frames(ex.clip, self.frames) for ex in batch))
+        videos, metas = zip(*(load_frames(ex.clip, self.spec, self.model) for ex in batch))
         full = [self.texts(ex)[1] for ex in batch]
         self.tokenizer.padding_side = "right"
-        enc = self.processor(text=full, videos=list(videos), video_metadata=list(metas), do_sample_frames=False,
-                             padding=True, return_tensors="pt")
+        enc = self.processor(
+            text=full,
+            videos=list(videos),
+            video_metadata=list(metas),
+            do_sample_frames=False,
+            padding=True,
+            return_tensors="pt",
+        )
         labels = torch.full_like(enc["input_ids"], IGNORE)
         lengths = enc["attention_mask"].sum(dim=1)
         for row, ex in enumerate(batch):

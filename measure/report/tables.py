@@ -1,32 +1,32 @@
-"""Report tables computed from predictions alone, so they can be redone without asking again
-(rendering and files: `measure.render`).
+"""Report tables, each a function of scored predictions (the whole report: `measure.report.build`;
+rendering and files: `measure.report.render`).
 
 Sections: one verdict line per comparison; the reference table; cued − plain and adapter −
-base on the same questions (`measure.stats`: CIs resample videos, p_video flips per-video
+base on the same questions (`measure.report.stats`: CIs resample videos, p_video flips per-video
 differences, p_mcnemar tests questions, p_holm corrects p_video over every test of the
 report, mde at 80 % power); largest per-template gains and losses; answer-position bias.
 Errors are left out of every denominator and counted apart.
 """
+
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Mapping
 from math import isfinite
-from typing import Iterable, Mapping
 
 import numpy as np
 import pandas as pd
 
-from core.records import OPEN, PROBE, Judgement, Prediction
-from core.runfiles import RunRecord
+from core.records import PROBE, Prediction
 from core.variants import AUDIT_CONTROLS, BLIND, CUED, PLAIN, REVERSED, SHUFFLED
-from measure import health, openreport, reference, stats
-from measure.prompt import LETTERS
+from measure.ask.prompt import LETTERS
+from measure.report import stats
 
 TABLE_COLUMNS = ["object_acc", "verb_acc", "overall_acc", "n", "invalid", "errors"]
 TYPES = ("object", "verb", PROBE, "all")
 AUDIT_MARGIN = 5.0  # points: blind this close to plain means the type does not measure vision
-PAIR_COLUMNS = ["n", "videos", "acc_a", "acc_b", "delta", "ci_low", "ci_high", "only_a", "only_b",
-                "p_mcnemar", "p_video", "p_holm", "survives_holm", "mde", "deff"]
+PAIR_COLUMNS = (
+    "n videos acc_a acc_b delta ci_low ci_high only_a only_b p_mcnemar p_video p_holm survives_holm mde deff".split()
+)
 
 
 def to_frame(predictions: Iterable[Prediction]) -> pd.DataFrame:
@@ -66,8 +66,11 @@ def _pairs(df: pd.DataFrame, a: tuple[str, str], b: tuple[str, str]) -> pd.DataF
     """Rows scored on both sides, joined on question: columns correct_a, correct_b, video_id,
     type, template, verb."""
     left, right = _scored(df, *a), _scored(df, *b)
-    return (left[["correct", "video_id", "type", "template", "verb"]].rename(columns={"correct": "correct_a"})
-            .join(right[["correct"]].rename(columns={"correct": "correct_b"}), how="inner"))
+    return (
+        left[["correct", "video_id", "type", "template", "verb"]]
+        .rename(columns={"correct": "correct_a"})
+        .join(right[["correct"]].rename(columns={"correct": "correct_b"}), how="inner")
+    )
 
 
 def _compare(df: pd.DataFrame, a: tuple[str, str], b: tuple[str, str], labels: dict) -> list[dict]:
@@ -76,7 +79,9 @@ def _compare(df: pd.DataFrame, a: tuple[str, str], b: tuple[str, str], labels: d
     for qtype in TYPES:
         j = joined if qtype == "all" else joined[joined["type"] == qtype]
         if len(j):
-            rows.append(labels | {"type": qtype} | stats.paired(j["correct_a"], j["correct_b"], j["video_id"]).as_dict())
+            rows.append(
+                labels | {"type": qtype} | stats.paired(j["correct_a"], j["correct_b"], j["video_id"]).as_dict()
+            )
     return rows
 
 
@@ -93,11 +98,17 @@ def comparisons(df: pd.DataFrame, parents: dict[str, str | None]) -> tuple[pd.Da
         row
         for model, variant in sorted(present)
         if parents.get(model) and (parents[model], variant) in present
-        for row in _compare(df, (parents[model], variant), (model, variant),
-                            {"adapter": model, "base": parents[model], "variant": variant})
+        for row in _compare(
+            df,
+            (parents[model], variant),
+            (model, variant),
+            {"adapter": model, "base": parents[model], "variant": variant},
+        )
     ]
-    return (pd.DataFrame(cued, columns=["model", "variant", "type", *PAIR_COLUMNS]),
-            pd.DataFrame(adapters, columns=["adapter", "base", "variant", "type", *PAIR_COLUMNS]))
+    return (
+        pd.DataFrame(cued, columns=["model", "variant", "type", *PAIR_COLUMNS]),
+        pd.DataFrame(adapters, columns=["adapter", "base", "variant", "type", *PAIR_COLUMNS]),
+    )
 
 
 def audit(df: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
@@ -114,8 +125,10 @@ def audit(df: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
                 rows.append(r)
                 if r["text_solvable"] and r["type"] != "all":
                     warnings.append(
-                        f"WARNING: {model}, {r['type']} questions: blind {r['acc_b']:.1f} % vs plain {r['acc_a']:.1f} % "
-                        f"(n={r['n']}): within {AUDIT_MARGIN:g} points, so this question type does not measure vision.")
+                        f"WARNING: {model}, {r['type']} questions: blind {r['acc_b']:.1f} % vs plain "
+                        f"{r['acc_a']:.1f} % (n={r['n']}): within {AUDIT_MARGIN:g} points, so this question type "
+                        "does not measure vision."
+                    )
     cols = ["model", "control", "type", *PAIR_COLUMNS, "text_solvable"]
     return pd.DataFrame(rows, columns=cols), warnings
 
@@ -153,11 +166,20 @@ def arrow_of_time(df: pd.DataFrame) -> pd.DataFrame:
                 probs = dict(zip(pair["answer"], pair["probs"]))
                 if isinstance(probs.get("forward"), dict) and isinstance(probs.get("backward"), dict):
                     kls.append(stats.kl(probs["forward"], probs["backward"]))
-            rows.append({"model": model, "variant": variant, "category": cat, "n": len(c),
-                         "accuracy": 100 * c["correct"].mean(), "chance": 50.0,
-                         "forward_f1": 100 * stats.f1(truth, pred, "forward"),
-                         "backward_f1": 100 * stats.f1(truth, pred, "backward"),
-                         "temporal_kl": sum(kls) / len(kls) if kls else float("nan"), "kl_pairs": len(kls)})
+            rows.append(
+                {
+                    "model": model,
+                    "variant": variant,
+                    "category": cat,
+                    "n": len(c),
+                    "accuracy": 100 * c["correct"].mean(),
+                    "chance": 50.0,
+                    "forward_f1": 100 * stats.f1(truth, pred, "forward"),
+                    "backward_f1": 100 * stats.f1(truth, pred, "backward"),
+                    "temporal_kl": sum(kls) / len(kls) if kls else float("nan"),
+                    "kl_pairs": len(kls),
+                }
+            )
     return pd.DataFrame(rows)
 
 
@@ -166,21 +188,25 @@ FLIPPING_PROBES = ("order", "direction", "change")  # kinds whose answer time re
 
 def temporal_probes(df: pd.DataFrame) -> pd.DataFrame:
     """Per model x probe kind: accuracy on plain clips against chance; on reversed clips,
-    accuracy against the reversed clip's own answer (`reversed_answer`: first/last, left/right,
-    up/down and start/end swap, a count stays), the share still given the forward answer, and
+    accuracy as scored, against the reversed clip's own answer (`reversed_answer`: first/last,
+    left/right, up/down and start/end swap, a count stays), the share still given the forward answer, and
     how often the reply changed from plain's (expected: all for kinds that flip, none for
     count); on shuffled clips, accuracy (expected: chance for order, direction and count)."""
     p = df[(df["type"] == PROBE) & (df["status"] != "error")]
     rows = []
     for (model, kind), g in p.groupby(["model", "category"], sort=True):
         plain = g[g["variant"] == PLAIN].set_index("question_id")
-        row = {"model": model, "kind": kind, "n": len(plain),
-               "chance": 100 * float(np.mean([1 / len(c) for c in g["choices"]])),
-               "plain_acc": 100 * plain["correct"].mean() if len(plain) else float("nan"),
-               "expected_reversed": "flips" if kind in FLIPPING_PROBES else "same"}
+        row = {
+            "model": model,
+            "kind": kind,
+            "n": len(plain),
+            "chance": 100 * float(np.mean([1 / len(c) for c in g["choices"]])),
+            "plain_acc": 100 * plain["correct"].mean() if len(plain) else float("nan"),
+            "expected_reversed": "flips" if kind in FLIPPING_PROBES else "same",
+        }
         rev = g[g["variant"] == REVERSED].set_index("question_id")
         if len(rev):
-            row["reversed_acc"] = 100 * (rev["reply"] == rev["reversed_answer"]).mean()
+            row["reversed_acc"] = 100 * rev["correct"].mean()
             row["reversed_as_forward"] = 100 * (rev["reply"] == rev["answer"]).mean()
             both = plain[["reply"]].join(rev[["reply"]].rename(columns={"reply": "reply_rev"}), how="inner")
             row["answer_flips"] = 100 * (both["reply"] != both["reply_rev"]).mean() if len(both) else float("nan")
@@ -188,8 +214,18 @@ def temporal_probes(df: pd.DataFrame) -> pd.DataFrame:
         if len(shuffled):
             row["shuffled_acc"] = 100 * shuffled["correct"].mean()
         rows.append(row)
-    cols = ["model", "kind", "n", "chance", "plain_acc", "reversed_acc", "reversed_as_forward", "answer_flips",
-            "expected_reversed", "shuffled_acc"]
+    cols = [
+        "model",
+        "kind",
+        "n",
+        "chance",
+        "plain_acc",
+        "reversed_acc",
+        "reversed_as_forward",
+        "answer_flips",
+        "expected_reversed",
+        "shuffled_acc",
+    ]
     return pd.DataFrame(rows).reindex(columns=cols) if rows else pd.DataFrame()
 
 
@@ -204,16 +240,28 @@ def template_moves(df: pd.DataFrame, parents: dict[str, str | None], top: int = 
     """The largest gains and losses per template and per verb, from cues (vs plain) and
     from adapters (vs base), on the same questions."""
     present = set(zip(df["model"], df["variant"]))
-    pairs = [(f"{m}: {v} − plain", (m, PLAIN), (m, v)) for m, v in sorted(present) if v in CUED and (m, PLAIN) in present]
-    pairs += [(f"{m} − {parents[m]} ({v})", (parents[m], v), (m, v))
-              for m, v in sorted(present) if parents.get(m) and (parents[m], v) in present]
+    pairs = [
+        (f"{m}: {v} − plain", (m, PLAIN), (m, v)) for m, v in sorted(present) if v in CUED and (m, PLAIN) in present
+    ]
+    pairs += [
+        (f"{m} − {parents[m]} ({v})", (parents[m], v), (m, v))
+        for m, v in sorted(present)
+        if parents.get(m) and (parents[m], v) in present
+    ]
     rows = []
     for label, a, b in pairs:
         j = _pairs(df, a, b)
         for level in ("template", "verb"):
             for key, t in j.groupby(level):
-                rows.append({"level": level, "comparison": label, "group": key, "n": len(t),
-                             "delta": 100 * (t["correct_b"].mean() - t["correct_a"].mean())})
+                rows.append(
+                    {
+                        "level": level,
+                        "comparison": label,
+                        "group": key,
+                        "n": len(t),
+                        "delta": 100 * (t["correct_b"].mean() - t["correct_a"].mean()),
+                    }
+                )
     cols = ["kind", "level", "comparison", "group", "n", "delta"]
     moves = pd.DataFrame(rows, columns=cols[1:])
     if moves.empty:
@@ -250,7 +298,7 @@ def holm_adjust(tables: list[pd.DataFrame]) -> list[pd.DataFrame]:
     adjusted = stats.holm(np.concatenate(p)) if p else np.array([])
     out, start = [], 0
     for t, part in zip(tables, p):
-        p_holm = adjusted[start:start + len(part)]
+        p_holm = adjusted[start : start + len(part)]
         out.append(t.assign(p_holm=p_holm, survives_holm=p_holm < stats.ALPHA) if "p_video" in t else t)
         start += len(part)
     return out
@@ -274,86 +322,30 @@ def verdict(label: str, row: Mapping, alpha: float = stats.ALPHA) -> str:
     else:
         test = f"not significant after Holm (p {_p(row['p_holm'])})"
     changed = row["only_a"] + row["only_b"]
-    mde = (f"MDE {_pts(row['mde'])} pts" if isfinite(row["mde"])
-           else f"MDE n/a: {f'only {changed} of' if changed else 'none of the'} {row['n']} answers changed")
-    return (f"{label}: {_pts(row['delta'], sign=True)} pts [{_pts(row['ci_low'])}, {_pts(row['ci_high'])}], "
-            f"{test}, {mde}; {row['n']} questions, {row['videos']} videos")
+    mde = (
+        f"MDE {_pts(row['mde'])} pts"
+        if isfinite(row["mde"])
+        else f"MDE n/a: {f'only {changed} of' if changed else 'none of the'} {row['n']} answers changed"
+    )
+    return (
+        f"{label}: {_pts(row['delta'], sign=True)} pts [{_pts(row['ci_low'])}, {_pts(row['ci_high'])}], "
+        f"{test}, {mde}; {row['n']} questions, {row['videos']} videos"
+    )
 
 
 def verdicts(cued: pd.DataFrame, adapters: pd.DataFrame, open_adapters: pd.DataFrame) -> list[str]:
     """One line per cued − plain and adapter − base comparison (open questions: per judge)."""
-    return ([verdict(f"{r['variant']} vs plain, {r['type']}, {r['model']}", r) for r in cued.to_dict("records")]
-            + [verdict(f"{r['adapter']} vs {r['base']}, {r['variant']}, {r['type']}", r)
-               for r in adapters.to_dict("records")]
-            + [verdict(f"{r['adapter']} vs {r['base']}, {r['variant']}, open {r['category']}, judge {r['judge']}", r)
-               for r in open_adapters.to_dict("records")])
-
-
-@dataclass(kw_only=True)
-class Report:
-    verdicts: list[str]
-    tests: int  # the family Holm corrects over: every paired test of the report
-    table: pd.DataFrame
-    cued_vs_plain: pd.DataFrame
-    adapter_vs_base: pd.DataFrame
-    templates: pd.DataFrame
-    moves: pd.DataFrame
-    positions: pd.DataFrame
-    cis: dict[tuple[str, str], tuple[float, float]]  # overall accuracy CI per model x variant (videos resampled)
-    audit: pd.DataFrame
-    warnings: list[str]
-    cued_blind_wrong: pd.DataFrame
-    arrow: pd.DataFrame
-    open_accuracy: pd.DataFrame  # open questions, per judge (`measure.openreport`)
-    open_adapter_vs_base: pd.DataFrame
-    open_audit: pd.DataFrame
-    judge_agreement: pd.DataFrame
-    probes: pd.DataFrame = field(default_factory=pd.DataFrame)  # temporal probes per model x kind
-    reference: pd.DataFrame = field(default_factory=pd.DataFrame)  # published numbers beside ours (`measure.reference`)
-    frames: str = ""  # how the clips were sent (from run.json): what a published number is compared under
-    health: dict[str, pd.DataFrame] = field(default_factory=dict)  # run health (`measure.health`), given run.json
-
-
-def build(predictions: Iterable[Prediction], parents: dict[str, str | None] | None = None,
-          judgements: Iterable[Judgement] = (), run: RunRecord | None = None,
-          published: pd.DataFrame | None = None, published_models: dict[str, str] | None = None) -> Report:
-    """Every table of a run, from its predictions (and judgements, for open questions; its
-    run.json, for the run health tables; a published table, to show beside ours)."""
-    predictions, judgements = list(predictions), list(judgements)
-    parents = parents or {}
-    df = to_frame(p for p in predictions if p.type != OPEN)
-    of = openreport.frame(predictions, judgements)
-    empty = pd.DataFrame()
-    open_adapters, open_audit = openreport.deltas(of, parents) if not of.empty else (empty, empty)
-    if df.empty:
-        cued = adapters = audit_table = blind_wrong = empty
-        warnings: list[str] = []
-    else:
-        cued, adapters = comparisons(df, parents)
-        audit_table, warnings = audit(df)
-        blind_wrong = cued_where_blind_fails(df)
-    family = holm_adjust([cued, adapters, audit_table, blind_wrong, open_adapters, open_audit])
-    cued, adapters, audit_table, blind_wrong, open_adapters, open_audit = family
-    return Report(verdicts=verdicts(cued, adapters, open_adapters), tests=sum(len(t) for t in family if "p_video" in t),
-                  table=accuracy_table(df), cued_vs_plain=cued, adapter_vs_base=adapters,
-                  templates=empty if df.empty else per_template(df), moves=empty if df.empty else template_moves(df, parents),
-                  positions=empty if df.empty else positions(df), cis={} if df.empty else cell_ci(df), audit=audit_table,
-                  warnings=warnings, cued_blind_wrong=blind_wrong, arrow=empty if df.empty else arrow_of_time(df),
-                  open_accuracy=empty if of.empty else openreport.accuracy(of), open_adapter_vs_base=open_adapters,
-                  open_audit=open_audit, judge_agreement=openreport.agreement(judgements),
-                  probes=empty if df.empty else temporal_probes(df),
-                  reference=empty if published is None else reference.table(
-                      df, published, reference.model_names(published, parents, published_models)),
-                  health=health.tables(predictions, run) if run is not None else {},
-                  frames="" if run is None else frames_sent(run.ask))
-
-
-def frames_sent(ask: Mapping) -> str:
-    """How a run sent its clips, in words (its `ask` settings)."""
-    if ask.get("media", "frames") != "frames":
-        return f"--media {ask.get('media')}: the server sampled {ask.get('frames') or 'its default'} frames"
-    return (f"--media frames: --client-frames {ask.get('client_frames')} chosen by --sampling "
-            f"{ask.get('sampling', 'centers')}")
+    return (
+        [verdict(f"{r['variant']} vs plain, {r['type']}, {r['model']}", r) for r in cued.to_dict("records")]
+        + [
+            verdict(f"{r['adapter']} vs {r['base']}, {r['variant']}, {r['type']}", r)
+            for r in adapters.to_dict("records")
+        ]
+        + [
+            verdict(f"{r['adapter']} vs {r['base']}, {r['variant']}, open {r['category']}, judge {r['judge']}", r)
+            for r in open_adapters.to_dict("records")
+        ]
+    )
 
 
 def cell_ci(df: pd.DataFrame) -> dict[tuple[str, str], tuple[float, float]]:
@@ -371,13 +363,16 @@ def compare_runs(a: Iterable[Prediction], b: Iterable[Prediction]) -> pd.DataFra
     if da.empty or db.empty:
         return pd.DataFrame(columns=["model", "variant", "type", *PAIR_COLUMNS])
     keys = ["question_id", "model", "variant"]
-    joined = (da[da["status"] != "error"][[*keys, "video_id", "type", "correct"]]
-              .merge(db[db["status"] != "error"][[*keys, "correct"]], on=keys, suffixes=("_a", "_b")))
+    joined = da[da["status"] != "error"][[*keys, "video_id", "type", "correct"]].merge(
+        db[db["status"] != "error"][[*keys, "correct"]], on=keys, suffixes=("_a", "_b")
+    )
     rows = []
     for (model, variant), g in joined.groupby(["model", "variant"], sort=True):
         for qtype in TYPES:
             j = g if qtype == "all" else g[g["type"] == qtype]
             if len(j):
-                rows.append({"model": model, "variant": variant, "type": qtype}
-                            | stats.paired(j["correct_a"], j["correct_b"], j["video_id"]).as_dict())
+                rows.append(
+                    {"model": model, "variant": variant, "type": qtype}
+                    | stats.paired(j["correct_a"], j["correct_b"], j["video_id"]).as_dict()
+                )
     return holm_adjust([pd.DataFrame(rows, columns=["model", "variant", "type", *PAIR_COLUMNS])])[0]

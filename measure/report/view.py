@@ -1,5 +1,5 @@
 """`measure view`: a run as one static page, `runs/<id>/index.html` + `runs/<id>/view/`,
-computed from predictions.jsonl and run.json alone (and the dataset's questions and clips
+computed from the run as stored (`core.runs`; and the dataset's questions and clips
 for the question text and the frames): it opens from file:// with no server or network.
 
 `view/data.js` holds the run as compact JSON (questions once, predictions as index rows)
@@ -7,21 +7,25 @@ and the report as report.json holds it; `view/app.js` and `view/style.css` are c
 this package; `view/thumbs/<variant>/<video>_<frame>.jpg` are the frames each clip was
 sent with, decoded from the recorded frame indices once per clip.
 """
+
 from __future__ import annotations
 
 import json
 import shutil
-from dataclasses import asdict, dataclass
+from collections.abc import Callable
+from dataclasses import asdict
 from pathlib import Path
-from typing import Callable
 
+from core import runs
 from core.errors import UserError
 from core.files import atomic_path, atomic_write
-from core.layout import DataLayout, RunLayout
-from core.records import Judgement, Prediction, Question, load_questions
+from core.layout import DataLayout
+from core.records import Prediction
+from core.runs import Run
 from core.variants import BLIND, CONTROLS, CUED, PLAIN
-from measure import render, report
-from measure.store import PredictionStore, dataset, judgement_store
+from measure import report
+from measure.report import render
+from measure.report.build import Report
 
 ASSETS = Path(__file__).with_name("view_assets")
 THUMB_HEIGHT = 72
@@ -30,26 +34,12 @@ FIELDS = ("model", "variant", "type", "template", "verb", "status")
 BUCKETS = ("fixed", "regressed", "still failing", "still right")
 
 
-@dataclass(frozen=True)
-class Loaded:
-    layout: RunLayout
-    predictions: list[Prediction]
-    judgements: list[Judgement]
-    parents: dict[str, str | None]
-    data: Path | None  # the dataset the run asked, when it is still there
-
-
-def load(layout: RunLayout, data: Path | None = None) -> Loaded:
-    """A run's predictions (a torn last line repaired, as measure does) and its dataset."""
-    store = PredictionStore(layout)
-    if not layout.predictions.is_file():
-        raise UserError(f"{layout.root}: no predictions.jsonl (is this a run folder?)")
-    predictions = list(store.load().values())
-    if not predictions:
-        raise UserError(f"{layout.predictions}: no predictions yet")
-    record = store.read_run()
-    judgements = list(judgement_store(layout).load().values())
-    return Loaded(layout, predictions, judgements, record.parents() if record else {}, dataset(record, data))
+def load(run: Path | str, runs_dir: Path, data: Path | None = None) -> Run:
+    """A run to show: it must hold predictions."""
+    loaded = runs.load(run, runs_dir, data)
+    if not loaded.predictions:
+        raise UserError(f"{loaded.layout.predictions if loaded.layout else run}: no predictions yet")
+    return loaded
 
 
 def _order(variant: str) -> tuple[int, str]:
@@ -57,7 +47,7 @@ def _order(variant: str) -> tuple[int, str]:
     return (group, variant)
 
 
-def thumbnails(run: Loaded, out: Path, progress: Callable[[int, int], None] | None = None) -> dict[str, object]:
+def thumbnails(run: Run, out: Path, progress: Callable[[int, int], None] | None = None) -> dict[str, object]:
     """Write the frames each (variant, clip) was sent with as small JPEGs, once; returns
     "variant/video" -> the frame indices written, or "missing" when the clip is gone."""
     from decord import VideoReader, cpu
@@ -85,8 +75,9 @@ def thumbnails(run: Loaded, out: Path, progress: Callable[[int, int], None] | No
                 done[f"{variant}/{video}"] = f"clip unreadable: {e}"
                 continue
             if todo[-1] >= len(reader):
-                done[f"{variant}/{video}"] = (f"clip changed since the run: it has {len(reader)} frames, "
-                                              f"the run sent frame {todo[-1]}")
+                done[f"{variant}/{video}"] = (
+                    f"clip changed since the run: it has {len(reader)} frames, the run sent frame {todo[-1]}"
+                )
                 continue
             batch = reader.get_batch(todo).asnumpy()
             for i, frame in zip(todo, batch):
@@ -109,13 +100,14 @@ def buckets(a: list[Prediction], b: list[Prediction]) -> dict[str, list[list]]:
         q = index_b.get(p.key)
         if p.status == "error" or q is None:
             continue
-        name = ("still right" if q.correct else "regressed") if p.correct else ("fixed" if q.correct else "still failing")
+        name = (
+            ("still right" if q.correct else "regressed") if p.correct else ("fixed" if q.correct else "still failing")
+        )
         out[name].append([i, q.reply, q.status])
     return out
 
 
-def compact(run: Loaded, questions: dict[str, Question], r: report.Report, thumbs: dict[str, object],
-            other: Loaded | None) -> dict:
+def compact(run: Run, r: Report, thumbs: dict[str, object], other: Run | None) -> dict:
     """Everything the page shows, as compact JSON: questions once, predictions as index rows."""
     values: dict[str, list[str]] = {f: [] for f in FIELDS}
     codes: dict[str, dict[str, int]] = {f: {} for f in FIELDS}
@@ -136,36 +128,63 @@ def compact(run: Loaded, questions: dict[str, Question], r: report.Report, thumb
     p_rows: list[list] = []
     for p in run.predictions:
         if p.question_id not in q_index:
-            q = questions.get(p.question_id)
+            q = run.questions.get(p.question_id)
             q_index[p.question_id] = len(q_rows)
-            q_rows.append([p.question_id, p.video_id, code("type", p.type), code("template", p.template),
-                           code("verb", p.verb), q.question if q else "", p.choices, p.answer])
-        p_rows.append([q_index[p.question_id], code("model", p.model), code("variant", p.variant),
-                       code("status", p.status), int(p.correct), p.reply, p.latency_s, p.attempts, p.error, p.probs,
-                       p.frame_indices, p.prompt_tokens])
+            q_rows.append(
+                [
+                    p.question_id,
+                    p.video_id,
+                    code("type", p.type),
+                    code("template", p.template),
+                    code("verb", p.verb),
+                    q.question if q else "",
+                    p.choices,
+                    p.answer,
+                ]
+            )
+        p_rows.append(
+            [
+                q_index[p.question_id],
+                code("model", p.model),
+                code("variant", p.variant),
+                code("status", p.status),
+                int(p.correct),
+                p.reply,
+                p.latency_s,
+                p.attempts,
+                p.error,
+                p.probs,
+                p.frame_indices,
+                p.prompt_tokens,
+            ]
+        )
     return {
-        "run": run.layout.id, "data": str(run.data) if run.data else None, "fields": values,
-        "variants": sorted(values["variant"], key=_order), "questions": q_rows, "predictions": p_rows,
-        "thumbs": thumbs, "verdicts": verdicts, "report": asdict(render.record(r)), "parents": run.parents,
-        "compare": {"run": other.layout.id, "buckets": buckets(run.predictions, other.predictions)} if other else None,
+        "run": run.id,
+        "data": str(run.data) if run.data else None,
+        "fields": values,
+        "variants": sorted(values["variant"], key=_order),
+        "questions": q_rows,
+        "predictions": p_rows,
+        "thumbs": thumbs,
+        "verdicts": verdicts,
+        "report": asdict(render.record(r)),
+        "parents": run.parents,
+        "compare": {"run": other.id, "buckets": buckets(run.predictions, other.predictions)} if other else None,
     }
 
 
-def write(run: Loaded, other: Loaded | None = None, progress: Callable[[int, int], None] | None = None) -> Path:
-    """index.html and view/ in the run folder (atomic files); also rewrites the run's report
-    files from its predictions, so the page and report.json cannot disagree."""
-    questions: dict[str, Question] = {}
-    if run.data:
-        questions = {q.id: q for q in load_questions(DataLayout(run.data).questions)[0]}
-    r = report.build(run.predictions, run.parents, run.judgements)
-    render.write(run.layout, r)
+def write(run: Run, other: Run | None = None, progress: Callable[[int, int], None] | None = None) -> Path:
+    """index.html and view/ in the run folder (atomic files); also writes the run's report
+    files, built as every command builds them, so the page and report.json cannot disagree."""
+    assert run.layout is not None
+    r = report.write(run)
     folder = run.layout.root / "view"
     thumbs = thumbnails(run, folder / "thumbs", progress)
     for asset in ("app.js", "style.css"):
         with atomic_path(folder / asset) as tmp:
             shutil.copyfile(ASSETS / asset, tmp)
-    payload = json.dumps(compact(run, questions, r, thumbs, other), separators=(",", ":"))  # JS: NaN is fine
+    payload = json.dumps(compact(run, r, thumbs, other), separators=(",", ":"))  # JS: NaN is fine
     atomic_write(folder / "data.js", f"window.VC = {payload};\n")
     page = run.layout.root / "index.html"
-    atomic_write(page, (ASSETS / "index.html").read_text(encoding="utf-8").replace("{{title}}", run.layout.id))
+    atomic_write(page, (ASSETS / "index.html").read_text(encoding="utf-8").replace("{{title}}", run.id))
     return page

@@ -7,12 +7,13 @@ the question-level view. Holm's step-down procedure corrects a report's many tes
 minimum detectable effect (MDE) of a paired binomial says what a comparison could have
 found at all. With one question per video every clustered number equals its question-level one.
 """
+
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from math import sqrt
 from statistics import NormalDist
-from typing import Sequence
 
 import numpy as np
 import pandas as pd
@@ -62,8 +63,9 @@ def resampled_means(sums: np.ndarray, sizes: np.ndarray, draws: np.ndarray) -> n
     return sums[draws].sum(axis=1) / sizes[draws].sum(axis=1)
 
 
-def bootstrap_ci(values: Sequence[float], groups: Sequence | None = None, n_boot: int = N_BOOT, seed: int = SEED,
-                 level: float = 0.95) -> tuple[float, float]:
+def bootstrap_ci(
+    values: Sequence[float], groups: Sequence | None = None, n_boot: int = N_BOOT, seed: int = SEED, level: float = 0.95
+) -> tuple[float, float]:
     """Percentile CI of the mean of `values`, resampling whole clusters (`groups`, e.g.
     video ids; single values when None) with a seeded RNG."""
     sums, sizes = clusters(values, groups)
@@ -74,13 +76,19 @@ def bootstrap_ci(values: Sequence[float], groups: Sequence | None = None, n_boot
     # Drawn in chunks of about a million indices: the same draws as one (n_boot, k) array,
     # without its n_boot x k memory (160 MB at k = 10,000).
     chunk = max(1, CHUNK_DRAWS // k)
-    means = np.concatenate([resampled_means(sums, sizes, rng.integers(0, k, size=(min(chunk, n_boot - i), k)))
-                            for i in range(0, n_boot, chunk)])
+    means = np.concatenate(
+        [
+            resampled_means(sums, sizes, rng.integers(0, k, size=(min(chunk, n_boot - i), k)))
+            for i in range(0, n_boot, chunk)
+        ]
+    )
     alpha = (1 - level) / 2
     return float(np.quantile(means, alpha)), float(np.quantile(means, 1 - alpha))
 
 
-def sign_flip_p(diffs: Sequence[float], groups: Sequence | None = None, n_perm: int = N_PERM, seed: int = SEED) -> float:
+def sign_flip_p(
+    diffs: Sequence[float], groups: Sequence | None = None, n_perm: int = N_PERM, seed: int = SEED
+) -> float:
     """Two-sided paired permutation test of a zero mean difference: under the null, A and B
     are exchangeable within a cluster, so each cluster's summed difference keeps or flips
     its sign. Exact (every pattern) up to EXACT_PERM non-zero clusters, else `n_perm` seeded
@@ -139,8 +147,10 @@ def pairs_needed(delta: float, discordance: float, alpha: float = ALPHA, power: 
     """Question pairs needed to detect a difference `delta` (a proportion) with the given
     discordance (Connor 1987): n = (z_a sqrt(psi) + z_b sqrt(psi - delta^2))^2 / delta^2."""
     if not 0 < delta <= discordance <= 1:
-        raise ValueError(f"a difference of {100 * delta:g} points needs a discordance of at least as much "
-                         f"(got {100 * discordance:g} %): only questions that change can move the accuracy")
+        raise ValueError(
+            f"a difference of {100 * delta:g} points needs a discordance of at least as much "
+            f"(got {100 * discordance:g} %): only questions that change can move the accuracy"
+        )
     za, zb = _z(alpha, power)
     return (za * sqrt(discordance) + zb * sqrt(discordance - delta**2)) ** 2 / delta**2
 
@@ -184,8 +194,9 @@ class Paired:
         return asdict(self)
 
 
-def paired(a: Sequence[float], b: Sequence[float], groups: Sequence | None = None, n_boot: int = N_BOOT,
-           seed: int = SEED) -> Paired:
+def paired(
+    a: Sequence[float], b: Sequence[float], groups: Sequence | None = None, n_boot: int = N_BOOT, seed: int = SEED
+) -> Paired:
     """Paired comparison of two 0/1 correctness vectors over the same questions, clustered
     by `groups` (video ids; every question its own video when None)."""
     a = np.asarray(a, dtype=float)

@@ -1,54 +1,31 @@
-"""Report tables of open questions, from predictions and judgements alone.
+"""Report tables of open questions, from their scored verdicts (`measure.score.open`).
 
 Per judge x model x variant x question type (category) and overall: accuracy (the judge's
 "yes" rate) and mean score (0-5), each two ways as VLMEvalKit reports them — ALL (a failed
 or missing verdict counts as "no" / 0, as peers silently do) and VALID (failed verdicts
 left out) — with cluster-bootstrap CIs (videos resampled) and the failure count beside
 them. An empty reply is the model's failure: "no" / 0 both ways. Deltas (adapter − base,
-control − plain) pair the VALID verdicts of the same questions: `measure.stats.paired` on
+control − plain) pair the VALID verdicts of the same questions: `measure.report.stats.paired` on
 yes/no, a cluster bootstrap on the score difference. Judges are compared by agreement and
 Cohen's kappa on the predictions both judged.
 """
+
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import asdict
-from typing import Iterable
 
-import numpy as np
 import pandas as pd
 
-from core.records import OPEN, Judgement, Prediction
+from core.records import Judgement
 from core.variants import AUDIT_CONTROLS, PLAIN
-from measure import stats
+from measure.report import stats
+from measure.report.tables import PAIR_COLUMNS
 
-ACC_COLUMNS = ["n", "judged", "judge_failed", "invalid", "acc_all", "acc_all_low", "acc_all_high", "acc_valid",
-               "acc_valid_low", "acc_valid_high", "score_all", "score_all_low", "score_all_high", "score_valid",
-               "score_valid_low", "score_valid_high"]
-DELTA_COLUMNS = ["n", "videos", "acc_a", "acc_b", "delta", "ci_low", "ci_high", "only_a", "only_b", "p_mcnemar",
-                 "p_video", "p_holm", "survives_holm", "mde", "deff", "score_a", "score_b", "score_delta",
-                 "score_ci_low", "score_ci_high"]
-
-
-def frame(predictions: Iterable[Prediction], judgements: Iterable[Judgement]) -> pd.DataFrame:
-    """One row per open prediction (errors left out) x judge: yes (1/0, NaN when the verdict
-    failed or is missing), score, and whether the verdict is valid."""
-    preds = pd.DataFrame([vars(p) for p in predictions if p.type == OPEN and p.status != "error"])
-    js = pd.DataFrame([asdict(j) for j in judgements])
-    if preds.empty or js.empty:
-        return pd.DataFrame()
-    keys = ["question_id", "model", "variant"]
-    rows = []
-    for judge in sorted(js["judge"].unique()):
-        j = js[js["judge"] == judge][[*keys, "status", "pred", "score"]].rename(columns={"status": "judge_status"})
-        m = preds[[*keys, "video_id", "category", "status"]].merge(j, on=keys, how="left").assign(judge=judge)
-        empty = m["status"] == "invalid"
-        m["valid"] = empty | (m["judge_status"] == "ok")
-        m["yes"] = np.where(empty, 0.0, np.where(m["judge_status"] == "ok", (m["pred"] == "yes").astype(float), np.nan))
-        m["score"] = np.where(empty, 0.0, np.where(m["judge_status"] == "ok", m["score"], np.nan)).astype(float)
-        rows.append(m)
-    out = pd.concat(rows, ignore_index=True)
-    out["category"] = out["category"].replace("", "unknown")
-    return out
+ACC_COLUMNS = ["n", "judged", "judge_failed", "invalid"] + [
+    f"{what}_{side}{bound}" for what in ("acc", "score") for side in ("all", "valid") for bound in ("", "_low", "_high")
+]
+DELTA_COLUMNS = [*PAIR_COLUMNS, "score_a", "score_b", "score_delta", "score_ci_low", "score_ci_high"]
 
 
 def _mean_ci(values: pd.Series, videos: pd.Series) -> tuple[float, float, float]:
@@ -66,10 +43,22 @@ def accuracy(f: pd.DataFrame) -> pd.DataFrame:
         for cat in [*sorted(g["category"].unique()), "all"]:
             c = g if cat == "all" else g[g["category"] == cat]
             valid = c[c["valid"]]
-            row = {"judge": judge, "model": model, "variant": variant, "category": cat, "n": len(c), "judged": len(valid),
-                   "judge_failed": int((~c["valid"]).sum()), "invalid": int((c["status"] == "invalid").sum())}
-            for name, values, scale in (("acc_all", c["yes"].fillna(0), 100), ("acc_valid", valid["yes"], 100),
-                                        ("score_all", c["score"].fillna(0), 1), ("score_valid", valid["score"], 1)):
+            row = {
+                "judge": judge,
+                "model": model,
+                "variant": variant,
+                "category": cat,
+                "n": len(c),
+                "judged": len(valid),
+                "judge_failed": int((~c["valid"]).sum()),
+                "invalid": int((c["status"] == "invalid").sum()),
+            }
+            for name, values, scale in (
+                ("acc_all", c["yes"].fillna(0), 100),
+                ("acc_valid", valid["yes"], 100),
+                ("score_all", c["score"].fillna(0), 1),
+                ("score_valid", valid["score"], 1),
+            ):
                 vids = c["video_id"] if name.endswith("_all") else valid["video_id"]
                 mean, low, high = _mean_ci(values, vids)
                 row |= {name: scale * mean, f"{name}_low": scale * low, f"{name}_high": scale * high}
@@ -81,7 +70,8 @@ def _delta(f: pd.DataFrame, a: tuple[str, str], b: tuple[str, str], labels: dict
     keys = ["question_id"]
     side = lambda m, v: f[(f["model"] == m) & (f["variant"] == v) & f["valid"]]  # noqa: E731
     j = side(*a)[[*keys, "video_id", "category", "yes", "score"]].merge(
-        side(*b)[[*keys, "yes", "score"]], on=keys, suffixes=("_a", "_b"))
+        side(*b)[[*keys, "yes", "score"]], on=keys, suffixes=("_a", "_b")
+    )
     rows = []
     for cat in [*sorted(j["category"].unique()), "all"]:
         c = j if cat == "all" else j[j["category"] == cat]
@@ -89,9 +79,18 @@ def _delta(f: pd.DataFrame, a: tuple[str, str], b: tuple[str, str], labels: dict
             continue
         r = stats.paired(c["yes_a"], c["yes_b"], c["video_id"]).as_dict()
         low, high = stats.bootstrap_ci((c["score_b"] - c["score_a"]).to_numpy(), c["video_id"].to_numpy())
-        rows.append(labels | {"category": cat} | r | {
-            "score_a": c["score_a"].mean(), "score_b": c["score_b"].mean(),
-            "score_delta": (c["score_b"] - c["score_a"]).mean(), "score_ci_low": low, "score_ci_high": high})
+        rows.append(
+            labels
+            | {"category": cat}
+            | r
+            | {
+                "score_a": c["score_a"].mean(),
+                "score_b": c["score_b"].mean(),
+                "score_delta": (c["score_b"] - c["score_a"]).mean(),
+                "score_ci_low": low,
+                "score_ci_high": high,
+            }
+        )
     return rows
 
 
@@ -103,12 +102,20 @@ def deltas(f: pd.DataFrame, parents: dict[str, str | None]) -> tuple[pd.DataFram
         for model, variant in sorted(present):
             base = parents.get(model)
             if base and (base, variant) in present:
-                adapters += _delta(g, (base, variant), (model, variant),
-                                   {"judge": judge, "adapter": model, "base": base, "variant": variant})
+                adapters += _delta(
+                    g,
+                    (base, variant),
+                    (model, variant),
+                    {"judge": judge, "adapter": model, "base": base, "variant": variant},
+                )
             if variant in AUDIT_CONTROLS and (model, PLAIN) in present:
-                audit += _delta(g, (model, PLAIN), (model, variant), {"judge": judge, "model": model, "control": variant})
-    return (pd.DataFrame(adapters, columns=["judge", "adapter", "base", "variant", "category", *DELTA_COLUMNS]),
-            pd.DataFrame(audit, columns=["judge", "model", "control", "category", *DELTA_COLUMNS]))
+                audit += _delta(
+                    g, (model, PLAIN), (model, variant), {"judge": judge, "model": model, "control": variant}
+                )
+    return (
+        pd.DataFrame(adapters, columns=["judge", "adapter", "base", "variant", "category", *DELTA_COLUMNS]),
+        pd.DataFrame(audit, columns=["judge", "model", "control", "category", *DELTA_COLUMNS]),
+    )
 
 
 def agreement(judgements: Iterable[Judgement]) -> pd.DataFrame:
@@ -120,12 +127,18 @@ def agreement(judgements: Iterable[Judgement]) -> pd.DataFrame:
     rows = []
     names = sorted(wide.columns)
     for i, a in enumerate(names):
-        for b in names[i + 1:]:
+        for b in names[i + 1 :]:
             both = wide[[a, b]].dropna()
             if len(both):
-                rows.append({"judge_a": a, "judge_b": b, "n": len(both),
-                             "agreement": 100 * float((both[a] == both[b]).mean()),
-                             "kappa": cohen_kappa(list(both[a]), list(both[b]))})
+                rows.append(
+                    {
+                        "judge_a": a,
+                        "judge_b": b,
+                        "n": len(both),
+                        "agreement": 100 * float((both[a] == both[b]).mean()),
+                        "kappa": cohen_kappa(list(both[a]), list(both[b])),
+                    }
+                )
     return pd.DataFrame(rows, columns=["judge_a", "judge_b", "n", "agreement", "kappa"])
 
 

@@ -3,6 +3,7 @@ flight; a server that refuses connections is taken out (its items are asked agai
 elsewhere, nothing is recorded for its death), probed on /health with a doubling backoff,
 and taken back when it answers. Only when no server has answered for `down_timeout_s`
 does the run stop (ServerUnavailable)."""
+
 from __future__ import annotations
 
 import asyncio
@@ -11,6 +12,8 @@ from dataclasses import dataclass, field
 
 import httpx
 from openai import AsyncOpenAI
+
+from core.urls import ServerUrl
 
 PROBE_MIN_S = 0.5
 PROBE_MAX_S = 15.0
@@ -26,7 +29,7 @@ class ServerLost(Exception):
 
 @dataclass
 class Endpoint:
-    url: str
+    url: ServerUrl
     client: AsyncOpenAI
     in_flight: int = 0
     down_since: float | None = None
@@ -37,14 +40,15 @@ class Endpoint:
 
 @dataclass
 class Servers:
-    urls: list[str]
+    urls: list[ServerUrl]
     api_key: str | None
     down_timeout_s: float
     endpoints: list[Endpoint] = field(init=False)
 
     def __post_init__(self) -> None:
-        self.endpoints = [Endpoint(u, AsyncOpenAI(base_url=u, api_key=self.api_key or "EMPTY", max_retries=0))
-                          for u in self.urls]
+        self.endpoints = [
+            Endpoint(u, AsyncOpenAI(base_url=u.v1, api_key=self.api_key or "EMPTY", max_retries=0)) for u in self.urls
+        ]
 
     def _live(self) -> list[Endpoint]:
         return [e for e in self.endpoints if e.down_since is None]
@@ -55,8 +59,10 @@ class Servers:
         while not (live := self._live()):
             last = max(e.down_since or 0.0 for e in self.endpoints)
             if time.monotonic() - last > self.down_timeout_s:
-                raise ServerUnavailable(f"{', '.join(self.urls)} stopped answering: no server accepted a connection "
-                                        f"for {self.down_timeout_s:g} s")
+                raise ServerUnavailable(
+                    f"{', '.join(map(str, self.urls))} stopped answering: no server accepted a connection "
+                    f"for {self.down_timeout_s:g} s"
+                )
             await asyncio.sleep(0.2)
         e = min(live, key=lambda x: x.in_flight)
         e.in_flight += 1
@@ -81,7 +87,7 @@ class Servers:
                     if e.down_since is None or e.probe_at > now:
                         continue
                     try:
-                        ok = (await http.get(e.url.rstrip("/").removesuffix("/v1") + "/health")).status_code == 200
+                        ok = (await http.get(e.url.health)).status_code == 200
                     except httpx.HTTPError:
                         ok = False
                     if ok:

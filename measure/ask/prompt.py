@@ -1,18 +1,19 @@
-"""How a question is asked: one definition shared by scoring and training (the media part of
-a request: `measure.media`)."""
+"""How a question is asked: one definition shared by asking, scoring and training (the media
+part of a request: `measure.ask.media`)."""
+
 from __future__ import annotations
 
-from typing import Literal
+from collections.abc import Sequence
 
+from core.ask import AnswerFormat
 from core.records import OPEN, Question
 
-AnswerFormat = Literal["text", "letters"]
 LETTERS = "ABCDEFGHIJ"
 
 
-def targets(q: Question, fmt: AnswerFormat) -> list[str]:
+def targets(choices: Sequence[str], fmt: AnswerFormat) -> list[str]:
     """What the model may reply, in choice order: the choice strings or their letters."""
-    return list(q.choices) if fmt == "text" else list(LETTERS[: len(q.choices)])
+    return list(choices) if fmt == "text" else list(LETTERS[: len(choices)])
 
 
 def question_text(q: Question, fmt: AnswerFormat) -> str:
@@ -25,18 +26,13 @@ def question_text(q: Question, fmt: AnswerFormat) -> str:
     return f"{lead}\nChoices:\n{listed}\nAnswer with the letter of the choice."
 
 
-def sample_indices(n_frames: int, k: int) -> list[int]:
-    """k frame indices spread evenly over the clip (centre of k equal spans): the same on
-    every run and for every model."""
-    if n_frames <= k:
-        return list(range(n_frames))
-    return [int((i + 0.5) * n_frames / k) for i in range(k)]
-
-
 def video_intro(n_frames: int, duration_s: float) -> str:
     """SmolVLM2's video preamble (the literal "[H:MM:SS]" is part of what it was trained on)."""
     s = int(round(duration_s))
-    return f"You are provided the following series of {n_frames} frames from a {s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d} [H:MM:SS] video.\n"
+    return (
+        f"You are provided the following series of {n_frames} frames from a "
+        f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d} [H:MM:SS] video.\n"
+    )
 
 
 def frame_label(t_s: float) -> str:
@@ -45,6 +41,6 @@ def frame_label(t_s: float) -> str:
     return f"\nFrame from {s // 60:02d}:{s % 60:02d}:"
 
 
-def messages(q: Question, fmt: AnswerFormat, media: list[dict]) -> list[dict]:
+def messages(q: Question, fmt: AnswerFormat, media: Sequence[dict]) -> list[dict]:
     """Chat messages: the media first (so prefix and multimodal caches reuse it), then text."""
     return [{"role": "user", "content": [*media, {"type": "text", "text": question_text(q, fmt)}]}]

@@ -1,12 +1,14 @@
-"""Scoring one multiple-choice reply: is it one of the choices, which one, is it right, and
-the per-choice probabilities. Pure: no transport, so a stored reply can be scored again."""
+"""Scoring one reply: is it one of the choices, which one, is it right (against the answer
+for the clip shown), the per-choice probabilities; a free-form reply is kept for the judge.
+Pure: no transport, so a stored reply can be scored again."""
+
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Mapping, Sequence
 
-from core.records import Question, Status
+from core.records import Status
 
 
 @dataclass(frozen=True)
@@ -17,7 +19,9 @@ class Score:
     probs: dict[str, float] | None = None  # per choice, from the first answer token's top logprobs
 
 
-def choice_probs(top_logprobs: Mapping[str, float], targets: Sequence[str], choices: Sequence[str]) -> dict[str, float] | None:
+def choice_probs(
+    top_logprobs: Mapping[str, float], targets: Sequence[str], choices: Sequence[str]
+) -> dict[str, float] | None:
     """Per-choice probability from the first answer token's top logprobs (token -> logprob),
     renormalised over the choices present; None when no target is among them."""
     lp = {token.strip(): value for token, value in top_logprobs.items()}
@@ -28,16 +32,23 @@ def choice_probs(top_logprobs: Mapping[str, float], targets: Sequence[str], choi
     return {c: raw.get(c, 0.0) / total for c in choices}
 
 
-def score_choice(q: Question, targets: Sequence[str], reply: str, top_logprobs: Mapping[str, float] | None = None) -> Score:
-    """`reply` (already stripped) against the question's targets (its choices, or their letters)."""
+def score_choice(
+    choices: Sequence[str],
+    expected: str,
+    targets: Sequence[str],
+    reply: str,
+    top_logprobs: Mapping[str, float] | None = None,
+) -> Score:
+    """`reply` (already stripped) against the targets (the choices, or their letters), right
+    when it picks `expected`."""
     if reply not in targets:
         return Score("invalid", None, False)
-    picked = q.choices[list(targets).index(reply)]
-    probs = choice_probs(top_logprobs, targets, q.choices) if top_logprobs else None
-    return Score("ok", picked, picked == q.answer, probs)
+    picked = choices[list(targets).index(reply)]
+    probs = choice_probs(top_logprobs, targets, choices) if top_logprobs else None
+    return Score("ok", picked, picked == expected, probs)
 
 
 def score_open(reply: str) -> Score:
     """A free-form reply: "ok" when there is one (right or wrong is the judge's call, later:
-    `measure.judge`), "invalid" when it is empty."""
+    `measure.score.judge`), "invalid" when it is empty."""
     return Score("ok", reply, False) if reply else Score("invalid", None, False)

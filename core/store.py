@@ -1,18 +1,27 @@
-"""A run's files: append-only predictions.jsonl (the source of truth), judgements.jsonl
-(open questions' verdicts) and run.json."""
+"""A run's files as written: append-only predictions.jsonl (the source of truth),
+judgements.jsonl (open questions' verdicts) and run.json. Reading a run whole: `core.runs`."""
+
 from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Callable, Hashable, Iterable, Mapping
 from pathlib import Path
-from typing import IO, Any, Callable, Generic, Hashable, Mapping, TypeVar
+from typing import IO, Any, Generic, TypeVar
 
 from core import runfiles
 from core.files import atomic_write
-from core.errors import UserError
-from core.layout import DataLayout, RunLayout
-from core.records import (Judgement, Prediction, judge_key_of, judgement_from_dict, key_of, prediction_from_dict,
-                          read_jsonl, to_json_line)
+from core.layout import RunLayout
+from core.records import (
+    Judgement,
+    Prediction,
+    judge_key_of,
+    judgement_from_dict,
+    key_of,
+    prediction_from_dict,
+    read_jsonl,
+    to_json_line,
+)
 from core.runfiles import RunRecord
 
 R = TypeVar("R", Prediction, Judgement)
@@ -52,9 +61,16 @@ class JsonlStore(Generic[R]):
         items asked again (earlier errors) still end with exactly one line each."""
         if not keys or not self.path.is_file():
             return
-        kept = [line for line in self.path.read_text(encoding="utf-8").splitlines(keepends=True)
-                if self._key(json.loads(line)) not in keys]
+        kept = [
+            line
+            for line in self.path.read_text(encoding="utf-8").splitlines(keepends=True)
+            if self._key(json.loads(line)) not in keys
+        ]
         atomic_write(self.path, "".join(kept))
+
+    def rewrite(self, records: Iterable[R]) -> None:
+        """Replace the whole file with `records`, one line each, atomically."""
+        atomic_write(self.path, "".join(to_json_line(r) for r in records))
 
     def open(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -83,17 +99,6 @@ class PredictionStore(JsonlStore[Prediction]):
 
     def read_run(self) -> RunRecord | None:
         return runfiles.read(RunRecord, self.layout.run_json) if self.layout.run_json.is_file() else None
-
-
-def dataset(record: RunRecord | None, data: Path | None = None) -> Path | None:
-    """A run's dataset: `data` when given (UserError unless it is one), else the path run.json
-    recorded, when its questions are still there; None when there is none."""
-    if data is not None:
-        if not DataLayout(data).questions.is_file():
-            raise UserError(f"{data}: not a dataset (no questions.jsonl)")
-        return data
-    recorded = Path(record.dataset.get("path", "")) if record else None
-    return recorded if recorded is not None and DataLayout(recorded).questions.is_file() else None
 
 
 def judgement_store(layout: RunLayout) -> JsonlStore[Judgement]:

@@ -1,6 +1,7 @@
 """Before a run: can a dataset detect a given delta? Questions and videos needed per type,
 from the paired-binomial sample size (`stats.pairs_needed`) times the design effect of
 videos, under an assumed discordance or the one measured on a pilot run."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -9,11 +10,22 @@ from math import ceil, sqrt
 import pandas as pd
 
 from core.records import Question
-from measure import stats
-from measure.report import TYPES, Report
+from measure.report import stats
+from measure.report.build import Report
+from measure.report.tables import TYPES
 
-COLUMNS = ["type", "comparison", "questions", "videos", "discordance", "deff", "mde", "questions_needed",
-           "videos_needed", "enough"]
+COLUMNS = [
+    "type",
+    "comparison",
+    "questions",
+    "videos",
+    "discordance",
+    "deff",
+    "mde",
+    "questions_needed",
+    "videos_needed",
+    "enough",
+]
 
 
 @dataclass(frozen=True)
@@ -31,13 +43,22 @@ def _row(qtype: str, group: list[Question], s: Scenario, delta: float) -> dict:
     sizes = pd.Series([q.video_id for q in group]).value_counts()
     n, videos = len(group), len(sizes)
     deff = s.deff if s.deff is not None else float((sizes**2).sum() / n)  # all-or-nothing videos
-    row = {"type": qtype, "comparison": s.comparison, "questions": n, "videos": videos,
-           "discordance": 100 * s.discordance, "deff": deff,
-           "mde": 100 * stats.mde(n, s.discordance) * sqrt(deff)}
+    row = {
+        "type": qtype,
+        "comparison": s.comparison,
+        "questions": n,
+        "videos": videos,
+        "discordance": 100 * s.discordance,
+        "deff": deff,
+        "mde": 100 * stats.mde(n, s.discordance) * sqrt(deff),
+    }
     if delta <= s.discordance:
         needed = ceil(stats.pairs_needed(delta, s.discordance) * deff)
-        row |= {"questions_needed": needed, "videos_needed": ceil(needed * videos / n),
-                "enough": "yes" if n >= needed else "no"}
+        row |= {
+            "questions_needed": needed,
+            "videos_needed": ceil(needed * videos / n),
+            "enough": "yes" if n >= needed else "no",
+        }
     else:  # only questions that change can move accuracy
         row |= {"questions_needed": float("nan"), "videos_needed": float("nan"), "enough": "no"}
     return row
@@ -56,13 +77,20 @@ def table(questions: list[Question], delta: float, scenarios: list[Scenario]) ->
 
 def assumed(discordance: float) -> list[Scenario]:
     """The two ends of clustering at an assumed discordance."""
-    return [Scenario("independent questions", discordance, 1.0), Scenario("worst case: videos move as one", discordance, None)]
+    return [
+        Scenario("independent questions", discordance, 1.0),
+        Scenario("worst case: videos move as one", discordance, None),
+    ]
 
 
 def pilot(r: Report) -> list[Scenario]:
     """One scenario per comparison of a pilot run (cued − plain, adapter − base) and type,
     with the discordance and design effect measured on it."""
-    rows = ([(f"{c['variant']} vs plain, {c['model']}", c) for c in r.cued_vs_plain.to_dict("records")]
-            + [(f"{c['adapter']} vs {c['base']}, {c['variant']}", c) for c in r.adapter_vs_base.to_dict("records")])
-    return [Scenario(label, (c["only_a"] + c["only_b"]) / c["n"], c["deff"], c["type"])
-            for label, c in rows if c["only_a"] + c["only_b"] > 0]
+    rows = [(f"{c['variant']} vs plain, {c['model']}", c) for c in r.cued_vs_plain.to_dict("records")] + [
+        (f"{c['adapter']} vs {c['base']}, {c['variant']}", c) for c in r.adapter_vs_base.to_dict("records")
+    ]
+    return [
+        Scenario(label, (c["only_a"] + c["only_b"]) / c["n"], c["deff"], c["type"])
+        for label, c in rows
+        if c["only_a"] + c["only_b"] > 0
+    ]

@@ -1,4 +1,5 @@
 """Report plots (matplotlib, PNG, written atomically)."""
+
 from __future__ import annotations
 
 import io
@@ -57,9 +58,16 @@ def forest(path: Path, cued: pd.DataFrame, adapters: pd.DataFrame) -> None:
     for _, r in adapters[adapters["type"] == "all"].iterrows() if not adapters.empty else []:
         rows.append((f"{r['adapter']} − {r['base']} ({r['variant']})", r))
     fig, ax = plt.subplots(figsize=(6, 0.9 + 0.4 * max(1, len(rows))))
-    for y, (label, r) in enumerate(rows):
-        ax.errorbar(r["delta"], y, xerr=[[r["delta"] - r["ci_low"]], [r["ci_high"] - r["delta"]]], fmt="o", capsize=3,
-                    color="C0", markerfacecolor="C0" if r["survives_holm"] else "white")
+    for y, (_, r) in enumerate(rows):
+        ax.errorbar(
+            r["delta"],
+            y,
+            xerr=[[r["delta"] - r["ci_low"]], [r["ci_high"] - r["delta"]]],
+            fmt="o",
+            capsize=3,
+            color="C0",
+            markerfacecolor="C0" if r["survives_holm"] else "white",
+        )
     ax.axvline(0, color="grey", lw=1)
     ax.set_yticks(range(len(rows)), [label for label, _ in rows])
     ax.set_xlabel("accuracy delta (points), 95 % CI resampling videos; filled: significant after Holm")

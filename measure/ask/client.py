@@ -1,0 +1,318 @@
+"""Transport: send guided-choice requests to vLLM servers, concurrently, with bounded retries,
+while a process pool prepares each clip's media a bounded distance ahead (`measure.ask.media`).
+It returns what each server said (`Reply`) and nothing else: scoring is `measure.score`."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import time
+from collections.abc import Callable
+from concurrent.futures import Executor
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import httpx
+import openai
+from openai import AsyncOpenAI
+
+from core.ask import AskConfig
+from core.errors import UserError
+from core.records import OPEN, Key, Question, key
+from core.urls import ServerUrl
+from measure.ask import media, prompt
+from measure.ask.media import MediaSpec, Prepared
+from measure.ask.servers import ServerLost, Servers, ServerUnavailable
+
+RETRYABLE = (openai.APIConnectionError, openai.APITimeoutError, openai.InternalServerError, openai.RateLimitError)
+MAX_TOKENS = 32  # a choice is a few tokens; the constraint ends the reply
+
+
+class SetupError(UserError):
+    """A run that cannot start (server unreachable, unknown model, ...): says what and where."""
+
+
+@dataclass(frozen=True)
+class Item:
+    """One request: a question, a served model, a clip variant (and its clip, if any)."""
+
+    question: Question
+    model: str
+    variant: str
+    clip: Path | None
+
+    @property
+    def key(self) -> Key:
+        return key(self.question.id, self.model, self.variant)
+
+
+@dataclass(frozen=True)
+class Reply:
+    """What a server said about one item (`text` None: it said nothing; `error` says why),
+    and what was sent: the frames the client chose, if it did."""
+
+    text: str | None
+    top_logprobs: dict[str, float] | None = None  # the first reply token's alternatives (letters format)
+    prompt_tokens: int | None = None  # what the server counted: shows the frames really sent
+    latency_s: float | None = None
+    attempts: int = 0
+    error: str | None = None
+    server: str | None = None  # base URL of the server that answered
+    frame_indices: list[int] | None = None
+    frame_size: list[int] | None = None
+
+
+def media_spec(item: Item, cfg: AskConfig) -> MediaSpec | None:
+    """What decides the media of an item (None: the blind control sends none)."""
+    if item.clip is None:
+        return None
+    return MediaSpec(
+        clip=item.clip,
+        variant=item.variant,
+        mode=cfg.media,
+        video_as=cfg.profile(item.model).video_as,
+        frames=cfg.frames,
+        processor=cfg.processors.get(item.model),
+    )
+
+
+def list_models(url: ServerUrl, api_key: str | None, timeout: float = 4.0) -> list[dict]:
+    """`/v1/models` of one server; SetupError naming the URL if it does not answer."""
+    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+    try:
+        r = httpx.get(url.models, headers=headers, timeout=timeout)
+    except httpx.HTTPError as e:
+        raise SetupError(
+            f"server {url} unreachable ({type(e).__name__}); start it with `sh scripts/serve.sh`"
+        ) from None
+    if r.status_code == 401:
+        raise SetupError(f"server {url} refused the API key (HTTP 401); pass --api-key or set VLLM_API_KEY")
+    if r.status_code != 200:
+        raise SetupError(f"server {url} answered /models with HTTP {r.status_code}")
+    return r.json()["data"]
+
+
+def request(item: Item, cfg: AskConfig, prepared: Prepared | None) -> dict[str, Any]:
+    """The chat-completion arguments for one item with its media: temperature 0, the reply
+    constrained to the targets (`structured_outputs`, never the removed `guided_choice`),
+    logprobs in letters mode, per-request media settings when the media has any."""
+    open_ = item.question.type == OPEN  # free form: no constraint, a bounded answer
+    targets = prompt.targets(item.question.choices, cfg.answer_format)
+    extra: dict[str, Any] = {} if open_ else {"structured_outputs": {"choice": targets}}
+    if prepared is not None and prepared.media_io:
+        extra["media_io_kwargs"] = {"video": prepared.media_io}
+    letters = cfg.answer_format == "letters" and not open_
+    parts = prepared.parts if prepared is not None else ()
+    return dict(
+        model=item.model,
+        messages=prompt.messages(item.question, cfg.answer_format, parts),
+        temperature=0.0,
+        max_tokens=cfg.open_max_tokens if open_ else MAX_TOKENS,
+        logprobs=letters or None,
+        top_logprobs=len(targets) + 1 if letters else None,
+        extra_body=extra,
+        timeout=cfg.timeout_s,
+    )
+
+
+def media_for(item: Item, cfg: AskConfig) -> Prepared | None:
+    """An item's media prepared in this process (run_items uses its pool instead)."""
+    spec = media_spec(item, cfg)
+    return None if spec is None else media.prepare(spec)
+
+
+def build(item: Item, cfg: AskConfig) -> dict[str, Any]:
+    """The request measure sends for one item (media prepared in this process)."""
+    return request(item, cfg, media_for(item, cfg))
+
+
+def _top_logprobs(choice) -> dict[str, float] | None:
+    content = getattr(choice.logprobs, "content", None) if choice.logprobs else None
+    return {t.token: t.logprob for t in content[0].top_logprobs} if content else None
+
+
+def unreadable(problem: BaseException | None = None) -> Reply:
+    """An item whose clip is missing or cannot be read: its own error, not the run's."""
+    return Reply(None, error=f"clip unreadable: {type(problem).__name__}: {problem}" if problem else "clip missing")
+
+
+def refused(e: BaseException) -> bool:
+    """The server did not accept the connection at all (down or restarting), as opposed to a
+    dropped or slow one."""
+    # openai's transport is its own httpx build (module httpx2): match the cause by name
+    return isinstance(e, openai.APIConnectionError) and type(e.__cause__).__name__ == "ConnectError"
+
+
+async def create(
+    client: AsyncOpenAI, args: dict[str, Any], max_attempts: int, backoff_s: float, lost_when_refused: bool = False
+) -> tuple[Any, int, str]:
+    """One chat completion with bounded retries (exponential backoff with jitter, capped at
+    8 s) on connection trouble, timeouts and 5xx; a 4xx is final. With `lost_when_refused`, a
+    refused connection raises ServerLost instead (the caller asks another server). Returns
+    (response or None, attempts made, the last error)."""
+    error = ""
+    for attempt in range(1, max_attempts + 1):
+        try:
+            return await client.chat.completions.create(**args), attempt, ""
+        except RETRYABLE as e:
+            if lost_when_refused and refused(e):
+                raise ServerLost(str(e)) from None
+            error = f"{type(e).__name__}: {e}"
+            if attempt < max_attempts:
+                await asyncio.sleep(min(8.0, backoff_s * 2 ** (attempt - 1)) * (0.5 + random.random()))
+        except openai.APIStatusError as e:  # 4xx: asking again will not help
+            return None, attempt, f"HTTP {e.status_code}: {e.message}"
+    return None, max_attempts, error
+
+
+async def ask(
+    client: AsyncOpenAI, item: Item, cfg: AskConfig, prepared: Prepared | None, lost_when_refused: bool = False
+) -> Reply:
+    """One question with its prepared media -> what the server said; never raises for server
+    trouble (the Reply's `error`), except ServerLost when asked to (`create`)."""
+    sent = dict(frame_indices=prepared.frame_indices, frame_size=prepared.frame_size) if prepared else {}
+    start = time.perf_counter()
+    resp, attempt, error = await create(
+        client, request(item, cfg, prepared), cfg.max_attempts, cfg.backoff_s, lost_when_refused
+    )
+    latency = time.perf_counter() - start
+    if resp is None:
+        return Reply(None, latency_s=latency, attempts=attempt, error=error, **sent)
+    choice = resp.choices[0]
+    return Reply(
+        choice.message.content or "",
+        top_logprobs=_top_logprobs(choice),
+        latency_s=latency,
+        attempts=attempt,
+        prompt_tokens=resp.usage.prompt_tokens if resp.usage else None,
+        **sent,
+    )
+
+
+async def run_items(
+    items: list[Item],
+    urls: list[ServerUrl],
+    api_key: str | None,
+    cfg: AskConfig,
+    concurrency: int,
+    on_result: Callable[[Item, Reply], None],
+    pool: Executor | None = None,
+) -> None:
+    """Send every item with at most `concurrency` in flight, each to the live server with the
+    fewest requests in flight (`measure.ask.servers`: a slow server gets fewer, a dead one is
+    taken out and its items asked elsewhere, a revived one taken back; every prediction
+    records its `server`); `on_result` sees each reply as soon as it is known. Each clip's media is prepared
+    once, in `pool` (default: a `media.worker_pool` started here), at most `2 * concurrency`
+    items ahead of the requests (memory stays flat however many items there are);
+    consecutive items with equal media share it. When no server has accepted a connection
+    for `cfg.down_timeout_s`, stop with ServerUnavailable rather than record the rest as errors."""
+    servers = Servers(urls, api_key, cfg.down_timeout_s)
+    n_workers = max(1, min(concurrency, len(items)))
+    queue: asyncio.Queue[tuple[Item, asyncio.Future | None] | None] = asyncio.Queue(maxsize=2 * concurrency)
+    loop = asyncio.get_running_loop()
+    own = contextlib.ExitStack()
+    if pool is None:
+        pool = own.enter_context(media.worker_pool(cfg.media_workers, cfg.processors.values()))
+
+    async def produce() -> None:
+        spec, pending = None, None
+        for item in items:
+            wanted = media_spec(item, cfg)
+            if wanted is None or not wanted.clip.is_file():  # the blind control, or a missing clip
+                await queue.put((item, None))
+                continue
+            if wanted != spec:
+                spec, pending = wanted, loop.run_in_executor(pool, media.prepare, wanted)
+            await queue.put((item, pending))
+        for _ in range(n_workers):
+            await queue.put(None)
+
+    async def worker() -> None:
+        while (entry := await queue.get()) is not None:
+            item, pending = entry
+            if item.clip is not None and pending is None:  # the clip is missing
+                reply = unreadable()
+            else:
+                try:
+                    prepared = await pending if pending is not None else None
+                except Exception as e:  # an unreadable clip is this item's error, not the run's
+                    reply = unreadable(e)
+                else:
+                    reply = await ask_somewhere(servers, item, cfg, prepared)
+            on_result(item, reply)
+
+    prober = asyncio.create_task(servers.probe_forever())
+    try:
+        async with asyncio.TaskGroup() as group:
+            group.create_task(produce())
+            for _ in range(n_workers):
+                group.create_task(worker())
+    except* ServerUnavailable as eg:
+        raise eg.exceptions[0] from None
+    finally:
+        prober.cancel()
+        own.close()
+        await servers.close()
+
+
+async def ask_somewhere(servers: Servers, item: Item, cfg: AskConfig, prepared: Prepared | None) -> Reply:
+    """Ask on the live server with the fewest in flight; one that refuses the connection is
+    taken out and the item asked again elsewhere (or once it is back)."""
+    while True:
+        e = await servers.take()
+        try:
+            return replace(await ask(e.client, item, cfg, prepared, lost_when_refused=True), server=str(e.url))
+        except ServerLost:
+            servers.lost(e)
+        finally:
+            servers.give(e)
+
+
+PROBE_CHOICES = ["velvet-17", "quokka-42"]  # no model says either unconstrained
+
+
+async def self_test(url: ServerUrl, api_key: str | None, model: str, media_io: bool = False) -> str | None:
+    """Check that the server enforces the choice constraint, before anything is asked: one
+    request whose unconstrained reply would be no choice (it also warms the server up: the
+    first request after a start is slow, once). A reply outside the choices is a SetupError
+    (the server ignores `structured_outputs`, as vLLM did the reference study's
+    `guided_choice`: free text must never be scored); so is a server refusing the
+    per-request media settings `media_io` runs need. Other failures are returned, not
+    raised: the run's own requests retry and record."""
+    extra: dict[str, Any] = {"structured_outputs": {"choice": PROBE_CHOICES}}
+    if media_io:
+        extra["media_io_kwargs"] = {"video": {"fps": 1.0}}
+    async with AsyncOpenAI(base_url=url.v1, api_key=api_key or "EMPTY", max_retries=2) as client:
+        try:
+            resp = await client.chat.completions.create(
+                model=model,
+                messages=[{"role": "user", "content": "Say hello in one sentence."}],
+                temperature=0.0,
+                max_tokens=16,
+                logprobs=True,
+                top_logprobs=2,
+                extra_body=extra,
+                timeout=120,
+            )
+        except openai.BadRequestError as e:
+            if "trust-request-mm-kwargs" in str(e):
+                raise SetupError(
+                    f"{url} refuses per-request media settings, which measure sends with every clip "
+                    "(the frames and their timestamps, or the frame count): start it with "
+                    "--trust-request-mm-kwargs (serve does by default)"
+                ) from None
+            return f"{type(e).__name__}: {e}"
+        except openai.OpenAIError as e:
+            return f"{type(e).__name__}: {e}"
+    reply = (resp.choices[0].message.content or "").strip()
+    if reply not in PROBE_CHOICES:
+        raise SetupError(
+            f"{url} ignores the choice constraint: asked to pick one of {PROBE_CHOICES} "
+            f"(`structured_outputs`), {model} replied {reply[:60]!r}. A vLLM that does not read "
+            "`structured_outputs` (older than 0.12, or one where the field changed) would have every "
+            "reply scored as free text, so the run does not start; serve it with the vLLM this project "
+            "installs (scripts/setup.sh)"
+        )
+    return None

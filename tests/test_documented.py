@@ -1,0 +1,300 @@
+"""Every command line the README and docs/ show, run through the real command line in the form
+shown. A synopsis (`[--opt X]`) is run with every option it lists; a placeholder (`data/<name>`,
+`URL`, `RUN`) gets a real value made here. What cannot run on this machine (a hub model, a
+GPU) runs as far as it can: `serve.sh` up to the vLLM command it would start (its port is
+taken), a training recipe parsed by the real `train` command. The table must list exactly
+the lines the docs show, so a doc and its test cannot drift apart."""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import re
+import shlex
+import shutil
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import typer
+
+from core.layout import DataLayout
+from tests.conftest import REPO, SAMPLE, cli
+
+PAGES = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
+CSV = "measure/references/visual_cues_qwen3_vl_2b.csv"
+
+
+def documented() -> list[str]:
+    """Every command line of the ```sh blocks, continuation lines joined, comments cut."""
+    lines = []
+    for page in PAGES:
+        for block in re.findall(r"```sh\n(.*?)```", page.read_text(), re.S):
+            for line in re.sub(r"\\\n\s*", " ", block).splitlines():
+                line = re.split(r"\s+#\s", line)[0].strip()
+                if line and not line.startswith("#"):
+                    lines.append(" ".join(line.split()))
+    return lines
+
+
+# documented line -> (how it is checked, the command run: {placeholders} filled by the fixture)
+SERVE_SH = ("serve.sh", "")  # sh scripts/serve.sh with the line's environment and arguments, its port taken
+TABLE = {
+    "sh scripts/demo.sh": ("meta", "the main job (about 3 minutes): run before each landing; each step is run here"),
+    "sh scripts/test.sh": ("meta", "this suite itself, as .ci/run runs it"),
+    "MODEL=Qwen/Qwen3-VL-2B-Instruct sh scripts/serve.sh": SERVE_SH,
+    ".venv/bin/python -m measure --data data/<name>": (
+        "measure",
+        "--data {data} --base-url {url} --runs-dir {runs} --limit 2",
+    ),
+    "DATA=data/<name> OUT=data/adapters/cued sh scripts/lora.sh": (
+        "parse",
+        "train --model Qwen/Qwen3-VL-2B-Instruct --data {data} --out {tmp}/cued --variants plain,trajectory",
+    ),
+    "sh scripts/reproduce.sh": ("reproduce", ""),
+    "python -m measure [--data data/synthetic] [--base-url URL ...] [--models a,b] [--variants plain,trajectory] "
+    "[--split test] [--limit N] [--concurrency 32] [--answer-format text|letters] [--media frames|data|file] "
+    "[--frames 8] [--sampling centers|uniform|processor|study] [--frame-size WxH] [--reference FILE.csv] "
+    "[--reference-models pretrained=A,finetuned=B] [--run-id ID | --resume ID] [--api-key KEY]": (
+        "measure",
+        "--data {data} --base-url {url} --models {base},{adapter} --variants plain,trajectory --split test --limit 2 "
+        "--concurrency 32 --answer-format text --media frames --frames 8 --sampling centers --frame-size 128x128 "
+        f"--reference {CSV} --reference-models pretrained={{base}},finetuned={{adapter}} --run-id every --api-key KEY "
+        "--runs-dir {runs}",
+    ),
+    "python -m measure report RUN [RUN ...] [--runs-dir runs]": ("measure", "report a b --runs-dir {runs}"),
+    "python -m measure rescore RUN": ("measure", "rescore {runs}/a"),
+    "python -m measure compare RUN_A RUN_B": ("measure", "compare {runs}/a {runs}/b"),
+    "python -m measure judge RUN [--judge-model NAME] [--base-url URL]": (
+        "measure",
+        "judge open --judge-model {base} --base-url {url} --runs-dir {runs}",
+    ),
+    "python -m measure view RUN [RUN_B] [--data DIR] [--open]": (
+        "measure",
+        "view {runs}/a {runs}/b --data {data} --open",
+    ),
+    "python -m measure power --data data/<name> [--delta 3] [--discordance 20] [--run PILOT]": (
+        "measure",
+        "power --data {data} --delta 3 --discordance 20 --run {runs}/a",
+    ),
+    "python -m measure --data data/synthetic-open --base-url URL": (
+        "measure",
+        "--data {open} --base-url {url} --runs-dir {runs} --run-id open --limit 2 --open-max-tokens 8",
+    ),
+    "python -m measure judge runs/<id> [--judge-model NAME] [--base-url URL]": (
+        "measure",
+        "judge {runs}/open --judge-model {adapter} --base-url {url}",
+    ),
+    "python -m prepare ssv2 --videos DIR --labels DIR --boxes bounding_box_smthsmth_part1.json --boxes ...part2.json "
+    "--out data/<name> [--label-files train,validation] [--test-videos 1000] "
+    "[--variants plain,bbox,trajectory,both,side-by-side] [--distractors random|hard] [--cue-hand] "
+    "[--thickness auto|PX] [--seed 0] [--limit N] [--workers N] [--shard i/n | --ray auto|ADDRESS|local]": (
+        "prepare",
+        "ssv2 --videos {sample}/videos --labels {sample}/labels --boxes {sample}/bounding_box_smthsmth_sample.json "
+        "--boxes {sample}/bounding_box_smthsmth_sample.json --out {tmp}/ssv2 --label-files train,validation "
+        "--test-videos 1000 --variants plain,bbox,trajectory,both,side-by-side --distractors hard --cue-hand "
+        "--thickness auto --seed 0 --limit 2 --workers 2 --shard 0/1",
+    ),
+    "python -m prepare synthetic --out data/synthetic [--videos 60] [--seed 0] [--variants plain,trajectory]": (
+        "prepare",
+        "synthetic --out {tmp}/synthetic --videos 8 --seed 0 --variants plain,reversed",
+    ),
+    "python -m prepare arrow-of-time --from data/<name>": ("prepare", "arrow-of-time --from {tmp}/synthetic"),
+    "python -m prepare probes --out data/probes [--per-kind 24] [--seed 0] [--frames 8] [--size 224x160]": (
+        "prepare",
+        "probes --out {tmp}/probes --per-kind 24 --seed 0 --frames 8 --size 224x160",
+    ),
+    "python -m prepare egotempo --json egotempo_openQA.json --videos DIR --out data/<name>": (
+        "prepare",
+        "egotempo --json {open}/raw/egotempo_openQA.json --videos {open}/raw/videos --out {tmp}/egotempo",
+    ),
+    "python -m prepare egotextvqa --jsonl annotations.jsonl --videos DIR --out data/<name>": (
+        "prepare",
+        "egotextvqa --jsonl {tmp}/textvqa/raw/egotextvqa_annotation.jsonl --videos {tmp}/textvqa/raw/videos "
+        "--out {tmp}/textvqa2",
+    ),
+    "python -m prepare synthetic-open --format egotempo --out data/synthetic-open": (
+        "prepare",
+        "synthetic-open --format egotempo --out {open} --videos 6",
+    ),
+    "sh scripts/reproduce.sh [--dry-run]": ("reproduce", ""),
+    "python -m prepare visual-cues --test FILE --videos-plain DIR --videos-trajectory DIR [--train FILE] "
+    "--out data/<name>": (
+        "prepare",
+        "visual-cues --test {study}/test.json --videos-plain {study}/plain --videos-trajectory {study}/trajectory "
+        "--train {study}/test.json --out {tmp}/vc",
+    ),
+    f"python -m measure --data data/<name> --reference {CSV} [--reference-models pretrained=A,finetuned=B]": (
+        "measure",
+        f"--data {{tmp}}/vc --base-url {{url}} --runs-dir {{runs}} --reference {CSV} "
+        "--reference-models pretrained={base},finetuned={adapter}",
+    ),
+    "sh scripts/serve.sh": SERVE_SH,
+    "python -m serve run --help": ("serve", "run --help"),
+    "python -m serve wait --base-url http://127.0.0.1:8000/v1 --timeout 600": (
+        "serve",
+        "wait --base-url {url} --timeout 600",
+    ),
+    "python -m serve build-tiny": ("in:build", "serve build-tiny"),
+    "DP=8 MODEL=Qwen/Qwen3-VL-2B-Instruct sh scripts/serve.sh": SERVE_SH,
+    "TP=2 DP=4 MODEL=Qwen/Qwen3-VL-4B-Instruct sh scripts/serve.sh": SERVE_SH,
+    "DP=16 MODEL=Qwen/Qwen3-VL-2B-Instruct sh scripts/serve.sh --data-parallel-size-local 8 "
+    "--data-parallel-backend ray --host 0.0.0.0": SERVE_SH,
+    "DATA=data/<name> OUT=data/adapters/cued VARIANTS=plain,trajectory sh scripts/lora.sh": (
+        "parse",
+        "train --model Qwen/Qwen3-VL-2B-Instruct --data {data} --out {tmp}/cued --variants plain,trajectory",
+    ),
+    "GPUS=4 DATA=data/<name> sh scripts/lora.sh": (
+        "parse",
+        "train --model Qwen/Qwen3-VL-2B-Instruct --data {data} --out data/adapters/cued --variants plain,trajectory",
+    ),
+    "python -m train --model data/models/tiny-vlm --data data/synthetic --out data/adapters/tiny-trained": (
+        "in:home",
+        "train --model data/models/tiny-vlm --data data/synthetic --out data/adapters/tiny-trained",
+    ),
+    "python -m train --help": ("train", "--help"),
+}
+
+
+def test_the_table_lists_exactly_the_documented_lines():
+    shown = set(documented())
+    assert shown == set(TABLE), {"not in the table": shown - set(TABLE), "no longer documented": set(TABLE) - shown}
+
+
+def _parses(command: str) -> None:
+    """The arguments parsed by the real command object (a usage error raises)."""
+    package, *args = shlex.split(command)
+    cmd = typer.main.get_command(importlib.import_module(f"{package}.__main__").app)
+    ctx = cmd.make_context(package, args)
+    rest = [*ctx._protected_args, *ctx.args]  # a group's sub-command and its arguments
+    if rest and isinstance(cmd, typer.core.TyperGroup):
+        cmd.get_command(ctx, rest[0]).make_context(rest[0], rest[1:], parent=ctx)
+
+
+@pytest.fixture(scope="module")
+def places(server, synthetic, tiny, tmp_path_factory):
+    """Real values for the placeholders: the session's server, dataset and tiny model, two runs
+    (a, b), an open dataset and a dataset in the study's format."""
+    tmp = tmp_path_factory.mktemp("documented")
+    runs = tmp / "runs"
+    for rid in ("a", "b"):
+        r = cli(f"measure --data {synthetic} --base-url {server.base_url} --runs-dir {runs} --run-id {rid} --limit 6")
+        assert r.returncode == 0, r.stderr[-2000:]
+    study = tmp / "study"
+    src = DataLayout(synthetic)
+    vids = sorted(p.stem for p in (synthetic / "clips" / "plain").glob("*.mp4"))[:2]
+    for variant in ("plain", "trajectory"):
+        (study / variant).mkdir(parents=True)
+        for v in vids:
+            shutil.copy(src.clip(variant, v), study / variant / f"{v}.mp4")
+    rows = [
+        {
+            "video": f"{v}.mp4",
+            "metadata": {"question": "pushing _____", "choices": ["ball", "cup"], "answer": "cup", "type": "object"},
+        }
+        for v in vids
+    ]
+    (study / "test.json").write_text(json.dumps(rows))
+    made = cli(f"prepare synthetic-open --format egotextvqa --out {tmp}/textvqa --videos 4")
+    assert made.returncode == 0, made.stderr[-2000:]
+    (tmp / "home" / "data" / "models").mkdir(parents=True)
+    (tmp / "home" / "data" / "models" / "tiny-vlm").symlink_to(tiny.model)
+    (tmp / "home" / "data" / "synthetic").symlink_to(synthetic)
+    return {
+        "url": server.base_url,
+        "base": server.base_model,
+        "adapter": server.adapter,
+        "data": synthetic,
+        "runs": runs,
+        "tmp": tmp,
+        "open": tmp / "open",
+        "study": study,
+        "sample": SAMPLE,
+    }
+
+
+def _serve_sh(line: str) -> None:
+    """serve.sh as documented, its environment included, stopped before vLLM starts (its port is
+    taken): the vLLM command it prints carries what the line asks."""
+    env_words = [w for w in shlex.split(line) if re.fullmatch(r"[A-Z_]+=.*", w)]
+    args = shlex.split(line)[len(env_words) + 2 :]
+    env = dict(os.environ, **dict(w.split("=", 1) for w in env_words))
+    with socket.socket() as busy:
+        busy.bind(("0.0.0.0", 0))
+        busy.listen()
+        env["PORT"] = str(busy.getsockname()[1])
+        r = subprocess.run(
+            ["sh", "scripts/serve.sh", *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=600
+        )
+    assert r.returncode == 2 and "is already in use" in r.stderr, r.stderr[-2000:]
+    argv = next(x for x in r.stderr.splitlines() if x.startswith("serve: ") and " serve.launch serve " in x)
+    model = env.get("MODEL", "data/models/tiny-vlm")
+    assert f" serve {model} " in argv
+    if "DP" in env:
+        assert f"--data-parallel-size {env['DP']}" in argv
+    if "TP" in env:
+        assert f"--tensor-parallel-size {env['TP']}" in argv
+    for flag in ("--data-parallel-size-local", "--data-parallel-backend", "--host"):
+        if flag in args:
+            assert f"{flag} {args[args.index(flag) + 1]}" in argv
+
+
+def _reproduce() -> None:
+    """reproduce.sh's dry run: every command it would run, parsed by the real CLI."""
+    r = subprocess.run(
+        ["sh", "scripts/reproduce.sh", "--dry-run"], cwd=REPO, capture_output=True, text=True, timeout=120
+    )
+    assert r.returncode == 0, r.stderr
+    commands = [c for c in r.stdout.splitlines() if c.startswith("+ ") and " -m " in c and "python -c" not in c]
+    assert len(commands) >= 3
+    for c in commands:
+        _parses(c.split(" -m ", 1)[1].rstrip("&").strip())
+
+
+ORDER = [line for line in TABLE if TABLE[line][0] != "meta"]
+
+
+@pytest.mark.timeout(1800)
+def test_every_documented_command_runs_as_shown(places):
+    """In one test, in an order where each line finds what an earlier one made (the open run
+    before the judge, the imported study before its measurement)."""
+    for line in sorted(ORDER, key=_stage):
+        how, command = TABLE[line]
+        if "{sample}" in command and not SAMPLE.is_dir():
+            continue  # the real SSV2 sample is missing: test_prepare says so
+        command = command.format(**places)
+        if how == "serve.sh":
+            _serve_sh(line)
+        elif how == "reproduce":
+            _reproduce()
+        elif how == "parse":
+            _parses(command)
+        elif how.startswith("in:"):  # run from a folder of its own, where its relative paths lead
+            home = places["tmp"] / how[3:]
+            home.mkdir(exist_ok=True)
+            argv = [sys.executable, "-m", *shlex.split(command)]
+            r = subprocess.run(argv, cwd=home, capture_output=True, text=True, timeout=900)
+            assert r.returncode == 0, (line, r.stderr[-2000:])
+        else:
+            r = cli(f"{how} {command}", env=dict(os.environ, BROWSER="true"), timeout=900)
+            assert r.returncode == 0, (line, r.stderr[-2000:])
+
+
+def _stage(line: str) -> int:
+    """Makers first: datasets, then runs, then what reads them."""
+    command = TABLE[line][1]
+    if command.startswith(("synthetic-open", "synthetic ")):
+        return 0
+    if "--run-id open" in command or command.startswith("visual-cues"):
+        return 1
+    if command.startswith(("judge", "arrow-of-time")) or "{tmp}/vc" in command:
+        return 2
+    return 1
+
+
+@pytest.mark.parametrize("line", [line for line in TABLE if TABLE[line][0] == "meta"])
+def test_what_is_not_run_here_says_why(line):
+    assert len(TABLE[line][1]) > 20 and Path(REPO / shlex.split(line)[-1]).is_file()

@@ -1,0 +1,101 @@
+"""One run reader: a report is a function of the run folder alone (every command that writes
+it writes the same bytes), old runs report the numbers they reported, and run.json is typed
+all the way down."""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+from pathlib import Path
+
+import pytest
+
+from core import runfiles, runs
+from core.runfiles import RunRecord, TrainArgs
+from tests.conftest import REPO, cli
+
+DATA = Path(__file__).parent / "data"
+SHIPPED = REPO / "measure" / "references" / "visual_cues_qwen3_vl_2b.csv"
+
+
+def _report(run: Path) -> tuple[bytes, bytes]:
+    return (run / "report.md").read_bytes(), (run / "report.json").read_bytes()
+
+
+def _numbers(x, path=""):
+    """Every value of a report.json but how the frames were described (reworded in v3)."""
+    if isinstance(x, dict):
+        return {k: _numbers(v, f"{path}.{k}") for k, v in x.items() if k not in ("schema_version", "frames")}
+    if isinstance(x, list):
+        return [_numbers(v, path) for v in x]
+    return "nan" if isinstance(x, float) and math.isnan(x) else x
+
+
+@pytest.mark.parametrize("version, expected", [("v1", "reported-by-v2.json"), ("v2", "report.json")])
+def test_old_runs_report_the_numbers_they_reported(tmp_path, version, expected):
+    """The report the v2 code wrote for these runs (kept beside them), recomputed by this code
+    from the upgraded files: every table, verdict and statistic the same."""
+    run = tmp_path / version
+    shutil.copytree(DATA / version, run)
+    r = cli(f"measure report {run}")
+    assert r.returncode == 0, r.stderr[-2000:]
+    before = json.loads((DATA / version / expected).read_text())
+    after = json.loads((run / "report.json").read_text())
+    assert _numbers(after) == _numbers(before)
+    assert after["schema_version"] == runfiles.SCHEMA_VERSION == 3
+
+
+def test_old_run_files_read_typed_all_the_way_down(tmp_path):
+    for version in ("v1", "v2"):
+        record = runfiles.read(RunRecord, DATA / version / "run.json")
+        assert record.ask.frames.frames == 8 and record.servers[0].models[0].id == "tiny-vlm"
+        assert {"tiny-vlm": None, "tiny-trained": "tiny-vlm"}.items() <= record.parents().items()
+        assert all(s.req_per_s for s in record.sessions)  # derived now, no longer stored
+        runfiles.write(tmp_path / "run.json", record)
+        written = json.loads((tmp_path / "run.json").read_text())
+        assert written["schema_version"] == 3 and "config" not in written and "frames" not in written
+        assert "req_per_s" not in written["sessions"][0] and runfiles.read(RunRecord, tmp_path / "run.json") == record
+    v2 = runfiles.read(RunRecord, DATA / "v2" / "run.json")
+    assert v2.ask.answer_format == "letters" and v2.limit == 24
+    assert v2.reference.source.endswith("visual_cues_qwen3_vl_2b.csv") and v2.reference.rows is None
+    assert runs.load(DATA / "v2").reference.models == {"pretrained": "tiny-vlm", "finetuned": "tiny-trained"}
+    assert runfiles.read(TrainArgs, DATA / "v2" / "train_args.json").frames.sampling == "centers"
+
+
+def test_every_command_writes_the_same_report(server, synthetic, tmp_path):
+    """measure, measure report, measure view and measure rescore on the same run state: the
+    same report.md and report.json, byte for byte."""
+    r = cli(
+        f"measure --data {synthetic} --base-url {server.base_url} --runs-dir {tmp_path} --run-id same "
+        f"--limit 4 --reference {SHIPPED} "
+        f"--reference-models pretrained={server.base_model},finetuned={server.adapter}"
+    )
+    assert r.returncode == 0, r.stderr[-2000:]
+    run = tmp_path / "same"
+    first = _report(run)
+    assert b"## Published numbers beside ours" in first[0] and b"## Run health" in first[0]
+    for command in (["report", run], ["view", run], ["rescore", run]):
+        again = cli("measure", *command)
+        assert again.returncode == 0, again.stderr[-2000:]
+        assert _report(run) == first, command
+
+
+@pytest.mark.timeout(900)
+def test_the_judge_writes_the_report_every_other_command_writes(server, tmp_path):
+    data = tmp_path / "open"
+    made = cli(f"prepare synthetic-open --out {data} --videos 4 --variants plain,blind --workers 1")
+    assert made.returncode == 0, made.stderr[-2000:]
+    r = cli(
+        f"measure --data {data} --base-url {server.base_url} --runs-dir {tmp_path} --run-id o "
+        "--limit 3 --open-max-tokens 8"
+    )
+    assert r.returncode == 0, r.stderr[-2000:]
+    judged = cli("measure judge", tmp_path / "o")
+    assert judged.returncode == 0, judged.stderr[-2000:]
+    first = _report(tmp_path / "o")
+    assert b"## Open questions" in first[0] and b"## Run health" in first[0]
+    for command in (["report", tmp_path / "o"], ["view", tmp_path / "o"], ["judge", tmp_path / "o"]):
+        again = cli("measure", *command)
+        assert again.returncode == 0, again.stderr[-2000:]
+        assert _report(tmp_path / "o") == first, command
