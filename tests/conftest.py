@@ -37,6 +37,43 @@ class Server:
     log: Path
 
 
+def pred(question_id: str = "q", *, correct: bool = True, status: str = "ok", **fields):
+    """A scored prediction made by hand (model m, plain, choices a/b, answer a, its own video
+    unless `video_id` is given): `correct` replies the answer, else the first other choice."""
+    from core.records import Prediction
+
+    row = (
+        dict(
+            question_id=question_id,
+            video_id=question_id,
+            type="verb",
+            model="m",
+            variant="plain",
+            choices=["a", "b"],
+            answer="a",
+        )
+        | fields
+    )
+    wrong = next(c for c in row["choices"] if c != row["answer"]) if row["choices"] else "y"
+    reply = None if status == "error" else row["answer"] if correct else wrong
+    return Prediction(
+        **row
+        | {
+            "reply": fields.get("reply", reply),
+            "status": status,
+            "correct": fields.get("correct", correct and status == "ok"),
+        }
+    )
+
+
+def start(command: str, *args, quiet: bool = False) -> subprocess.Popen:
+    """`python -m COMMAND ARGS` started in the background, as `cli` runs it (output piped, or
+    dropped when `quiet`)."""
+    out = subprocess.DEVNULL if quiet else subprocess.PIPE
+    argv = [sys.executable, "-m", *shlex.split(command), *map(str, args)]
+    return subprocess.Popen(argv, cwd=REPO, stdout=out, stderr=out, text=True)
+
+
 def cli(command: str, *args, timeout: float = 600, check: bool = False, env: dict | None = None):
     """`python -m COMMAND ARGS` from the repository, as a user types it: the command line is
     split as a shell splits it; `args` (paths, a splatted list) follow it. Output captured."""

@@ -19,7 +19,7 @@ from measure.report.stats import f1, kl
 from prepare.arrow import build_arrow, category
 from prepare.pipeline import Options, prepare_ssv2
 from prepare.variants import shuffle_order
-from tests.conftest import SAMPLE, needs_sample
+from tests.conftest import SAMPLE, needs_sample, pred
 
 
 def _frames(path):
@@ -100,19 +100,8 @@ def test_f1_and_kl_against_hand_computed_cases():
 
 
 def _p(qid, variant, correct, qtype="verb", model="m"):
-    return Prediction(
-        question_id=qid,
-        video_id=qid,
-        type=qtype,
-        model=model,
-        variant=variant,
-        choices=["a", "b", "c", "d"],
-        answer="a",
-        reply="a" if correct else "b",
-        status="ok",
-        correct=correct,
-        template="Pushing [something]",
-    )
+    four = dict(choices=["a", "b", "c", "d"], template="Pushing [something]")
+    return pred(qid, variant=variant, correct=correct, type=qtype, model=model, **four)
 
 
 def test_audit_flags_a_run_where_blind_equals_plain():

@@ -5,8 +5,6 @@ from __future__ import annotations
 import json
 import shutil
 import signal
-import subprocess
-import sys
 import time
 
 from core.ask import AskConfig
@@ -16,7 +14,7 @@ from core.records import read_questions
 from core.urls import ServerUrl
 from measure.ask.client import Item
 from serve.command import free_port
-from tests.conftest import REPO, ask_each, cli
+from tests.conftest import ask_each, cli, start
 from tests.faultproxy import FaultProxy
 
 
@@ -53,22 +51,9 @@ def test_resume_sends_nothing_and_errors_are_asked_again(server, synthetic, tmp_
 
 
 def test_interrupted_run_resumes_to_exactly_one_line_per_item(server, synthetic, tmp_path):
-    args = [
-        sys.executable,
-        "-m",
-        "measure",
-        "--data",
-        str(synthetic),
-        "--base-url",
-        server.base_url,
-        "--runs-dir",
-        str(tmp_path),
-        "--run-id",
-        "cut",
-        "--concurrency",
-        "1",
-    ]
-    proc = subprocess.Popen(args, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = start(
+        f"measure --data {synthetic} --base-url {server.base_url} --runs-dir {tmp_path} --run-id cut --concurrency 1"
+    )
     preds = tmp_path / "cut" / "predictions.jsonl"
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline and not (preds.is_file() and len(preds.read_text().splitlines()) >= 5):

@@ -13,7 +13,7 @@ from core.errors import DataError
 from core.frames import FrameSpec
 from core.layout import DataLayout, RunLayout
 from core.profiles import IDEFICS3, QWEN_VL
-from core.records import Prediction, read_questions
+from core.records import read_questions
 from core.runs import Run
 from core.store import PredictionStore
 from measure import report
@@ -22,21 +22,11 @@ from measure.ask.media import MediaSpec, prepare
 from measure.ask.plan import plan
 from measure.ask.prompt import messages, question_text, targets
 from measure.report import render, tables
+from tests.conftest import pred
 
 
 def _pred(qid, model, variant, qtype, correct, status="ok"):
-    return Prediction(
-        question_id=qid,
-        video_id="v",
-        type=qtype,
-        model=model,
-        variant=variant,
-        choices=["a", "b"],
-        answer="a",
-        reply=None if status == "error" else ("a" if correct else "b"),
-        status=status,
-        correct=correct,
-    )
+    return pred(qid, video_id="v", type=qtype, model=model, variant=variant, correct=correct, status=status)
 
 
 def test_table_leaves_errors_out_and_counts_invalid_as_wrong():
@@ -102,20 +92,8 @@ def test_prompt_puts_the_video_first_and_lists_choices(synthetic):
 
 
 def _p(qid, model, variant, correct, template="Pushing [something]", qtype="verb", verb="pushing"):
-    return Prediction(
-        question_id=qid,
-        video_id="v",
-        type=qtype,
-        model=model,
-        variant=variant,
-        choices=["a", "b", "c", "d"],
-        answer="a",
-        reply="a" if correct else "b",
-        status="ok",
-        correct=correct,
-        template=template,
-        verb=verb,
-    )
+    four = dict(choices=["a", "b", "c", "d"], template=template, verb=verb)
+    return pred(qid, video_id="v", type=qtype, model=model, variant=variant, correct=correct, **four)
 
 
 def test_cued_and_adapter_comparisons_are_paired_on_the_same_questions():

@@ -9,13 +9,13 @@ import pandas as pd
 import pytest
 
 from core.errors import DataError
-from core.records import Judgement, Prediction, read_jsonl
+from core.records import Judgement, read_jsonl
 from core.runs import Run
 from measure import report
 from measure.report import opentables
 from prepare.openqa import OpenOptions, prepare_open, read_egotempo, read_egotextvqa
 from prepare.synthetic import generate_open
-from tests.conftest import cli
+from tests.conftest import cli, pred
 from tests.faultproxy import FaultProxy
 
 
@@ -112,8 +112,8 @@ def test_synthetic_open_data_in_each_format_prepares_with_controls(kind, tmp_pat
 
 
 def _p(qid, video, model, variant, category, status="ok"):
-    return Prediction(
-        question_id=qid,
+    return pred(
+        qid,
         video_id=video,
         type="open",
         model=model,

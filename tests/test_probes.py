@@ -12,10 +12,10 @@ import pytest
 
 from core.errors import DataError
 from core.layout import DataLayout
-from core.records import Prediction, read_questions
+from core.records import read_questions
 from measure.report import tables
 from prepare.probes import KINDS, ProbeOptions, alternatives, build, prepare_probes, render, unsolvable
-from tests.conftest import cli
+from tests.conftest import cli, pred
 
 
 def _decode(path) -> np.ndarray:
@@ -90,18 +90,16 @@ def test_bad_options_are_clear_errors(tmp_path):
     assert r.returncode == 2 and "WxH" in r.stderr
 
 
-def _pred(qid: str, kind: str, variant: str, reply: str, answer: str, flipped: str, choices: list[str]) -> Prediction:
-    return Prediction(
-        question_id=qid,
-        video_id=qid,
+def _pred(qid: str, kind: str, variant: str, reply: str, answer: str, flipped: str, choices: list[str]):
+    right = reply == (flipped if variant == "reversed" else answer)
+    return pred(
+        qid,
         type="probe",
-        model="m",
         variant=variant,
         choices=choices,
         answer=answer,
         reply=reply,
-        status="ok",
-        correct=reply == (flipped if variant == "reversed" else answer),
+        correct=right,
         category=kind,
         reversed_answer=flipped,
     )

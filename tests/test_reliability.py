@@ -8,7 +8,6 @@ import re
 import shutil
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -21,7 +20,7 @@ from core.layout import DataLayout
 from core.records import load_questions, read_questions
 from core.urls import ServerUrl
 from serve.command import free_port, port_in_use
-from tests.conftest import REPO, cli, needs_sample, start_server, stop_server
+from tests.conftest import REPO, cli, needs_sample, start, start_server, stop_server
 from tests.faultproxy import FaultProxy
 
 KEY = "test-key-123"
@@ -118,13 +117,7 @@ def test_server_killed_mid_run_then_resumed_equals_an_uninterrupted_run(keyed, s
         "--down-timeout",
         "5",
     ]
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "measure", *map(str, common), "--run-id", "killed"],
-        cwd=REPO,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    proc = start("measure", *common, "--run-id", "killed")
     _wait_lines(tmp_path / "killed" / "predictions.jsonl", 10, proc)
     _kill_tree(keyed["proc"].pid)
     _, err = proc.communicate(timeout=300)
@@ -165,30 +158,9 @@ def test_a_server_lost_mid_run_is_taken_out_and_taken_back(server, keyed, synthe
     )
     assert single.returncode == 0, single.stderr[-2000:]
     with FaultProxy(server.base_url, rate=1.0, modes=("stall",), stall_s=2.5) as slow:
-        proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "measure",
-                "--data",
-                str(synthetic),
-                "--base-url",
-                keyed["url"],
-                "--base-url",
-                slow.base_url,
-                "--api-key",
-                KEY,
-                "--runs-dir",
-                str(tmp_path),
-                "--run-id",
-                "two",
-                "--concurrency",
-                "1",
-            ],
-            cwd=REPO,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
+        proc = start(
+            f"measure --data {synthetic} --base-url {keyed['url']} --base-url {slow.base_url} --api-key {KEY} "
+            f"--runs-dir {tmp_path} --run-id two --concurrency 1"
         )
         _wait_lines(tmp_path / "two" / "predictions.jsonl", 6, proc)
         _kill_tree(keyed["proc"].pid)
@@ -285,12 +257,7 @@ def test_persistent_errors_are_errors_not_wrong_answers(server, synthetic, tmp_p
 
 def test_measure_killed_mid_run_resumes_to_exactly_one_line_each(server, synthetic, tmp_path):
     common = ["--data", synthetic, "--base-url", server.base_url, "--runs-dir", tmp_path, "--concurrency", "1"]
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "measure", *map(str, common), "--run-id", "k"],
-        cwd=REPO,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    proc = start("measure", *common, "--run-id", "k", quiet=True)
     preds = tmp_path / "k" / "predictions.jsonl"
     _wait_lines(preds, 5, proc)
     workers = psutil.Process(proc.pid).children()  # the media process pool (and its resource tracker)
@@ -312,8 +279,8 @@ def test_measure_killed_mid_run_resumes_to_exactly_one_line_each(server, synthet
 
 def test_prepare_killed_mid_render_never_leaves_a_truncated_clip(tmp_path):
     out = tmp_path / "syn"
-    args = [sys.executable, "-m", "prepare", "synthetic", "--out", str(out), "--videos", "80", "--workers", "1"]
-    proc = subprocess.Popen(args, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    command = f"prepare synthetic --out {out} --videos 80 --workers 1"
+    proc = start(command, quiet=True)
     clips = out / "clips" / "plain"
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline and not (clips.is_dir() and len(list(clips.glob("[0-9]*.mp4"))) >= 10):
@@ -324,7 +291,7 @@ def test_prepare_killed_mid_render_never_leaves_a_truncated_clip(tmp_path):
     assert done and not (out / "questions.jsonl").exists()
     for clip in done:
         assert len(decord.VideoReader(str(clip))) == 36, clip  # complete, never truncated
-    subprocess.run(args, cwd=REPO, check=True, capture_output=True)
+    cli(command, check=True)
     assert all(p.stat().st_mtime_ns == t for p, t in done.items())  # finished clips are not re-rendered
     assert not list((out / "clips").glob("*/.*.mp4"))  # no temp file left behind
     qs = read_questions(DataLayout(out).questions)

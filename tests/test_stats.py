@@ -10,7 +10,6 @@ import pytest
 
 from core import runfiles
 from core.layout import RunLayout
-from core.records import Prediction
 from core.runfiles import ReportRecord
 from core.runs import Run
 from measure import report
@@ -31,6 +30,7 @@ from measure.report.stats import (
     sign_flip_p,
 )
 from measure.report.tables import verdict
+from tests.conftest import pred
 
 
 def test_mcnemar_exact_matches_hand_computed_binomial_tails():
@@ -214,18 +214,7 @@ def test_verdict_wording_from_fixed_inputs():
 
 
 def _pred(qid, video, variant, correct, model="m", qtype="object"):
-    return Prediction(
-        question_id=qid,
-        video_id=video,
-        type=qtype,
-        model=model,
-        variant=variant,
-        choices=["a", "b"],
-        answer="a",
-        reply="a" if correct else "b",
-        status="ok",
-        correct=correct,
-    )
+    return pred(qid, video_id=video, variant=variant, correct=correct, model=model, type=qtype)
 
 
 def test_report_clusters_by_video_and_holm_corrects_over_every_test(tmp_path):

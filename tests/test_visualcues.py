@@ -16,11 +16,11 @@ from core import reference
 from core.errors import DataError
 from core.frames import FrameSpec, frame_indices
 from core.layout import DataLayout
-from core.records import Prediction, load_questions
+from core.records import load_questions
 from core.runs import Run
 from measure import report
 from prepare.visualcues import VisualCuesOptions, prepare_visual_cues
-from tests.conftest import REPO, cli
+from tests.conftest import REPO, cli, pred
 
 SHIPPED = reference.SHIPPED / "visual_cues_qwen3_vl_2b.csv"
 
@@ -112,18 +112,7 @@ def test_import_keeps_the_study_rows_and_flags_its_flaws(study, tmp_path):
 
 
 def _pred(qid, video, model, variant, qtype, correct):
-    return Prediction(
-        question_id=qid,
-        video_id=video,
-        type=qtype,
-        model=model,
-        variant=variant,
-        choices=["a", "b"],
-        answer="a",
-        reply="a" if correct else "b",
-        status="ok",
-        correct=correct,
-    )
+    return pred(qid, video_id=video, model=model, variant=variant, type=qtype, correct=correct)
 
 
 def test_published_numbers_sit_beside_ours_with_our_ci():
