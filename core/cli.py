@@ -294,6 +294,11 @@ def comma_list(value: str | typing.Sequence[str]) -> tuple[str, ...]:
     return names
 
 
+def names(help: str, shown: str) -> Any:
+    """An option holding comma-separated names (models, variants), None when not given."""
+    return option(None, help, parser=comma_list, metavar="NAME,...", shown=shown)
+
+
 def positive_ints(value: str | typing.Sequence[int]) -> tuple[int, ...]:
     """`4,8,16` as (4, 8, 16): positive whole numbers, comma-separated."""
     if not isinstance(value, str):

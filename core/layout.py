@@ -5,6 +5,8 @@ data/NAME/                        runs/RUN/
   questions.parquet                 run.json           (RunRecord)
   manifest.json    (Manifest)       report.{md,csv,json}, deltas.csv, templates.csv
   clips/<variant>/<video>.mp4       accuracy.png, deltas.png
+  boxes/<video>.json (each frame's   interpret/  (where the model looked: `interpret`)
+    boxes, as cues were drawn)
   raw/             (prepare synthetic's SSV2-format input)
 
 data/adapters/NAME/  adapter_config.json + weights (PEFT), train_args.json (TrainArgs),
@@ -56,6 +58,10 @@ class DataLayout:
 
     def clip(self, variant: str, video_id: str) -> Path:
         return self.clips_dir(variant) / f"{video_id}{self.clip_suffix}"
+
+    def boxes(self, video_id: str) -> Path:
+        """A clip's boxes per frame, as its cues were drawn from them (datasets with boxes)."""
+        return self.root / "boxes" / f"{video_id}.json"
 
     def variants(self) -> list[str]:
         """Clip variants on disk, in a stable order (plain first)."""
@@ -119,6 +125,26 @@ class RunLayout:
     @property
     def deltas_png(self) -> Path:
         return self.root / "deltas.png"
+
+    @property
+    def attention_png(self) -> Path:
+        return self.root / "attention.png"
+
+    @property
+    def interpret(self) -> Path:
+        """Where `interpret` writes: records.jsonl (the source of truth), regions.csv, heat maps."""
+        return self.root / "interpret"
+
+    @property
+    def attention(self) -> Path:
+        return self.interpret / "records.jsonl"
+
+    @property
+    def regions_csv(self) -> Path:
+        return self.interpret / "regions.csv"
+
+    def heatmap(self, model: str, question_id: str, variant: str, layers: str) -> Path:
+        return self.interpret / "heatmaps" / model / question_id / f"{variant}.{layers}.png"
 
 
 @dataclass(frozen=True)

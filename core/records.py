@@ -273,6 +273,44 @@ def judge_key_of(row: Mapping[str, Any]) -> JudgeKey:
     return (*key_of(row), row["judge"])
 
 
+@dataclass
+class AttentionRecord:
+    """Where one model looked on one question and clip variant (a line of
+    runs/RUN/interpret/records.jsonl, written by `interpret`): the rebuilt input checked against
+    the run (`prompt_tokens` vs `run_prompt_tokens`, the reply it gives vs the run's), and one
+    row per (cue the regions are drawn for, source, layer, region) with the attention mass."""
+
+    question_id: str
+    video_id: str
+    type: str
+    model: str
+    variant: str
+    prompt_tokens: int  # the rebuilt prompt's
+    run_prompt_tokens: int | None  # what the server counted
+    picked: str | None  # the choice the model gives on the rebuilt input (constrained greedy)
+    reply: str | None  # the run's
+    margin: float | None = None  # first reply token: log-prob of the best allowed token minus the runner-up's
+    rows: list[dict[str, Any]] = field(default_factory=list)  # cue_of, source, layer, region, mass, mass_norm, area
+    maps: dict[str, list] = field(default_factory=dict)  # layer group -> (groups, token rows, cols) LLM attention
+    schema_version: int = SCHEMA_VERSION
+
+    @property
+    def key(self) -> Key:
+        return key(self.question_id, self.model, self.variant)
+
+    @property
+    def same_input(self) -> bool:
+        return self.prompt_tokens == self.run_prompt_tokens
+
+    @property
+    def agrees(self) -> bool:
+        return self.picked == self.reply
+
+
+def attention_from_dict(row: dict[str, Any], where: str) -> AttentionRecord:
+    return _from_dict(AttentionRecord, row, where)
+
+
 def prediction_from_dict(row: dict[str, Any], where: str) -> Prediction:
     return _from_dict(Prediction, row, where)
 
@@ -281,5 +319,5 @@ def judgement_from_dict(row: dict[str, Any], where: str) -> Judgement:
     return _from_dict(Judgement, row, where)
 
 
-def to_json_line(record: Question | Prediction | Judgement) -> str:
+def to_json_line(record: Question | Prediction | Judgement | AttentionRecord) -> str:
     return json.dumps(asdict(record), ensure_ascii=False, sort_keys=True) + "\n"

@@ -284,6 +284,8 @@ class ReportRecord:
     judge_agreement: list[dict[str, Any]] = field(default_factory=list)
     probes: list[dict[str, Any]] = field(default_factory=list)  # temporal probes per model x kind
     reference: list[dict[str, Any]] = field(default_factory=list)  # published numbers beside ours
+    interventions: list[dict[str, Any]] = field(default_factory=list)  # plain vs masked / cue-only
+    attention: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # where the model looked (interpret)
     health: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # run health tables (measure.report.health)
     schema_version: int = SCHEMA_VERSION
 

@@ -10,9 +10,9 @@ from core import reference
 from core.defaults import RUNS_ROOT
 from core.errors import UserError
 from core.layout import DataLayout, RunLayout
-from core.records import Judgement, Prediction, Question, load_questions
+from core.records import AttentionRecord, Judgement, Prediction, Question, load_questions
 from core.runfiles import ReferenceRecord, RunRecord
-from core.store import PredictionStore, judgement_store
+from core.store import PredictionStore, attention_store, judgement_store
 
 
 @dataclass
@@ -28,6 +28,7 @@ class Run:
     layout: RunLayout | None = None
     data: Path | None = None  # the dataset folder, when found
     questions: dict[str, Question] = field(default_factory=dict)  # the dataset's valid questions, by id
+    attention: list[AttentionRecord] = field(default_factory=list)  # interpret/records.jsonl: where it looked
 
     @property
     def id(self) -> str:
@@ -69,6 +70,7 @@ def load(run: Path | str | RunLayout, runs_dir: Path = RUNS_ROOT, data: Path | N
     found = dataset(record, data)
     questions = {q.id: q for q in load_questions(DataLayout(found).questions)[0]} if found else {}
     return Run(
+        attention=list(attention_store(layout).load().values()),
         predictions=list(store.load().values()),
         judgements=list(judgement_store(layout).load().values()),
         record=record,

@@ -13,8 +13,10 @@ from core import runfiles
 from core.files import atomic_write
 from core.layout import RunLayout
 from core.records import (
+    AttentionRecord,
     Judgement,
     Prediction,
+    attention_from_dict,
     judge_key_of,
     judgement_from_dict,
     key_of,
@@ -24,7 +26,7 @@ from core.records import (
 )
 from core.runfiles import RunRecord
 
-R = TypeVar("R", Prediction, Judgement)
+R = TypeVar("R", Prediction, Judgement, AttentionRecord)
 
 
 class JsonlStore(Generic[R]):
@@ -99,6 +101,11 @@ class PredictionStore(JsonlStore[Prediction]):
 
     def read_run(self) -> RunRecord | None:
         return runfiles.read(RunRecord, self.layout.run_json) if self.layout.run_json.is_file() else None
+
+
+def attention_store(layout: RunLayout) -> JsonlStore[AttentionRecord]:
+    """interpret/records.jsonl, one line per (question, model, variant)."""
+    return JsonlStore(layout.attention, attention_from_dict, key_of)
 
 
 def judgement_store(layout: RunLayout) -> JsonlStore[Judgement]:

@@ -39,6 +39,21 @@ def _centre(box: Box) -> tuple[float, float]:
     return ((box[0] + box[2]) / 2, (box[1] + box[3]) / 2)
 
 
+def box_mask(shape: tuple[int, int], boxes: FrameBoxes, slots: set[str] | None = None) -> np.ndarray:
+    """(H, W) bool: the pixels the boxes cover (each box from floor(x1), floor(y1) to ceil(x2),
+    ceil(y2)); `slots` limits it to some slots (None: every box)."""
+    mask = np.zeros(shape, bool)
+    for slot, (x1, y1, x2, y2) in boxes.items():
+        if slots is None or slot in slots:
+            mask[int(np.floor(y1)) : int(np.ceil(y2)), int(np.floor(x1)) : int(np.ceil(x2))] = True
+    return mask
+
+
+def objects(boxes: FrameBoxes) -> set[str]:
+    """The object slots of a frame (every annotated box but the hand)."""
+    return {slot for slot in boxes if slot != HAND}
+
+
 def draw_boxes(frame: np.ndarray, boxes: FrameBoxes, thickness: int, cue_hand: bool = False) -> None:
     """Draw each annotated box in place."""
     for slot, (x1, y1, x2, y2) in sorted(boxes.items()):

@@ -25,7 +25,7 @@ from core.errors import DataError
 from core.layout import DataLayout
 from core.records import OPEN, Question
 from core.runfiles import Manifest
-from core.variants import BLIND, CUED, PLAIN, SINGLE_FRAME
+from core.variants import BLIND, FROM_BOXES, PLAIN, SINGLE_FRAME
 from prepare.pipeline import find_video, render_clips, seed_option, variants_option, workers_option, write_dataset
 from prepare.variants import CueOptions, settings
 
@@ -140,7 +140,7 @@ class OpenOptions:
 
 def prepare_open(kind: str, annotations: Path, videos: Path, out: Path, opts: OpenOptions) -> Manifest:
     """Build data/NAME from an open-QA annotation file and its clips; returns the manifest."""
-    cued = sorted(set(opts.variants) & set(CUED))
+    cued = sorted(set(opts.variants) & set(FROM_BOXES))
     if cued:
         raise DataError(
             f"--variants {','.join(cued)}: cues are drawn from boxes, and {kind} has none: use plain and the controls"

@@ -25,6 +25,7 @@ from core.records import Question, safe_id, to_json_line
 from core.runfiles import Manifest
 from core.variants import BLIND, PLAIN, VARIANTS, variant_names
 from prepare import questions as qb
+from prepare.cues import auto_thickness
 from prepare.sources import FrameBoxes, read_boxes, read_labels, read_templates
 from prepare.variants import RENDERERS, CueOptions, Source, aligned, fit_boxes, settings
 from prepare.video import probe_video, read_video, write_mp4
@@ -126,6 +127,9 @@ def render(job: RenderJob) -> dict[str, Any]:
         "padding": [h % 2, w % 2],
         "boxes_clamped": clamped,
         "boxes_dropped": dropped,
+        "size": [w, h],
+        "thickness": job.cues.thickness or auto_thickness(h),
+        "boxes": [None if b is None else {slot: list(box) for slot, box in b.items()} for b in per_frame],
     }
     if todo:
         src = Source(frames, per_frame, job.video_id, job.seed)
@@ -329,7 +333,17 @@ def render_clips(
         clips[info["video_id"]] = info
         if "error" in info:
             drop(info["video_id"], info["error"])
+        elif boxes.get(info["video_id"]):
+            write_clip_boxes(layout, info, cues)
     return clips, rerendered
+
+
+def write_clip_boxes(layout: DataLayout, info: dict[str, Any], cues: CueOptions) -> None:
+    """boxes/<video>.json: each frame's boxes as the clips were drawn from them (aligned to the
+    frames, fitted to the frame), the stroke width and frame size: what `interpret` maps
+    attention onto."""
+    keep = ("frames", "fps", "size", "thickness", "boxes")
+    write_json(layout.boxes(info["video_id"]), {k: info[k] for k in keep} | {"cue_hand": cues.cue_hand})
 
 
 def write_dataset(layout: DataLayout, questions: list[Question], manifest: Manifest) -> Manifest:

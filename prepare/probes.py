@@ -40,7 +40,7 @@ from core.frames import frames_option, size_option
 from core.layout import DataLayout
 from core.records import PROBE, Question
 from core.runfiles import Manifest
-from core.variants import BLIND, CUED, PLAIN, REVERSED, SHUFFLED, SINGLE_FRAME
+from core.variants import BLIND, FROM_BOXES, PLAIN, REVERSED, SHUFFLED, SINGLE_FRAME
 from prepare.pipeline import render_clips, seed_option, variants_option, workers_option, write_dataset
 from prepare.synthetic import COLOURS, SHAPES, _draw
 from prepare.variants import CueOptions, settings
@@ -264,7 +264,7 @@ def prepare_probes(out: Path, opts: ProbeOptions) -> Manifest:
     returns the manifest. DataError if a construction would let one frame give the answer."""
     if opts.per_kind < 1:
         raise DataError(f"--per-kind {opts.per_kind}: at least 1")
-    cued = sorted(set(opts.variants) & set(CUED))
+    cued = sorted(set(opts.variants) & set(FROM_BOXES))
     if cued:
         raise DataError(
             f"--variants {','.join(cued)}: cues are drawn from boxes, and probes have none: use plain and the controls"

@@ -11,7 +11,7 @@ import numpy as np
 
 from core.cli import option
 from core.variants import BLIND, CUED, PLAIN, SINGLE_FRAME, VARIANTS
-from prepare.cues import auto_thickness, draw_boxes, draw_trajectory
+from prepare.cues import auto_thickness, box_mask, draw_boxes, draw_trajectory, objects
 from prepare.sources import FrameBoxes
 
 ANNOTATION_FPS = 12.0  # Something-Else annotation i belongs to frame i of a 12 fps clip
@@ -114,6 +114,30 @@ def _cued(draw_box: bool, draw_path: bool) -> Renderer:
 
 
 _both = _cued(draw_box=True, draw_path=True)
+GREY = 128  # the flat background of `cue-only`
+
+
+def _object_masked(src: Source, opts: CueOptions) -> np.ndarray:
+    """Every object's box filled with its frame's mean colour (the hand left as it is)."""
+    out = src.frames.copy()
+    for t, boxes in enumerate(src.per_frame):
+        if boxes:
+            out[t][box_mask(out.shape[1:3], boxes, objects(boxes))] = src.frames[t].mean(axis=(0, 1)).round()
+    return out
+
+
+def _context_masked(src: Source, opts: CueOptions) -> np.ndarray:
+    """Everything outside the boxes (objects and hand) filled with its frame's mean colour; a
+    frame without boxes is filled whole."""
+    out = src.frames.copy()
+    for t, boxes in enumerate(src.per_frame):
+        out[t][~box_mask(out.shape[1:3], boxes or {})] = src.frames[t].mean(axis=(0, 1)).round()
+    return out
+
+
+def _cue_only(src: Source, opts: CueOptions) -> np.ndarray:
+    """The `both` cue's strokes (boxes and trajectories) on a flat grey background."""
+    return _both(Source(np.full_like(src.frames, GREY), src.per_frame, src.video_id, src.seed), opts)
 
 
 def _side_by_side(src: Source, opts: CueOptions) -> np.ndarray:
@@ -135,6 +159,9 @@ RENDERERS: dict[str, Renderer] = {
     SINGLE_FRAME: lambda src, opts: src.frames[[len(src.frames) // 2]],
     "shuffled": lambda src, opts: src.frames[shuffle_order(len(src.frames), src.video_id, src.seed)],
     "reversed": lambda src, opts: src.frames[::-1],
+    "object-masked": _object_masked,
+    "context-masked": _context_masked,
+    "cue-only": _cue_only,
 }
 assert set(RENDERERS) == set(VARIANTS) - {BLIND}, "every variant but blind has a renderer"
 RENDER_VERSION = 1  # bump when a renderer's output changes: clips made before are re-rendered
@@ -143,7 +170,7 @@ RENDER_VERSION = 1  # bump when a renderer's output changes: clips made before a
 def settings(variant: str, opts: CueOptions, seed: int) -> dict:
     """Everything that decides a variant's pixels; clips are reused only under equal settings."""
     out = {"variant": variant, "render_version": RENDER_VERSION, "codec": "libx264 yuv420p crf=18 preset=veryfast"}
-    if variant in CUED:
+    if variant in CUED or variant == "cue-only":
         out |= {"thickness": opts.thickness or "auto", "cue_hand": opts.cue_hand}
     if variant == "shuffled":
         out["seed"] = seed

@@ -15,8 +15,10 @@ fi
 URL="http://127.0.0.1:$PORT/v1"
 [ -f data/models/tiny-vlm/config.json ] && [ -f data/adapters/tiny-cued/adapter_config.json ] \
     || $PY -m serve build-tiny
-# plain and trajectory clips, plus the blind and single-frame controls of the shortcut audit.
-$PY -m prepare synthetic --out data/synthetic --videos 200 --variants plain,trajectory,blind,single-frame
+# plain and trajectory clips, the blind and single-frame controls of the shortcut audit, and
+# the interventions (objects masked, context masked, the cue alone): where the evidence is.
+$PY -m prepare synthetic --out data/synthetic --videos 200 \
+    --variants plain,trajectory,blind,single-frame,object-masked,context-masked,cue-only
 # A LoRA trained on the synthetic train split (~1.5 min on 2 cores; kept once trained): the
 # adapter comparison is then base vs a real adapter, not the random one.
 [ -f data/adapters/tiny-trained/train_args.json ] || $PY -m train --model data/models/tiny-vlm \
@@ -46,5 +48,8 @@ if ! $PY -m serve wait --base-url "$URL" --pid "$SERVER" --timeout 600; then
 fi
 RUN=synthetic-$(date +%Y%m%d-%H%M%S)
 $PY -m measure --data data/synthetic --base-url "$URL" --run-id "$RUN"
+# Where the model looked, on the exact input the server saw: attention by region, plain vs
+# cued, paired; heat maps for the viewer (~1.5 min on 2 cores).
+$PY -m interpret "runs/$RUN" --limit 24
 # The run as one static page: overview, every sample, the frames each variant sent.
 echo "viewer: $($PY -m measure view "runs/$RUN")"

@@ -10,6 +10,8 @@ import shlex
 import subprocess
 import sys
 
+import pytest
+
 from core.ask import AskConfig
 from tests.conftest import REPO, needs_sample
 
@@ -80,3 +82,13 @@ def test_bench_scale_runs_small(server):
     )
     assert _ratio(lines[2], "two servers / one:") > 0
     assert _ratio(lines[-1], "round robin / least-in-flight time:") > 1
+
+
+def test_bench_interpret_runs_small(tiny):
+    """What the capture keeps grows with the prompt, what eager attention keeps with its square."""
+    lines = _bench(f"scripts/bench_interpret.py --model {tiny.model} --sizes 64,128 --samples 1")
+    assert len(lines) == 3 and all("samples/s" in x for x in lines[:2])
+    m = re.fullmatch(r"prompt x(\d+\.\d+) .*capture x(\d+\.\d+), eager x(\d+\.\d+); peak RSS: .*", lines[-1])
+    assert m, lines[-1]
+    prompt, ours, eager = map(float, m.groups())
+    assert prompt > 1 and ours == pytest.approx(prompt, rel=0.02) and eager == pytest.approx(prompt**2, rel=0.05)

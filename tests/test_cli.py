@@ -19,7 +19,7 @@ from core import cli as cli_module
 from core.cli import parsed_options
 from tests.conftest import REPO, cli
 
-APPS = ("measure", "prepare", "serve", "train")
+APPS = ("measure", "prepare", "serve", "train", "interpret")
 
 
 def _parsed(r: subprocess.CompletedProcess) -> bool:
@@ -52,6 +52,9 @@ TABLE = {
     ("serve wait", "--base-url"): ("http://127.0.0.1:9/v1", "127.0.0.1:9"),
     ("train", "--variants"): ("plain,trajectory", "nope"),
     ("train", "--frame-size"): ("64x64", "64 64"),
+    ("interpret", "--models"): ("tiny-vlm,tiny-cued", ""),
+    ("interpret", "--variants"): ("plain,trajectory", ""),
+    ("interpret", "--layers"): ("0,1", "first"),
 }
 TAIL = {
     "measure": ["--data", NOWHERE],
@@ -66,6 +69,7 @@ TAIL = {
     "serve run": ["--model", NOWHERE],
     "serve wait": ["--timeout", "0.1"],
     "train": ["--data", NOWHERE],
+    "interpret": [NOWHERE],
 }
 
 

@@ -156,6 +156,17 @@ TABLE = {
         "train --model data/models/tiny-vlm --data data/synthetic --out data/adapters/tiny-trained",
     ),
     "python -m train --help": ("train", "--help"),
+    "python -m interpret RUN [--limit N] [--models a,b] [--variants plain,trajectory] [--layers 0,1] "
+    "[--device cpu|cuda] [--pictures 8] [--data DIR]": (
+        "interpret",
+        "{runs}/b --limit 1 --models {base},{adapter} --variants plain,trajectory --layers 0,1 --device cpu "
+        "--pictures 8 --data {data}",
+    ),
+    "python -m prepare synthetic --out data/synthetic "
+    "--variants plain,trajectory,object-masked,context-masked,cue-only": (
+        "prepare",
+        "synthetic --out {tmp}/masked --videos 4 --variants plain,trajectory,object-masked,context-masked,cue-only",
+    ),
 }
 
 

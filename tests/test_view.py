@@ -12,7 +12,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from core.layout import RunLayout
 from core.records import Prediction, to_json_line
+from core.runs import load
 from tests.conftest import cli
 
 CHROMIUM = os.environ.get("CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
@@ -234,3 +236,28 @@ def test_view_refuses_a_folder_without_predictions(tmp_path):
     r = cli(f"measure view {tmp_path}")
     assert r.returncode == 2
     assert r.stderr.strip().splitlines()[-1] == f"error: {tmp_path}: no predictions.jsonl (is this a run folder?)"
+
+
+def test_the_viewer_shows_interprets_heat_maps_of_every_variant(runs, browser, tmp_path):
+    root, _, _ = runs
+    shutil.copytree(root / "a", tmp_path / "a")
+    measured = RunLayout(tmp_path / "a")
+    r = cli("interpret", measured.root, "--limit", 1, "--pictures", 1)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert cli("measure", "view", measured.root).returncode == 0
+    run = load(measured)
+    rec = next(r for r in run.attention if r.maps)
+    drawn = sorted(r.variant for r in run.attention if (r.model, r.question_id) == (rec.model, rec.question_id))
+    index = next(i for i, p in enumerate(run.predictions) if p.key == rec.key)
+    errors: list[str] = []
+    page, _ = _open(browser, measured.root / "index.html", errors)
+    _go(page, measured.root / "index.html", f"#sample/{index}")
+    images = page.locator("#heatmaps img")
+    assert sorted(images.evaluate_all("els => els.map(e => e.dataset.variant)")) == drawn
+    loaded = "[...document.querySelectorAll('#heatmaps img')].every(i => i.complete && i.naturalWidth > 0)"
+    page.wait_for_function(loaded)
+    assert all(src.endswith(".mean.png") for src in images.evaluate_all("els => els.map(e => e.src)"))
+    page.select_option("#heatmaps select", "L0")
+    page.wait_for_function(loaded)
+    assert all(src.endswith(".L0.png") for src in images.evaluate_all("els => els.map(e => e.src)"))
+    assert errors == []

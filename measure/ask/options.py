@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from core.ask import AskConfig
-from core.cli import comma_list, group, option
+from core.cli import group, names, option
 from core.defaults import DATASET
 from core.groups import RunsDir, Servers
 from core.reference import ReferenceOptions
@@ -21,16 +21,8 @@ class RunOptions:
 
     data: Path = option(DATASET, "Prepared dataset directory.")
     servers: Servers = group(Servers)
-    models: Sequence[str] | None = option(
-        None,
-        "Comma-separated served models.",
-        parser=comma_list,
-        metavar="NAME,...",
-        shown="every model the first server lists",
-    )
-    variants: Sequence[str] | None = option(
-        None, "Comma-separated clip variants.", parser=comma_list, metavar="NAME,...", shown="every variant on disk"
-    )
+    models: Sequence[str] | None = names("Comma-separated served models.", "every model the first server lists")
+    variants: Sequence[str] | None = names("Comma-separated clip variants.", "every variant on disk")
     split: str = option("test", "Question split to score.")
     limit: int | None = option(None, "Only the first N questions.", shown="all")
     concurrency: int = option(32, "Requests in flight.")

@@ -9,7 +9,7 @@ import pandas as pd
 
 from core.records import OPEN
 from core.runs import Run
-from measure.report import health, opentables, reference
+from measure.report import attention, health, opentables, reference
 from measure.report.tables import (
     accuracy_table,
     arrow_of_time,
@@ -17,7 +17,9 @@ from measure.report.tables import (
     cell_ci,
     comparisons,
     cued_where_blind_fails,
+    family_sizes,
     holm_adjust,
+    interventions,
     per_template,
     positions,
     template_moves,
@@ -31,7 +33,8 @@ from measure.score.open import verdicts as open_verdicts
 @dataclass(kw_only=True)
 class Report:
     verdicts: list[str]
-    tests: int  # the family Holm corrects over: every paired test of the report
+    tests: int  # every paired test of the report
+    families: dict[str, int]  # the tests of each Holm family (p_holm corrects within one)
     table: pd.DataFrame
     cued_vs_plain: pd.DataFrame
     adapter_vs_base: pd.DataFrame
@@ -51,29 +54,40 @@ class Report:
     reference: pd.DataFrame = field(default_factory=pd.DataFrame)  # published numbers beside ours
     frames: str = ""  # how the clips were sent (from run.json): what a published number is compared under
     health: dict[str, pd.DataFrame] = field(default_factory=dict)  # run health, from run.json
+    interventions: pd.DataFrame = field(default_factory=pd.DataFrame)  # plain vs objects/context masked, cue only
+    attention_regions: pd.DataFrame = field(default_factory=pd.DataFrame)  # mean mass per region (interpret)
+    attention_pairs: pd.DataFrame = field(default_factory=pd.DataFrame)  # the study's questions, paired
+    attention_inputs: pd.DataFrame = field(default_factory=pd.DataFrame)  # rebuilt input = the run's? same reply?
+    attention_off: pd.DataFrame = field(default_factory=pd.DataFrame)  # where it was not, listed
 
 
 def build(run: Run) -> Report:
     """Every table of a run: from its scored predictions (and judgements, for open questions;
-    its run.json, for the run health tables and its warnings; the published table it keeps)."""
+    its run.json, for the run health tables and its warnings; the published table it keeps;
+    interpret's records, for where the model looked)."""
     parents = run.parents
     df = to_frame(p for p in run.predictions if p.type != OPEN)
     of = open_verdicts(run.predictions, run.judgements)
     empty = pd.DataFrame()
     open_adapters, open_audit = opentables.deltas(of, parents) if not of.empty else (empty, empty)
-    if df.empty:
-        cued = adapters = audit_table = blind_wrong = empty
-        warnings: list[str] = []
-    else:
+    cued = adapters = audit_table = blind_wrong = masked = empty
+    warnings: list[str] = []
+    if not df.empty:
         cued, adapters = comparisons(df, parents)
         audit_table, warnings = audit(df)
         blind_wrong = cued_where_blind_fails(df)
-    family = holm_adjust([cued, adapters, audit_table, blind_wrong, open_adapters, open_audit])
-    cued, adapters, audit_table, blind_wrong, open_adapters, open_audit = family
+        masked = interventions(df)
+    looked = attention.frame(run.attention)
+    pairs = empty if looked.empty else attention.comparisons(looked, parents)
+    tested = holm_adjust([cued, adapters, audit_table, blind_wrong, open_adapters, open_audit, masked, pairs])
+    cued, adapters, audit_table, blind_wrong, open_adapters, open_audit, masked, pairs = tested
+    sizes = family_sizes(tested)
+    inputs, off = attention.inputs(run.attention)
     record = run.record
     return Report(
-        verdicts=verdicts(cued, adapters, open_adapters),
-        tests=sum(len(t) for t in family if "p_video" in t),
+        verdicts=verdicts(cued, adapters, open_adapters, masked, sizes) + attention.verdicts(pairs, sizes),
+        tests=sum(sizes.values()),
+        families=sizes,
         table=accuracy_table(df),
         cued_vs_plain=cued,
         adapter_vs_base=adapters,
@@ -84,6 +98,7 @@ def build(run: Run) -> Report:
         audit=audit_table,
         warnings=(record.warnings if record else []) + warnings,
         cued_blind_wrong=blind_wrong,
+        interventions=masked,
         arrow=empty if df.empty else arrow_of_time(df),
         open_accuracy=empty if of.empty else opentables.accuracy(of),
         open_adapter_vs_base=open_adapters,
@@ -93,4 +108,8 @@ def build(run: Run) -> Report:
         reference=empty if run.reference is None else reference.table(df, run.reference),
         health=health.tables(run.predictions, record) if record is not None else {},
         frames="" if record is None else record.ask.describe_frames(),
+        attention_regions=empty if looked.empty else attention.regions(looked),
+        attention_pairs=pairs,
+        attention_inputs=inputs,
+        attention_off=off,
     )

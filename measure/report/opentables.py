@@ -106,11 +106,14 @@ def deltas(f: pd.DataFrame, parents: dict[str, str | None]) -> tuple[pd.DataFram
                     g,
                     (base, variant),
                     (model, variant),
-                    {"judge": judge, "adapter": model, "base": base, "variant": variant},
+                    {"judge": judge, "adapter": model, "base": base, "variant": variant, "family": "secondary"},
                 )
             if variant in AUDIT_CONTROLS and (model, PLAIN) in present:
                 audit += _delta(
-                    g, (model, PLAIN), (model, variant), {"judge": judge, "model": model, "control": variant}
+                    g,
+                    (model, PLAIN),
+                    (model, variant),
+                    {"judge": judge, "model": model, "control": variant, "family": "secondary"},
                 )
     return (
         pd.DataFrame(adapters, columns=["judge", "adapter", "base", "variant", "category", *DELTA_COLUMNS]),

@@ -74,3 +74,25 @@ def forest(path: Path, cued: pd.DataFrame, adapters: pd.DataFrame) -> None:
     if not rows:
         ax.text(0.5, 0.5, "no paired comparisons in this run", ha="center", transform=ax.transAxes)
     _save(fig, path)
+
+
+def attention_summary(path: Path, pairs: pd.DataFrame) -> None:
+    """Where the model looked, one line per comparison of the attention family (means over
+    layers): b − a in points of attention mass with its 95 % CI; filled where it survives Holm."""
+    rows = pairs[pairs["family"] == "attention"]
+    fig, ax = plt.subplots(figsize=(7, 0.9 + 0.35 * max(1, len(rows))))
+    for y, r in enumerate(rows.to_dict("records")):
+        ax.errorbar(
+            r["delta"],
+            y,
+            xerr=[[r["delta"] - r["ci_low"]], [r["ci_high"] - r["delta"]]],
+            fmt="o",
+            capsize=3,
+            color="C1",
+            markerfacecolor="C1" if r["survives_holm"] else "white",
+        )
+    labels = [f"{r['measure']} ({r['source']}), {r['model']}: {r['b']} − {r['a']}" for r in rows.to_dict("records")]
+    ax.axvline(0, color="grey", lw=1)
+    ax.set_yticks(range(len(rows)), labels, fontsize=7)
+    ax.set_xlabel("attention mass delta (points), 95 % CI resampling videos; filled: significant after Holm")
+    _save(fig, path)

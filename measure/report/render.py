@@ -11,7 +11,7 @@ from core import runfiles
 from core.files import atomic_write
 from core.layout import RunLayout
 from core.runfiles import ReportRecord
-from measure.report import stats
+from measure.report import attention, stats
 from measure.report.build import Report
 
 
@@ -37,14 +37,53 @@ def methods(r: Report) -> dict[str, str | int | float]:
         "p_mcnemar": "exact McNemar test on questions (ignores that a video's questions share a clip)",
         "p_video": f"paired sign-flip permutation test on per-video summed differences: exact up to "
         f"{stats.EXACT_PERM} videos that differ, else {stats.N_PERM} draws, seed {stats.SEED}",
-        "p_holm": f"p_video Holm-adjusted over all {r.tests} paired tests of this report",
+        "p_holm": "p_video Holm-adjusted within its family (column `family`): "
+        + "; ".join(f"{name} {n} tests ({FAMILY_WORDS[name]})" for name, n in r.families.items()),
         "mde": f"minimum detectable effect (pts) at power {stats.POWER:g}, two-sided alpha {stats.ALPHA:g}: "
         "Connor's paired-binomial formula at the observed discordance, times sqrt(design effect of videos)",
         "tests": r.tests,
+        "families": dict(r.families),
         "alpha": stats.ALPHA,
         "power": stats.POWER,
         "frames": r.frames,
     }
+
+
+FAMILY_WORDS = {
+    "primary": "what a study declares: cued vs plain, adapter vs base on plain clips",
+    "secondary": "the adapter on other clips, controls and their audit, interventions, open questions",
+    "attention": "where the model looked, means over layers",
+    "layers": "where the model looked, per layer",
+    "compare": "one run against another",
+}
+
+
+def attention_markdown(r: Report, pairs: bool = True) -> str:
+    """The section on where the model looked: inputs checked, region masses, the verdicts and
+    (`pairs`) every paired comparison."""
+    if r.attention_pairs.empty and r.attention_regions.empty:
+        return "No attention records: run `python -m interpret RUN`.\n"
+    lines = [v for v in r.verdicts if v.startswith(attention.VERDICT_PREFIXES)]
+    parts = [
+        "## Where the model looked (interpret)\n\nMass: the share of the answer position's attention to the "
+        "video (points) on each region; mass_norm: the same with a generic question's attention divided out; "
+        "area: the region's share of pixels (mass = area: uniform). Attention is not explanation: the "
+        "interventions are the causal check.\n\n",
+        *(["Verdicts (attention family):\n\n", *(f"- {v}\n" for v in lines), "\n"] if lines else []),
+        markdown(r.attention_inputs),
+        "\n\n",
+        markdown(r.attention_regions),
+        "\n",
+    ]
+    if pairs:
+        parts += ["\nPaired (b − a, points), CIs resample videos:\n\n", markdown(r.attention_pairs), "\n"]
+    if not r.attention_off.empty:
+        parts += [
+            "\nRebuilt inputs that were not the run's, or gave another reply:\n\n",
+            markdown(r.attention_off),
+            "\n",
+        ]
+    return "".join(parts)
 
 
 def render_markdown(r: Report) -> str:
@@ -106,6 +145,15 @@ def render_markdown(r: Report) -> str:
             markdown(r.probes),
             "\n",
         ]
+    if not r.interventions.empty:
+        parts += [
+            "\n## Interventions: plain (a) vs objects masked, context masked, the cue alone (b), same questions\n",
+            "A model that answers `cue-only` clips well reads the cue, not the video.\n\n",
+            markdown(r.interventions),
+            "\n",
+        ]
+    if not r.attention_pairs.empty or not r.attention_regions.empty:
+        parts += ["\n", attention_markdown(r)]
     if r.health:
         parts += [
             "\n## Run health\n\nRates are over the sessions' sending time; memory is resident (GiB), peak "
@@ -145,6 +193,13 @@ def record(r: Report) -> ReportRecord:
         probes=_records(r.probes),
         reference=_records(r.reference),
         health={name: _records(t) for name, t in r.health.items()},
+        interventions=_records(r.interventions),
+        attention={
+            "inputs": _records(r.attention_inputs),
+            "regions": _records(r.attention_regions),
+            "pairs": _records(r.attention_pairs),
+            "off": _records(r.attention_off),
+        },
     )
 
 
@@ -164,3 +219,7 @@ def write(layout: RunLayout, r: Report) -> None:
 
         plots.accuracy_bars(layout.accuracy_png, r.table, r.cis)
         plots.forest(layout.deltas_png, r.cued_vs_plain, r.adapter_vs_base)
+    if not r.attention_pairs.empty:
+        from measure.report import plots
+
+        plots.attention_summary(layout.attention_png, r.attention_pairs)

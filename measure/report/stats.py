@@ -228,6 +228,44 @@ def paired(
     )
 
 
+@dataclass(frozen=True)
+class PairedMean:
+    """B − A of a measured quantity (not a proportion) on the same items: mean difference, its
+    CI resampling videos, the sign-flip test on per-video summed differences."""
+
+    n: int
+    videos: int
+    mean_a: float
+    mean_b: float
+    delta: float
+    ci_low: float
+    ci_high: float
+    p_video: float
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def paired_mean(a: Sequence[float], b: Sequence[float], groups: Sequence, seed: int = SEED) -> PairedMean:
+    """Paired comparison of two measurements of the same items, clustered by `groups`."""
+    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    codes = cluster_codes(groups)
+    diff = b - a
+    low, high = bootstrap_ci(diff, codes, seed=seed)
+    nan = float("nan")
+    n = len(diff)
+    return PairedMean(
+        n,
+        int(codes.max()) + 1 if n else 0,
+        float(a.mean()) if n else nan,
+        float(b.mean()) if n else nan,
+        float(diff.mean()) if n else nan,
+        low,
+        high,
+        sign_flip_p(diff, codes, seed=seed),
+    )
+
+
 def f1(truth: list[str], predicted: list[str | None], positive: str) -> float:
     """F1 of one class: 2PR / (P + R); 0 when the class is never predicted correctly."""
     tp = sum(t == positive and p == positive for t, p in zip(truth, predicted))

@@ -10,14 +10,14 @@ Errors are left out of every denominator and counted apart.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from math import isfinite
 
 import numpy as np
 import pandas as pd
 
 from core.records import PROBE, Prediction
-from core.variants import AUDIT_CONTROLS, BLIND, CUED, PLAIN, REVERSED, SHUFFLED
+from core.variants import AUDIT_CONTROLS, BLIND, CUED, INTERVENTIONS, PLAIN, REVERSED, SHUFFLED
 from measure.ask.prompt import LETTERS
 from measure.report import stats
 
@@ -25,8 +25,15 @@ TABLE_COLUMNS = ["object_acc", "verb_acc", "overall_acc", "n", "invalid", "error
 TYPES = ("object", "verb", PROBE, "all")
 AUDIT_MARGIN = 5.0  # points: blind this close to plain means the type does not measure vision
 PAIR_COLUMNS = (
-    "n videos acc_a acc_b delta ci_low ci_high only_a only_b p_mcnemar p_video p_holm survives_holm mde deff".split()
+    "n videos acc_a acc_b delta ci_low ci_high only_a only_b p_mcnemar p_video p_holm survives_holm mde deff "
+    "family".split()
 )
+# Holm corrects within a family, each row says which: `primary` is what a study declares
+# (cued vs plain, adapter vs base on plain clips); `secondary` the rest of the accuracy tests
+# (the adapter on other clips, the controls and their audit, interventions, open questions);
+# `attention` where the model looked (means over layers); `layers` the same per layer.
+PRIMARY, SECONDARY, ATTENTION, LAYERS = "primary", "secondary", "attention", "layers"
+FAMILIES = (PRIMARY, SECONDARY, ATTENTION, LAYERS)
 
 
 def to_frame(predictions: Iterable[Prediction]) -> pd.DataFrame:
@@ -88,12 +95,7 @@ def _compare(df: pd.DataFrame, a: tuple[str, str], b: tuple[str, str], labels: d
 def comparisons(df: pd.DataFrame, parents: dict[str, str | None]) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(cued − plain per model, variant, type), (adapter − base per variant, type)."""
     present = set(zip(df["model"], df["variant"]))
-    cued = [
-        row
-        for model, variant in sorted(present)
-        if variant in CUED and (model, PLAIN) in present
-        for row in _compare(df, (model, PLAIN), (model, variant), {"model": model, "variant": variant})
-    ]
+    cued = _against_plain(df, CUED, PRIMARY)
     adapters = [
         row
         for model, variant in sorted(present)
@@ -102,7 +104,12 @@ def comparisons(df: pd.DataFrame, parents: dict[str, str | None]) -> tuple[pd.Da
             df,
             (parents[model], variant),
             (model, variant),
-            {"adapter": model, "base": parents[model], "variant": variant},
+            {
+                "adapter": model,
+                "base": parents[model],
+                "variant": variant,
+                "family": PRIMARY if variant == PLAIN else SECONDARY,
+            },
         )
     ]
     return (
@@ -120,7 +127,8 @@ def audit(df: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
         for control in AUDIT_CONTROLS:
             if not {(model, PLAIN), (model, control)} <= present:
                 continue
-            for r in _compare(df, (model, PLAIN), (model, control), {"model": model, "control": control}):
+            labels = {"model": model, "control": control, "family": SECONDARY}
+            for r in _compare(df, (model, PLAIN), (model, control), labels):
                 r["text_solvable"] = control == BLIND and r["acc_b"] >= r["acc_a"] - AUDIT_MARGIN
                 rows.append(r)
                 if r["text_solvable"] and r["type"] != "all":
@@ -143,8 +151,30 @@ def cued_where_blind_fails(df: pd.DataFrame) -> pd.DataFrame:
         blind = _scored(df, model, BLIND)
         wrong = set(blind.index[~blind["correct"]])
         sub = df[df["question_id"].isin(wrong)]
-        rows += _compare(sub, (model, PLAIN), (model, variant), {"model": model, "variant": variant})
+        rows += _compare(
+            sub, (model, PLAIN), (model, variant), {"model": model, "variant": variant, "family": SECONDARY}
+        )
     return pd.DataFrame(rows, columns=["model", "variant", "type", *PAIR_COLUMNS])
+
+
+def interventions(df: pd.DataFrame) -> pd.DataFrame:
+    """Plain (a) vs each intervention (b: objects masked, context masked, the cue alone) per
+    model and type, on the same questions: where the evidence for the answer is."""
+    rows = _against_plain(df, INTERVENTIONS, SECONDARY)
+    return pd.DataFrame(rows, columns=["model", "variant", "type", *PAIR_COLUMNS])
+
+
+def _against_plain(df: pd.DataFrame, variants: Sequence[str], family: str) -> list[dict]:
+    """Plain (a) vs each of `variants` (b), per model and type, where both were asked."""
+    present = set(zip(df["model"], df["variant"]))
+    return [
+        row
+        for model, variant in sorted(present)
+        if variant in variants and (model, PLAIN) in present
+        for row in _compare(
+            df, (model, PLAIN), (model, variant), {"model": model, "variant": variant, "family": family}
+        )
+    ]
 
 
 def arrow_of_time(df: pd.DataFrame) -> pd.DataFrame:
@@ -292,60 +322,93 @@ def positions(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def holm_adjust(tables: list[pd.DataFrame]) -> list[pd.DataFrame]:
-    """The tables with p_holm (p_video Holm-adjusted over every test in all of them: one
-    family) and survives_holm (p_holm < ALPHA); a table without tests stays as it is."""
-    p = [t["p_video"].to_numpy(dtype=float) if "p_video" in t else np.array([]) for t in tables]
-    adjusted = stats.holm(np.concatenate(p)) if p else np.array([])
+    """The tables with p_holm (p_video Holm-adjusted over every test of its `family`, across
+    all the tables) and survives_holm (p_holm < ALPHA); a table without tests stays as it is."""
+    tested = [t for t in tables if "p_video" in t and len(t)]
+    p = np.concatenate([t["p_video"].to_numpy(dtype=float) for t in tested]) if tested else np.array([])
+    family = np.concatenate([t["family"].to_numpy(dtype=object) for t in tested]) if tested else np.array([])
+    adjusted = np.empty(len(p))
+    for name in set(family):
+        adjusted[family == name] = stats.holm(p[family == name])
     out, start = [], 0
-    for t, part in zip(tables, p):
-        p_holm = adjusted[start : start + len(part)]
-        out.append(t.assign(p_holm=p_holm, survives_holm=p_holm < stats.ALPHA) if "p_video" in t else t)
-        start += len(part)
+    for t in tables:
+        if t is not None and "p_video" in t and len(t):
+            part = adjusted[start : start + len(t)]
+            t = t.assign(p_holm=part, survives_holm=part < stats.ALPHA)
+            start += len(t)
+        out.append(t)
     return out
+
+
+def family_sizes(tables: list[pd.DataFrame]) -> dict[str, int]:
+    """How many tests each Holm family holds."""
+    counts = {name: 0 for name in FAMILIES}
+    for t in tables:
+        if "family" in t and len(t):
+            for name, n in t["family"].value_counts().items():
+                counts[name] = counts.get(name, 0) + int(n)
+    return {k: v for k, v in counts.items() if v}
 
 
 def _p(p: float) -> str:
     return "< 0.001" if p < 0.001 else f"= {p:.2g}" if p < 0.1 else f"= {p:.2f}"
 
 
-def _pts(x: float, sign: bool = False) -> str:
-    return (f"{x:+.1f}" if sign else f"{x:.1f}").replace("-", "−")
+def points(x: float, sign: bool = False, digits: int = 1) -> str:
+    return (f"{x:+.{digits}f}" if sign else f"{x:.{digits}f}").replace("-", "−")
 
 
-def verdict(label: str, row: Mapping, alpha: float = stats.ALPHA) -> str:
-    """One comparison in words, every word backed by a number of the row: the delta and
-    its cluster CI, whether it survives Holm at `alpha`, and the effect it could have found."""
+def holm_words(row: Mapping, sizes: Mapping[str, int], alpha: float) -> str:
+    """Whether a comparison survives Holm, and in which family of how many tests."""
+    family = row.get("family")
+    within = f" in the {family} family of {sizes[family]}" if family in sizes else ""
     if row["p_holm"] < alpha:
-        test = f"significant after Holm (p {_p(row['p_holm'])})"
-    elif row["p_video"] < alpha:
-        test = f"significant before correction (p {_p(row['p_video'])}) but not after Holm (p {_p(row['p_holm'])})"
-    else:
-        test = f"not significant after Holm (p {_p(row['p_holm'])})"
+        return f"significant after Holm{within} (p {_p(row['p_holm'])})"
+    if row["p_video"] < alpha:
+        return (
+            f"significant before correction (p {_p(row['p_video'])}) but not after Holm{within} (p {_p(row['p_holm'])})"
+        )
+    return f"not significant after Holm{within} (p {_p(row['p_holm'])})"
+
+
+def verdict(label: str, row: Mapping, sizes: Mapping[str, int] = {}, alpha: float = stats.ALPHA) -> str:
+    """One comparison in words, every word backed by a number of the row: the delta and
+    its cluster CI, whether it survives Holm at `alpha` (in its family), and the effect it
+    could have found."""
+    test = holm_words(row, sizes, alpha)
     changed = row["only_a"] + row["only_b"]
     mde = (
-        f"MDE {_pts(row['mde'])} pts"
+        f"MDE {points(row['mde'])} pts"
         if isfinite(row["mde"])
         else f"MDE n/a: {f'only {changed} of' if changed else 'none of the'} {row['n']} answers changed"
     )
     return (
-        f"{label}: {_pts(row['delta'], sign=True)} pts [{_pts(row['ci_low'])}, {_pts(row['ci_high'])}], "
+        f"{label}: {points(row['delta'], sign=True)} pts [{points(row['ci_low'])}, {points(row['ci_high'])}], "
         f"{test}, {mde}; {row['n']} questions, {row['videos']} videos"
     )
 
 
-def verdicts(cued: pd.DataFrame, adapters: pd.DataFrame, open_adapters: pd.DataFrame) -> list[str]:
-    """One line per cued − plain and adapter − base comparison (open questions: per judge)."""
-    return (
-        [verdict(f"{r['variant']} vs plain, {r['type']}, {r['model']}", r) for r in cued.to_dict("records")]
+def verdicts(
+    cued: pd.DataFrame,
+    adapters: pd.DataFrame,
+    open_adapters: pd.DataFrame,
+    masked: pd.DataFrame,
+    sizes: Mapping[str, int],
+) -> list[str]:
+    """One line per cued − plain, adapter − base and intervention − plain comparison (open
+    questions: per judge), the primary family's first."""
+    lines = (
+        [(r, f"{r['variant']} vs plain, {r['type']}, {r['model']}") for r in cued.to_dict("records")]
+        + [(r, f"{r['adapter']} vs {r['base']}, {r['variant']}, {r['type']}") for r in adapters.to_dict("records")]
         + [
-            verdict(f"{r['adapter']} vs {r['base']}, {r['variant']}, {r['type']}", r)
-            for r in adapters.to_dict("records")
-        ]
-        + [
-            verdict(f"{r['adapter']} vs {r['base']}, {r['variant']}, open {r['category']}, judge {r['judge']}", r)
+            (r, f"{r['adapter']} vs {r['base']}, {r['variant']}, open {r['category']}, judge {r['judge']}")
             for r in open_adapters.to_dict("records")
         ]
+        + [(r, f"{r['variant']} vs plain, {r['type']}, {r['model']}") for r in masked.to_dict("records")]
     )
+    order = {name: i for i, name in enumerate(FAMILIES)}
+    lines.sort(key=lambda pair: order.get(pair[0].get("family"), len(order)))
+    return [verdict(label, row, sizes) for row, label in lines]
 
 
 def cell_ci(df: pd.DataFrame) -> dict[tuple[str, str], tuple[float, float]]:
@@ -375,4 +438,5 @@ def compare_runs(a: Iterable[Prediction], b: Iterable[Prediction]) -> pd.DataFra
                     {"model": model, "variant": variant, "type": qtype}
                     | stats.paired(j["correct_a"], j["correct_b"], j["video_id"]).as_dict()
                 )
-    return holm_adjust([pd.DataFrame(rows, columns=["model", "variant", "type", *PAIR_COLUMNS])])[0]
+    table = pd.DataFrame(rows, columns=["model", "variant", "type", *PAIR_COLUMNS]).assign(family="compare")
+    return holm_adjust([table])[0]

@@ -22,7 +22,7 @@ from core.files import atomic_path, atomic_write
 from core.layout import DataLayout
 from core.records import Prediction
 from core.runs import Run
-from core.variants import BLIND, CONTROLS, CUED, PLAIN
+from core.variants import BLIND, CONTROLS, CUED, INTERVENTIONS, PLAIN
 from measure import report
 from measure.report import render
 from measure.report.build import Report
@@ -31,6 +31,7 @@ ASSETS = Path(__file__).with_name("view_assets")
 THUMB_HEIGHT = 72
 THUMB_QUALITY = 80
 FIELDS = ("model", "variant", "type", "template", "verb", "status")
+GROUP_ORDER = ("mean", "early", "middle", "late")  # layer groups of the heat maps, as the page lists them
 BUCKETS = ("fixed", "regressed", "still failing", "still right")
 
 
@@ -43,7 +44,8 @@ def load(run: Path | str, runs_dir: Path, data: Path | None = None) -> Run:
 
 
 def _order(variant: str) -> tuple[int, str]:
-    group = 0 if variant == PLAIN else 1 if variant in CUED else 2 if variant in CONTROLS else 3
+    group = 0 if variant == PLAIN else 1 if variant in CUED else 2 if variant in INTERVENTIONS else 3
+    group += variant in CONTROLS
     return (group, variant)
 
 
@@ -166,11 +168,25 @@ def compact(run: Run, r: Report, thumbs: dict[str, object], other: Run | None) -
         "questions": q_rows,
         "predictions": p_rows,
         "thumbs": thumbs,
+        "heatmaps": heatmaps(run),
         "verdicts": verdicts,
         "report": asdict(render.record(r)),
         "parents": run.parents,
         "compare": {"run": other.id, "buckets": buckets(run.predictions, other.predictions)} if other else None,
     }
+
+
+def heatmaps(run: Run) -> dict[str, list[str]]:
+    """ "model/question/variant" -> the layer groups whose heat map `interpret` drew (paths from
+    the run folder: interpret/heatmaps/<model>/<question>/<variant>.<group>.png)."""
+    assert run.layout is not None
+    out = {}
+    for rec in run.attention:
+        drawn = [g for g in rec.maps if run.layout.heatmap(rec.model, rec.question_id, rec.variant, g).is_file()]
+        drawn.sort(key=lambda g: (GROUP_ORDER.index(g) if g in GROUP_ORDER else len(GROUP_ORDER), g))
+        if drawn:
+            out[f"{rec.model}/{rec.question_id}/{rec.variant}"] = drawn
+    return dict(sorted(out.items()))
 
 
 def write(run: Run, other: Run | None = None, progress: Callable[[int, int], None] | None = None) -> Path:

@@ -183,6 +183,22 @@
                                                            alt: `${variant} frame ${idx}`, title: `frame ${idx}`})));
     return box;
   }
+  // where the model looked: interpret's heat maps of this question, every variant, one layer group
+  function looked(p) {
+    const drawn = D.variants.filter(v => (D.heatmaps || {})[`${p.model}/${p.qid}/${v}`]);
+    if (!drawn.length) return el("p", {class: "note", id: "heatmaps",
+      text: "no heat maps for this sample (python -m interpret RUN draws them for the first questions)"});
+    const groups = D.heatmaps[`${p.model}/${p.qid}/${drawn[0]}`];
+    const src = (v, g) => ["interpret", "heatmaps", p.model, p.qid, `${v}.${g}.png`].map(encodeURIComponent).join("/");
+    const imgs = drawn.map(v => el("img", {src: src(v, groups[0]), alt: `${v} attention`, "data-variant": v}));
+    const pick = el("select", {name: "layers", onchange: e => imgs.forEach(img =>
+      img.src = src(img.dataset.variant, e.target.value))}, groups.map(g => el("option", {value: g, text: g})));
+    return el("div", {id: "heatmaps"},
+      el("h3", {text: "Where the model looked: attention from the answer position to each frame block"}),
+      el("label", {}, "language layers ", pick),
+      drawn.map((v, k) => el("div", {class: "strip"}, el("h4", {text: v}), imgs[k])),
+      el("p", {class: "note", text: "Attention is not explanation: the masked variants (interventions) are the causal check."}));
+  }
   function sample(i) {
     const p = P[i];
     if (!p) return note(`no sample ${i}`);
@@ -207,6 +223,7 @@
         ["error", p.error ?? ""]].map(([k, v]) => el("tr", {}, el("th", {text: k}), el("td", {class: "text", text: String(v)})))),
       el("h3", {text: "Frames sent, every variant of this clip"}),
       el("div", {class: "strips", id: "strips"}, D.variants.map(v => strip(p, v))),
+      looked(p),
     ];
   }
 

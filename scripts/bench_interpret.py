@@ -1,0 +1,101 @@
+"""Benchmark `interpret`'s forward pass with attention captured, at two frame sizes, printing
+figures measured in this one run (no thresholds asserted):
+
+- samples/s (one forward pass with the capture, on --frames seeded random frames);
+- peak RSS of a fresh process doing only that, and the language model's attention it keeps:
+  one answer-position row per layer (heads x L), against eager attention with
+  `output_attentions=True`, which keeps every layer's full heads x L x L.
+
+The last line: how the attention kept grows from the small size to the large, against how the
+prompt grows (capture: linearly; eager: with the square).
+
+Usage: .venv/bin/python scripts/bench_interpret.py [--model data/models/tiny-vlm] [--sizes 128,512]
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import resource
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from core import cli  # noqa: E402
+from core.cli import command, option, positive_ints  # noqa: E402
+from core.defaults import TINY_MODEL  # noqa: E402
+
+
+@dataclass
+class BenchOptions:
+    model: Path = option(TINY_MODEL, "A local Qwen-VL model dir.")
+    sizes: tuple[int, ...] = option((128, 512), "Two square frame sizes (pixels).", parser=positive_ints, metavar="N,N")
+    frames: int = option(8, "Frames per clip.")
+    samples: int = option(4, "Forward passes timed per size.")
+
+
+def measure(model_dir: str, size: int, frames: int, samples: int, eager: bool) -> dict:
+    """In a fresh process: (prompt length, samples/s, peak RSS MiB, attention bytes kept)."""
+    import numpy as np
+    import torch
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+
+    from interpret import capture, inputs
+    from interpret.attention import forward
+
+    torch.set_num_threads(1)
+    impl = "eager" if eager else capture.register()
+    model = AutoModelForImageTextToText.from_pretrained(model_dir, dtype=torch.float32, attn_implementation=impl)
+    capture.label_vision_layers(model)
+    processor = AutoProcessor.from_pretrained(model_dir)
+    pixels = np.random.default_rng(0).integers(0, 256, (frames, size, size, 3), dtype=np.uint8)
+    enc = inputs.encode(processor, None, inputs.Sent(pixels, list(range(frames)), 4.0, frames))
+    start = time.perf_counter()
+    for _ in range(samples):
+        if eager:
+            with torch.no_grad():
+                out = model(**enc, output_attentions=True)
+            kept = sum(a.numel() * 4 for a in out.attentions)
+        else:
+            forward(model.eval(), enc)
+            kept = sum(r.numel() * 4 for r in capture.CAPTURED.llm.values())
+    rate = samples / (time.perf_counter() - start)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return {"tokens": int(enc["input_ids"].shape[1]), "rate": rate, "peak": peak, "kept": kept}
+
+
+def fresh(*args) -> dict:
+    with multiprocessing.get_context("spawn").Pool(1) as pool:
+        return pool.apply(measure, args)
+
+
+app = cli.app(__doc__)
+
+
+@command(app, BenchOptions, callback=True)
+def bench(o: BenchOptions) -> None:
+    """Time the capturing forward pass and weigh what it keeps, at two frame sizes."""
+    if len(o.sizes) != 2:
+        cli.fail(f"--sizes {','.join(map(str, o.sizes))}: give two sizes, e.g. 128,512")
+    got = {}
+    for size in o.sizes:
+        ours = fresh(str(o.model), size, o.frames, o.samples, False)
+        eager = fresh(str(o.model), size, o.frames, 1, True)
+        got[size] = (ours, eager)
+        print(
+            f"frames {size}x{size} ({o.frames}): {ours['tokens']} prompt tokens; {ours['rate']:.2f} samples/s; "
+            f"peak RSS {ours['peak']:.0f} MiB (eager, every L x L kept: {eager['peak']:.0f} MiB); attention kept "
+            f"{ours['kept'] / 1024:.1f} KiB (eager: {eager['kept'] / 1024:.0f} KiB)"
+        )
+    (a, ea), (b, eb) = got[o.sizes[0]], got[o.sizes[1]]
+    print(
+        f"prompt x{b['tokens'] / a['tokens']:.2f} from {o.sizes[0]} to {o.sizes[1]} px; language attention kept: "
+        f"capture x{b['kept'] / a['kept']:.2f}, eager x{eb['kept'] / ea['kept']:.2f}; peak RSS: capture "
+        f"x{b['peak'] / a['peak']:.2f}, eager x{eb['peak'] / ea['peak']:.2f}"
+    )
+
+
+if __name__ == "__main__":
+    cli.main(app)

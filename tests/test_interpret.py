@@ -1,0 +1,302 @@
+"""interpret: the token <-> pixel geometry proven on the model itself, stroke masks against the
+renderer on real SSV2 clips, a planted model's region found, the intervention variants, and
+the stage end to end on a run measured by the session's real vLLM server."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+from dataclasses import replace
+from pathlib import Path
+
+import cv2
+import decord
+import numpy as np
+import pytest
+import torch
+
+from core import runs
+from core.errors import UserError
+from core.layout import DataLayout, RunLayout
+from core.profiles import IDEFICS3
+from core.records import read_questions
+from interpret import capture, inputs, stage
+from interpret.attention import forward, grid_of, region_rows
+from interpret.geometry import video_positions
+from interpret.regions import REGIONS, ClipBoxes, block_shares, clip_shares, strokes
+from prepare.variants import GREY, RENDERERS, CueOptions, Source
+from tests.conftest import SAMPLE, cli, needs_sample
+
+
+def _load(model_dir: Path):
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+
+    model = AutoModelForImageTextToText.from_pretrained(
+        model_dir, dtype=torch.float32, attn_implementation=capture.register()
+    )
+    capture.label_vision_layers(model)
+    return model.eval(), AutoProcessor.from_pretrained(model_dir)
+
+
+def _frames(n: int = 4, h: int = 64, w: int = 96, seed: int = 0) -> inputs.Sent:
+    pixels = np.random.default_rng(seed).integers(0, 256, (n, h, w, 3), dtype=np.uint8)
+    return inputs.Sent(pixels, list(range(n)), 4.0, n)
+
+
+def _embeddings(model, enc) -> torch.Tensor:
+    """The language model's input embeddings at the video tokens."""
+    seen = {}
+
+    def hook(_module, _args, kwargs):
+        seen["e"] = kwargs["inputs_embeds"][0].detach().clone()
+
+    handle = model.model.language_model.register_forward_pre_hook(hook, with_kwargs=True)
+    with torch.no_grad():
+        model(**enc)
+    handle.remove()
+    return seen["e"][video_positions(enc["input_ids"], model.config.video_token_id)]
+
+
+def test_one_pixel_block_changes_exactly_the_token_the_geometry_names(tiny):
+    """With the vision encoder's attention switched off (each patch on its own, as far as the
+    2 x 2 merge), a change to one token's pixel block in one frame of one group changes that
+    token's input embedding and no other; and the patch the encoder order names changes."""
+    model, processor = _load(tiny.model)
+    for block in model.model.visual.blocks:
+        block.attn.proj.weight.data.zero_()
+        block.attn.proj.bias.data.zero_()
+    sent = _frames()
+    enc = inputs.encode(processor, None, sent)
+    grid = grid_of(model, enc)
+    assert (grid.groups, grid.token_rows, grid.token_cols) == (2, 2, 3)
+    patches = {}
+    model.model.visual.patch_embed.register_forward_hook(lambda m, a, out: patches.setdefault(len(patches), out))
+    before = _embeddings(model, enc)
+    for group, row, col in [(0, 0, 0), (1, 1, 2), (1, 0, 1)]:
+        changed = sent.frames.copy()
+        ys, xs = grid.token_pixels(row, col)
+        changed[grid.frames(group).start + 1, ys, xs] = 255 - changed[grid.frames(group).start + 1, ys, xs]
+        after = _embeddings(model, inputs.encode(processor, None, replace(sent, frames=changed)))
+        moved = np.flatnonzero((after - before).abs().amax(dim=1).numpy() > 1e-5)
+        index = group * grid.token_rows * grid.token_cols + row * grid.token_cols + col
+        assert moved.tolist() == [index] and grid.token_block(index) == (group, row, col)
+    per_group = grid.rows * grid.cols
+    diff = (patches[3] - patches[0]).abs().amax(dim=1).numpy()  # the last change vs the first pass
+    changed = np.flatnonzero(diff > 1e-6)
+    assert set(changed // per_group) == {1}  # the third change was in group 1
+    cells = {grid.patch_cell(j % per_group) for j in changed}
+    ys, xs = grid.token_pixels(0, 1)
+    assert cells == {(r, c) for r in range(ys.start // 16, ys.stop // 16) for c in range(xs.start // 16, xs.stop // 16)}
+
+
+def test_a_model_family_it_cannot_map_is_refused_in_one_line(tmp_path):
+    layout = RunLayout(tmp_path / "r")
+    shutil.copytree(Path(__file__).parent / "data" / "v2", layout.root)
+    run = runs.load(layout)
+    run.record.ask = replace(run.record.ask, media="frames", profiles={"tiny-smolvlm": IDEFICS3})
+    with pytest.raises(UserError, match="maps the Qwen-VL family only, not yet idefics3"):
+        stage.check(run)
+
+
+@pytest.fixture(scope="module")
+def box_clip(synthetic):
+    """A synthetic clip with boxes: (its boxes file, a question on it, its plain clip)."""
+    layout = DataLayout(synthetic)
+    q = next(q for q in read_questions(layout.questions) if q.type == "object" and layout.boxes(q.video_id).is_file())
+    return layout.boxes(q.video_id), q, layout.clip("plain", q.video_id)
+
+
+def test_a_planted_model_is_found_where_it_was_planted(tiny, box_clip):
+    """Every language layer's attention pulled (by a bias) to the visual token most inside the
+    asked object: the object region gets that token's object share of the mass, far above its area."""
+    boxes, question, clip = box_clip
+    model, processor = _load(tiny.model)
+    vr = decord.VideoReader(str(clip))
+    idx = [0, 2, 4, 6]
+    frames = vr.get_batch(idx).asnumpy()
+    h, w = (max(32, s - s % 32) for s in frames.shape[1:3])
+    frames = np.stack([cv2.resize(f, (w, h), interpolation=cv2.INTER_AREA) for f in frames])
+    sent = inputs.Sent(frames, idx, float(vr.get_avg_fps()), len(vr))
+    enc = inputs.encode(processor, question, sent)
+    grid = grid_of(model, enc)
+    shares = clip_shares(boxes, "bbox", question, idx, grid.pixels)
+    tokens = block_shares(shares, grid, grid.patch * grid.merge)  # (groups, 4, rows, cols)
+    obj = REGIONS.index("object")
+    g, r, c = np.unravel_index(np.argmax(tokens[:, obj]), tokens[:, obj].shape)
+    target = video_positions(enc["input_ids"], model.config.video_token_id)[
+        g * grid.token_rows * grid.token_cols + r * grid.token_cols + c
+    ]
+    bias = torch.zeros(enc["input_ids"].shape[1])
+    bias[target] = 30.0
+    for layer in model.model.language_model.layers:
+        layer.self_attn.planted_bias = bias
+    att = forward(model, enc)
+    rows = [x for x in region_rows(att, att, shares, grid) if x["source"] == "llm" and x["layer"] == "mean"]
+    mass = {x["region"]: x["mass"] for x in rows}
+    area = {x["region"]: x["area"] for x in rows}
+    assert sum(mass.values()) == pytest.approx(1.0, abs=1e-6)
+    assert mass["object"] == pytest.approx(tokens[g, obj, r, c], abs=0.01)
+    assert mass["object"] > 0.3 and mass["object"] / area["object"] > 5
+
+
+@needs_sample
+@pytest.mark.parametrize("cue", ["bbox", "trajectory", "both"])
+def test_stroke_masks_are_the_pixels_the_renderer_changes(sample_boxes, cue):
+    """On real SSV2 sample clips: the cue drawn on the real frames changes only pixels of the
+    stroke mask, and all but the few already of the stroke's colour."""
+    for path, frames in sample_boxes:
+        clip = ClipBoxes.load(path)
+        drawn = RENDERERS[cue](
+            Source(frames, list(clip.boxes), path.stem, 0), CueOptions(clip.thickness, clip.cue_hand)
+        )
+        changed = (drawn != frames).any(axis=-1)
+        mask = strokes(path, cue)
+        assert changed.sum() > 0 and not (changed & ~mask).any()
+        assert (mask & ~changed).sum() <= 0.01 * mask.sum()
+
+
+@pytest.fixture(scope="module")
+def sample_boxes(tmp_path_factory):
+    """Boxes files written by prepare from the real SSV2 sample, with each clip's source frames."""
+    from prepare.pipeline import Options, prepare_ssv2
+
+    out = tmp_path_factory.mktemp("sample-boxes")
+    prepare_ssv2(
+        SAMPLE / "videos",
+        SAMPLE / "labels",
+        [SAMPLE / "bounding_box_smthsmth_sample.json"],
+        out,
+        Options(test_videos=2, variants=("plain",), workers=2),
+    )
+    found = []
+    for path in sorted((out / "boxes").glob("*.json")):
+        clip = ClipBoxes.load(path)
+        frames = (
+            decord.VideoReader(str(SAMPLE / "videos" / f"{path.stem}.webm")).get_batch(range(clip.frames)).asnumpy()
+        )
+        assert frames.shape[1:3] == clip.size[::-1]
+        found.append((path, frames))
+    assert len(found) >= 2
+    return found
+
+
+def test_interventions_mask_what_they_name(box_clip):
+    """object-masked fills the objects' boxes, context-masked everything else, cue-only keeps
+    nothing of the video but the strokes."""
+    from prepare.cues import box_mask, objects
+
+    path, _, clip = box_clip
+    boxes = ClipBoxes.load(path)
+    frames = np.random.default_rng(1).integers(0, 256, (boxes.frames, boxes.size[1], boxes.size[0], 3), np.uint8)
+    src = Source(frames, list(boxes.boxes), path.stem, 0)
+    opts = CueOptions(boxes.thickness, boxes.cue_hand)
+    t = next(i for i, b in enumerate(boxes.boxes) if b)
+    inside_objects = box_mask(frames.shape[1:3], boxes.boxes[t], objects(boxes.boxes[t]))
+    inside_any = box_mask(frames.shape[1:3], boxes.boxes[t])
+    mean = frames[t].mean(axis=(0, 1)).round()
+    masked = RENDERERS["object-masked"](src, opts)[t]
+    assert (masked[inside_objects] == mean).all() and (masked[~inside_any] == frames[t][~inside_any]).all()
+    context = RENDERERS["context-masked"](src, opts)[t]
+    assert (context[~inside_any] == mean).all() and (context[inside_any] == frames[t][inside_any]).all()
+    alone = RENDERERS["cue-only"](src, opts)
+    stroke = strokes(path, "both")
+    assert (alone[~stroke] == GREY).all() and (alone[stroke] != GREY).any(axis=-1).mean() > 0.9
+
+
+# ---------- the stage, on a run the real server answered ----------
+
+
+@pytest.fixture(scope="module")
+def measured(server, synthetic, tmp_path_factory):
+    """A run of 4 questions (plain and trajectory, base and adapter) on the session's server."""
+    runs_dir = tmp_path_factory.mktemp("interpret-runs")
+    r = cli(f"measure --data {synthetic} --base-url {server.base_url} --runs-dir {runs_dir} --run-id r --limit 4")
+    assert r.returncode == 0, r.stderr[-3000:]
+    return RunLayout(runs_dir / "r")
+
+
+def _interpret(layout: RunLayout, *args) -> str:
+    r = cli("interpret", layout.root, *args)
+    assert r.returncode == 0, r.stderr[-3000:]
+    return r.stdout + r.stderr
+
+
+def test_interpret_end_to_end_resumes_and_reports_from_the_run_alone(measured):
+    out = _interpret(measured, "--limit", 1, "--pictures", 1)
+    run = runs.load(measured)
+    assert len(run.attention) == 4 and "4 prediction(s) interpreted, 0 kept from before" in out
+    assert all(r.same_input for r in run.attention)  # the rebuilt prompt is the run's, token for token
+    agree = sum(r.agrees for r in run.attention)
+    assert f"same reply as the run {agree}/4 " in out
+    with open(measured.regions_csv) as f:
+        rows = list(csv.DictReader(f))
+    assert {"question_id", "model", "variant", "source", "layer", "region", "mass", "area"} <= set(rows[0])
+    sums: dict[tuple, float] = {}
+    for row in rows:
+        if row["source"] != "agreement":
+            k = (row["question_id"], row["model"], row["variant"], row["cue_of"], row["source"], row["layer"])
+            sums[k] = sums.get(k, 0.0) + float(row["mass"])
+    assert sums and all(v == pytest.approx(1.0, abs=1e-6) for v in sums.values())
+    assert {row["source"] for row in rows} == {"llm", "vision", "agreement"}
+    rec = run.attention[0]
+    assert measured.heatmap(rec.model, rec.question_id, rec.variant, "mean").is_file()
+    report_md = measured.report_md.read_bytes()
+    assert b"## Where the model looked (interpret)" in report_md
+    out = _interpret(measured, "--limit", 2, "--pictures", 1)  # one more question: the first is kept
+    assert "4 prediction(s) interpreted, 4 kept from before" in out
+    assert len(runs.load(measured).attention) == 8
+    first = measured.report_md.read_bytes()
+    assert cli("measure", "report", measured.root).returncode == 0
+    assert measured.report_md.read_bytes() == first  # a function of the run folder alone
+    assert cli("measure", "view", measured.root).returncode == 0
+    data = (measured.root / "view" / "data.js").read_text()
+    assert f'"{rec.model}/{rec.question_id}/{rec.variant}":["mean"' in data
+
+
+def test_interpret_refuses_what_it_cannot_map_in_one_line(measured, server, synthetic, tmp_path):
+    gone = tmp_path / "data"
+    shutil.copytree(synthetic, gone)
+    pred = runs.load(measured).predictions[0]
+    DataLayout(gone).clip(pred.variant, pred.video_id).unlink()
+    r = cli("interpret", measured.root, "--data", gone, "--models", pred.model, "--variants", pred.variant)
+    lines = r.stderr.strip().splitlines()
+    assert r.returncode == 2 and lines[-1].startswith("error: ") and "Traceback" not in r.stderr
+    assert f"{pred.video_id}" in lines[-1] and "missing" in lines[-1]
+    r = cli("interpret", measured.root, "--layers", "0,9", "--limit", 1)
+    assert r.returncode == 2 and "has language layers 0..1" in r.stderr and "--layers [9]: tiny-" in r.stderr
+    if runs.load(measured).attention:  # interpreted with every layer: a resume does not mix in another choice
+        r = cli("interpret", measured.root, "--layers", "1")
+        assert r.returncode == 2 and "resume with the same --layers" in r.stderr
+    data_run = cli(
+        f"measure --data {synthetic} --base-url {server.base_url} --runs-dir {tmp_path} --run-id d --limit 1 "
+        "--media data"
+    )
+    assert data_run.returncode == 0, data_run.stderr[-2000:]
+    r = cli("interpret", tmp_path / "d")
+    assert r.returncode == 2 and "the server chose the frames" in r.stderr.strip().splitlines()[-1]
+
+
+def test_a_killed_interpret_continues_where_it_stopped(measured, tmp_path):
+    """SIGKILL once some records are written: the resume computes only the rest, each once."""
+    import signal
+    import time
+
+    from tests.conftest import start
+
+    layout = RunLayout(tmp_path / "r")
+    shutil.copytree(measured.root, layout.root, ignore=shutil.ignore_patterns("interpret"))
+    proc = start("interpret", layout.root, "--limit", 4, "--pictures", 0, quiet=True)
+    while proc.poll() is None and (not layout.attention.is_file() or not layout.attention.read_bytes().count(b"\n")):
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    before = len(runs.load(layout).attention)
+    assert 0 < before < 16, "killed before the first record or after the last"
+    out = _interpret(layout, "--limit", 4, "--pictures", 0)
+    assert f"{16 - before} prediction(s) interpreted, {before} kept from before" in out
+    keys = [
+        json.loads(line)["question_id"] + json.loads(line)["variant"] + json.loads(line)["model"]
+        for line in layout.attention.read_text().splitlines()
+    ]
+    assert len(keys) == len(set(keys)) == 16
