@@ -71,7 +71,13 @@ def start(command: str, *args, quiet: bool = False) -> subprocess.Popen:
     dropped when `quiet`)."""
     out = subprocess.DEVNULL if quiet else subprocess.PIPE
     argv = [sys.executable, "-m", *shlex.split(command), *map(str, args)]
-    return subprocess.Popen(argv, cwd=REPO, stdout=out, stderr=out, text=True)
+    return subprocess.Popen(argv, cwd=REPO, stdout=out, stderr=out, text=True, preexec_fn=_ctrl_c_as_typed)
+
+
+def _ctrl_c_as_typed() -> None:
+    """SIGINT as a terminal delivers it: a suite started in the background (`cmd &`, nohup)
+    hands its children SIGINT ignored, and Python then never raises KeyboardInterrupt."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def cli(command: str, *args, timeout: float = 600, check: bool = False, env: dict | None = None):
