@@ -42,10 +42,10 @@ def draw(run: Run, records: list[AttentionRecord], questions: int) -> list[Path]
     """Heat maps of the first `questions` questions interpreted (by id); returns the files written."""
     assert run.layout is not None and run.record is not None and run.data is not None
     keep = sorted({r.question_id for r in records if r.maps})[:questions]
+    preds = {p.key: p for p in run.predictions}
     written = []
     for rec in (r for r in records if r.question_id in keep and r.maps):
-        pred = next(p for p in run.predictions if p.key == rec.key)
-        sent = inputs.sent(pred, DataLayout(run.data).clip(rec.variant, rec.video_id), run.record.ask)
+        sent = inputs.sent(preds[rec.key], DataLayout(run.data).clip(rec.variant, rec.video_id), run.record.ask)
         for group, values in rec.maps.items():
             path = run.layout.heatmap(rec.model, rec.question_id, rec.variant, group)
             path.parent.mkdir(parents=True, exist_ok=True)

@@ -30,8 +30,8 @@ from interpret.choice import choose, margin
 from interpret.regions import clip_shares
 from measure.ask.prompt import targets
 
-MAPPED = (PLAIN, *(c for c in CUED if c != "side-by-side"), *INTERVENTIONS)  # variants whose frames regions fit
 STROKES = tuple(c for c in CUED if c != "side-by-side")  # cues whose strokes define a `cue` region
+MAPPED = (PLAIN, *STROKES, *INTERVENTIONS)  # variants whose frames the regions fit
 COLUMNS = [
     "question_id",
     "model",
@@ -126,7 +126,6 @@ class Interpreted:
 
     asked: int
     done_before: int
-    records: list[AttentionRecord]
 
 
 def one(
@@ -223,7 +222,6 @@ def interpret_run(
     missing = sorted({p.question_id for p in left if p.question_id not in run.questions})
     if missing:
         raise UserError(f"{run.data}: questions {missing[:5]} of the run are not in its dataset (give --data)")
-    records = []
     store.open()
     try:
         with _progress(len(left)) as advance:
@@ -231,14 +229,12 @@ def interpret_run(
                 cache: dict = {}
                 with loaded(run, name, device) as (model, processor):
                     for pred in (p for p in left if p.model == name):
-                        record = one(pred, run, model, processor, cache, layers)
-                        store.append(record)
-                        records.append(record)
+                        store.append(one(pred, run, model, processor, cache, layers))
                         advance()
     finally:
         store.close()
     write_regions(run)
-    return Interpreted(len(left), len(todo) - len(left), records)
+    return Interpreted(len(left), len(todo) - len(left))
 
 
 @contextlib.contextmanager
