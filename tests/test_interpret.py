@@ -252,9 +252,19 @@ def test_interpret_end_to_end_resumes_and_reports_from_the_run_alone(measured):
     assert cli("measure", "view", measured.root).returncode == 0
     data = (measured.root / "view" / "data.js").read_text()
     assert f'"{rec.model}/{rec.question_id}/{rec.variant}":["mean"' in data
+    r = cli("interpret", measured.root, "--layers", "1")  # interpreted with every layer: not mixed
+    assert r.returncode == 2 and "resume with the same --layers" in r.stderr
+
+
+def _copy(measured: RunLayout, to: Path) -> RunLayout:
+    """The measured run without its interpret records: a test that writes does not feed another
+    (the suite runs in random order)."""
+    shutil.copytree(measured.root, to, ignore=shutil.ignore_patterns("interpret"))
+    return RunLayout(to)
 
 
 def test_interpret_refuses_what_it_cannot_map_in_one_line(measured, server, synthetic, tmp_path):
+    measured = _copy(measured, tmp_path / "r")
     gone = tmp_path / "data"
     shutil.copytree(synthetic, gone)
     pred = runs.load(measured).predictions[0]
@@ -265,9 +275,6 @@ def test_interpret_refuses_what_it_cannot_map_in_one_line(measured, server, synt
     assert f"{pred.video_id}" in lines[-1] and "missing" in lines[-1]
     r = cli("interpret", measured.root, "--layers", "0,9", "--limit", 1)
     assert r.returncode == 2 and "has language layers 0..1" in r.stderr and "--layers [9]: tiny-" in r.stderr
-    if runs.load(measured).attention:  # interpreted with every layer: a resume does not mix in another choice
-        r = cli("interpret", measured.root, "--layers", "1")
-        assert r.returncode == 2 and "resume with the same --layers" in r.stderr
     data_run = cli(
         f"measure --data {synthetic} --base-url {server.base_url} --runs-dir {tmp_path} --run-id d --limit 1 "
         "--media data"
@@ -284,8 +291,7 @@ def test_a_killed_interpret_continues_where_it_stopped(measured, tmp_path):
 
     from tests.conftest import start
 
-    layout = RunLayout(tmp_path / "r")
-    shutil.copytree(measured.root, layout.root, ignore=shutil.ignore_patterns("interpret"))
+    layout = _copy(measured, tmp_path / "r")
     proc = start("interpret", layout.root, "--limit", 4, "--pictures", 0, quiet=True)
     while proc.poll() is None and (not layout.attention.is_file() or not layout.attention.read_bytes().count(b"\n")):
         time.sleep(0.05)
