@@ -63,6 +63,11 @@ class DataLayout:
         """A clip's boxes per frame, as its cues were drawn from them (datasets with boxes)."""
         return self.root / "boxes" / f"{video_id}.json"
 
+    @property
+    def frame_store(self) -> Path:
+        """Where measure keeps the frames it prepared from these clips, between runs."""
+        return self.root / "frame-store"
+
     def variants(self) -> list[str]:
         """Clip variants on disk, in a stable order (plain first)."""
         clips = self.root / "clips"

@@ -142,6 +142,7 @@ class Prediction:
     verb: str = ""
     category: str = ""
     prompt_tokens: int | None = None  # what the server counted: shows the frames really sent
+    cached_tokens: int | None = None  # of those, served from the engine's prefix cache (None: not counted)
     frame_indices: list[int] | None = None  # frames the client sampled and sent, if it did
     frame_size: list[int] | None = None  # [W, H] of the frames the client sent, if it did
     server: str | None = None  # base URL of the server that answered

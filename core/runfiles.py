@@ -83,6 +83,8 @@ class Session:
     answered: int | None = None  # None when interrupted
     send_s: float | None = None
     health: SessionHealth | None = None
+    clips_prepared: int | None = None  # clip media the client decoded (or read inline) this session
+    clips_from_store: int | None = None  # ... and read from the frame store instead
 
     @property
     def req_per_s(self) -> float | None:

@@ -42,6 +42,13 @@ def run(opts: RunOptions) -> None:
         err=True,
     )
     out = execute(opts, p, opened, warn)
+    session = opened.record.sessions[-1]
+    if session.clips_prepared is not None:
+        where = f" ({opts.store.root})" if opts.store and p.cfg.client_samples else ""
+        typer.echo(
+            f"clips: {session.clips_prepared} prepared, {session.clips_from_store} from the frame store{where}",
+            err=True,
+        )
     r = report.write(runs.load(opened.store.layout))
     typer.echo(render.render_markdown(r))
     for w in r.warnings:

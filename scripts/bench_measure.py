@@ -124,8 +124,9 @@ async def bare(url: ServerUrl, reqs: list[dict], concurrency: int) -> float:
         return len(reqs) / (time.perf_counter() - start)
 
 
-def run_measure(url: ServerUrl, data: Path, runs: Path, run_id: str) -> tuple[dict, float]:
-    """(the run's last session from run.json, CPU s) of one `python -m measure` process."""
+def run_measure(url: ServerUrl, data: Path, runs: Path, run_id: str, *extra: str) -> tuple[dict, float]:
+    """(the run's last session from run.json, CPU s) of one `python -m measure` process
+    (`extra`: more of its options)."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     subprocess.run(
         [
@@ -142,6 +143,7 @@ def run_measure(url: ServerUrl, data: Path, runs: Path, run_id: str) -> tuple[di
             str(runs),
             "--run-id",
             run_id,
+            *extra,
         ],
         cwd=REPO,
         check=True,

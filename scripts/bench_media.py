@@ -9,7 +9,12 @@ ratios measured in one run against one server.
   names with distinct pixels per phase, so no cache can serve one phase from another;
 - the cache effect: frames with and without the per-part `uuid`;
 - client cost per clip (decode, sample, resize, encode) and the peak RSS of `measure` itself
-  (frames mode) for two numbers of questions: it should stay flat.
+  (frames mode) for two numbers of questions: it should stay flat;
+- the frame store: client CPU per request (media prepared and request built, as measure
+  does) in a first run over real clips and in a second one over the same clips, and how
+  many clips the second decoded (goal: none, CPU x <= 0.2);
+- decoding at the size sent (decord's width/height) vs decoding whole and resizing as the
+  processor does: client CPU per clip, and how far the pixels differ (why it is not used).
 
 Its last line reads `frames/data capacity ratio: R`.
 
@@ -44,7 +49,8 @@ from core.records import Question, read_questions, to_json_line  # noqa: E402
 from core.urls import ServerUrl  # noqa: E402
 from core.variants import PLAIN  # noqa: E402
 from measure.ask import media  # noqa: E402
-from measure.ask.client import Item, build, media_for  # noqa: E402
+from measure.ask.client import Item, build, media_for, media_spec, request  # noqa: E402
+from measure.ask.framestore import GB, FrameStore  # noqa: E402
 from measure.ask.plan import ask_config  # noqa: E402
 from prepare.video import read_video, write_mp4  # noqa: E402
 
@@ -149,6 +155,44 @@ def measure_rss_mb(url: ServerUrl, model: str, data: Path, runs: Path, run_id: s
     return int(next(line for line in r.stderr.splitlines() if line.startswith("VmHWM")).split()[1]) / 1024
 
 
+def store_run(data: Path, model: str, cfg: AskConfig, store: FrameStore) -> tuple[float, int]:
+    """(client CPU s per request, clips decoded) for one run's media over `data` through
+    `store`, in this process: each clip prepared once (`media.prepare`), each request built."""
+    layout = DataLayout(data)
+    questions = read_questions(layout.questions)
+    spec, prepared, decoded = None, None, 0
+    start = time.process_time()
+    for q in questions:
+        item = Item(q, model, PLAIN, layout.clip(PLAIN, q.video_id))
+        if (wanted := media_spec(item, cfg)) != spec:
+            spec, prepared = wanted, media.prepare(wanted, store)
+            decoded += not prepared.from_store
+        request(item, cfg, prepared)
+    return (time.process_time() - start) / len(questions), decoded
+
+
+def decode_at_size(data: Path, cfg: AskConfig, processor: str) -> tuple[float, float, float]:
+    """(CPU s per clip decoding whole then resizing as sent, CPU s per clip decoding at the sent
+    size, mean |pixel difference| between the two) over the clips of `data`."""
+    import decord
+    import numpy as np
+
+    from core.frames import load
+
+    clips = sorted(DataLayout(data).clips_dir(PLAIN).glob("*.mp4"))
+    whole = at_size = diff = 0.0
+    for clip in clips:
+        start = time.process_time()
+        s = load(clip, cfg.frames, processor, sizer=processor)
+        whole += time.process_time() - start
+        start = time.process_time()
+        vr = decord.VideoReader(str(clip), ctx=decord.cpu(0), width=s.size[0], height=s.size[1])
+        small = vr.get_batch(s.indices).asnumpy()
+        at_size += time.process_time() - start
+        diff += float(np.abs(small.astype(np.int16) - s.pixels.astype(np.int16)).mean())
+    return whole / len(clips), at_size / len(clips), diff / len(clips)
+
+
 def two(value: str | tuple[int, ...]) -> tuple[int, ...]:
     counts = positive_ints(value)
     if len(counts) != 2:
@@ -206,6 +250,11 @@ def bench(args: Bench) -> None:
             for phase, count in enumerate((small, large), start=len(phases) + 1):
                 data = make_dataset(root, phase, max(1, min(args.clips, count // args.questions)), count)
                 rss[count] = measure_rss_mb(url, model, data, root / "runs", f"rss{count}", args.concurrency)
+            store_data = make_dataset(root, len(phases) + 3, args.clips, args.clips * args.questions)
+            store = FrameStore(root / "frame-store", 10 * GB)
+            first_cpu, first_decoded = store_run(store_data, model, frames_cfg, store)
+            second_cpu, second_decoded = store_run(store_data, model, frames_cfg, store)
+            whole_s, at_size_s, pixel_diff = decode_at_size(store_data, frames_cfg, processor)
             q = read_questions(DataLayout(warm).questions)[0]
             sent = media_for(Item(q, model, PLAIN, DataLayout(warm).clip(PLAIN, q.video_id)), frames_cfg)
         print(
@@ -227,6 +276,12 @@ def bench(args: Bench) -> None:
             f"measure peak RSS (frames mode): {small} questions {rss[small]:.0f} MB, {large} questions "
             f"{rss[large]:.0f} MB (x{rss[large] / rss[small]:.2f})"
         )
+        print(
+            f"decode at the size sent: {1000 * at_size_s:.1f} ms per clip vs {1000 * whole_s:.1f} decoding whole and "
+            f"resizing (x{at_size_s / whole_s:.2f}); pixels differ by {pixel_diff:.1f} levels on average (not used)"
+        )
+        print(f"frame store: first run decoded {first_decoded} clips, {1000 * first_cpu:.2f} ms client CPU per request")
+        print(f"second run: clips decoded {second_decoded}, client CPU per request x{second_cpu / first_cpu:.2f}")
         print(f"server CPU per request, data / frames: {cpu['data'] / cpu['frames']:.2f}")
         print(f"frames/data capacity ratio: {rate['frames'] / rate['data']:.2f}")
 

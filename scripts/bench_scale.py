@@ -1,5 +1,8 @@
 """Benchmark measure's scale-out over several servers, printing ratios from one run.
 
+- prefix reuse with one server and with two (clip affinity: a clip's questions go where its
+  prefix is): the share of prompt tokens served from vLLM's prefix cache (goal: two within 5
+  points of one) and the video prefills per clip x model (1 at best);
 - two servers / one server on the same machine: requests/s of measure's own sender
   (`measure.ask.client.run_items`) over two base URLs vs one. On a 2-core machine the two
   servers share the cores, so expect well under 2x; it is printed as measured.
@@ -37,11 +40,14 @@ from core.ask import AskConfig  # noqa: E402
 from core.cli import command, option  # noqa: E402
 from core.groups import api_key_option  # noqa: E402
 from core.layout import DataLayout  # noqa: E402
+from core.records import Prediction  # noqa: E402
 from core.urls import ServerUrl  # noqa: E402
 from core.variants import PLAIN  # noqa: E402
 from measure.ask import media  # noqa: E402
 from measure.ask.client import Item, Reply, list_models, run_items, self_test  # noqa: E402
-from measure.ask.plan import ask_config, plan  # noqa: E402
+from measure.ask.plan import ask_config, asked, plan  # noqa: E402
+from measure.ask.servers import Servers  # noqa: E402
+from measure.report.health import cached_share, prefills_per_clip  # noqa: E402
 from serve.__main__ import poll_ready  # noqa: E402
 from serve.command import free_port  # noqa: E402
 from tests.faultproxy import FaultProxy  # noqa: E402
@@ -81,26 +87,50 @@ def items(root: Path, seed: int, videos: int, models: list[str]) -> list[Item]:
     return plan(DataLayout(make_dataset(root, seed, videos)), models, [PLAIN], SPLIT, None)
 
 
-def send(todo: list[Item], urls: list[ServerUrl], cfg: AskConfig, concurrency: int, pool) -> tuple[float, Counter]:
-    """(seconds, items answered per server) for measure's sender over `urls`."""
-    served: Counter[str] = Counter()
+@dataclass
+class Sent:
+    """One measurement: its time, items answered per server, and what was answered."""
 
-    def on_result(_item: Item, reply: Reply) -> None:
+    seconds: float
+    served: Counter
+    preds: list[Prediction]
+
+    @property
+    def rate(self) -> float:
+        return len(self.preds) / self.seconds
+
+    @property
+    def cached(self) -> float:
+        return cached_share(self.preds) or 0.0
+
+    def __str__(self) -> str:
+        return f"{self.rate:.1f} req/s, {self.cached:.1f} % cached, {prefills_per_clip(self.preds)} prefills/clip"
+
+
+def send(todo: list[Item], urls: list[ServerUrl], cfg: AskConfig, concurrency: int, pool) -> Sent:
+    """Measure's sender over `urls`."""
+    served: Counter[str] = Counter()
+    preds: list[Prediction] = []
+
+    def on_result(item: Item, reply: Reply) -> None:
         assert reply.text is not None, reply.error
         served[reply.server] += 1
+        preds.append(asked(item, reply))
 
+    servers = Servers(urls, None, cfg.down_timeout_s, concurrency)
     start = time.perf_counter()
-    asyncio.run(run_items(todo, urls, None, cfg, concurrency, on_result, pool))
-    return time.perf_counter() - start, served
+    asyncio.run(run_items(todo, servers, cfg, on_result, pool))
+    return Sent(time.perf_counter() - start, served, preds)
 
 
 def round_robin(todo: list[Item], urls: list[ServerUrl], cfg: AskConfig, concurrency: int, pool) -> float:
     """Seconds when the items are dealt alternately, each server sent its share on its own."""
 
     async def both() -> None:
+        half = max(1, concurrency // 2)
         await asyncio.gather(
             *(
-                run_items(todo[i::2], [u], None, cfg, max(1, concurrency // 2), lambda *_: None, pool)
+                run_items(todo[i::2], Servers([u], None, cfg.down_timeout_s, half), cfg, lambda *_: None, pool)
                 for i, u in enumerate(urls)
             )
         )
@@ -141,31 +171,33 @@ def bench(args: Bench) -> None:
         for url in urls:
             assert asyncio.run(self_test(url, args.api_key, models[0])) is None
         with media.worker_pool(cfg.media_workers, cfg.processors.values()) as pool:
-            one_s, _ = send(
-                warm := items(root, next(seeds), args.videos, models), urls[:1], cfg, args.concurrency, pool
-            )
-            two_s, two_served = send(items(root, next(seeds), args.videos, models), urls, cfg, args.concurrency, pool)
+
+            def fresh() -> list[Item]:
+                return items(root, next(seeds), args.videos, models)
+
+            one = send(warm := fresh(), urls[:1], cfg, args.concurrency, pool)
+            two = send(fresh(), urls, cfg, args.concurrency, pool)
             n = len(warm)
             with FaultProxy(urls[1].root, rate=1.0, modes=("stall",), stall_s=args.delay) as slow:
                 mixed = [urls[0], ServerUrl.parse(slow.url)]
-                least_s, least_served = send(
-                    items(root, next(seeds), args.videos, models), mixed, cfg, args.concurrency, pool
-                )
-                rr_s = round_robin(items(root, next(seeds), args.videos, models), mixed, cfg, args.concurrency, pool)
+                least = send(fresh(), mixed, cfg, args.concurrency, pool)
+                rr_s = round_robin(fresh(), mixed, cfg, args.concurrency, pool)
     print(
         f"items per measurement: {n} ({len(models)} models, split {SPLIT}, distinct clips each); "
         f"concurrency {args.concurrency}"
     )
+    print(f"one server: {one}; two servers: {two} (split {_split(two, urls)})")
+    print(f"two servers / one: {two.rate / one.rate:.2f}x throughput (same machine: they share its cores)")
     print(
-        f"one server: {n / one_s:.1f} req/s; two servers: {n / two_s:.1f} req/s "
-        f"(split {two_served[str(urls[0])]}/{two_served[str(urls[1])]})"
+        f"one server slowed by {args.delay:g} s per request: least-in-flight {least.seconds:.1f} s "
+        f"(sent {least.served[str(mixed[1])]} of {n} to the slow one), round robin {rr_s:.1f} s"
     )
-    print(f"two servers / one: {one_s / two_s:.2f}x throughput (same machine: they share its cores)")
-    print(
-        f"one server slowed by {args.delay:g} s per request: least-in-flight {least_s:.1f} s "
-        f"(sent {least_served[str(mixed[1])]} of {n} to the slow one), round robin {rr_s:.1f} s"
-    )
-    print(f"round robin / least-in-flight time: {rr_s / least_s:.2f} (goal > 1)")
+    print(f"round robin / least-in-flight time: {rr_s / least.seconds:.2f} (goal > 1)")
+    print(f"cached prompt-token share: one server {one.cached:.1f} %, two servers {two.cached:.1f} % (goal: within 5)")
+
+
+def _split(sent: Sent, urls: list[ServerUrl]) -> str:
+    return "/".join(str(sent.served[str(u)]) for u in dict.fromkeys(urls))
 
 
 if __name__ == "__main__":

@@ -297,6 +297,7 @@ def build_argv(s: Settings, python: str = sys.executable, gpus: int = 0) -> list
     if s.trust_request_mm_kwargs:
         argv += ["--trust-request-mm-kwargs"]
     argv += ["--mm-processor-cache-gb", f"{s.mm_processor_cache_gb:g}"]
+    argv += ["--enable-prompt-tokens-details"]  # each reply counts its prompt tokens served from cache
     argv += parallel_argv(s, gpus)
     if s.compact_json:  # per-request disable_any_whitespace is ignored: it is an engine setting
         argv += ["--structured-outputs-config", json.dumps({"backend": "xgrammar", "disable_any_whitespace": True})]

@@ -33,10 +33,15 @@ def _is_cpu_build() -> bool:
     return True
 
 
-def main() -> int | None:
+def ready() -> None:
+    """Let vLLM import and find its platform in this process (the two fixes above)."""
     importlib.metadata.version = _vllm_version
     if _is_cpu_build():
         os.environ.setdefault("VLLM_TARGET_DEVICE", "cpu")
+
+
+def main() -> int | None:
+    ready()
     from vllm.entrypoints.cli.main import main as vllm_main
 
     return vllm_main()

@@ -193,17 +193,13 @@ def run_all(base_urls: list[str], items, cfg, concurrency: int) -> list:
     from measure import score
     from measure.ask.client import run_items
     from measure.ask.plan import asked
+    from measure.ask.servers import Servers
 
     out = []
-    urls = [ServerUrl.parse(u) for u in base_urls]
+    servers = Servers([ServerUrl.parse(u) for u in base_urls], None, cfg.down_timeout_s, concurrency)
     asyncio.run(
         run_items(
-            items,
-            urls,
-            None,
-            cfg,
-            concurrency,
-            lambda item, reply: out.append(score.scored(asked(item, reply), cfg.answer_format)),
+            items, servers, cfg, lambda item, reply: out.append(score.scored(asked(item, reply), cfg.answer_format))
         )
     )
     return out

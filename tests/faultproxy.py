@@ -22,6 +22,11 @@ from core.urls import ServerUrl
 MODES = ("http500", "http503", "cut", "stall")
 
 
+def old_vllm(body: dict) -> dict:
+    """A request as a vLLM that does not read `structured_outputs` sees it (a `rewrite`)."""
+    return {k: v for k, v in body.items() if k != "structured_outputs"}
+
+
 class FaultProxy:
     def __init__(
         self,
@@ -31,6 +36,7 @@ class FaultProxy:
         stall_s: float = 6.0,
         modes=MODES,
         rewrite: Callable[[dict], dict] | None = None,
+        port: int = 0,
     ):
         self.upstream = ServerUrl.parse(upstream).root
         self.rewrite = rewrite  # applied to every JSON request body (e.g. to play an older vLLM)
@@ -38,7 +44,7 @@ class FaultProxy:
         self.rng = random.Random(seed)
         self.injected: Counter[str] = Counter()
         self.forwarded = 0
-        self.port = 0
+        self.port = port  # 0: any free one
         self._loop = asyncio.new_event_loop()
         self._ready = threading.Event()
         self._thread = threading.Thread(target=self._serve, daemon=True)
@@ -71,7 +77,7 @@ class FaultProxy:
         app.router.add_route("*", "/{tail:.*}", self._handle)
         runner = web.AppRunner(app)
         await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
+        site = web.TCPSite(runner, "127.0.0.1", self.port)
         await site.start()
         self.port = site._server.sockets[0].getsockname()[1]
         self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=300))

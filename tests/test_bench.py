@@ -66,6 +66,9 @@ def test_bench_media_runs_small(server):
     )
     assert _ratio(lines[-1], "frames/data capacity ratio:") > 0
     assert any(line.startswith("cache effect: frames with uuid / without:") for line in lines)
+    second = next(x for x in lines if x.startswith("second run:"))
+    m = re.fullmatch(r"second run: clips decoded (\d+), client CPU per request x(\d+\.\d+)", second)
+    assert m and int(m.group(1)) == 0 and float(m.group(2)) <= 0.2, second  # the store's goal
 
 
 def test_bench_report_runs_small():
@@ -75,13 +78,27 @@ def test_bench_report_runs_small():
 
 
 def test_bench_scale_runs_small(server):
-    """With one server slowed by 2 s a request, least-in-flight beats round robin (its goal)."""
+    """With one server slowed by 2 s a request, least-in-flight beats round robin; each clip x
+    model is prefilled once; two servers reuse prefixes as one does (its goals)."""
     lines = _bench(
         f"scripts/bench_scale.py --videos 4 --delay 2 --concurrency 4 --base-url {server.base_url} "
         f"--base-url {server.base_url}"
     )
-    assert _ratio(lines[2], "two servers / one:") > 0
-    assert _ratio(lines[-1], "round robin / least-in-flight time:") > 1
+    ratio = {x.split(":")[0]: x for x in lines}
+    assert _ratio(ratio["two servers / one"], "two servers / one:") > 0
+    assert _ratio(ratio["round robin / least-in-flight time"], "round robin / least-in-flight time:") > 1
+    one = re.search(r"one server: .* (\d+\.\d) % cached, (\S+) prefills/clip; ", ratio["one server"])
+    assert one and float(one.group(1)) > 0 and float(one.group(2)) == 1.0
+    m = re.fullmatch(r"cached prompt-token share: one server (\d+\.\d) %, two servers (\d+\.\d) % .*", lines[-1])
+    assert m and abs(float(m.group(1)) - float(m.group(2))) <= 5
+
+
+def test_bench_limit_runs_small(server):
+    """The offline engine built from the server's own settings gives the replies measure gets."""
+    lines = _bench(f"scripts/bench_limit.py --videos 4 --base-url {server.base_url}")
+    same = re.fullmatch(r"replies and prompt token counts identical: (\d+)/(\d+)", lines[-2])  # stdout: figures only
+    assert same and same.group(1) == same.group(2) != "0", lines
+    assert _ratio(lines[-1], "measure/offline throughput ratio:") > 0
 
 
 def test_bench_interpret_runs_small(tiny):

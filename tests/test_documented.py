@@ -58,12 +58,13 @@ TABLE = {
     "python -m measure [--data data/synthetic] [--base-url URL ...] [--models a,b] [--variants plain,trajectory] "
     "[--split test] [--limit N] [--concurrency 32] [--answer-format text|letters] [--media frames|data|file] "
     "[--frames 8] [--sampling centers|uniform|processor|study] [--frame-size WxH] [--reference FILE.csv] "
-    "[--reference-models pretrained=A,finetuned=B] [--run-id ID | --resume ID] [--api-key KEY]": (
+    "[--reference-models pretrained=A,finetuned=B] [--run-id ID | --resume ID] [--api-key KEY] [--frame-store DIR] "
+    "[--frame-store-gb 10]": (
         "measure",
         "--data {data} --base-url {url} --models {base},{adapter} --variants plain,trajectory --split test --limit 2 "
         "--concurrency 32 --answer-format text --media frames --frames 8 --sampling centers --frame-size 128x128 "
         f"--reference {CSV} --reference-models pretrained={{base}},finetuned={{adapter}} --run-id every --api-key KEY "
-        "--runs-dir {runs}",
+        "--frame-store {tmp}/frame-store --frame-store-gb 10 --runs-dir {runs}",
     ),
     "python -m measure report RUN [RUN ...] [--runs-dir runs]": ("measure", "report a b --runs-dir {runs}"),
     "python -m measure rescore RUN": ("measure", "rescore {runs}/a"),

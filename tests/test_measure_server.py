@@ -15,7 +15,7 @@ from core.urls import ServerUrl
 from measure.ask.client import Item
 from serve.command import free_port
 from tests.conftest import ask_each, cli, start
-from tests.faultproxy import FaultProxy
+from tests.faultproxy import FaultProxy, old_vllm
 
 
 def _lines(run_dir):
@@ -171,10 +171,6 @@ def test_a_server_seen_only_over_http_is_sampled_through_its_metrics(server):
 def test_a_server_ignoring_the_choice_constraint_is_refused_before_anything_is_asked(server, synthetic, tmp_path):
     """A vLLM that does not read `structured_outputs` (played by a proxy dropping the field, as
     vLLM >= 0.12 silently drops the reference study's `guided_choice`): the run does not start."""
-
-    def old_vllm(body: dict) -> dict:
-        return {k: v for k, v in body.items() if k != "structured_outputs"}
-
     with FaultProxy(server.base_url, rate=0.0, rewrite=old_vllm) as proxy:
         r = cli(f"measure --data {synthetic} --base-url {proxy.base_url} --runs-dir {tmp_path} --run-id old --limit 2")
     assert r.returncode == 2, r.stderr[-2000:]

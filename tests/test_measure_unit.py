@@ -230,3 +230,41 @@ def test_run_health_tables_from_hand_made_predictions():
     )
     lat = t["latency"].iloc[0]
     assert lat["n"] == 4 and lat["p50"] == 2.5 and lat["p99"] == round(3 + 0.97, 3)  # numpy's linear percentiles
+
+
+def test_prefix_reuse_figures_by_hand():
+    """Two clips x one model: clip 1 prefilled once (its sibling 96 of 100 tokens cached), clip
+    2 twice (both 0 cached); a prediction with no count (an old run) is left out."""
+
+    from measure.report import health
+
+    def p(q: str, video: str, cached: int | None):
+        return pred(q, video_id=video, prompt_tokens=100, cached_tokens=cached, frame_indices=[0, 1])
+
+    preds = [p("a", "1", 0), p("b", "1", 96), p("c", "2", 0), p("d", "2", 0), p("e", "3", None)]
+    assert health.cached_share(preds) == round(100 * 96 / 400, 1) == 24.0
+    assert health.prefills_per_clip(preds) == 3 / 2
+    assert health.cached_share(preds[-1:]) is None and health.prefills_per_clip(preds[-1:]) is None
+
+
+def test_a_clips_questions_go_where_its_prefix_is_within_the_slack():
+    """Ties are taken in turn; a clip's home is kept until it carries more than `slack` above
+    the least busy server; a server taken out loses the clips it held."""
+    import asyncio
+
+    from core.urls import ServerUrl
+    from measure.ask.servers import Servers
+
+    servers = Servers([ServerUrl.local(1), ServerUrl.local(2)], None, 60.0, concurrency=16)
+    assert servers.slack == 2  # a quarter of a fair share of 8
+
+    async def take(home=None):
+        return await servers.take(home)
+
+    a, b = asyncio.run(take()), asyncio.run(take())
+    assert a is not b  # ties in turn, not all to the first
+    servers.answered("clip", a)
+    # a carries 1, 2, 3 in flight against b's 1 and is kept; at 4 it would be 3 above: b instead
+    assert [asyncio.run(take("clip")) is a for _ in range(4)] == [True, True, True, False]
+    servers.lost(a)
+    assert "clip" not in servers.homes and asyncio.run(take("clip")) is b

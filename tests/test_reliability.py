@@ -21,7 +21,7 @@ from core.records import load_questions, read_questions
 from core.urls import ServerUrl
 from serve.command import free_port, port_in_use
 from tests.conftest import REPO, cli, needs_sample, start, start_server, stop_server
-from tests.faultproxy import FaultProxy
+from tests.faultproxy import FaultProxy, old_vllm
 
 KEY = "test-key-123"
 
@@ -177,6 +177,35 @@ def test_a_server_lost_mid_run_is_taken_out_and_taken_back(server, keyed, synthe
     assert any(r["server"] == slow_url for r in rows)
     assert back < len(rows) and any(r["server"] == keyed["url"] for r in rows[back:]), (back, len(rows))
     print(f"lines before restart: {back}; servers after it: {[r['server'] == keyed['url'] for r in rows[back:]]}")
+
+
+def test_a_run_starts_with_the_servers_that_answer_and_takes_in_the_rest(server, synthetic, tmp_path):
+    """Three base URLs, two down at start: one warning line, the run starts on the one up (slowed
+    by a proxy, so it outlasts what follows). Then both come up: the good one (the real server
+    behind a proxy) passes the self-test and is used; the other ignores the choice constraint
+    and is never used. The answers are a single-server run's. With none up: exit 2."""
+    common = f"--data {synthetic} --runs-dir {tmp_path} --limit 4 --concurrency 2"
+    single = cli(f"measure {common} --base-url {server.base_url} --run-id single")
+    assert single.returncode == 0, single.stderr[-2000:]
+    good, bad = ServerUrl.local(free_port()), ServerUrl.local(free_port())
+    with FaultProxy(server.base_url, rate=1.0, modes=("stall",), stall_s=1.0) as slow:
+        proc = start(f"measure {common} --base-url {slow.base_url} --base-url {good} --base-url {bad} --run-id r")
+        _wait_lines(tmp_path / "r" / "predictions.jsonl", 2, proc)
+        with (
+            FaultProxy(server.base_url, rate=0.0, port=good.port),
+            FaultProxy(server.base_url, rate=0.0, rewrite=old_vllm, port=bad.port),
+        ):
+            _, err = proc.communicate(timeout=600)
+    assert proc.returncode == 0, err[-3000:]
+    down = [line for line in err.splitlines() if "unreachable" in line]
+    assert len(down) == 1 and str(good) in down[0] and str(bad) in down[0] and slow.base_url in down[0], err
+    assert f"{bad} answers but is not used" in err and "ignores the choice constraint" in err
+    rows = _rows(tmp_path / "r")
+    served = {r["server"] for r in rows}
+    assert str(good) in served and str(bad) not in served and all(r["status"] == "ok" for r in rows)
+    assert _answers(tmp_path / "r") == _answers(tmp_path / "single")
+    none = cli(f"measure {common} --base-url {good} --base-url {bad} --run-id none")
+    assert none.returncode == 2 and f"no server answers: {good}, {bad}" in none.stderr.splitlines()[-1]
 
 
 def test_serve_killed_outright_takes_its_vllm_with_it(keyed):

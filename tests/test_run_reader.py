@@ -24,7 +24,7 @@ def _report(run: Path) -> tuple[bytes, bytes]:
 
 
 CHANGED = ("schema_version", "frames", "p_holm", "survives_holm", "family", "families", "verdicts")
-NEW = ("interventions", "attention")
+NEW = ("interventions", "attention", "cached_pct", "prefills_per_clip_model")
 
 
 def _numbers(x, path=""):

@@ -8,9 +8,11 @@ import asyncio
 import contextlib
 import random
 import time
+from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import Executor
 from dataclasses import dataclass, replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -23,8 +25,9 @@ from core.errors import UserError
 from core.records import OPEN, Key, Question, key
 from core.urls import ServerUrl
 from measure.ask import media, prompt
+from measure.ask.framestore import FrameStore
 from measure.ask.media import MediaSpec, Prepared
-from measure.ask.servers import ServerLost, Servers, ServerUnavailable
+from measure.ask.servers import Admit, ServerLost, Servers, ServerUnavailable
 
 RETRYABLE = (openai.APIConnectionError, openai.APITimeoutError, openai.InternalServerError, openai.RateLimitError)
 MAX_TOKENS = 32  # a choice is a few tokens; the constraint ends the reply
@@ -32,6 +35,10 @@ MAX_TOKENS = 32  # a choice is a few tokens; the constraint ends the reply
 
 class SetupError(UserError):
     """A run that cannot start (server unreachable, unknown model, ...): says what and where."""
+
+
+class Unreachable(SetupError):
+    """A server that did not answer at all (down, restarting, wrong address)."""
 
 
 @dataclass(frozen=True)
@@ -56,6 +63,7 @@ class Reply:
     text: str | None
     top_logprobs: dict[str, float] | None = None  # the first reply token's alternatives (letters format)
     prompt_tokens: int | None = None  # what the server counted: shows the frames really sent
+    cached_tokens: int | None = None  # of those, served from the prefix cache (serve turns the count on)
     latency_s: float | None = None
     attempts: int = 0
     error: str | None = None
@@ -84,7 +92,7 @@ def list_models(url: ServerUrl, api_key: str | None, timeout: float = 4.0) -> li
     try:
         r = httpx.get(url.models, headers=headers, timeout=timeout)
     except httpx.HTTPError as e:
-        raise SetupError(
+        raise Unreachable(
             f"server {url} unreachable ({type(e).__name__}); start it with `sh scripts/serve.sh`"
         ) from None
     if r.status_code == 401:
@@ -131,6 +139,11 @@ def build(item: Item, cfg: AskConfig) -> dict[str, Any]:
 def _top_logprobs(choice) -> dict[str, float] | None:
     content = getattr(choice.logprobs, "content", None) if choice.logprobs else None
     return {t.token: t.logprob for t in content[0].top_logprobs} if content else None
+
+
+def _cached(usage) -> int | None:
+    details = getattr(usage, "prompt_tokens_details", None) if usage else None
+    return getattr(details, "cached_tokens", None) if details else None
 
 
 def unreadable(problem: BaseException | None = None) -> Reply:
@@ -187,30 +200,40 @@ async def ask(
         latency_s=latency,
         attempts=attempt,
         prompt_tokens=resp.usage.prompt_tokens if resp.usage else None,
+        cached_tokens=_cached(resp.usage),
         **sent,
     )
 
 
+def prefix_of(item: Item) -> tuple[Path, str] | None:
+    """What an item's prompt shares with its siblings: its clip as one model sees it (None:
+    the blind control, no clip)."""
+    return None if item.clip is None else (item.clip, item.model)
+
+
 async def run_items(
     items: list[Item],
-    urls: list[ServerUrl],
-    api_key: str | None,
+    servers: Servers,
     cfg: AskConfig,
-    concurrency: int,
     on_result: Callable[[Item, Reply], None],
     pool: Executor | None = None,
-) -> None:
-    """Send every item with at most `concurrency` in flight, each to the live server with the
-    fewest requests in flight (`measure.ask.servers`: a slow server gets fewer, a dead one is
-    taken out and its items asked elsewhere, a revived one taken back; every prediction
-    records its `server`); `on_result` sees each reply as soon as it is known. Each clip's media is prepared
-    once, in `pool` (default: a `media.worker_pool` started here), at most `2 * concurrency`
-    items ahead of the requests (memory stays flat however many items there are);
-    consecutive items with equal media share it. When no server has accepted a connection
-    for `cfg.down_timeout_s`, stop with ServerUnavailable rather than record the rest as errors."""
-    servers = Servers(urls, api_key, cfg.down_timeout_s)
-    n_workers = max(1, min(concurrency, len(items)))
-    queue: asyncio.Queue[tuple[Item, asyncio.Future | None] | None] = asyncio.Queue(maxsize=2 * concurrency)
+    store: FrameStore | None = None,
+) -> Counter[str]:
+    """Send every item with at most `servers.concurrency` in flight, in the given order (a
+    clip's questions together: the engine then prefills each clip x model once and serves the
+    rest from its prefix cache), each to a live server (`measure.ask.servers`: a clip's
+    questions where its prefix is, a slow server gets fewer, a dead one is taken out and its
+    items asked elsewhere, a revived one taken back; every prediction records its `server`);
+    `on_result` sees each reply as soon as it is known. Each clip's media is prepared once, in
+    `pool` (default: a `media.worker_pool` started here), at most `2 * concurrency` items
+    ahead of the requests (memory stays flat however many items there are); consecutive items
+    with equal media share it. When no server has accepted a connection for
+    `cfg.down_timeout_s`, stop with ServerUnavailable rather than record the rest as errors.
+    Decoded media is kept in and read from `store` (`measure.ask.framestore`); returns how
+    many clips were prepared and how many came from the store."""
+    clips: Counter[str] = Counter()
+    n_workers = max(1, min(servers.concurrency, len(items)))
+    queue: asyncio.Queue[tuple[Item, asyncio.Future | None] | None] = asyncio.Queue(maxsize=2 * servers.concurrency)
     loop = asyncio.get_running_loop()
     own = contextlib.ExitStack()
     if pool is None:
@@ -224,7 +247,8 @@ async def run_items(
                 await queue.put((item, None))
                 continue
             if wanted != spec:
-                spec, pending = wanted, loop.run_in_executor(pool, media.prepare, wanted)
+                spec, pending = wanted, loop.run_in_executor(pool, media.prepare, wanted, store)
+                pending.add_done_callback(partial(_count, clips))
             await queue.put((item, pending))
         for _ in range(n_workers):
             await queue.put(None)
@@ -232,16 +256,7 @@ async def run_items(
     async def worker() -> None:
         while (entry := await queue.get()) is not None:
             item, pending = entry
-            if item.clip is not None and pending is None:  # the clip is missing
-                reply = unreadable()
-            else:
-                try:
-                    prepared = await pending if pending is not None else None
-                except Exception as e:  # an unreadable clip is this item's error, not the run's
-                    reply = unreadable(e)
-                else:
-                    reply = await ask_somewhere(servers, item, cfg, prepared)
-            on_result(item, reply)
+            on_result(item, await answer(servers, item, cfg, pending))
 
     prober = asyncio.create_task(servers.probe_forever())
     try:
@@ -255,19 +270,42 @@ async def run_items(
         prober.cancel()
         own.close()
         await servers.close()
+    return clips
+
+
+def _count(clips: Counter[str], done: asyncio.Future) -> None:
+    if not done.cancelled() and done.exception() is None:
+        clips["from_store" if done.result().from_store else "prepared"] += 1
+
+
+async def answer(servers: Servers, item: Item, cfg: AskConfig, pending: asyncio.Future | None) -> Reply:
+    """An item's reply once its media is ready; a missing or unreadable clip is this item's
+    error, not the run's."""
+    if item.clip is not None and pending is None:
+        return unreadable()
+    try:
+        prepared = await pending if pending is not None else None
+    except Exception as e:
+        return unreadable(e)
+    return await ask_somewhere(servers, item, cfg, prepared)
 
 
 async def ask_somewhere(servers: Servers, item: Item, cfg: AskConfig, prepared: Prepared | None) -> Reply:
-    """Ask on the live server with the fewest in flight; one that refuses the connection is
-    taken out and the item asked again elsewhere (or once it is back)."""
+    """Ask on the server `Servers.take` picks for the item's clip; one that refuses the
+    connection is taken out and the item asked again elsewhere (or once it is back)."""
+    home = prefix_of(item)
     while True:
-        e = await servers.take()
+        e = await servers.take(home)
         try:
-            return replace(await ask(e.client, item, cfg, prepared, lost_when_refused=True), server=str(e.url))
+            reply = replace(await ask(e.client, item, cfg, prepared, lost_when_refused=True), server=str(e.url))
         except ServerLost:
             servers.lost(e)
+            continue
         finally:
             servers.give(e)
+        if reply.text is not None:
+            servers.answered(home, e)
+        return reply
 
 
 PROBE_CHOICES = ["velvet-17", "quokka-42"]  # no model says either unconstrained
@@ -316,3 +354,25 @@ async def self_test(url: ServerUrl, api_key: str | None, model: str, media_io: b
             "installs (scripts/setup.sh)"
         )
     return None
+
+
+def admission(models: list[str], api_key: str | None, media_io: bool) -> Admit:
+    """`Servers.admit` for a run: a server answering /health again is used only if it serves
+    every model of the run and passes the self-test (returns why never; raises: not yet)."""
+
+    async def admit(url: ServerUrl) -> str | None:
+        try:
+            listed = await asyncio.to_thread(list_models, url, api_key)
+            problem = await self_test(url, api_key, models[0], media_io)
+        except Unreachable:
+            raise
+        except SetupError as e:
+            return str(e)
+        missing = sorted(set(models) - {m["id"] for m in listed})
+        if missing:
+            return f"it does not serve {missing}"
+        if problem:
+            raise ConnectionError(problem)  # not ready yet: probed again later
+        return None
+
+    return admit

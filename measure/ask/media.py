@@ -27,7 +27,7 @@ import os
 import signal
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -40,6 +40,7 @@ from core.files import sha256
 from core.frames import FrameSpec, load, video_processor
 from core.procs import die_with_parent
 from core.variants import IMAGE_VARIANTS
+from measure.ask.framestore import FrameStore
 from measure.ask.prompt import frame_label, video_intro
 
 JPEG_QUALITY = 90
@@ -66,6 +67,7 @@ class Prepared:
     media_io: dict[str, Any] | None  # media_io_kwargs["video"] for this request
     frame_indices: list[int] | None  # frames sent (client-sampled), None when the server samples
     frame_size: list[int] | None  # [W, H] of the frames sent, None when the server decides
+    from_store: bool = False  # read from the frame store, not decoded
 
 
 def _worker_init(parent: int, processors: tuple[str, ...]) -> None:
@@ -184,13 +186,37 @@ def _frames(spec: MediaSpec, content: str) -> Prepared:
     return Prepared((part,), media_io, s.indices, list(s.size))
 
 
-def prepare(spec: MediaSpec) -> Prepared:
-    """The media for one clip (runs in a worker process); raises if the clip cannot be read."""
+def _decoded(spec: MediaSpec, content: str) -> Prepared:
+    if spec.variant in IMAGE_VARIANTS:
+        return _image(spec, content)
+    return _images(spec, content) if spec.video_as == "frames" else _frames(spec, content)
+
+
+def store_key(spec: MediaSpec, content: str) -> str:
+    """The frame-store key of a clip's decoded media: its content and everything that decides
+    the pixels (the frame spec, the processor and its configuration, the encoder)."""
+    processor = spec.processor
+    if processor and Path(processor).is_dir():
+        processor += "|" + "|".join(sha256(Path(processor) / n) or "-" for n in PROCESSOR_CONFIGS)
+    what = (
+        f"{MEDIA_VERSION}|{content}|{spec.variant}|{spec.mode}|{spec.video_as}|{spec.frames!r}|{processor}|"
+        f"{JPEG_QUALITY}|{cv2.__version__}"
+    )
+    return hashlib.sha256(what.encode()).hexdigest()
+
+
+def prepare(spec: MediaSpec, store: FrameStore | None = None) -> Prepared:
+    """The media for one clip (runs in a worker process): decoded, or read from `store` when it
+    holds this clip x spec (and written there once decoded); raises if the clip cannot be read."""
     content = sha256(spec.clip)
     if content is None:
         raise FileNotFoundError(f"{spec.clip}: clip missing")
-    if spec.variant in IMAGE_VARIANTS:
-        return _image(spec, content)
-    if spec.video_as == "frames":
-        return _images(spec, content)
-    return _whole(spec, content) if spec.mode != "frames" else _frames(spec, content)
+    if spec.mode != "frames" and spec.video_as == "video" and spec.variant not in IMAGE_VARIANTS:
+        return _whole(spec, content)  # the server decodes: nothing to keep
+    key = store_key(spec, content) if store is not None else ""
+    if store is not None and (kept := store.get(key)) is not None:
+        return Prepared(**kept | {"parts": tuple(kept["parts"]), "from_store": True})
+    prepared = _decoded(spec, content)
+    if store is not None:
+        store.put(key, asdict(prepared))
+    return prepared

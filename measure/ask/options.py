@@ -11,8 +11,10 @@ from core.ask import AskConfig
 from core.cli import group, names, option
 from core.defaults import DATASET
 from core.groups import RunsDir, Servers
+from core.layout import DataLayout
 from core.reference import ReferenceOptions
 from core.urls import ServerUrl
+from measure.ask.framestore import GB, FrameStore
 
 
 @dataclass
@@ -35,7 +37,21 @@ class RunOptions:
     )
     resume: str | None = option(None, "Continue this run (it must exist).", shown="a new run")
     runs: RunsDir = group(RunsDir)
+    frame_store: Path | None = option(
+        None,
+        "Where the frames the client prepares are kept between runs (JPEG bytes per clip x frame spec x "
+        "processor), so a later run over the same clips decodes none.",
+        shown="<data>/frame-store",
+    )
+    frame_store_gb: float = option(10.0, "Largest size of the frame store (least recently used out); 0: no store.")
 
     @property
     def urls(self) -> list[ServerUrl]:
         return list(self.servers.base_url)
+
+    @property
+    def store(self) -> FrameStore | None:
+        """The frame store this run uses (None: turned off)."""
+        if self.frame_store_gb <= 0:
+            return None
+        return FrameStore(self.frame_store or DataLayout(self.data).frame_store, int(self.frame_store_gb * GB))

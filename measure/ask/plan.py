@@ -9,7 +9,7 @@ import datetime as dt
 import time
 from collections.abc import Callable
 from concurrent.futures import Executor
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import httpx
@@ -30,7 +30,9 @@ from core.variants import BLIND
 from measure import score
 from measure.ask import client, health, media
 from measure.ask.client import Item, Reply, SetupError
+from measure.ask.framestore import FrameStore
 from measure.ask.options import RunOptions
+from measure.ask.servers import Servers
 
 
 @dataclass
@@ -40,11 +42,12 @@ class Plan:
     items: list[Item]
     models: list[str]
     variants: list[str]
-    served: list[list[dict]]  # /v1/models per base URL
+    served: list[list[dict]]  # /v1/models per base URL ([] for one down at start)
     rejected: list[str]  # bad question rows, file:line and reason
     cfg: AskConfig  # the request settings, with each served model's profile and video processor
     reference: ReferenceRecord | None = None  # --reference, read and matched to the served models
     warnings: list[str] | None = None  # recorded in run.json and shown in the report
+    down: list[ServerUrl] = field(default_factory=list)  # unreachable at start: taken in once they answer
 
 
 def plan(
@@ -81,9 +84,12 @@ def check(opts: RunOptions) -> Plan:
     if not layout.questions.is_file():
         raise DataError(f"{opts.data}: not a prepared dataset (no questions.jsonl); make one with `python -m prepare`")
     check_frames(opts.ask)
-    served = [client.list_models(u, opts.servers.api_key) for u in opts.urls]
-    wanted = list(opts.models or [m["id"] for m in served[0]])
+    served, down = reachable(opts.urls, opts.servers.api_key)
+    first = next(listed for listed in served if listed)
+    wanted = list(opts.models or [m["id"] for m in first])
     for u, listed in zip(opts.urls, served):
+        if not listed:
+            continue
         unknown = sorted(set(wanted) - {m["id"] for m in listed})
         if unknown:
             raise SetupError(f"{u} does not serve {unknown}; it serves {[m['id'] for m in listed]}")
@@ -92,13 +98,34 @@ def check(opts: RunOptions) -> Plan:
     missing = sorted(set(chosen) - set(on_disk))
     if missing or not chosen:
         raise DataError(f"{opts.data}: no clips for variant(s) {missing or chosen}; on disk: {on_disk}")
-    parents = {m["id"]: m.get("parent") for m in served[0]}
+    parents = {m["id"]: m.get("parent") for m in first}
     pub = opts.published
     ref = None if pub.reference is None else reference.record(pub.reference, parents, pub.reference_models)
     rejected: list[str] = []
     items = plan(layout, wanted, chosen, opts.split, opts.limit, rejected)
-    cfg = ask_config(opts.ask, served[0], wanted)
-    return Plan(items, wanted, chosen, served, rejected, cfg, ref, adapter_frames(served[0], wanted, cfg))
+    cfg = ask_config(opts.ask, first, wanted)
+    return Plan(items, wanted, chosen, served, rejected, cfg, ref, adapter_frames(first, wanted, cfg), down)
+
+
+def reachable(urls: list[ServerUrl], api_key: str | None) -> tuple[list[list[dict]], list[ServerUrl]]:
+    """(/v1/models per URL, [] where it did not answer; the URLs that did not): a run starts
+    with the servers that answer, Unreachable only when none does."""
+    served, down = [], []
+    for u in urls:
+        try:
+            served.append(client.list_models(u, api_key))
+        except client.Unreachable as e:
+            served.append([])
+            down.append((u, e))
+    if len(down) == len(urls):
+        raise (
+            down[0][1]
+            if len(urls) == 1
+            else client.Unreachable(
+                f"no server answers: {', '.join(str(u) for u, _ in down)}; start one with `sh scripts/serve.sh`"
+            )
+        )
+    return served, [u for u, _ in down]
 
 
 def check_frames(cfg: AskConfig) -> None:
@@ -253,6 +280,7 @@ def asked(item: Item, reply: Reply) -> Prediction:
         verb=q.verb,
         category=q.category,
         prompt_tokens=reply.prompt_tokens,
+        cached_tokens=reply.cached_tokens,
         frame_indices=reply.frame_indices,
         frame_size=reply.frame_size,
         server=reply.server,
@@ -263,16 +291,12 @@ def asked(item: Item, reply: Reply) -> Prediction:
 
 
 def send(
-    todo: list[Item],
-    urls: list[ServerUrl],
-    api_key: str | None,
-    cfg: AskConfig,
-    concurrency: int,
-    store: PredictionStore,
-    pool: Executor,
+    todo: list[Item], servers: Servers, cfg: AskConfig, run: Opened, pool: Executor, frames: FrameStore | None
 ) -> int:
     """Ask every item with a progress bar, scoring and appending each reply as it comes (media
-    prepared in `pool`); returns how many were answered."""
+    prepared in `pool`, kept in `frames`); returns how many were answered, and counts in the
+    session the clips prepared and read from the frame store."""
+    store = run.store
     columns = (
         TextColumn("asking"),
         BarColumn(),
@@ -291,7 +315,9 @@ def send(
             rate = (t.completed + 1) / t.elapsed if t.elapsed else 0.0
             progress.update(task, advance=1, rate=f"{rate:.1f}")
 
-        asyncio.run(client.run_items(todo, urls, api_key, cfg, concurrency, on_result, pool))
+        clips = asyncio.run(client.run_items(todo, servers, cfg, on_result, pool, frames))
+        session = run.record.sessions[-1]
+        session.clips_prepared, session.clips_from_store = clips["prepared"], clips["from_store"]
         return int(progress.tasks[task].completed)
 
 
@@ -306,11 +332,33 @@ class Outcome:
 
 
 def self_tests(opts: RunOptions, p: Plan, warn: Callable[[str], None]) -> None:
-    """The choice-constraint self-test on every server (SetupError when one ignores it)."""
-    for url in opts.urls:
+    """The choice-constraint self-test on every server up (SetupError when one ignores it);
+    one down at start gets it when it is taken in."""
+    if p.down:
+        warn(
+            f"warning: {', '.join(map(str, p.down))} unreachable; starting with "
+            f"{', '.join(str(u) for u in opts.urls if u not in p.down)}, taking the rest in once they answer"
+        )
+    for url in (u for u in opts.urls if u not in p.down):
         problem = asyncio.run(client.self_test(url, opts.servers.api_key, p.models[0], p.cfg.sends_media_io))
         if problem:
             warn(f"warning: self-test request to {url} failed ({problem}); going on")
+
+
+def servers_of(opts: RunOptions, p: Plan, warn: Callable[[str], None]) -> Servers:
+    """The run's servers: those down at start taken in once they answer and pass the self-test."""
+    key = opts.servers.api_key
+    admit = client.admission(p.models, key, p.cfg.sends_media_io)
+    return Servers(opts.urls, key, p.cfg.down_timeout_s, opts.concurrency, p.down, admit, warn)
+
+
+def frame_store(opts: RunOptions, warn: Callable[[str], None]) -> FrameStore | None:
+    """The run's frame store, if on and writable (else a warning: the run goes on without)."""
+    store = opts.store
+    if store is not None and (why := store.writable()):
+        warn(f"warning: frame store {why}; going on without it")
+        return None
+    return store
 
 
 def execute(opts: RunOptions, p: Plan, run: Opened, warn: Callable[[str], None]) -> Outcome:
@@ -319,6 +367,7 @@ def execute(opts: RunOptions, p: Plan, run: Opened, warn: Callable[[str], None])
     settings the run needs is a SetupError before anything is asked or started."""
     sent, send_s = 0, 0.0
     interrupted, down = False, None
+    frames = frame_store(opts, warn) if p.cfg.client_samples else None
     run.store.open()
     try:
         if run.todo:
@@ -329,7 +378,7 @@ def execute(opts: RunOptions, p: Plan, run: Opened, warn: Callable[[str], None])
             ):
                 start = time.perf_counter()
                 try:
-                    sent = send(run.todo, opts.urls, opts.servers.api_key, p.cfg, opts.concurrency, run.store, pool)
+                    sent = send(run.todo, servers_of(opts, p, warn), p.cfg, run, pool, frames)
                 finally:
                     send_s = time.perf_counter() - start
                     run.record.sessions[-1].health = sampler.result()
@@ -339,6 +388,8 @@ def execute(opts: RunOptions, p: Plan, run: Opened, warn: Callable[[str], None])
         down = str(e)
     finally:
         run.store.close()
+        if frames is not None:
+            frames.trim()
     preds = run.store.load()
     kept = [preds[i.key] for i in p.items if i.key in preds]
     errors = sum(pr.status == "error" for pr in kept)

@@ -1,6 +1,6 @@
 """The report's "Run health" section, from the predictions and run.json alone: requests and
-rates overall and per server, attempts and retries, memory (what `serve run` and the
-session's sampler recorded: `measure.ask.health`), latency percentiles."""
+rates overall and per server, attempts and retries, prefix reuse, memory (what `serve run`
+and the session's sampler recorded: `measure.ask.health`), latency percentiles."""
 
 from __future__ import annotations
 
@@ -23,6 +23,22 @@ def _rate(n: float, seconds: float) -> float | None:
     return round(n / seconds, 2) if seconds else None
 
 
+def cached_share(preds: list[Prediction]) -> float | None:
+    """% of prompt tokens the engine served from its prefix cache (None: none counted)."""
+    counted = [p for p in preds if p.cached_tokens is not None and p.prompt_tokens]
+    total = sum(p.prompt_tokens or 0 for p in counted)
+    return round(100 * sum(p.cached_tokens or 0 for p in counted) / total, 1) if total else None
+
+
+def prefills_per_clip(preds: list[Prediction]) -> float | None:
+    """Video prefills per (clip x model), the ideal being 1: a request counts as one when less
+    than half its prompt came from cache (the video tokens are most of a prompt)."""
+    counted = [p for p in preds if p.cached_tokens is not None and p.prompt_tokens and p.frame_indices]
+    clips = {(p.video_id, p.variant, p.model) for p in counted}
+    prefills = sum(2 * (p.cached_tokens or 0) < (p.prompt_tokens or 0) for p in counted)
+    return round(prefills / len(clips), 3) if clips else None
+
+
 def tables(predictions: Iterable[Prediction], run: RunRecord) -> dict[str, pd.DataFrame]:
     """The "Run health" tables: `overall` (requests, rates, attempts, retries, client memory),
     `servers` (per base URL: vLLM version, start-up times, memory, requests, rates) and
@@ -39,6 +55,8 @@ def tables(predictions: Iterable[Prediction], run: RunRecord) -> dict[str, pd.Da
                 "send_s": round(send_s, 2),
                 "req_per_s": _rate(len(asked), send_s),
                 "prompt_tok_per_s": _rate(tokens, send_s),
+                "cached_pct": cached_share(asked),
+                "prefills_per_clip_model": prefills_per_clip(asked),
                 "attempts": attempts,
                 "retries": attempts - len(asked),
                 "errors": sum(p.status == "error" for p in asked),
@@ -65,6 +83,7 @@ def tables(predictions: Iterable[Prediction], run: RunRecord) -> dict[str, pd.Da
                 "requests": len(mine),
                 "req_per_s": _rate(len(mine), send_s),
                 "prompt_tok_per_s": _rate(sum(p.prompt_tokens or 0 for p in mine), send_s),
+                "cached_pct": cached_share(mine),
             }
         )
     lat = pd.DataFrame(

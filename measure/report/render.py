@@ -157,7 +157,10 @@ def render_markdown(r: Report) -> str:
     if r.health:
         parts += [
             "\n## Run health\n\nRates are over the sessions' sending time; memory is resident (GiB), peak "
-            "while sending, start-up times as `serve run` measured and vLLM logged them.\n\n",
+            "while sending, start-up times as `serve run` measured and vLLM logged them. `cached_pct`: "
+            "the share of prompt tokens the engine served from its prefix cache; "
+            "`prefills_per_clip_model`: requests that prefilled their clip's video (less than half "
+            "their prompt cached) per clip x model, 1 at best.\n\n",
             markdown(r.health["overall"]),
             "\n\n",
             markdown(r.health["servers"]),

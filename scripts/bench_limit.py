@@ -1,0 +1,162 @@
+"""Benchmark measure against the engine's own ceiling, printing a ratio measured in one run.
+
+The same items (a synthetic dataset of its own: the frames measure sends, its prompts,
+sampling parameters, choice constraints and LoRA adapters) go
+(a) through vLLM's offline engine in this process: an `LLM` built from the server's own
+    command line and environment (`serve run` records them), each conversation rendered
+    with its per-request media settings and multimodal uuids, every request added at once,
+    no HTTP, no client, no JSON; timed from the first rendering to the last reply;
+(b) through `python -m measure` against that server: its sending phase, from run.json.
+The replies and prompt token counts must be identical (asserted). The last line reads
+`measure/offline throughput ratio: R` (goal >= 0.85 on the embedded default).
+
+Usage: .venv/bin/python scripts/bench_limit.py [--videos 80] [--base-url URL]
+(the server must be a `serve run` on this machine: its settings build the offline engine)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+import os
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from bench_measure import SPLIT, STARTED, make_dataset, run_measure, running_server  # noqa: E402
+
+from core import cli, serverinfo  # noqa: E402
+from core.ask import AskConfig  # noqa: E402
+from core.cli import command, group, option  # noqa: E402
+from core.groups import Server  # noqa: E402
+from core.layout import DataLayout  # noqa: E402
+from core.records import Key, key  # noqa: E402
+from core.variants import PLAIN  # noqa: E402
+from measure.ask.client import build, self_test  # noqa: E402
+from measure.ask.plan import ask_config, plan  # noqa: E402
+from serve import launch  # noqa: E402
+from serve.command import build_env  # noqa: E402
+
+
+def engine(argv: list[str]):
+    """vLLM's offline `LLM` with the engine settings and environment of the server started
+    with `argv` (`serve.launch serve MODEL ...`)."""
+    launch.ready()
+    from vllm import LLM
+    from vllm.engine.arg_utils import AsyncEngineArgs, EngineArgs
+    from vllm.entrypoints.launchers.cli_args import make_arg_parser
+    from vllm.utils.argparse_utils import FlexibleArgumentParser
+
+    args = make_arg_parser(FlexibleArgumentParser()).parse_args(argv[argv.index("serve") + 1 :])
+    args.model = args.model_tag
+    os.environ.update(build_env(dict(os.environ), args.model, gpu=False))
+    settings = AsyncEngineArgs.from_cli_args(args)
+    return LLM(**{f.name: getattr(settings, f.name) for f in dataclasses.fields(EngineArgs)})
+
+
+def sampling(llm, request: dict):
+    """A request's sampling parameters as the server makes them: the model's defaults, then
+    what the request says."""
+    from vllm import SamplingParams
+    from vllm.sampling_params import StructuredOutputsParams
+
+    choice = request["extra_body"].get("structured_outputs", {}).get("choice")
+    return SamplingParams(
+        **llm.model_config.get_diff_sampling_param()
+        | dict(
+            temperature=request["temperature"],
+            max_tokens=request["max_tokens"],
+            logprobs=request["top_logprobs"] if request["logprobs"] else None,
+            structured_outputs=StructuredOutputsParams(choice=choice) if choice else None,
+        )
+    )
+
+
+def offline(llm, requests: list[dict], loras: dict) -> tuple[float, float, list]:
+    """(seconds, of which rendering, outputs in request order): every request rendered as the
+    server renders a chat completion (its `media_io_kwargs` included), then all added to the
+    engine at once, as `LLM.chat` does."""
+    from vllm import RequestOutput
+    from vllm.renderers import ChatParams
+
+    renderer = llm.renderer
+    tokens = renderer.default_chat_tok_params.with_kwargs(add_special_tokens=False)
+    template = dict(add_generation_prompt=True, continue_final_message=False, tools=None, tokenize=False)
+    start = time.perf_counter()
+    inputs = []
+    for r in requests:
+        media_io = r["extra_body"].get("media_io_kwargs")
+        chat = ChatParams(llm.chat_template, chat_template_kwargs=template, media_io_kwargs=media_io)
+        inputs += renderer.render_chat([r["messages"]], chat, tokens)[1]
+    rendered = time.perf_counter() - start
+    llm._render_and_add_requests(  # LLM.chat, with the per-request media settings it cannot take
+        inputs, [sampling(llm, r) for r in requests], lora_requests=[loras.get(r["model"]) for r in requests]
+    )
+    outputs = llm._run_engine(use_tqdm=False, output_type=RequestOutput)  # in the order added
+    assert len(outputs) == len(requests)
+    return time.perf_counter() - start, rendered, outputs
+
+
+def adapters(listed: list[dict]) -> dict:
+    """Served adapter name -> its LoRARequest, as the server loaded it."""
+    from vllm.lora.request import LoRARequest
+
+    served = [m for m in listed if m.get("parent")]
+    return {m["id"]: LoRARequest(m["id"], i, m["root"]) for i, m in enumerate(served, start=1)}
+
+
+def answers(run: Path) -> dict[Key, tuple[str, int]]:
+    rows = [json.loads(line) for line in (run / "predictions.jsonl").read_text().splitlines()]
+    return {key(r["question_id"], r["model"], r["variant"]): (r["text"], r["prompt_tokens"]) for r in rows}
+
+
+@dataclass
+class Bench:
+    videos: int = option(80, "Synthetic videos (a dataset of its own).")
+    server: Server = group(Server, shown={"base_url": STARTED})
+
+
+app = cli.app(__doc__)
+
+
+@command(app, Bench)
+def bench(args: Bench) -> None:
+    """measure against serve vs vLLM's offline engine with the server's own settings."""
+    with running_server(args.server.base_url) as (url, listed), tempfile.TemporaryDirectory() as d:
+        info = serverinfo.lookup(url)
+        if info is None:
+            cli.fail(f"{url} was not started by `serve run` on this machine: its engine settings are unknown")
+        models = [m["id"] for m in listed]
+        cfg = ask_config(AskConfig(), listed, models)
+        data = make_dataset(Path(d), int(time.time()) % 100_000, args.videos)  # clips no cache has seen
+        assert asyncio.run(self_test(url, None, models[0])) is None
+        session, _ = run_measure(url, data, Path(d) / "runs", "limit", "--variants", PLAIN)
+        measured = answers(Path(d) / "runs" / "limit")
+        items = plan(DataLayout(data), models, [PLAIN], SPLIT, None)
+        llm, loras = engine(info.argv), adapters(listed)
+        warm = plan(DataLayout(make_dataset(Path(d), 7, 2)), models, [PLAIN], SPLIT, None)[:4]
+        offline(llm, [build(i, cfg) for i in warm], loras)  # as measure's self-test: the first requests are slow
+        seconds, rendering, outputs = offline(llm, [build(i, cfg) for i in items], loras)
+    same = sum(measured[i.key] == (o.outputs[0].text, len(o.prompt_token_ids)) for i, o in zip(items, outputs))
+    assert same == len(items) == len(measured), f"{same} of {len(items)} replies identical"
+    rate, ceiling = session["answered"] / session["send_s"], len(items) / seconds
+    print(f"items: {len(items)} ({len(models)} models, split {SPLIT}, plain); measure at concurrency 32")
+    print(
+        f"offline engine (LLM in-process, the server's settings): {ceiling:.1f} req/s ({seconds:.1f} s, of which "
+        f"{rendering:.1f} s rendering: media decoded, processor, chat template)"
+    )
+    print(f"measure against serve: {rate:.1f} req/s (its sending phase, from run.json)")
+    print(f"replies and prompt token counts identical: {same}/{len(items)}")
+    print(f"measure/offline throughput ratio: {rate / ceiling:.2f}")
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    os.environ.setdefault("VLLM_LOGGING_STREAM", "ext://sys.stderr")  # stdout: the figures alone
+    cli.main(app)
