@@ -29,7 +29,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from bench_measure import SPLIT, STARTED, make_dataset, run_measure, running_server  # noqa: E402
+from bench_measure import SPLIT, STARTED, fresh_seeds, make_dataset, run_measure, running_server  # noqa: E402
 
 from core import cli, serverinfo  # noqa: E402
 from core.ask import AskConfig  # noqa: E402
@@ -134,13 +134,14 @@ def bench(args: Bench) -> None:
             cli.fail(f"{url} was not started by `serve run` on this machine: its engine settings are unknown")
         models = [m["id"] for m in listed]
         cfg = ask_config(AskConfig(), listed, models)
-        data = make_dataset(Path(d), int(time.time()) % 100_000, args.videos)  # clips no cache has seen
+        seeds = fresh_seeds()
+        data = make_dataset(Path(d), next(seeds), args.videos)
         assert asyncio.run(self_test(url, None, models[0])) is None
         session, _ = run_measure(url, data, Path(d) / "runs", "limit", "--variants", PLAIN)
         measured = answers(Path(d) / "runs" / "limit")
         items = plan(DataLayout(data), models, [PLAIN], SPLIT, None)
         llm, loras = engine(info.argv), adapters(listed)
-        warm = plan(DataLayout(make_dataset(Path(d), 7, 2)), models, [PLAIN], SPLIT, None)[:4]
+        warm = plan(DataLayout(make_dataset(Path(d), next(seeds), 2)), models, [PLAIN], SPLIT, None)[:4]
         offline(llm, [build(i, cfg) for i in warm], loras)  # as measure's self-test: the first requests are slow
         seconds, rendering, outputs = offline(llm, [build(i, cfg) for i in items], loras)
     same = sum(measured[i.key] == (o.outputs[0].text, len(o.prompt_token_ids)) for i, o in zip(items, outputs))

@@ -33,7 +33,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from bench_measure import SPLIT, make_dataset  # noqa: E402  (this folder is on sys.path)
+from bench_measure import SPLIT, fresh_seeds, make_dataset  # noqa: E402  (this folder is on sys.path)
 
 from core import cli  # noqa: E402
 from core.ask import AskConfig  # noqa: E402
@@ -164,7 +164,7 @@ def bench(args: Bench) -> None:
     if args.base_url and len(args.base_url) != 2:
         cli.fail("give --base-url twice, or not at all")
     with two_servers(args.base_url) as urls, tempfile.TemporaryDirectory() as d:
-        root, seeds = Path(d), iter(range(300, 400))
+        root, seeds = Path(d), fresh_seeds()
         listed = list_models(urls[0], args.api_key)
         models = [m["id"] for m in listed]
         cfg = ask_config(AskConfig(), listed, models)

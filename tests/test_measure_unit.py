@@ -261,9 +261,8 @@ def test_a_clips_questions_go_where_its_prefix_is_within_the_slack():
     async def take(home=None):
         return await servers.take(home)
 
-    a, b = asyncio.run(take()), asyncio.run(take())
-    assert a is not b  # ties in turn, not all to the first
-    servers.answered("clip", a)
+    a, b = asyncio.run(take("clip")), asyncio.run(take())
+    assert a is not b and servers.homes["clip"] is a  # ties in turn, not all to the first
     # a carries 1, 2, 3 in flight against b's 1 and is kept; at 4 it would be 3 above: b instead
     assert [asyncio.run(take("clip")) is a for _ in range(4)] == [True, True, True, False]
     servers.lost(a)

@@ -297,15 +297,11 @@ async def ask_somewhere(servers: Servers, item: Item, cfg: AskConfig, prepared: 
     while True:
         e = await servers.take(home)
         try:
-            reply = replace(await ask(e.client, item, cfg, prepared, lost_when_refused=True), server=str(e.url))
+            return replace(await ask(e.client, item, cfg, prepared, lost_when_refused=True), server=str(e.url))
         except ServerLost:
             servers.lost(e)
-            continue
         finally:
             servers.give(e)
-        if reply.text is not None:
-            servers.answered(home, e)
-        return reply
 
 
 PROBE_CHOICES = ["velvet-17", "quokka-42"]  # no model says either unconstrained

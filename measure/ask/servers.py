@@ -1,5 +1,5 @@
 """The servers of a run. Each request goes to a live server: a clip's questions to the server
-that already holds the clip's prefix (its "home", where the first of them was answered) unless
+that already holds the clip's prefix (its "home", where the first of them was sent) unless
 that one has more than `slack` requests in flight above the least busy; otherwise to the least
 busy, ties taken in turn. A server that refuses connections is taken out (its items are asked
 again elsewhere, nothing is recorded for its death), probed on /health with a doubling backoff,
@@ -86,6 +86,8 @@ class Servers:
             await asyncio.sleep(0.2)
         e = self._pick(live, home)
         e.in_flight += 1
+        if home is not None:
+            self.homes.setdefault(home, e)  # the first request of a clip prefills it there
         return e
 
     def _pick(self, live: list[Endpoint], home: Hashable | None) -> Endpoint:
@@ -96,11 +98,6 @@ class Servers:
         tied = [e for e in live if e.in_flight == least]
         self.turn += 1
         return tied[self.turn % len(tied)]
-
-    def answered(self, home: Hashable | None, e: Endpoint) -> None:
-        """`e` answered a request of `home`'s clip: it now holds that prefix (the first one does)."""
-        if home is not None:
-            self.homes.setdefault(home, e)
 
     @staticmethod
     def give(e: Endpoint) -> None:
