@@ -31,7 +31,9 @@ def _rows(run_dir: Path) -> list[dict]:
 
 
 def _answers(run_dir: Path) -> dict:
-    return {(r["question_id"], r["model"], r["variant"]): (r["status"], r["reply"]) for r in _rows(run_dir)}
+    """What each item got, and what was sent for it (prompt tokens): equal across server layouts."""
+    rows = _rows(run_dir)
+    return {(r["question_id"], r["model"], r["variant"]): (r["status"], r["reply"], r["prompt_tokens"]) for r in rows}
 
 
 def _wait_lines(path: Path, n: int, proc: subprocess.Popen, limit: float = 300) -> None:
@@ -138,7 +140,8 @@ def test_server_killed_mid_run_then_resumed_equals_an_uninterrupted_run(keyed, s
     assert _answers(tmp_path / "killed") == _answers(tmp_path / "clean")  # no gaps, same answers
     for r in saved:  # what was answered before the kill stays as it was
         if r["status"] == "ok":
-            assert _answers(tmp_path / "killed")[(r["question_id"], r["model"], r["variant"])] == ("ok", r["reply"])
+            kept = ("ok", r["reply"], r["prompt_tokens"])
+            assert _answers(tmp_path / "killed")[(r["question_id"], r["model"], r["variant"])] == kept
 
 
 def test_a_server_lost_mid_run_is_taken_out_and_taken_back(server, keyed, synthetic, tmp_path):
@@ -188,7 +191,7 @@ def test_a_run_starts_with_the_servers_that_answer_and_takes_in_the_rest(server,
     single = cli(f"measure {common} --base-url {server.base_url} --run-id single")
     assert single.returncode == 0, single.stderr[-2000:]
     good, bad = ServerUrl.local(free_port()), ServerUrl.local(free_port())
-    with FaultProxy(server.base_url, rate=1.0, modes=("stall",), stall_s=1.0) as slow:
+    with FaultProxy(server.base_url, rate=1.0, modes=("stall",), stall_s=1.5) as slow:
         proc = start(f"measure {common} --base-url {slow.base_url} --base-url {good} --base-url {bad} --run-id r")
         _wait_lines(tmp_path / "r" / "predictions.jsonl", 2, proc)
         with (
