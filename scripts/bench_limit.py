@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import json
 import os
 import sys
 import tempfile
@@ -31,12 +30,12 @@ sys.path.insert(0, str(REPO))
 
 from bench_measure import SPLIT, STARTED, fresh_seeds, make_dataset, run_measure, running_server  # noqa: E402
 
-from core import cli, serverinfo  # noqa: E402
+from core import cli, runs, serverinfo  # noqa: E402
 from core.ask import AskConfig  # noqa: E402
 from core.cli import command, group, option  # noqa: E402
 from core.groups import Server  # noqa: E402
 from core.layout import DataLayout  # noqa: E402
-from core.records import Key, key  # noqa: E402
+from core.records import Key  # noqa: E402
 from core.variants import PLAIN  # noqa: E402
 from measure.ask.client import build, self_test  # noqa: E402
 from measure.ask.plan import ask_config, plan  # noqa: E402
@@ -111,9 +110,9 @@ def adapters(listed: list[dict]) -> dict:
     return {m["id"]: LoRARequest(m["id"], i, m["root"]) for i, m in enumerate(served, start=1)}
 
 
-def answers(run: Path) -> dict[Key, tuple[str, int]]:
-    rows = [json.loads(line) for line in (run / "predictions.jsonl").read_text().splitlines()]
-    return {key(r["question_id"], r["model"], r["variant"]): (r["text"], r["prompt_tokens"]) for r in rows}
+def answers(run: Path) -> dict[Key, tuple[str | None, int | None]]:
+    """What the run's server said and counted, per item (read as every report reads a run)."""
+    return {p.key: (p.text, p.prompt_tokens) for p in runs.load(run).predictions}
 
 
 @dataclass

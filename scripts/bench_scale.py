@@ -89,11 +89,15 @@ def items(root: Path, seed: int, videos: int, models: list[str]) -> list[Item]:
 
 @dataclass
 class Sent:
-    """One measurement: its time, items answered per server, and what was answered."""
+    """One measurement: its time and what was answered."""
 
     seconds: float
-    served: Counter
     preds: list[Prediction]
+
+    @property
+    def served(self) -> Counter[str]:
+        """Items answered per server."""
+        return Counter(p.server for p in self.preds)
 
     @property
     def rate(self) -> float:
@@ -109,18 +113,16 @@ class Sent:
 
 def send(todo: list[Item], urls: list[ServerUrl], cfg: AskConfig, concurrency: int, pool) -> Sent:
     """Measure's sender over `urls`."""
-    served: Counter[str] = Counter()
     preds: list[Prediction] = []
 
     def on_result(item: Item, reply: Reply) -> None:
         assert reply.text is not None, reply.error
-        served[reply.server] += 1
         preds.append(asked(item, reply))
 
     servers = Servers(urls, None, cfg.down_timeout_s, concurrency)
     start = time.perf_counter()
     asyncio.run(run_items(todo, servers, cfg, on_result, pool))
-    return Sent(time.perf_counter() - start, served, preds)
+    return Sent(time.perf_counter() - start, preds)
 
 
 def round_robin(todo: list[Item], urls: list[ServerUrl], cfg: AskConfig, concurrency: int, pool) -> float:

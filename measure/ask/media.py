@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import functools
 import hashlib
 import multiprocessing
 import os
@@ -192,14 +193,21 @@ def _decoded(spec: MediaSpec, content: str) -> Prepared:
     return _images(spec, content) if spec.video_as == "frames" else _frames(spec, content)
 
 
+@functools.cache
+def processor_identity(processor: str | None) -> str | None:
+    """A processor's name, with its configuration files' hashes for a local model dir (read
+    once per process, not once per clip)."""
+    if processor and Path(processor).is_dir():
+        return processor + "|" + "|".join(sha256(Path(processor) / n) or "-" for n in PROCESSOR_CONFIGS)
+    return processor
+
+
 def store_key(spec: MediaSpec, content: str) -> str:
     """The frame-store key of a clip's decoded media: its content and everything that decides
     the pixels (the frame spec, the processor and its configuration, the encoder)."""
-    processor = spec.processor
-    if processor and Path(processor).is_dir():
-        processor += "|" + "|".join(sha256(Path(processor) / n) or "-" for n in PROCESSOR_CONFIGS)
     what = (
-        f"{MEDIA_VERSION}|{content}|{spec.variant}|{spec.mode}|{spec.video_as}|{spec.frames!r}|{processor}|"
+        f"{MEDIA_VERSION}|{content}|{spec.variant}|{spec.mode}|{spec.video_as}|{spec.frames!r}|"
+        f"{processor_identity(spec.processor)}|"
         f"{JPEG_QUALITY}|{cv2.__version__}"
     )
     return hashlib.sha256(what.encode()).hexdigest()
@@ -213,10 +221,11 @@ def prepare(spec: MediaSpec, store: FrameStore | None = None) -> Prepared:
         raise FileNotFoundError(f"{spec.clip}: clip missing")
     if spec.mode != "frames" and spec.video_as == "video" and spec.variant not in IMAGE_VARIANTS:
         return _whole(spec, content)  # the server decodes: nothing to keep
-    key = store_key(spec, content) if store is not None else ""
-    if store is not None and (kept := store.get(key)) is not None:
+    if store is None:
+        return _decoded(spec, content)
+    key = store_key(spec, content)
+    if (kept := store.get(key)) is not None:
         return Prepared(**kept | {"parts": tuple(kept["parts"]), "from_store": True})
     prepared = _decoded(spec, content)
-    if store is not None:
-        store.put(key, asdict(prepared))
+    store.put(key, asdict(prepared))
     return prepared

@@ -117,14 +117,11 @@ def reachable(urls: list[ServerUrl], api_key: str | None) -> tuple[list[list[dic
         except client.Unreachable as e:
             served.append([])
             down.append((u, e))
+    if len(down) == 1 == len(urls):
+        raise down[0][1]
     if len(down) == len(urls):
-        raise (
-            down[0][1]
-            if len(urls) == 1
-            else client.Unreachable(
-                f"no server answers: {', '.join(str(u) for u, _ in down)}; start one with `sh scripts/serve.sh`"
-            )
-        )
+        names = ", ".join(str(u) for u, _ in down)
+        raise client.Unreachable(f"no server answers: {names}; start one with `sh scripts/serve.sh`")
     return served, [u for u, _ in down]
 
 
