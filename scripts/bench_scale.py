@@ -11,7 +11,9 @@
   dealing the items alternately to the two servers. Least-in-flight must finish sooner.
 
 Each measurement gets its own synthetic dataset (its own seed, so its own clip bytes), so
-vLLM's multimodal cache cannot serve one from another's work.
+vLLM's multimodal cache cannot serve one from another's work. The one- and two-server
+datasets are cut to the same shape (as many clips with one, two, ... questions), since the
+cached share depends on how many questions share a clip.
 
 Usage: .venv/bin/python scripts/bench_scale.py [--videos 40] [--delay 2.0] [--concurrency 16]
        [--base-url URL --base-url URL]   (two running servers instead of starting two)
@@ -85,6 +87,24 @@ def two_servers(urls: list[ServerUrl]) -> Iterator[list[ServerUrl]]:
 def items(root: Path, seed: int, videos: int, models: list[str]) -> list[Item]:
     """Every plain item of a synthetic dataset of its own (its own seed, so its own clip bytes)."""
     return plan(DataLayout(make_dataset(root, seed, videos)), models, [PLAIN], SPLIT, None)
+
+
+def alike(a: list[Item], b: list[Item]) -> tuple[list[Item], list[Item]]:
+    """`a` and `b` cut to the same shape: clips paired in order of question count, each pair
+    cut to the smaller count."""
+    pairs = [(qa, qb, min(len(qa), len(qb))) for qa, qb in zip(_by_clip(a), _by_clip(b))]
+    keep_a = {q for qa, _, n in pairs for q in qa[:n]}
+    keep_b = {q for _, qb, n in pairs for q in qb[:n]}
+    return [i for i in a if i.question.id in keep_a], [i for i in b if i.question.id in keep_b]
+
+
+def _by_clip(todo: list[Item]) -> list[list[str]]:
+    """Each clip's question ids, clips with the most questions first."""
+    clips: dict[str, list[str]] = {}
+    for i in todo:
+        ids = clips.setdefault(i.question.video_id, [])
+        ids += [] if i.question.id in ids else [i.question.id]
+    return sorted(clips.values(), key=len, reverse=True)
 
 
 @dataclass
@@ -177,15 +197,17 @@ def bench(args: Bench) -> None:
             def fresh() -> list[Item]:
                 return items(root, next(seeds), args.videos, models)
 
-            one = send(warm := fresh(), urls[:1], cfg, args.concurrency, pool)
-            two = send(fresh(), urls, cfg, args.concurrency, pool)
+            warm, other = alike(fresh(), fresh())
+            one = send(warm, urls[:1], cfg, args.concurrency, pool)
+            two = send(other, urls, cfg, args.concurrency, pool)
             n = len(warm)
             with FaultProxy(urls[1].root, rate=1.0, modes=("stall",), stall_s=args.delay) as slow:
                 mixed = [urls[0], ServerUrl.parse(slow.url)]
                 least = send(fresh(), mixed, cfg, args.concurrency, pool)
                 rr_s = round_robin(fresh(), mixed, cfg, args.concurrency, pool)
     print(
-        f"items per measurement: {n} ({len(models)} models, split {SPLIT}, distinct clips each); "
+        f"items per measurement: {n} ({len(models)} models, split {SPLIT}, distinct clips each, "
+        f"one and two servers' cut to the same shape); "
         f"concurrency {args.concurrency}"
     )
     print(f"one server: {one}; two servers: {two} (split {_split(two, urls)})")

@@ -81,7 +81,7 @@ def test_bench_scale_runs_small(server):
     """With one server slowed by 2 s a request, least-in-flight beats round robin; each clip x
     model is prefilled once; two servers reuse prefixes as one does (its goals)."""
     lines = _bench(
-        f"scripts/bench_scale.py --videos 4 --delay 2 --concurrency 4 --base-url {server.base_url} "
+        f"scripts/bench_scale.py --videos 10 --delay 2 --concurrency 4 --base-url {server.base_url} "
         f"--base-url {server.base_url}"
     )
     ratio = {x.split(":")[0]: x for x in lines}
