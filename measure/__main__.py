@@ -44,7 +44,7 @@ def run(opts: RunOptions) -> None:
     out = execute(opts, p, opened, warn)
     session = opened.record.sessions[-1]
     if session.clips_prepared is not None:
-        where = f" ({opts.store.root})" if opts.store and p.cfg.client_samples else ""
+        where = f" ({out.frames.root})" if out.frames else ""
         typer.echo(
             f"clips: {session.clips_prepared} prepared, {session.clips_from_store} from the frame store{where}",
             err=True,

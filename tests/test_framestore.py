@@ -114,4 +114,5 @@ def test_a_second_run_over_the_same_clips_decodes_none(server, synthetic, tmp_pa
     (tmp_path / "file").write_text("")
     blocked = cli(f"{common} --run-id blocked --frame-store {tmp_path / 'file'}")
     assert blocked.returncode == 0 and f"warning: frame store {tmp_path / 'file'}: " in blocked.stderr
+    assert f"clips: {clips} prepared, 0 from the frame store\n" in blocked.stderr  # no store named: none used
     assert _replies(tmp_path / "blocked") == _replies(tmp_path / "first")

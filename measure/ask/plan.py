@@ -326,6 +326,7 @@ class Outcome:
     errors: int
     interrupted: bool
     down: str | None  # every server stopped answering: what was seen
+    frames: FrameStore | None  # the frame store used, if any
 
 
 def self_tests(opts: RunOptions, p: Plan, warn: Callable[[str], None]) -> None:
@@ -395,4 +396,4 @@ def execute(opts: RunOptions, p: Plan, run: Opened, warn: Callable[[str], None])
     run.record.ended = now()
     run.record.complete = len(kept) == len(p.items) and errors == 0
     run.store.write_run(run.record)
-    return Outcome(kept, errors, interrupted, down)
+    return Outcome(kept, errors, interrupted, down, frames)
