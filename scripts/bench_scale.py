@@ -11,9 +11,9 @@
   dealing the items alternately to the two servers. Least-in-flight must finish sooner.
 
 Each measurement gets its own synthetic dataset (its own seed, so its own clip bytes), so
-vLLM's multimodal cache cannot serve one from another's work. The one- and two-server
-datasets are cut to the same shape (as many clips with one, two, ... questions), since the
-cached share depends on how many questions share a clip.
+vLLM's multimodal cache cannot serve one from another's work. The two datasets of each
+comparison are cut to the same shape (as many clips with one, two, ... questions): the
+cached share and the time depend on how many items there are and how many share a clip.
 
 Usage: .venv/bin/python scripts/bench_scale.py [--videos 40] [--delay 2.0] [--concurrency 16]
        [--base-url URL --base-url URL]   (two running servers instead of starting two)
@@ -100,11 +100,10 @@ def alike(a: list[Item], b: list[Item]) -> tuple[list[Item], list[Item]]:
 
 def _by_clip(todo: list[Item]) -> list[list[str]]:
     """Each clip's question ids, clips with the most questions first."""
-    clips: dict[str, list[str]] = {}
+    clips: dict[str, dict[str, None]] = {}  # ordered sets: a question comes once per model
     for i in todo:
-        ids = clips.setdefault(i.question.video_id, [])
-        ids += [] if i.question.id in ids else [i.question.id]
-    return sorted(clips.values(), key=len, reverse=True)
+        clips.setdefault(i.question.video_id, {})[i.question.id] = None
+    return sorted(map(list, clips.values()), key=len, reverse=True)
 
 
 @dataclass
@@ -197,24 +196,24 @@ def bench(args: Bench) -> None:
             def fresh() -> list[Item]:
                 return items(root, next(seeds), args.videos, models)
 
-            warm, other = alike(fresh(), fresh())
-            one = send(warm, urls[:1], cfg, args.concurrency, pool)
-            two = send(other, urls, cfg, args.concurrency, pool)
-            n = len(warm)
+            alone, spread = alike(fresh(), fresh())
+            one = send(alone, urls[:1], cfg, args.concurrency, pool)
+            two = send(spread, urls, cfg, args.concurrency, pool)
+            slowed, dealt = alike(fresh(), fresh())
             with FaultProxy(urls[1].root, rate=1.0, modes=("stall",), stall_s=args.delay) as slow:
                 mixed = [urls[0], ServerUrl.parse(slow.url)]
-                least = send(fresh(), mixed, cfg, args.concurrency, pool)
-                rr_s = round_robin(fresh(), mixed, cfg, args.concurrency, pool)
+                least = send(slowed, mixed, cfg, args.concurrency, pool)
+                rr_s = round_robin(dealt, mixed, cfg, args.concurrency, pool)
     print(
-        f"items per measurement: {n} ({len(models)} models, split {SPLIT}, distinct clips each, "
-        f"one and two servers' cut to the same shape); "
+        f"items: {len(alone)} with one server and with two, {len(slowed)} with one slowed, each way "
+        f"({len(models)} models, split {SPLIT}, distinct clips each, each pair cut to the same shape); "
         f"concurrency {args.concurrency}"
     )
     print(f"one server: {one}; two servers: {two} (split {_split(two, urls)})")
     print(f"two servers / one: {two.rate / one.rate:.2f}x throughput (same machine: they share its cores)")
     print(
         f"one server slowed by {args.delay:g} s per request: least-in-flight {least.seconds:.1f} s "
-        f"(sent {least.served[str(mixed[1])]} of {n} to the slow one), round robin {rr_s:.1f} s"
+        f"(sent {least.served[str(mixed[1])]} of {len(slowed)} to the slow one), round robin {rr_s:.1f} s"
     )
     print(f"round robin / least-in-flight time: {rr_s / least.seconds:.2f} (goal > 1)")
     print(f"cached prompt-token share: one server {one.cached:.1f} %, two servers {two.cached:.1f} % (goal: within 5)")
