@@ -16,23 +16,28 @@ the field's type, and shows its default as it would be typed.
 
 from __future__ import annotations
 
+import contextvars
 import dataclasses
 import inspect
 import re
 import sys
 import types
 import typing
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 import typer
 from typer import Abort
-from typer._click.exceptions import UsageError  # public as click.UsageError; typer vendors click
 
+from core import progress
 from core.errors import UserError
 
 T = TypeVar("T")
+# click's UsageError (bad option, missing argument, no such option) is not exported by typer,
+# which vendors click; its public BadParameter derives from it.
+UsageError: type[Exception] = typer.BadParameter.__mro__[1]
+_INVOKED: contextvars.ContextVar[tuple[str, ...]] = contextvars.ContextVar("invoked", default=())
 _CLI = "cli"
 _GROUP = "cli_group"
 _SHOWN = "cli_shown"
@@ -249,11 +254,34 @@ class Command(typer.core.TyperCommand):
                     formatter.write_dl(rows)
 
 
+class PassOn(Command):
+    """A command that passes what follows `--` on to another program, unparsed: `passed_on(ctx)`."""
+
+    def parse_args(self, ctx: typer.Context, args: list[str]) -> list[str]:
+        if "--" in args:
+            at = args.index("--")
+            ctx.meta["passed_on"] = args[at + 1 :]
+            args = args[:at]
+        return super().parse_args(ctx, args)
+
+
+def passed_on(ctx: typer.Context) -> list[str]:
+    """What followed `--` on a PassOn command's line ([] when nothing did)."""
+    return list(ctx.meta.get("passed_on", []))
+
+
 def command(
-    app: typer.Typer, cls: type[T], *, name: str | None = None, callback: bool = False, **settings: Any
+    app: typer.Typer,
+    cls: type[T],
+    *,
+    name: str | None = None,
+    callback: bool = False,
+    pass_on: bool = False,
+    **settings: Any,
 ) -> Callable[[Callable[..., None]], Callable[..., None]]:
     """Register `fn(options: cls[, ctx])` as a command (or the app's callback) whose options are
-    the option fields of `cls`. `fn` receives a `typer.Context` too when it declares `ctx`."""
+    the option fields of `cls`. `fn` receives a `typer.Context` too when it declares `ctx`;
+    with `pass_on`, what follows `--` is kept for another program (`passed_on`)."""
 
     def decorate(fn: Callable[..., None]) -> Callable[..., None]:
         wants_ctx = "ctx" in inspect.signature(fn).parameters
@@ -274,11 +302,13 @@ def command(
         wrapper.__annotations__ = {p.name: p.annotation for p in signature.parameters.values()}
         wrapper.__doc__ = fn.__doc__
         wrapper.__name__ = name or fn.__name__
+        wrapper.__module__ = fn.__module__  # `prog_of` names the package by it
         wrapper.options_class = cls  # type: ignore[attr-defined]  (what `parsed_options` reads)
+        wrapper.options_of = lambda values: _build(cls, {paths[k]: v for k, v in values.items()})  # type: ignore[attr-defined]
         if callback:
             app.callback(invoke_without_command=True, **settings)(wrapper)
         else:
-            app.command(name, cls=Command, **settings)(wrapper)
+            app.command(name, cls=PassOn if pass_on else Command, **settings)(wrapper)
         return fn
 
     return decorate
@@ -322,6 +352,17 @@ def pairs(value: str | Mapping[str, str]) -> dict[str, str]:
     return out
 
 
+RUN_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]*")
+
+
+def run_name(value: str) -> str:
+    """A run id: a folder's name under the runs directory, never a path (letters, digits and
+    . _ -, not starting with . or -)."""
+    if not RUN_NAME.fullmatch(value) or len(value) > 200:
+        raise ValueError(f"{value!r}: a run id is a name (letters, digits, '.', '_', '-'), not a path")
+    return value
+
+
 def parse_size(value: str | tuple[int, int]) -> tuple[int, int]:
     """`WxH` (e.g. 320x240) as (W, H)."""
     if isinstance(value, tuple):
@@ -362,24 +403,61 @@ def usage(e: UsageError) -> str:
     return message[0].lower() + message[1:].rstrip(".")
 
 
-def main(app: typer.Typer) -> None:
-    """Run a package's CLI: a bad option value, a UserError, or an OS error on a named file,
-    wherever it is raised, ends the run with one `error:` line and exit 2 instead of a
-    traceback or a usage box."""
+def prog_of(app: typer.Typer) -> str:
+    """How a package's app is typed: `python -m <package>`."""
+    first = app.registered_callback or app.registered_commands[0]
+    return f"python -m {first.callback.__module__.split('.')[0]}"
+
+
+def parse(app: typer.Typer, argv: Sequence[str]) -> Any:
+    """What a command line gives its command, without running it: the options object (a
+    dataclass) built from `argv` as `run` would build it. A usage error raises."""
+    top = typer.main.get_command(app)
+    ctx = top.make_context(prog_of(app), list(argv))
+    cmd, rest = top, [*ctx._protected_args, *ctx.args]
+    if rest and isinstance(top, typer.core.TyperGroup):  # a sub-command and its arguments
+        cmd = top.get_command(ctx, rest[0])
+        ctx = cmd.make_context(rest[0], rest[1:], parent=ctx)
+    return cmd.callback.options_of(ctx.params)
+
+
+def invoked() -> tuple[str, ...]:
+    """The command line of the command running now, as typed (`python -m measure ...`)."""
+    return _INVOKED.get()
+
+
+def run(app: typer.Typer, argv: Sequence[str], prog: str | None = None) -> int:
+    """Run a CLI on `argv` in this process and return its exit code: a bad option value, a
+    UserError, or an OS error on a named file, wherever it is raised, ends it with one
+    `error:` line on stderr and code 2 instead of a traceback or a usage box; Ctrl-C is 130."""
+    prog = prog or prog_of(app)
+    progress.only_ours()
+    token = _INVOKED.set((*prog.split(), *argv))
     try:
-        code = app(standalone_mode=False)
+        code = app(args=list(argv), prog_name=prog, standalone_mode=False)
     except UsageError as e:
         hint = f" (see {e.ctx.command_path} --help)" if e.ctx else ""
         _say(usage(e) + hint)
-        sys.exit(2)
-    except Abort:
-        sys.exit(130)
+        return 2
+    except (Abort, KeyboardInterrupt):
+        return 130
+    except typer.Exit as e:
+        return e.exit_code
+    except SystemExit as e:
+        return e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
     except UserError as e:
         _say(str(e))
-        sys.exit(2)
+        return 2
     except OSError as e:
         if e.filename is None:
             raise
         _say(f"{e.filename}: {e.strerror or e}")
-        sys.exit(2)
-    sys.exit(code if isinstance(code, int) else 0)
+        return 2
+    finally:
+        _INVOKED.reset(token)
+    return code if isinstance(code, int) else 0
+
+
+def main(app: typer.Typer) -> None:
+    """Run a package's CLI on this process's command line (`run`) and exit with its code."""
+    sys.exit(run(app, sys.argv[1:]))

@@ -9,3 +9,11 @@ class UserError(Exception):
 
 class DataError(UserError, ValueError):
     """Bad input data: the message names the file (and line) and the reason."""
+
+
+class SetupError(UserError):
+    """A run that cannot start (server unreachable, unknown model, ...): says what and where."""
+
+
+class Unreachable(SetupError):
+    """A server that did not answer at all (down, restarting, wrong address)."""

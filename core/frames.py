@@ -130,7 +130,7 @@ def load(clip: Path, spec: FrameSpec, processor: str | None = None, sizer: str |
     """Decode `clip` once and return the frames `spec` chooses, resized to `spec.frame_size`
     and then to what `sizer`'s video processor makes of them (so its own resize is a no-op).
     `processor` decides the frames for the sampling modes that ask it."""
-    import decord
+    from core.decoding import decord
 
     vr = decord.VideoReader(str(clip), ctx=decord.cpu(0))
     fps = float(vr.get_avg_fps()) or FPS_FALLBACK

@@ -59,9 +59,14 @@ def dataset(record: RunRecord | None, data: Path | None = None) -> Path | None:
     return recorded if recorded is not None and DataLayout(recorded).questions.is_file() else None
 
 
+def in_key_order(records: dict) -> list:
+    return [records[k] for k in sorted(records)]
+
+
 def load(run: Path | str | RunLayout, runs_dir: Path = RUNS_ROOT, data: Path | None = None) -> Run:
     """Read a run folder whole (a torn last line of predictions.jsonl is repaired, as measure
-    does); `data` overrides where its dataset is."""
+    does); `data` overrides where its dataset is. Records come in key order, so whatever reads
+    a Run gets the same from the same lines in any order."""
     layout = find(run, runs_dir)
     store = PredictionStore(layout)
     record = store.read_run()
@@ -69,10 +74,10 @@ def load(run: Path | str | RunLayout, runs_dir: Path = RUNS_ROOT, data: Path | N
     ref = reference.resolved(record.reference, parents) if record and record.reference else None
     found = dataset(record, data)
     questions = {q.id: q for q in load_questions(DataLayout(found).questions)[0]} if found else {}
-    return Run(
-        attention=list(attention_store(layout).load().values()),
-        predictions=list(store.load().values()),
-        judgements=list(judgement_store(layout).load().values()),
+    return Run(  # every list in key order, whatever order its lines arrived in
+        attention=in_key_order(attention_store(layout).load()),
+        predictions=in_key_order(store.load()),
+        judgements=in_key_order(judgement_store(layout).load()),
         record=record,
         parents=parents,
         reference=ref,

@@ -1,6 +1,7 @@
-"""What `serve run` knows about the vLLM server it started, written once it is ready (one
-file per port on this machine) so that `measure` can record it in run.json: the arguments,
-the start-up times from vLLM's log, and the process group whose memory it can read."""
+"""What `serve run` knows about the vLLM server it started (one file per port on this machine)
+so that `measure` can record it in run.json: the arguments, the start-up times from vLLM's
+log, and the process group whose memory it can read. Written as vLLM starts, before its port
+can answer, and again once it is ready: a client that sees the port answer finds the file."""
 
 from __future__ import annotations
 
@@ -9,7 +10,8 @@ import os
 import re
 import socket
 import tempfile
-from dataclasses import asdict, dataclass
+import time
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import psutil
@@ -34,9 +36,9 @@ class ServerInfo:
     pid: int  # vLLM's process, leader of its process group
     argv: list[str]  # the vLLM command line, API key masked
     started: str
-    ready_s: float  # from start to /v1/models answering
-    rss_ready_bytes: int  # the process group's resident memory once ready
-    times: dict[str, float]  # LOG_TIMES found in vLLM's log
+    ready_s: float | None = None  # from start to /v1/models answering (None: not ready yet)
+    rss_ready_bytes: int | None = None  # the process group's resident memory once ready
+    times: dict[str, float] = field(default_factory=dict)  # LOG_TIMES found in vLLM's log
 
 
 def log_times(line: str) -> dict[str, float]:
@@ -65,17 +67,22 @@ def is_local(url: ServerUrl) -> bool:
         return url.hostname in ("localhost", socket.gethostname())
 
 
-def lookup(url: ServerUrl) -> ServerInfo | None:
+def lookup(url: ServerUrl, wait_s: float = 10.0) -> ServerInfo | None:
     """What `serve run` wrote for a server on this machine that is still running; None for
-    a remote server or one started otherwise."""
+    a remote server or one started otherwise. A server that answers may not be recorded as
+    ready yet (serve run reads its memory first): waited for, up to `wait_s`."""
     if not is_local(url) or url.port is None:
         return None
-    path = path_for(url.port)
-    if not path.is_file():
-        return None
+    deadline = time.monotonic() + wait_s
+    while (info := _read(path_for(url.port))) is not None and info.ready_s is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return info
+
+
+def _read(path: Path) -> ServerInfo | None:
     try:
         info = TypeAdapter(ServerInfo).validate_python(read_json(path))
-    except (ValidationError, ValueError):
+    except (OSError, ValidationError, ValueError):
         return None
     return info if psutil.pid_exists(info.pid) else None
 

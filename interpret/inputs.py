@@ -14,10 +14,11 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from core import prompt
 from core.ask import AskConfig
 from core.errors import UserError
 from core.records import Prediction, Question
-from measure.ask import media, prompt
+from measure.ask import media
 
 GENERIC = "Describe the video."
 

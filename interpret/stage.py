@@ -14,21 +14,20 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+from core import progress
 from core.errors import UserError
 from core.files import atomic_write
 from core.layout import AdapterLayout, DataLayout
+from core.prompt import targets
 from core.records import AttentionRecord, Prediction
-from core.runs import Run
+from core.runs import Run, in_key_order
 from core.store import attention_store
 from core.variants import CUED, INTERVENTIONS, PLAIN
 from interpret import capture, inputs
 from interpret.attention import Attention, forward, grid_of, region_rows
 from interpret.choice import choose, margin
 from interpret.regions import clip_shares
-from measure.ask.prompt import targets
 
 STROKES = tuple(c for c in CUED if c != "side-by-side")  # cues whose strokes define a `cue` region
 MAPPED = (PLAIN, *STROKES, *INTERVENTIONS)  # variants whose frames the regions fit
@@ -224,7 +223,7 @@ def interpret_run(
         raise UserError(f"{run.data}: questions {missing[:5]} of the run are not in its dataset (give --data)")
     store.open()
     try:
-        with _progress(len(left)) as advance:
+        with progress.bar("interpreting", len(left), "predictions") as advance:
             for name in sorted({p.model for p in left}):
                 cache: dict = {}
                 with loaded(run, name, device) as (model, processor):
@@ -237,21 +236,13 @@ def interpret_run(
     return Interpreted(len(left), len(todo) - len(left))
 
 
-@contextlib.contextmanager
-def _progress(total: int) -> Iterator[Any]:
-    columns = (TextColumn("interpreting"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
-    with Progress(*columns, console=Console(stderr=True), transient=False) as progress:
-        task = progress.add_task("interpret", total=total)
-        yield lambda: progress.advance(task)
-
-
 def write_regions(run: Run) -> Path:
     """interpret/regions.csv: every record's rows, one row per region, from records.jsonl alone."""
     assert run.layout is not None
     buf = io.StringIO()
     out = csv.DictWriter(buf, COLUMNS, extrasaction="ignore")
     out.writeheader()
-    for rec in attention_store(run.layout).load().values():
+    for rec in in_key_order(attention_store(run.layout).load()):
         for row in rec.rows:
             out.writerow({"question_id": rec.question_id, "model": rec.model, "variant": rec.variant} | row)
     atomic_write(run.layout.regions_csv, buf.getvalue())

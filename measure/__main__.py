@@ -238,19 +238,15 @@ class ViewOptions:
 @command(app, ViewOptions, name="view")
 def view_cmd(o: ViewOptions) -> None:
     """Write runs/<id>/index.html: the run as one static page (overview, samples, frames sent)."""
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
-
+    from core import progress
     from measure.report import view
 
     a = view.load(o.target.layout, o.target.runs.runs_dir, o.data)
     b = view.load(o.target.runs.find(o.run_b), o.target.runs.runs_dir, o.data) if o.run_b is not None else None
     if a.data is None:
         warn(f"{a.id}: its dataset is not found (give --data): no question text, every clip missing")
-    columns = (TextColumn("thumbnails"), BarColumn(), MofNCompleteColumn())
-    with Progress(*columns, console=Console(stderr=True), transient=False) as progress:  # stdout: the page's path
-        task = progress.add_task("thumbs", total=None)
-        page = view.write(a, b, lambda n, total: progress.update(task, completed=n, total=total))
+    with progress.bar("thumbnails", None, "clips") as advance:  # stdout: the page's path
+        page = view.write(a, b, lambda n, total: advance(total=total))
     typer.echo(page)
     if o.open_page:
         webbrowser.open(page.resolve().as_uri())

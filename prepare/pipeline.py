@@ -14,9 +14,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal, get_args
 
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-from core import runfiles
+from core import progress, runfiles
 from core.cli import comma_list, group, option
 from core.errors import DataError
 from core.files import atomic_path, atomic_write, read_json, write_json
@@ -175,23 +173,21 @@ def _ray_jobs(jobs: list[RenderJob], address: str, workers: int) -> Iterator[dic
 
 
 def _run_jobs(jobs: list[RenderJob], workers: int, ray_address: str | None = None) -> Iterator[dict[str, Any]]:
-    columns = (TextColumn("rendering clips"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
-    with Progress(*columns, transient=False) as progress:
-        task = progress.add_task("render", total=len(jobs))
+    with progress.bar("rendering clips", len(jobs), "clips") as advance:
         if ray_address is not None and jobs:
             for info in _ray_jobs(jobs, ray_address, workers):
                 yield info
-                progress.advance(task)
+                advance()
             return
         if workers <= 1:
             for job in jobs:
                 yield render(job)
-                progress.advance(task)
+                advance()
             return
         with ProcessPoolExecutor(max_workers=workers) as pool:
             for fut in as_completed([pool.submit(render, j) for j in jobs]):
                 yield fut.result()
-                progress.advance(task)
+                advance()
 
 
 def find_video(videos: Path, video_id: str) -> Path | None:

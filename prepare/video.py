@@ -6,9 +6,9 @@ from fractions import Fraction
 from pathlib import Path
 
 import av
-import decord
 import numpy as np
 
+from core.decoding import decord
 from core.errors import DataError
 from core.files import atomic_path
 

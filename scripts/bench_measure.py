@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import io
 import json
 import os
 import resource
@@ -45,6 +46,7 @@ from core.urls import ServerUrl  # noqa: E402
 from core.variants import PLAIN  # noqa: E402
 from measure.ask.client import Item, build, self_test  # noqa: E402
 from measure.ask.plan import ask_config  # noqa: E402
+from prepare.__main__ import app as prepare_app  # noqa: E402
 from serve.__main__ import poll_ready  # noqa: E402
 from serve.command import free_port  # noqa: E402
 
@@ -59,26 +61,14 @@ def fresh_seeds() -> Iterator[int]:
 
 
 def make_dataset(root: Path, seed: int, videos: int) -> Path:
+    """A synthetic dataset of its own seed, made by `prepare synthetic` in this process (quietly)."""
     out = root / f"seed{seed}"
-    subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "prepare",
-            "synthetic",
-            "--out",
-            str(out),
-            "--videos",
-            str(videos),
-            "--seed",
-            str(seed),
-            "--variants",
-            "plain",
-        ],
-        cwd=REPO,
-        check=True,
-        capture_output=True,
-    )
+    argv = ["synthetic", "--out", str(out), "--videos", str(videos), "--seed", str(seed), "--variants", "plain"]
+    said = io.StringIO()
+    with contextlib.redirect_stdout(said), contextlib.redirect_stderr(said):
+        code = cli.run(prepare_app, argv)
+    if code:
+        raise RuntimeError(f"prepare {' '.join(argv)} exited {code}: {said.getvalue()[-2000:]}")
     return out
 
 

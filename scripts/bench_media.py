@@ -174,9 +174,9 @@ def store_run(data: Path, model: str, cfg: AskConfig, store: FrameStore) -> tupl
 def decode_at_size(data: Path, cfg: AskConfig, processor: str) -> tuple[float, float, float]:
     """(CPU s per clip decoding whole then resizing as sent, CPU s per clip decoding at the sent
     size, mean |pixel difference| between the two) over the clips of `data`."""
-    import decord
     import numpy as np
 
+    from core.decoding import decord
     from core.frames import load
 
     clips = sorted(DataLayout(data).clips_dir(PLAIN).glob("*.mp4"))

@@ -39,6 +39,7 @@ from bench_measure import SPLIT, fresh_seeds, make_dataset  # noqa: E402  (this 
 
 from core import cli  # noqa: E402
 from core.ask import AskConfig  # noqa: E402
+from core.chat import list_models  # noqa: E402
 from core.cli import command, option  # noqa: E402
 from core.groups import api_key_option  # noqa: E402
 from core.layout import DataLayout  # noqa: E402
@@ -46,7 +47,7 @@ from core.records import Prediction  # noqa: E402
 from core.urls import ServerUrl  # noqa: E402
 from core.variants import PLAIN  # noqa: E402
 from measure.ask import media  # noqa: E402
-from measure.ask.client import Item, Reply, list_models, run_items, self_test  # noqa: E402
+from measure.ask.client import Item, Reply, run_items, self_test  # noqa: E402
 from measure.ask.plan import ask_config, asked, plan  # noqa: E402
 from measure.ask.servers import Servers  # noqa: E402
 from measure.report.health import cached_share, prefills_per_clip  # noqa: E402
@@ -191,7 +192,8 @@ def bench(args: Bench) -> None:
         cfg = ask_config(AskConfig(), listed, models)
         for url in urls:
             assert asyncio.run(self_test(url, args.api_key, models[0])) is None
-        with media.worker_pool(cfg.media_workers, cfg.processors.values()) as pool:
+        with media.Workers(cfg.media_workers, cfg.processors.values()) as pool:
+            pool.get()  # started before anything is timed
 
             def fresh() -> list[Item]:
                 return items(root, next(seeds), args.videos, models)

@@ -71,13 +71,13 @@ def _describe(models: list[dict]) -> str:
     return ", ".join(m["id"] + (f" (adapter of {m['parent']})" if m.get("parent") else "") for m in models)
 
 
-@command(app, Settings, context_settings={"allow_extra_args": True})
+@command(app, Settings, pass_on=True, context_settings={"allow_extra_args": True})
 def run(settings: Settings, ctx: typer.Context) -> None:
     """Start vLLM with the model and its adapters; arguments after `--` go to `vllm serve`
     unchanged. Prints the vLLM command, then the URL once ready. Settings are these options
     only (VLLM_API_KEY is read as vLLM reads it); scripts/serve.sh turns its environment
     (MODEL, ADAPTERS, HOST, PORT, FRAMES, MAX_MODEL_LEN, DP, TP) into them."""
-    if ctx.args and "--" not in sys.argv:
+    if ctx.args:
         fail(f"unexpected argument(s) {' '.join(ctx.args)}: arguments for vLLM go after --, e.g. serve run -- --seed 3")
     gpus = server.gpu_count()
     gpu = gpus > 0
@@ -86,7 +86,7 @@ def run(settings: Settings, ctx: typer.Context) -> None:
         typer.echo(f"serve: {model} is missing; building the embedded tiny model (offline, seeded)", err=True)
         build_tiny(Tiny())
     adapters = settings.adapters if settings.adapters is not None else server.discover_adapters(model)
-    settings = replace(settings, model=model, adapters=adapters, extra=list(ctx.args))
+    settings = replace(settings, model=model, adapters=adapters, extra=cli.passed_on(ctx))
     server.check_adapters(adapters, model, tower_lora="--enable-tower-connector-lora" in settings.extra)
     argv = server.build_argv(settings, gpus=gpus)
     host, port, api_key = settings.host, settings.port, settings.api_key
@@ -109,7 +109,7 @@ def run(settings: Settings, ctx: typer.Context) -> None:
     started, t0 = dt.datetime.now(dt.UTC).isoformat(timespec="seconds"), time.monotonic()
     proc = subprocess.Popen(
         argv,
-        env=server.build_env(dict(os.environ), model, gpu),
+        env=server.build_env(dict(os.environ), model, gpu, settings.runtime_adapters),
         start_new_session=True,
         preexec_fn=lambda: die_with_parent(me),
         stdout=subprocess.PIPE,
@@ -126,19 +126,18 @@ def run(settings: Settings, ctx: typer.Context) -> None:
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
-    problem, info_file = None, None
+    problem = None
+    info = ServerInfo(port=port, pid=proc.pid, argv=shown, started=started)
+    info_file = serverinfo.write(info)  # before its port can answer: a client that sees it answer finds this
     try:
         models = poll_ready(settings.url, settings.ready_timeout, api_key, proc)
-        info = ServerInfo(
-            port=port,
-            pid=proc.pid,
-            argv=shown,
-            started=started,
+        info = replace(
+            info,
             ready_s=round(time.monotonic() - t0, 2),
             rss_ready_bytes=serverinfo.group_rss(proc.pid),
             times=dict(times),
         )
-        info_file = serverinfo.write(info)
+        serverinfo.write(info)
         typer.echo(f"ready: {settings.url}  models: {_describe(models)}", err=True)
         typer.echo(
             f"serve: ready in {info.ready_s:.1f} s ({_times(info.times)}); resident memory "
@@ -153,8 +152,7 @@ def run(settings: Settings, ctx: typer.Context) -> None:
     finally:
         _stop_group(proc)
         relay.join(5)
-        if info_file is not None:
-            info_file.unlink(missing_ok=True)
+        info_file.unlink(missing_ok=True)
     if problem:
         fail(problem)
     sys.exit(code)
@@ -203,22 +201,8 @@ def wait(o: Wait) -> None:
         models = poll_ready(o.server.url, o.timeout, o.server.api_key, pid=o.pid)
     except (TimeoutError, RuntimeError) as e:
         fail(str(e))
-    described(o.server.url)
+    serverinfo.lookup(o.server.url)  # a local server's record says ready too: a run started next records it
     typer.echo(f"ready: {o.server.url}  models: {_describe(models)}")
-
-
-def described(url: ServerUrl, timeout: float = 5.0) -> bool:
-    """Once a local server answers, give the `serve run` that started it (if one did) time to
-    write what it knows (core.serverinfo), so a run started next records it. A remote server
-    has no such file: no wait."""
-    if not serverinfo.is_local(url):
-        return False
-    deadline = time.monotonic() + timeout
-    while serverinfo.lookup(url) is None:
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.1)
-    return True
 
 
 @dataclass

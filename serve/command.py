@@ -205,6 +205,11 @@ class Settings:
         "mp: engines on this node; ray: engines placed on the "
         "nodes of a running Ray cluster (vLLM --data-parallel-backend).",
     )
+    runtime_adapters: int = option(
+        0,
+        "Room for this many more adapters, loaded while the server runs through vLLM's "
+        "/v1/load_lora_adapter (of no larger rank than the largest adapter given, at least 8).",
+    )
     ready_timeout: float = option(900.0, "Seconds to wait for readiness.")
     extra: list[str] = field(default_factory=list)  # arguments passed to `vllm serve` unchanged
 
@@ -276,8 +281,11 @@ def build_argv(s: Settings, python: str = sys.executable, gpus: int = 0) -> list
     argv += ["--limit-mm-per-prompt", json.dumps(profile.limit_mm_per_prompt(s.frames))]
     if profile.video_as == "video":
         argv += ["--media-io-kwargs", json.dumps({"video": {"min_frames": s.frames, "max_frames": s.frames}})]
-    if s.adapters:
-        require_dirs(s.adapters)
+    if s.runtime_adapters < 0:
+        raise SettingsError(f"--runtime-adapters {s.runtime_adapters}: a number of adapters, 0 or more")
+    adapters = s.adapters or {}
+    if adapters or s.runtime_adapters:
+        require_dirs(adapters)
         # One LoRA slot more than adapters: vLLM's PyTorch LoRA ops (the CPU backend) index
         # the slot with -1 for base-model tokens, i.e. the LAST slot, so in a batch mixing
         # base and adapter requests the base requests got the adapter's deltas (measured
@@ -286,12 +294,12 @@ def build_argv(s: Settings, python: str = sys.executable, gpus: int = 0) -> list
         argv += [
             "--enable-lora",
             "--max-loras",
-            str(len(s.adapters) + 1),
+            str(len(adapters) + s.runtime_adapters + 1),
             "--max-lora-rank",
-            str(max_lora_rank(s.adapters)),
-            "--lora-modules",
+            str(max_lora_rank(adapters)),
         ]
-        argv += [f"{name}={path}" for name, path in s.adapters.items()]
+        if adapters:
+            argv += ["--lora-modules", *(f"{name}={path}" for name, path in adapters.items())]
     if s.api_key:
         argv += ["--api-key", s.api_key]
     if s.trust_request_mm_kwargs:
@@ -311,10 +319,12 @@ def build_argv(s: Settings, python: str = sys.executable, gpus: int = 0) -> list
     return argv + list(s.extra)
 
 
-def build_env(base: dict[str, str], model: str, gpu: bool) -> dict[str, str]:
+def build_env(base: dict[str, str], model: str, gpu: bool, runtime_adapters: int = 0) -> dict[str, str]:
     """Environment for vLLM: no hub for a local model; on the CPU a 1 GiB KV cache and
-    thread binding."""
+    thread binding; the adapter-loading endpoints when adapters may come while it runs."""
     env = dict(base)
+    if runtime_adapters:
+        env["VLLM_ALLOW_RUNTIME_LORA_UPDATING"] = "True"
     if Path(model).is_dir():
         env.setdefault("HF_HUB_OFFLINE", "1")
     if not gpu:

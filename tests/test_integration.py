@@ -17,15 +17,12 @@ def _items(data, models, n, variant="plain"):
     return [Item(q, m, variant, layout.clip(variant, q.video_id)) for q in qs for m in models]
 
 
-def test_measure_cli_scores_every_model_and_variant(server, synthetic, tmp_path):
-    result = cli(
-        f"measure --data {synthetic} --base-url {server.base_url} --runs-dir {tmp_path} "
-        "--run-id e2e --limit 6 --concurrency 8",
-        timeout=600,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    rows = [json.loads(line) for line in (tmp_path / "e2e" / "predictions.jsonl").read_text().splitlines()]
-    assert len(rows) == 6 * 2 * 2  # questions x models x variants
+def test_measure_cli_scores_every_model_and_variant(server, measured, synthetic):
+    """The session's run (`measure --data DATA --base-url URL`, nothing else given): every served
+    model x every variant on disk x every test question, each reply one of the choices."""
+    n = sum(q.split == "test" for q in read_questions(DataLayout(synthetic).questions))
+    rows = [json.loads(line) for line in measured.predictions.read_text().splitlines()]
+    assert len(rows) == n * 2 * 2  # questions x models x variants
     assert {(r["model"], r["variant"]) for r in rows} == {
         (m, v) for m in (server.base_model, server.adapter) for v in ("plain", "trajectory")
     }
@@ -33,11 +30,11 @@ def test_measure_cli_scores_every_model_and_variant(server, synthetic, tmp_path)
         assert r["status"] == "ok", r
         assert r["reply"] in r["choices"]
         assert r["correct"] == (r["reply"] == r["answer"])
-    report = json.loads((tmp_path / "e2e" / "report.json").read_text())
-    assert len(report["accuracy"]) == 4 and all(row["n"] == 6 for row in report["accuracy"])
+    report = json.loads(measured.report_json.read_text())
+    assert len(report["accuracy"]) == 4 and all(row["n"] == n for row in report["accuracy"])
     assert {r["adapter"] for r in report["adapter_vs_base"]} == {server.adapter}
     assert {r["variant"] for r in report["cued_vs_plain"]} == {"trajectory"}
-    assert "overall_acc" in result.stdout and server.adapter in result.stdout
+    assert "overall_acc" in measured.printed.stdout and server.adapter in measured.printed.stdout
 
 
 def test_letters_give_probabilities_and_the_adapter_changes_them(server, synthetic):

@@ -14,7 +14,7 @@ from core.records import read_questions
 from core.urls import ServerUrl
 from measure.ask.client import Item
 from serve.command import free_port
-from tests.conftest import ask_each, cli, start
+from tests.conftest import ask_each, cli, copy_run, start
 from tests.faultproxy import FaultProxy, old_vllm
 
 
@@ -26,28 +26,26 @@ def _keys(rows):
     return [(r["question_id"], r["model"], r["variant"]) for r in rows]
 
 
-def test_resume_sends_nothing_and_errors_are_asked_again(server, synthetic, tmp_path):
-    common = ["--data", synthetic, "--base-url", server.base_url, "--runs-dir", tmp_path, "--limit", 4]
-    first = cli("measure", *common, "--run-id", "r")
-    assert first.returncode == 0, first.stderr[-2000:]
-    rows = _lines(tmp_path / "r")
-    assert len(rows) == len(set(_keys(rows))) == 4 * 2 * 2
-    again = cli("measure", *common, "--resume", "r")
+def test_resume_sends_nothing_and_errors_are_asked_again(server, measured, synthetic, tmp_path):
+    run = copy_run(measured, tmp_path)
+    common = ["--data", synthetic, "--base-url", server.base_url, "--runs-dir", tmp_path]
+    rows = _lines(run.root)
+    n = len(rows)
+    assert n == len(set(_keys(rows)))
+    again = cli("measure", *common, "--resume", run.id)
     assert again.returncode == 0 and "0 to send" in again.stderr
-    assert _lines(tmp_path / "r") == rows
-    run = json.loads((tmp_path / "r" / "run.json").read_text())
-    assert [s["to_send"] for s in run["sessions"]] == [16, 0]
+    assert _lines(run.root) == rows
+    assert [s["to_send"] for s in json.loads(run.run_json.read_text())["sessions"]] == [n, 0]
 
     broken = dict(rows[3], status="error", reply=None, correct=False, error="HTTP 503: injected")
-    (tmp_path / "r" / "predictions.jsonl").write_text(
-        "".join(json.dumps(r) + "\n" for r in [*rows[:3], broken, *rows[4:]])
-    )
-    healed = cli("measure", *common, "--resume", "r")
+    run.predictions.write_text("".join(json.dumps(r) + "\n" for r in [*rows[:3], broken, *rows[4:]]))
+    healed = cli("measure", *common, "--resume", run.id)
     assert healed.returncode == 0, healed.stderr[-2000:]
-    after = _lines(tmp_path / "r")
-    assert len(after) == len(set(_keys(after))) == 16
-    assert {k: r for k, r in zip(_keys(after), after)}[_keys([broken])[0]]["status"] == "ok"
-    assert json.loads((tmp_path / "r" / "run.json").read_text())["sessions"][-1]["retried_errors"] == 1
+    after = _lines(run.root)
+    assert len(after) == len(set(_keys(after))) == n
+    again = {k: r for k, r in zip(_keys(after), after)}[_keys([broken])[0]]
+    assert (again["status"], again["reply"]) == ("ok", rows[3]["reply"])  # asked again: the same reply
+    assert json.loads(run.run_json.read_text())["sessions"][-1]["retried_errors"] == 1
 
 
 def test_interrupted_run_resumes_to_exactly_one_line_per_item(server, synthetic, tmp_path):
@@ -57,7 +55,7 @@ def test_interrupted_run_resumes_to_exactly_one_line_per_item(server, synthetic,
     preds = tmp_path / "cut" / "predictions.jsonl"
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline and not (preds.is_file() and len(preds.read_text().splitlines()) >= 5):
-        time.sleep(0.02)
+        time.sleep(0.1)
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=120)
     partial = _lines(tmp_path / "cut")
@@ -127,14 +125,12 @@ def test_bad_setup_fails_fast_with_a_clear_message(server, synthetic, tmp_path):
     assert not any(tmp_path.glob("*/predictions.jsonl"))
 
 
-def test_every_run_records_its_health(server, synthetic, tmp_path):
+def test_every_run_records_its_health(server, measured, synthetic):
     """run.json holds what serve wrote (arguments, start-up times, memory once ready) and each
     session's peak memory (the server's process group from /proc); the report's Run health
     section is computed from them and the predictions."""
     assert "serve: ready in" in server.log.read_text() and "resident memory" in server.log.read_text()
-    r = cli(f"measure --data {synthetic} --base-url {server.base_url} --runs-dir {tmp_path} --run-id h --limit 6")
-    assert r.returncode == 0, r.stderr[-2000:]
-    run = json.loads((tmp_path / "h" / "run.json").read_text())
+    run = json.loads(measured.run_json.read_text())
     serve = run["servers"][0]["serve"]
     assert serve["argv"][2:4] == ["serve.launch", "serve"] and serve["ready_s"] > 0
     assert {"weights_load_s", "engine_init_s"} <= set(serve["times"]) and serve["rss_ready_bytes"] > 2**28
@@ -143,9 +139,10 @@ def test_every_run_records_its_health(server, synthetic, tmp_path):
     peak = health["servers"][server.base_url]
     assert peak["source"] == "process group (/proc)" and peak["peak_rss_bytes"] >= 2**28
     assert health["client_peak_rss_bytes"] > 2**24
-    tables = json.loads((tmp_path / "h" / "report.json").read_text())["health"]
-    rows = _lines(tmp_path / "h")
-    assert tables["overall"][0]["requests"] == len(rows) == 6 * 2 * 2
+    tables = json.loads(measured.report_json.read_text())["health"]
+    rows = _lines(measured.root)
+    n = sum(q.split == "test" for q in read_questions(DataLayout(synthetic).questions))
+    assert tables["overall"][0]["requests"] == len(rows) == n * 2 * 2
     assert tables["overall"][0]["attempts"] == sum(x["attempts"] for x in rows)
     assert (
         tables["servers"][0]["requests"] == len(rows) and tables["servers"][0]["vllm"] == run["servers"][0]["version"]
@@ -153,8 +150,8 @@ def test_every_run_records_its_health(server, synthetic, tmp_path):
     latency = {(t["model"], t["variant"]): t for t in tables["latency"]}
     assert set(latency) == {(m, v) for m in (server.base_model, server.adapter) for v in ("plain", "trajectory")}
     for t in latency.values():
-        assert t["n"] == 6 and 0 < t["p50"] <= t["p95"] <= t["p99"]
-    assert "## Run health" in (tmp_path / "h" / "report.md").read_text()
+        assert t["n"] == n and 0 < t["p50"] <= t["p95"] <= t["p99"]
+    assert "## Run health" in measured.report_md.read_text()
 
 
 def test_a_server_seen_only_over_http_is_sampled_through_its_metrics(server):

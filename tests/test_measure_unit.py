@@ -13,6 +13,7 @@ from core.errors import DataError
 from core.frames import FrameSpec
 from core.layout import DataLayout, RunLayout
 from core.profiles import IDEFICS3, QWEN_VL
+from core.prompt import messages, question_text, targets
 from core.records import read_questions
 from core.runs import Run
 from core.store import PredictionStore
@@ -20,7 +21,6 @@ from measure import report
 from measure.ask.client import media_spec
 from measure.ask.media import MediaSpec, prepare
 from measure.ask.plan import plan
-from measure.ask.prompt import messages, question_text, targets
 from measure.report import render, tables
 from tests.conftest import pred
 

@@ -9,13 +9,14 @@ import pandas as pd
 import pytest
 
 from core.errors import DataError
+from core.layout import RunLayout
 from core.records import Judgement, read_jsonl
 from core.runs import Run
 from measure import report
 from measure.report import opentables
 from prepare.openqa import OpenOptions, prepare_open, read_egotempo, read_egotextvqa
 from prepare.synthetic import generate_open
-from tests.conftest import cli, pred
+from tests.conftest import assert_order_free, cli, copy_run, pred
 from tests.faultproxy import FaultProxy
 
 
@@ -200,19 +201,11 @@ def test_open_deltas_pair_valid_verdicts_and_enter_the_verdicts():
 # --- against the real server --------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def open_run(server, tmp_path_factory):
-    root = tmp_path_factory.mktemp("open")
-    data = root / "data"
-    r = cli(f"prepare synthetic-open --out {data} --videos 8 --variants plain,blind --workers 1")
-    assert r.returncode == 0, r.stderr[-2000:]
-    r = cli(
-        f"measure --data {data} --base-url {server.base_url} --runs-dir {root} --run-id open "
-        "--limit 6 --open-max-tokens 12",
-        timeout=600,
-    )
-    assert r.returncode == 0, r.stderr[-3000:]
-    return root / "open", data
+@pytest.fixture
+def open_run(open_measured, tmp_path):
+    """A copy of the session's open run, for a test that judges it."""
+    run, data = open_measured
+    return copy_run(run, tmp_path).root, data
 
 
 def _judge(run, url, *extra):
@@ -259,3 +252,4 @@ def test_judge_failures_are_kept_apart_and_asked_again(open_run, server):
         verdicts.setdefault((j["question_id"], j["model"], j["variant"]), {})[j["judge"]] = j["pred"]
     same = [v[server.base_model] == v[server.adapter] for v in verdicts.values()]
     assert len(same) == agreement[0]["n"] == 24 and agreement[0]["agreement"] == pytest.approx(100 * sum(same) / 24)
+    assert_order_free(RunLayout(run))  # predictions and judgements, shuffled

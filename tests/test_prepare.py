@@ -6,10 +6,10 @@ import json
 import subprocess
 import sys
 
-import decord
 import numpy as np
 import pytest
 
+from core.decoding import decord
 from core.errors import DataError
 from core.layout import DataLayout
 from core.records import Question, read_questions

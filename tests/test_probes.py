@@ -6,10 +6,10 @@ from __future__ import annotations
 import collections
 import json
 
-import decord
 import numpy as np
 import pytest
 
+from core.decoding import decord
 from core.errors import DataError
 from core.layout import DataLayout
 from core.records import read_questions

@@ -11,19 +11,15 @@ import subprocess
 import time
 from pathlib import Path
 
-import decord
-import httpx
 import psutil
-import pytest
 
+from core.decoding import decord
 from core.layout import DataLayout
 from core.records import load_questions, read_questions
 from core.urls import ServerUrl
-from serve.command import free_port, port_in_use
-from tests.conftest import REPO, cli, needs_sample, start, start_server, stop_server
+from serve.command import free_port
+from tests.conftest import REPO, cli, needs_sample, start
 from tests.faultproxy import FaultProxy, old_vllm
-
-KEY = "test-key-123"
 
 
 def _rows(run_dir: Path) -> list[dict]:
@@ -41,7 +37,7 @@ def _wait_lines(path: Path, n: int, proc: subprocess.Popen, limit: float = 300) 
     while time.monotonic() < deadline and proc.poll() is None:
         if path.is_file() and len(path.read_text().splitlines()) >= n:
             return
-        time.sleep(0.01)
+        time.sleep(0.1)
     raise AssertionError(f"{path} never reached {n} lines")
 
 
@@ -56,142 +52,88 @@ def _kill_tree(pid: int) -> None:
     psutil.wait_procs(procs, timeout=30)
 
 
-class Keyed(dict):
-    """A real server of this module's own, with an API key, that its tests may kill."""
-
-    def restart(self) -> None:
-        self["starts"] += 1
-        log = self["log"] / f"vllm-{self['starts']}.log"
-        self["proc"] = start_server(self["argv"], log, self["url"], KEY)
-
-    def ensure(self) -> None:
-        """Up and answering, whatever an earlier test did to it."""
-        alive = self["proc"].poll() is None
-        try:
-            up = alive and httpx.get(ServerUrl.parse(self["url"]).health, timeout=2).status_code == 200
-        except httpx.HTTPError:
-            up = False
-        if not up:
-            stop_server(self["proc"])
-            self.restart()
+def _measured(measured, run_dir: Path) -> dict:
+    """The session's uninterrupted run, on the items `run_dir` holds: what each should have got."""
+    clean = _answers(measured.root)
+    return {k: clean[k] for k in _answers(run_dir)}
 
 
-@pytest.fixture(scope="module")
-def keyed_server(tiny, synthetic, tmp_path_factory):
+def test_the_only_server_lost_mid_run_then_resumed_equals_an_uninterrupted_run(server, measured, synthetic, tmp_path):
+    """The run's one server stops accepting connections mid-run (a proxy in front of the real
+    server goes away, as a killed server does): measure stops with exit 3, keeps what was
+    answered, and a resume once it is back ends with the answers of an uninterrupted run."""
     port = free_port()
-    argv = ["--model", str(tiny.model), "--adapters", f"tiny-cued={tiny.adapter}", "--port", str(port)]
-    state = Keyed(
-        argv=[*argv, "--api-key", KEY], url=ServerUrl.local(port).v1, log=tmp_path_factory.mktemp("keyed"), starts=0
-    )
-    state.restart()
-    yield state
-    stop_server(state["proc"])
-
-
-@pytest.fixture
-def keyed(keyed_server):
-    """The keyed server, up: each test that uses it passes alone and in any order."""
-    keyed_server.ensure()
-    return keyed_server
-
-
-def test_api_key_is_required_and_measure_says_so(keyed, synthetic, tmp_path):
-    assert httpx.get(f"{keyed['url']}/models").status_code == 401
-    assert httpx.get(f"{keyed['url']}/models", headers={"Authorization": f"Bearer {KEY}"}).status_code == 200
-    r = cli(f"measure --data {synthetic} --base-url", keyed["url"], "--runs-dir", tmp_path)
-    assert r.returncode == 2 and "HTTP 401" in r.stderr and "--api-key" in r.stderr
-
-
-def test_server_killed_mid_run_then_resumed_equals_an_uninterrupted_run(keyed, synthetic, tmp_path):
     common = [
-        "--data",
-        synthetic,
-        "--base-url",
-        keyed["url"],
-        "--api-key",
-        KEY,
-        "--runs-dir",
-        tmp_path,
-        "--concurrency",
-        "1",
-        "--max-attempts",
-        "3",
-        "--down-timeout",
-        "5",
+        *("--data", synthetic, "--base-url", ServerUrl.local(port).v1, "--runs-dir", tmp_path, "--limit", "6"),
+        *("--concurrency", "1", "--max-attempts", "3", "--down-timeout", "3"),
     ]
-    proc = start("measure", *common, "--run-id", "killed")
-    _wait_lines(tmp_path / "killed" / "predictions.jsonl", 10, proc)
-    _kill_tree(keyed["proc"].pid)
+    with FaultProxy(server.base_url, rate=0.0, port=port):
+        proc = start("measure", *common, "--run-id", "lost")
+        _wait_lines(tmp_path / "lost" / "predictions.jsonl", 8, proc)
     _, err = proc.communicate(timeout=300)
     assert proc.returncode == 3, err[-2000:]
-    assert "stopped answering" in err and "--resume killed" in err
-    saved = _rows(tmp_path / "killed")
-    assert sum(r["status"] == "ok" for r in saved) >= 10
-
-    keyed.restart()
-    resumed = cli("measure", *common, "--resume", "killed")
+    assert "stopped answering" in err and "--resume lost" in err
+    saved = _rows(tmp_path / "lost")
+    assert 8 <= sum(r["status"] == "ok" for r in saved) < 6 * 2 * 2
+    with FaultProxy(server.base_url, rate=0.0, port=port):
+        resumed = cli("measure", *common, "--resume", "lost")
     assert resumed.returncode == 0, resumed.stderr[-2000:]
-    clean = cli("measure", *common, "--run-id", "clean")
-    assert clean.returncode == 0, clean.stderr[-2000:]
-    assert KEY not in (tmp_path / "clean" / "run.json").read_text()  # the key is never written down
-    rows = _rows(tmp_path / "killed")
+    rows = _rows(tmp_path / "lost")
     keys = [(r["question_id"], r["model"], r["variant"]) for r in rows]
-    assert len(keys) == len(set(keys))  # no duplicates
-    assert _answers(tmp_path / "killed") == _answers(tmp_path / "clean")  # no gaps, same answers
-    for r in saved:  # what was answered before the kill stays as it was
+    assert len(keys) == len(set(keys)) == 6 * 2 * 2  # no duplicates, no gaps
+    assert _answers(tmp_path / "lost") == _measured(measured, tmp_path / "lost")  # an uninterrupted run's answers
+    for r in saved:  # what was answered before the loss stays as it was
         if r["status"] == "ok":
             kept = ("ok", r["reply"], r["prompt_tokens"])
-            assert _answers(tmp_path / "killed")[(r["question_id"], r["model"], r["variant"])] == kept
+            assert _answers(tmp_path / "lost")[(r["question_id"], r["model"], r["variant"])] == kept
 
 
-def test_a_server_lost_mid_run_is_taken_out_and_taken_back(server, keyed, synthetic, tmp_path):
-    """Two real servers, the one listed first SIGKILLed mid-run: its in-flight item goes to the
-    other, nothing is lost, duplicated or recorded as an error, the answers are a single-server
-    run's; restarted mid-run, it is used again. (The second server sits behind a proxy adding
-    2.5 s per request, so the run outlasts the restart.)"""
-    single = cli(
-        f"measure --data {synthetic} --base-url",
-        keyed["url"],
-        "--api-key",
-        KEY,
-        "--runs-dir",
-        tmp_path,
-        "--run-id",
-        "single",
-    )
-    assert single.returncode == 0, single.stderr[-2000:]
-    with FaultProxy(server.base_url, rate=1.0, modes=("stall",), stall_s=2.5) as slow:
-        proc = start(
-            f"measure --data {synthetic} --base-url {keyed['url']} --base-url {slow.base_url} --api-key {KEY} "
-            f"--runs-dir {tmp_path} --run-id two --concurrency 1"
-        )
-        _wait_lines(tmp_path / "two" / "predictions.jsonl", 6, proc)
-        _kill_tree(keyed["proc"].pid)
-        keyed.restart()
-        back = (tmp_path / "two" / "predictions.jsonl").read_text().count("\n")  # lines when it was ready again
-        _, err = proc.communicate(timeout=900)
+def test_a_server_lost_mid_run_is_taken_out_and_taken_back(server, measured, synthetic, tmp_path):
+    """Two servers, the one listed first lost mid-run (its proxy goes away: connections refused):
+    its in-flight item goes to the other, nothing is lost, duplicated or recorded as an error,
+    the answers are a single-server run's; back mid-run, it is used again. (The second sits
+    behind a proxy adding 0.5 s per request, so the run outlasts the loss.)"""
+    port = free_port()
+    first = ServerUrl.local(port).v1
+    with FaultProxy(server.base_url, rate=1.0, modes=("stall",), stall_s=0.5) as slow:
+        with FaultProxy(server.base_url, rate=0.0, port=port):
+            proc = start(
+                f"measure --data {synthetic} --base-url {first} --base-url {slow.base_url} "
+                f"--runs-dir {tmp_path} --run-id two --concurrency 1 --limit 6"
+            )
+            _wait_lines(tmp_path / "two" / "predictions.jsonl", 4, proc)
+        _wait_server(tmp_path / "two" / "predictions.jsonl", slow.base_url, proc)  # taken out: the other answers
+        with FaultProxy(server.base_url, rate=0.0, port=port):
+            back = (tmp_path / "two" / "predictions.jsonl").read_text().count("\n")  # lines when it was back
+            _, err = proc.communicate(timeout=600)
     assert proc.returncode == 0, err[-3000:]
     rows = _rows(tmp_path / "two")
     keys = [(r["question_id"], r["model"], r["variant"]) for r in rows]
-    assert len(keys) == len(set(keys)) == len(_rows(tmp_path / "single"))  # 0 lost, 0 duplicated
+    assert len(keys) == len(set(keys)) == 6 * 2 * 2  # 0 lost, 0 duplicated
     assert all(r["status"] == "ok" for r in rows)
-    assert _answers(tmp_path / "two") == _answers(tmp_path / "single")
-    slow_url = slow.base_url
-    assert any(r["server"] == slow_url for r in rows)
-    assert back < len(rows) and any(r["server"] == keyed["url"] for r in rows[back:]), (back, len(rows))
-    print(f"lines before restart: {back}; servers after it: {[r['server'] == keyed['url'] for r in rows[back:]]}")
+    assert _answers(tmp_path / "two") == _measured(measured, tmp_path / "two")
+    assert back < len(rows) and any(r["server"] == first for r in rows[back:]), (back, len(rows))
+    print(f"lines before it was back: {back}; servers after: {[r['server'] == first for r in rows[back:]]}")
 
 
-def test_a_run_starts_with_the_servers_that_answer_and_takes_in_the_rest(server, synthetic, tmp_path):
+def _wait_server(path: Path, url: str, proc: subprocess.Popen, limit: float = 120) -> None:
+    """Until a line of `path` says `url` answered it."""
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline and proc.poll() is None:
+        if any(json.loads(line)["server"] == url for line in path.read_text().splitlines()):
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"{url} never answered an item of {path}")
+
+
+def test_a_run_starts_with_the_servers_that_answer_and_takes_in_the_rest(server, measured, synthetic, tmp_path):
     """Three base URLs, two down at start: one warning line, the run starts on the one up (slowed
     by a proxy, so it outlasts what follows). Then both come up: the good one (the real server
     behind a proxy) passes the self-test and is used; the other ignores the choice constraint
     and is never used. The answers are a single-server run's. With none up: exit 2."""
     common = f"--data {synthetic} --runs-dir {tmp_path} --limit 4 --concurrency 2"
-    single = cli(f"measure {common} --base-url {server.base_url} --run-id single")
-    assert single.returncode == 0, single.stderr[-2000:]
     good, bad = ServerUrl.local(free_port()), ServerUrl.local(free_port())
-    with FaultProxy(server.base_url, rate=1.0, modes=("stall",), stall_s=1.5) as slow:
+    with FaultProxy(server.base_url, rate=1.0, modes=("stall",), stall_s=1.0) as slow:
         proc = start(f"measure {common} --base-url {slow.base_url} --base-url {good} --base-url {bad} --run-id r")
         _wait_lines(tmp_path / "r" / "predictions.jsonl", 2, proc)
         with (
@@ -206,62 +148,34 @@ def test_a_run_starts_with_the_servers_that_answer_and_takes_in_the_rest(server,
     rows = _rows(tmp_path / "r")
     served = {r["server"] for r in rows}
     assert str(good) in served and str(bad) not in served and all(r["status"] == "ok" for r in rows)
-    assert _answers(tmp_path / "r") == _answers(tmp_path / "single")
+    assert len(rows) == 4 * 2 * 2 and _answers(tmp_path / "r") == _measured(measured, tmp_path / "r")
     none = cli(f"measure {common} --base-url {good} --base-url {bad} --run-id none")
     assert none.returncode == 2 and f"no server answers: {good}, {bad}" in none.stderr.splitlines()[-1]
 
 
-def test_serve_killed_outright_takes_its_vllm_with_it(keyed):
-    """SIGKILL of `serve run` (as the OOM killer would): within 15 s no process of the vLLM it
-    started remains and the port is free (vLLM gets SIGTERM on its parent's death)."""
-    serve = psutil.Process(keyed["proc"].pid)
-    vllm = serve.children(recursive=True)
-    assert vllm, "serve run started no vLLM process"
-    port = int(keyed["url"].rsplit(":", 1)[1].split("/")[0])
-    serve.kill()
-    keyed["proc"].wait(10)
-    gone, alive = psutil.wait_procs(vllm, timeout=15)
-    assert alive == [], [p.pid for p in alive]
-    assert not port_in_use("127.0.0.1", port)
-    print(f"{len(gone)} vLLM processes gone after serve run was SIGKILLed")
-
-
-def test_injected_faults_are_survived_with_identical_results(server, synthetic, tmp_path):
+def test_injected_faults_are_survived_with_identical_results(server, measured, synthetic, tmp_path):
     common = [
-        "--data",
-        synthetic,
-        "--runs-dir",
-        tmp_path,
-        "--limit",
-        "10",
-        "--concurrency",
-        "1",
-        "--timeout",
-        "4",
-        "--max-attempts",
-        "8",
+        *("--data", synthetic, "--runs-dir", tmp_path, "--limit", "10", "--concurrency", "1"),
+        *("--timeout", "2", "--max-attempts", "8"),
     ]
-    clean = cli("measure", *common, "--base-url", server.base_url, "--run-id", "clean")
-    assert clean.returncode == 0, clean.stderr[-2000:]
-    with FaultProxy(server.base_url, rate=0.1, seed=7) as proxy:
+    with FaultProxy(server.base_url, rate=0.1, seed=7, stall_s=2.5) as proxy:
         faulty = cli("measure", *common, "--base-url", proxy.base_url, "--run-id", "faulty")
     assert faulty.returncode == 0, faulty.stderr[-2000:]
     assert set(proxy.injected) == {"http500", "http503", "cut", "stall"}, proxy.injected
-    assert _answers(tmp_path / "faulty") == _answers(tmp_path / "clean")
+    assert len(_rows(tmp_path / "faulty")) == 10 * 2 * 2
+    assert _answers(tmp_path / "faulty") == _measured(measured, tmp_path / "faulty")
     extra = sum(r["attempts"] - 1 for r in _rows(tmp_path / "faulty"))  # one retry per fault met
     injected = sum(proxy.injected.values())
     assert injected - 3 <= extra <= injected  # the warm-up request (3 tries) may meet up to 3 of them
     print(f"faults injected and survived: {dict(proxy.injected)}; retries recorded: {extra}")
 
 
-def test_each_request_goes_to_the_server_with_the_fewest_in_flight(server, synthetic, tmp_path):
+def test_each_request_goes_to_the_server_with_the_fewest_in_flight(server, measured, synthetic, tmp_path):
     """Two endpoints of one real server, one behind a proxy adding 2 s to every request (far
     more than a request takes here, even on a loaded machine): the slow one gets fewer
     requests, the answers are those of a single-server run, and every prediction says which
     server answered."""
     common = ["--data", synthetic, "--runs-dir", tmp_path, "--limit", "12", "--concurrency", "8"]
-    single = cli("measure", *common, "--base-url", server.base_url, "--run-id", "single")
-    assert single.returncode == 0, single.stderr[-2000:]
     with FaultProxy(server.base_url, rate=1.0, modes=("stall",), stall_s=2.0) as slow:
         slow_url = slow.base_url
         two = cli("measure", *common, "--base-url", server.base_url, "--base-url", slow_url, "--run-id", "two")
@@ -270,7 +184,7 @@ def test_each_request_goes_to_the_server_with_the_fewest_in_flight(server, synth
     counts = {url: sum(r["server"] == url for r in rows) for url in (server.base_url, slow_url)}
     assert sum(counts.values()) == len(rows) == 12 * 2 * 2
     assert counts[server.base_url] > 2 * counts[slow_url] > 0, counts
-    assert _answers(tmp_path / "two") == _answers(tmp_path / "single")
+    assert _answers(tmp_path / "two") == _measured(measured, tmp_path / "two")
     print(f"requests per server (fast, +2 s): {list(counts.values())}")
 
 
@@ -288,11 +202,14 @@ def test_persistent_errors_are_errors_not_wrong_answers(server, synthetic, tmp_p
 
 
 def test_measure_killed_mid_run_resumes_to_exactly_one_line_each(server, synthetic, tmp_path):
-    common = ["--data", synthetic, "--base-url", server.base_url, "--runs-dir", tmp_path, "--concurrency", "1"]
+    common = [
+        *("--data", synthetic, "--base-url", server.base_url, "--runs-dir", tmp_path, "--concurrency", "1"),
+        *("--frame-store", tmp_path / "frames"),  # a store of its own: every clip is decoded, by workers
+    ]
     proc = start("measure", *common, "--run-id", "k", quiet=True)
     preds = tmp_path / "k" / "predictions.jsonl"
     _wait_lines(preds, 5, proc)
-    workers = psutil.Process(proc.pid).children()  # the media process pool (and its resource tracker)
+    workers = psutil.Process(proc.pid).children(recursive=True)  # the media workers, their fork server, ...
     assert workers, "measure prepares clips in worker processes"
     proc.send_signal(signal.SIGKILL)
     proc.wait(30)
@@ -311,12 +228,12 @@ def test_measure_killed_mid_run_resumes_to_exactly_one_line_each(server, synthet
 
 def test_prepare_killed_mid_render_never_leaves_a_truncated_clip(tmp_path):
     out = tmp_path / "syn"
-    command = f"prepare synthetic --out {out} --videos 80 --workers 1"
+    command = f"prepare synthetic --out {out} --videos 30 --workers 1"
     proc = start(command, quiet=True)
     clips = out / "clips" / "plain"
     deadline = time.monotonic() + 300
-    while time.monotonic() < deadline and not (clips.is_dir() and len(list(clips.glob("[0-9]*.mp4"))) >= 10):
-        time.sleep(0.01)
+    while time.monotonic() < deadline and not (clips.is_dir() and len(list(clips.glob("[0-9]*.mp4"))) >= 6):
+        time.sleep(0.05)
     proc.send_signal(signal.SIGKILL)
     proc.wait(30)
     done = {p: p.stat().st_mtime_ns for p in (out / "clips").glob("*/[0-9]*.mp4")}

@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 
 from core import runs
+from core.prompt import targets
 from core.records import Prediction
-from measure.ask.prompt import targets
 from measure.score import scored
 from measure.score.choice import choice_probs, score_choice
 from measure.score.rescore import legacy_text, rescore

@@ -48,7 +48,6 @@ def test_bootstrap_ci_is_zero_width_on_identical_samples_and_seeded():
     r = paired(np.array([1, 0, 1, 1]), np.array([1, 0, 1, 1]))
     assert (r.delta, r.ci_low, r.ci_high, r.p_mcnemar) == (0.0, 0.0, 0.0, 1.0)
     x = np.random.default_rng(3).integers(0, 2, 200).astype(float)
-    assert bootstrap_ci(x) == bootstrap_ci(x)
     low, high = bootstrap_ci(x)
     assert low < x.mean() < high
 
@@ -68,11 +67,11 @@ def test_paired_counts_and_delta():
 def test_cluster_bootstrap_resamples_whole_videos_hand_computed():
     # Video A: two questions, both improved (+1, +1); video B: one question, unchanged (0).
     diffs, videos = np.array([1.0, 1.0, 0.0]), ["A", "A", "B"]
-    sums, sizes = clusters(diffs, videos)
-    assert sums.tolist() == [2.0, 0.0] and sizes.tolist() == [2.0, 1.0]
-    # The four resamples of two videos: AA -> 4/4, AB and BA -> 2/3, BB -> 0/1.
+    sums, sizes = clusters(diffs, videos)  # ordered by (sum, size): B, then A
+    assert sums.tolist() == [0.0, 2.0] and sizes.tolist() == [1.0, 2.0]
+    # The four resamples of two videos: BB -> 0/1, BA and AB -> 2/3, AA -> 4/4.
     draws = np.array([[0, 0], [0, 1], [1, 0], [1, 1]])
-    assert resampled_means(sums, sizes, draws).tolist() == pytest.approx([1.0, 2 / 3, 2 / 3, 0.0])
+    assert resampled_means(sums, sizes, draws).tolist() == pytest.approx([0.0, 2 / 3, 2 / 3, 1.0])
     # The CI is the percentile of exactly those means over the seeded draws.
     rng = np.random.default_rng(SEED)
     means = resampled_means(sums, sizes, rng.integers(0, 2, size=(N_BOOT, 2)))
@@ -87,9 +86,10 @@ def test_cluster_bootstrap_resamples_whole_videos_hand_computed():
 def test_cluster_bootstrap_equals_question_level_with_one_question_per_video():
     x = np.random.default_rng(5).integers(-1, 2, 300).astype(float)
     ids = [f"v{i}" for i in range(300)]
-    # The question-level bootstrap written out by hand: resample questions, take the mean.
+    # The question-level bootstrap written out by hand: resample questions (in sorted order, as
+    # every statistic takes them), take the mean.
     rng = np.random.default_rng(SEED)
-    means = x[rng.integers(0, 300, size=(N_BOOT, 300))].mean(axis=1)
+    means = np.sort(x)[rng.integers(0, 300, size=(N_BOOT, 300))].mean(axis=1)
     by_hand = (np.quantile(means, 0.025), np.quantile(means, 0.975))
     assert bootstrap_ci(x, ids) == pytest.approx(by_hand, abs=1e-12)
     assert bootstrap_ci(x) == pytest.approx(by_hand, abs=1e-12)
@@ -118,9 +118,32 @@ def test_sign_flip_with_one_question_per_video_is_exact_mcnemar(b, c):
 def test_sign_flip_monte_carlo_agrees_with_the_exact_test_and_is_seeded():
     diffs = [-1] * 12 + [1] * 26  # 38 differing videos: past EXACT_PERM, so drawn
     p = sign_flip_p(diffs)
-    assert p == sign_flip_p(diffs)
     assert abs(p - mcnemar_exact(12, 26)) < 0.01
     assert p >= 1 / (N_PERM + 1)
+
+
+def test_every_statistic_is_the_same_whatever_the_order_of_its_pairs():
+    """Rows arrive in any order (answers come back as they finish): the same pairs, shuffled,
+    give the same numbers to the last bit, for 0/1 outcomes and for measured (float) values,
+    with the bootstrap and the drawn sign-flip test past their exact ranges."""
+    rng = np.random.default_rng(7)
+    n = 400
+    videos = np.array([f"v{i:03d}" for i in rng.integers(0, 120, n)])
+    a, b = rng.integers(0, 2, n).astype(float), rng.integers(0, 2, n).astype(float)
+    fa, fb = rng.random(n) * 1e3, rng.random(n) * 1e3 + 0.1  # sums of these depend on their order
+    for _ in range(3):
+        o = rng.permutation(n)
+        assert stats.paired(a[o], b[o], videos[o], seed=11) == stats.paired(a, b, videos, seed=11)
+        assert stats.paired_mean(fa[o], fb[o], videos[o], seed=11) == stats.paired_mean(fa, fb, videos, seed=11)
+        assert sign_flip_p((fb - fa)[o], videos[o]) == sign_flip_p(fb - fa, videos)
+        assert bootstrap_ci(fa[o]) == bootstrap_ci(fa)  # one value per cluster too
+        assert design_effect((fb - fa)[o], videos[o]) == design_effect(fb - fa, videos)
+
+
+def test_a_comparisons_seed_is_its_name_hashed_the_same_everywhere():
+    assert stats.seed_for("m", "trajectory", "all") == stats.seed_for("m", "trajectory", "all")
+    assert stats.seed_for("m", "trajectory", "all") != stats.seed_for("m", "bbox", "all")
+    assert stats.seed_for("x") == 0x2D711642B726B044  # sha256("x")[:8], on every machine and run
 
 
 def test_holm_textbook_example():

@@ -14,10 +14,8 @@ from core.ask import AskConfig
 from core.frames import FrameSpec
 from core.layout import DataLayout
 from core.records import read_questions
-from core.urls import ServerUrl
 from measure.ask.client import Item
-from serve.command import free_port
-from tests.conftest import cli, run_all, start_server, stop_server
+from tests.conftest import cli, loaded, run_all
 from train.data import IGNORE, Collator, examples
 
 
@@ -82,39 +80,28 @@ def test_resume_continues_at_the_right_step(trained, tiny, synthetic, tmp_path):
     assert [s for s, _ in _losses(out)][-2:] == [7, 8]
 
 
-@pytest.mark.server
-def test_trained_adapter_is_served_unmerged_and_changes_the_answers(trained, tiny, synthetic, tmp_path):
+def test_trained_adapter_is_served_unmerged_and_changes_the_answers(trained, server, synthetic, tmp_path):
+    """Loaded into the running session server (serve run --runtime-adapters), unmerged."""
     out, _ = trained
-    port = free_port()
-    url = ServerUrl.local(port)
-    base_url = url.v1
-    proc = start_server(
-        ["--model", str(tiny.model), "--adapters", f"trained={out}", "--port", str(port)],
-        tmp_path / "vllm.log",
-        base_url,
-    )
-    try:
-        models = {m["id"]: m.get("parent") for m in httpx.get(url.models).json()["data"]}
-        assert models == {"tiny-vlm": None, "trained": "tiny-vlm"}
+    with loaded(server, "trained", out):
+        models = {m["id"]: m.get("parent") for m in httpx.get(server.url.models).json()["data"]}
+        assert models == {"tiny-vlm": None, "tiny-cued": "tiny-vlm", "trained": "tiny-vlm"}
         layout = DataLayout(synthetic)
         qs = [q for q in read_questions(layout.questions) if q.split == "test"][:6]
         items = [Item(q, m, "plain", layout.clip("plain", q.video_id)) for q in qs for m in ("tiny-vlm", "trained")]
-        preds = run_all([base_url], items, AskConfig(answer_format="letters"), 4)
+        preds = run_all([server.base_url], items, AskConfig(answer_format="letters"), 4)
         by = {p.key: p for p in preds}
         assert all(p.status == "ok" for p in preds)
         assert any(by[(q.id, "tiny-vlm", "plain")].probs != by[(q.id, "trained", "plain")].probs for q in qs)
         # Measured with other frames than it was trained on (measure's 8 by centers): said, not hidden.
         r = cli(
-            f"measure --data {synthetic} --base-url {base_url} --runs-dir {tmp_path} --run-id "
-            "other-frames --limit 2 --variants plain",
-            timeout=600,
+            f"measure --data {synthetic} --base-url {server.base_url} --runs-dir {tmp_path} --run-id "
+            "other-frames --limit 2 --variants plain --models tiny-vlm,trained"
         )
         assert r.returncode == 0, r.stderr[-2000:]
-        said = (
-            "WARNING: adapter trained was trained on 6 frames by uniform sampling at the processor's size; this "
-            "run sends 8 frames by centers sampling at the processor's size, chosen and sized by the client."
-        )
-        assert json.loads((tmp_path / "other-frames" / "run.json").read_text())["warnings"] == [said]
-        assert said in (tmp_path / "other-frames" / "report.md").read_text() and said in r.stderr
-    finally:
-        stop_server(proc)
+    said = (
+        "WARNING: adapter trained was trained on 6 frames by uniform sampling at the processor's size; this "
+        "run sends 8 frames by centers sampling at the processor's size, chosen and sized by the client."
+    )
+    assert json.loads((tmp_path / "other-frames" / "run.json").read_text())["warnings"] == [said]
+    assert said in (tmp_path / "other-frames" / "report.md").read_text() and said in r.stderr

@@ -3,6 +3,7 @@ from file:// (no server), runs made by measure against the real vLLM server."""
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import shutil
@@ -15,7 +16,7 @@ import pytest
 from core.layout import RunLayout
 from core.records import Prediction, to_json_line
 from core.runs import load
-from tests.conftest import cli
+from tests.conftest import cli, copy_run
 
 CHROMIUM = os.environ.get("CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
 pytestmark = pytest.mark.skipif(
@@ -26,20 +27,22 @@ pytestmark = pytest.mark.skipif(
 
 
 def _frame(run: Path) -> pd.DataFrame:
-    return pd.read_json(run / "predictions.jsonl", lines=True)
+    """The run's predictions as the viewer numbers them: in the run reader's (key) order."""
+    lines = "".join(to_json_line(p) + "\n" for p in load(RunLayout(run)).predictions)
+    return pd.read_json(io.StringIO(lines), lines=True)
 
 
 @pytest.fixture(scope="module")
-def runs(server, synthetic, tmp_path_factory):
-    """Two real runs on the same questions (letters with probabilities, then plain text), and
-    a copy of the dataset with one clip gone."""
+def runs(server, measured, synthetic, tmp_path_factory):
+    """Two real runs (letters with probabilities on 8 questions, then the session's run in plain
+    text on every one), and a copy of the dataset with one clip gone."""
     root = tmp_path_factory.mktemp("view")
-    for rid, fmt in (("a", "letters"), ("b", "text")):
-        r = cli(
-            f"measure --data {synthetic} --base-url {server.base_url} --runs-dir {root} --run-id {rid} "
-            f"--limit 8 --answer-format {fmt} --concurrency 8"
-        )
-        assert r.returncode == 0, r.stderr[-3000:]
+    r = cli(
+        f"measure --data {synthetic} --base-url {server.base_url} --runs-dir {root} --run-id a "
+        "--limit 8 --answer-format letters --concurrency 8"
+    )
+    assert r.returncode == 0, r.stderr[-3000:]
+    copy_run(measured, root, "b")
     data = root / "data"
     shutil.copytree(synthetic, data, ignore=shutil.ignore_patterns("raw"))
     gone = _frame(root / "a")["video_id"].astype(str).iloc[-1]
@@ -230,6 +233,15 @@ def test_viewer_pages_fifty_thousand_predictions(browser, tmp_path):
         '.strip[data-variant="plain"]'
     ) or "frames not recorded" in page.inner_text('.strip[data-variant="plain"]')
     assert errors == []
+
+
+def test_the_page_title_shows_a_run_folder_name_as_text(measured, tmp_path):
+    """A folder's name may hold markup: the page shows it, never runs it."""
+    run = copy_run(measured, tmp_path, "<img src=x onerror=alert(1)>")
+    r = cli("measure view", run.root)
+    assert r.returncode == 0, r.stderr[-2000:]
+    page = (run.root / "index.html").read_text()
+    assert "<img" not in page and "<title>&lt;img src=x onerror=alert(1)&gt; · visual-cues run</title>" in page
 
 
 def test_view_refuses_a_folder_without_predictions(tmp_path):

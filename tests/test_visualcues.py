@@ -171,7 +171,7 @@ def test_sampling_by_the_processor_is_refused_up_front_without_one(tiny, tmp_pat
     """A model whose video processor is not at hand cannot be sampled by it: a SetupError before
     anything is asked, not an error on every item."""
     from core.ask import AskConfig
-    from measure.ask.client import SetupError
+    from core.errors import SetupError
     from measure.ask.plan import ask_config
 
     bare = tmp_path / "tiny-vlm"  # the model's folder without its processor configs

@@ -12,7 +12,6 @@ import io
 import json
 import os
 import shutil
-import sys
 import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -78,6 +77,7 @@ def train(o: TrainOptions) -> None:
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForImageTextToText, AutoProcessor, Trainer, TrainingArguments, set_seed
 
+    from train import bar
     from train.data import Collator, examples
 
     if o.frames.problems():
@@ -87,6 +87,12 @@ def train(o: TrainOptions) -> None:
     chosen = list(o.variants)
     train_set = examples(o.data, chosen, "train", o.answer_format)
     accumulation = max(1, o.batch // (o.per_device_batch * _world_size()))
+    typer.echo(
+        f"train: {model} on {len(train_set)} examples of {o.data} ({','.join(chosen)}) -> {o.out}; batch "
+        f"{o.batch} = {o.per_device_batch} per device x {accumulation} steps x {_world_size()} process(es)",
+        err=True,
+    )
+    require_model(model)
     set_seed(o.seed)
     processor = AutoProcessor.from_pretrained(model)
     base = AutoModelForImageTextToText.from_pretrained(model, dtype=torch.bfloat16 if gpu else torch.float32)
@@ -120,8 +126,9 @@ def train(o: TrainOptions) -> None:
         remove_unused_columns=False,
         report_to=[],
         dataloader_num_workers=0,
+        dataloader_pin_memory=gpu,
         seed=o.seed,
-        disable_tqdm=False,
+        disable_tqdm=True,
     )
     trainer = Trainer(
         model=peft_model,
@@ -132,7 +139,8 @@ def train(o: TrainOptions) -> None:
     last = _last_checkpoint(checkpoints) if o.resume else None
     if o.resume and last is None:
         warn(f"no checkpoint in {checkpoints}: starting from step 0")
-    result = trainer.train(resume_from_checkpoint=str(last) if last else None)
+    with bar.shown(trainer):
+        result = trainer.train(resume_from_checkpoint=str(last) if last else None)
     if trainer.is_world_process_zero():
         _save(
             peft_model,
@@ -165,10 +173,23 @@ def train(o: TrainOptions) -> None:
                 resumed_from=str(last) if last else None,
                 train_loss=result.training_loss,
                 dataset_manifest_sha256=sha256(DataLayout(o.data).manifest),
-                command=sys.argv,
+                command=list(cli.invoked()),
             ),
         )
         typer.echo(f"adapter: {o.out} ({trainer.state.global_step} steps, mean loss {result.training_loss:.4f})")
+
+
+def require_model(model: str) -> None:
+    """A model to train on is a local model directory, or one the Hugging Face hub (or its
+    local cache) has: else one error line, before anything is loaded."""
+    from transformers import AutoConfig
+
+    if Path(model).is_dir():
+        return
+    try:
+        AutoConfig.from_pretrained(model)
+    except OSError as e:
+        fail(f"--model {model}: not a local model directory, nor on the Hugging Face hub or in its cache ({e})")
 
 
 def _last_checkpoint(folder: Path) -> Path | None:

@@ -10,12 +10,12 @@ from pathlib import Path
 import torch
 from transformers.video_utils import VideoMetadata
 
+from core import prompt
 from core.ask import AnswerFormat
 from core.errors import DataError
 from core.frames import NEEDS_PROCESSOR, FrameSpec, load
 from core.layout import DataLayout
 from core.records import Question, read_questions
-from measure.ask import prompt
 
 IGNORE = -100
 

@@ -6,39 +6,29 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import random
 import time
 from collections import Counter
 from collections.abc import Callable
-from concurrent.futures import Executor
 from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
 from typing import Any
 
-import httpx
 import openai
 from openai import AsyncOpenAI
 
+from core import prompt
 from core.ask import AskConfig
-from core.errors import UserError
+from core.chat import ServerLost, create, list_models
+from core.errors import SetupError, Unreachable
 from core.records import OPEN, Key, Question, key
 from core.urls import ServerUrl
-from measure.ask import media, prompt
+from measure.ask import media
 from measure.ask.framestore import FrameStore
 from measure.ask.media import MediaSpec, Prepared
-from measure.ask.servers import Admit, ServerLost, Servers, ServerUnavailable
+from measure.ask.servers import Admit, Servers, ServerUnavailable
 
-RETRYABLE = (openai.APIConnectionError, openai.APITimeoutError, openai.InternalServerError, openai.RateLimitError)
 MAX_TOKENS = 32  # a choice is a few tokens; the constraint ends the reply
-
-
-class SetupError(UserError):
-    """A run that cannot start (server unreachable, unknown model, ...): says what and where."""
-
-
-class Unreachable(SetupError):
-    """A server that did not answer at all (down, restarting, wrong address)."""
 
 
 @dataclass(frozen=True)
@@ -84,22 +74,6 @@ def media_spec(item: Item, cfg: AskConfig) -> MediaSpec | None:
         frames=cfg.frames,
         processor=cfg.processors.get(item.model),
     )
-
-
-def list_models(url: ServerUrl, api_key: str | None, timeout: float = 4.0) -> list[dict]:
-    """`/v1/models` of one server; SetupError naming the URL if it does not answer."""
-    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-    try:
-        r = httpx.get(url.models, headers=headers, timeout=timeout)
-    except httpx.HTTPError as e:
-        raise Unreachable(
-            f"server {url} unreachable ({type(e).__name__}); start it with `sh scripts/serve.sh`"
-        ) from None
-    if r.status_code == 401:
-        raise SetupError(f"server {url} refused the API key (HTTP 401); pass --api-key or set VLLM_API_KEY")
-    if r.status_code != 200:
-        raise SetupError(f"server {url} answered /models with HTTP {r.status_code}")
-    return r.json()["data"]
 
 
 def request(item: Item, cfg: AskConfig, prepared: Prepared | None) -> dict[str, Any]:
@@ -151,35 +125,6 @@ def unreadable(problem: BaseException | None = None) -> Reply:
     return Reply(None, error=f"clip unreadable: {type(problem).__name__}: {problem}" if problem else "clip missing")
 
 
-def refused(e: BaseException) -> bool:
-    """The server did not accept the connection at all (down or restarting), as opposed to a
-    dropped or slow one."""
-    # openai's transport is its own httpx build (module httpx2): match the cause by name
-    return isinstance(e, openai.APIConnectionError) and type(e.__cause__).__name__ == "ConnectError"
-
-
-async def create(
-    client: AsyncOpenAI, args: dict[str, Any], max_attempts: int, backoff_s: float, lost_when_refused: bool = False
-) -> tuple[Any, int, str]:
-    """One chat completion with bounded retries (exponential backoff with jitter, capped at
-    8 s) on connection trouble, timeouts and 5xx; a 4xx is final. With `lost_when_refused`, a
-    refused connection raises ServerLost instead (the caller asks another server). Returns
-    (response or None, attempts made, the last error)."""
-    error = ""
-    for attempt in range(1, max_attempts + 1):
-        try:
-            return await client.chat.completions.create(**args), attempt, ""
-        except RETRYABLE as e:
-            if lost_when_refused and refused(e):
-                raise ServerLost(str(e)) from None
-            error = f"{type(e).__name__}: {e}"
-            if attempt < max_attempts:
-                await asyncio.sleep(min(8.0, backoff_s * 2 ** (attempt - 1)) * (0.5 + random.random()))
-        except openai.APIStatusError as e:  # 4xx: asking again will not help
-            return None, attempt, f"HTTP {e.status_code}: {e.message}"
-    return None, max_attempts, error
-
-
 async def ask(
     client: AsyncOpenAI, item: Item, cfg: AskConfig, prepared: Prepared | None, lost_when_refused: bool = False
 ) -> Reply:
@@ -216,7 +161,7 @@ async def run_items(
     servers: Servers,
     cfg: AskConfig,
     on_result: Callable[[Item, Reply], None],
-    pool: Executor | None = None,
+    pool: media.Workers | None = None,
     store: FrameStore | None = None,
 ) -> Counter[str]:
     """Send every item with at most `servers.concurrency` in flight, in the given order (a
@@ -224,9 +169,10 @@ async def run_items(
     rest from its prefix cache), each to a live server (`measure.ask.servers`: a clip's
     questions where its prefix is, a slow server gets fewer, a dead one is taken out and its
     items asked elsewhere, a revived one taken back; every prediction records its `server`);
-    `on_result` sees each reply as soon as it is known. Each clip's media is prepared once, in
-    `pool` (default: a `media.worker_pool` started here), at most `2 * concurrency` items
-    ahead of the requests (memory stays flat however many items there are); consecutive items
+    `on_result` sees each reply as soon as it is known. Each clip's media is prepared once, at
+    most `2 * concurrency` items ahead of the requests (memory stays flat however many items
+    there are): read from `store` in a thread, else decoded in `pool` (default: one of this
+    call's own), whose processes start when the first clip needs decoding; consecutive items
     with equal media share it. When no server has accepted a connection for
     `cfg.down_timeout_s`, stop with ServerUnavailable rather than record the rest as errors.
     Decoded media is kept in and read from `store` (`measure.ask.framestore`); returns how
@@ -237,7 +183,13 @@ async def run_items(
     loop = asyncio.get_running_loop()
     own = contextlib.ExitStack()
     if pool is None:
-        pool = own.enter_context(media.worker_pool(cfg.media_workers, cfg.processors.values()))
+        pool = own.enter_context(media.Workers(cfg.media_workers, cfg.processors.values()))
+
+    async def prepared(spec: MediaSpec) -> Prepared:
+        if (done := await asyncio.to_thread(media.ready, spec, store)) is not None:
+            return done
+        workers = await asyncio.to_thread(pool.get)
+        return await loop.run_in_executor(workers, media.decode, spec, store)
 
     async def produce() -> None:
         spec, pending = None, None
@@ -247,7 +199,7 @@ async def run_items(
                 await queue.put((item, None))
                 continue
             if wanted != spec:
-                spec, pending = wanted, loop.run_in_executor(pool, media.prepare, wanted, store)
+                spec, pending = wanted, asyncio.ensure_future(prepared(wanted))
                 pending.add_done_callback(partial(_count, clips))
             await queue.put((item, pending))
         for _ in range(n_workers):

@@ -26,6 +26,7 @@ import hashlib
 import multiprocessing
 import os
 import signal
+import threading
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
@@ -33,16 +34,16 @@ from pathlib import Path
 from typing import Any, Literal
 
 import cv2
-import decord
 import numpy as np
 
 from core.ask import Media
+from core.decoding import decord
 from core.files import sha256
 from core.frames import FrameSpec, load, video_processor
-from core.procs import die_with_parent
+from core.procs import die_with
+from core.prompt import frame_label, video_intro
 from core.variants import IMAGE_VARIANTS
 from measure.ask.framestore import FrameStore
-from measure.ask.prompt import frame_label, video_intro
 
 JPEG_QUALITY = 90
 MEDIA_VERSION = 2  # bump when the pixels sent for the same settings change: old cache keys must not match
@@ -71,12 +72,17 @@ class Prepared:
     from_store: bool = False  # read from the frame store, not decoded
 
 
-def _worker_init(parent: int, processors: tuple[str, ...]) -> None:
-    """In each media worker process: leave Ctrl-C to the parent (which stops cleanly), on Linux
-    die with the parent (a killed run leaves no worker behind), and load the video processors
-    now rather than while the first clips wait."""
+# What every media worker needs, imported once in the fork server the workers are forked from
+# (a few seconds of imports, paid once per process, however many pools it starts).
+WORKER_MODULES = ["measure.ask.media", "transformers.video_processing_utils"]
+
+
+def _worker_init(run: int, processors: tuple[str, ...]) -> None:
+    """In each media worker process: leave Ctrl-C to the run's process (which stops cleanly),
+    on Linux end with it (a killed run leaves no worker behind: then its fork server ends
+    too), and load the video processors now rather than while the first clips wait."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    die_with_parent(parent)
+    die_with(run)
     for name in processors:
         video_processor(name)
 
@@ -84,10 +90,13 @@ def _worker_init(parent: int, processors: tuple[str, ...]) -> None:
 @contextlib.contextmanager
 def worker_pool(workers: int, processors: Iterable[str | None] = ()) -> Iterator[ProcessPoolExecutor]:
     """A pool of `workers` processes preparing media, started (processors loaded) before it is
-    yielded, so the first requests do not wait for it."""
+    yielded, so the first requests do not wait for it. Workers are forked from a fork server
+    that has imported `WORKER_MODULES`, started with the first pool of the process."""
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(WORKER_MODULES)
     pool = ProcessPoolExecutor(
         workers,
-        mp_context=multiprocessing.get_context("spawn"),
+        mp_context=context,
         initializer=_worker_init,
         initargs=(os.getpid(), tuple(sorted({p for p in processors if p}))),
     )
@@ -97,6 +106,33 @@ def worker_pool(workers: int, processors: Iterable[str | None] = ()) -> Iterator
         yield pool
     finally:
         pool.shutdown(wait=False, cancel_futures=True)
+
+
+class Workers:
+    """A `worker_pool` started on first use, so a run that decodes nothing (every clip in the
+    frame store, whole clips sent, the blind control) starts no worker process."""
+
+    def __init__(self, workers: int, processors: Iterable[str | None] = ()) -> None:
+        self._args = (workers, tuple(processors))
+        self._stack = contextlib.ExitStack()
+        self._pool: ProcessPoolExecutor | None = None
+        self._lock = threading.Lock()
+
+    def get(self) -> ProcessPoolExecutor:
+        with self._lock:
+            if self._pool is None:
+                self._pool = self._stack.enter_context(worker_pool(*self._args))
+            return self._pool
+
+    @property
+    def started(self) -> bool:
+        return self._pool is not None
+
+    def __enter__(self) -> Workers:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stack.close()
 
 
 PROCESSOR_CONFIGS = ("video_preprocessor_config.json", "preprocessor_config.json", "processor_config.json")
@@ -213,19 +249,58 @@ def store_key(spec: MediaSpec, content: str) -> str:
     return hashlib.sha256(what.encode()).hexdigest()
 
 
-def prepare(spec: MediaSpec, store: FrameStore | None = None) -> Prepared:
-    """The media for one clip (runs in a worker process): decoded, or read from `store` when it
-    holds this clip x spec (and written there once decoded); raises if the clip cannot be read."""
-    content = sha256(spec.clip)
+def _content(spec: MediaSpec) -> str:
+    try:
+        st = spec.clip.stat()
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{spec.clip}: clip missing") from None
+    return _hashed(spec.clip, st.st_size, st.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=65536)
+def _hashed(clip: Path, size: int, mtime_ns: int) -> str:
+    """A clip's content hash, read once per process while the file is unchanged."""
+    content = sha256(clip)
     if content is None:
-        raise FileNotFoundError(f"{spec.clip}: clip missing")
-    if spec.mode != "frames" and spec.video_as == "video" and spec.variant not in IMAGE_VARIANTS:
-        return _whole(spec, content)  # the server decodes: nothing to keep
-    if store is None:
-        return _decoded(spec, content)
-    key = store_key(spec, content)
-    if (kept := store.get(key)) is not None:
-        return Prepared(**kept | {"parts": tuple(kept["parts"]), "from_store": True})
+        raise FileNotFoundError(f"{clip}: clip missing")
+    return content
+
+
+def _whole_clip(spec: MediaSpec) -> bool:
+    """The server decodes this clip itself: nothing to decode or keep here."""
+    return spec.mode != "frames" and spec.video_as == "video" and spec.variant not in IMAGE_VARIANTS
+
+
+def ready(spec: MediaSpec, store: FrameStore | None = None) -> Prepared | None:
+    """The media for one clip when it needs no decoding (a whole clip the server decodes, or
+    one `store` holds), else None: cheap enough for a thread."""
+    content = _content(spec)
+    if _whole_clip(spec):
+        return _whole(spec, content)
+    kept = store.get(store_key(spec, content)) if store is not None else None
+    return None if kept is None else Prepared(**kept | {"parts": tuple(kept["parts"]), "from_store": True})
+
+
+def needs_decoding(specs: Iterable[MediaSpec], store: FrameStore | None) -> bool:
+    """Whether any of these clips must be decoded here (a clip of the client's frames that
+    `store` holds no entry for): a missing clip or an entry found corrupt later decode too."""
+    for spec in specs:
+        if _whole_clip(spec) or not spec.clip.is_file():
+            continue
+        if store is None or not store.path(store_key(spec, _content(spec))).is_file():
+            return True
+    return False
+
+
+def decode(spec: MediaSpec, store: FrameStore | None = None) -> Prepared:
+    """The media for one clip decoded (in a worker process), and written to `store`."""
+    content = _content(spec)
     prepared = _decoded(spec, content)
-    store.put(key, asdict(prepared))
+    if store is not None:
+        store.put(store_key(spec, content), asdict(prepared))
     return prepared
+
+
+def prepare(spec: MediaSpec, store: FrameStore | None = None) -> Prepared:
+    """The media for one clip: `ready`, else decoded; raises if the clip cannot be read."""
+    return ready(spec, store) or decode(spec, store)

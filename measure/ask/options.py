@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from core.ask import AskConfig
-from core.cli import group, names, option
+from core.cli import group, names, option, run_name
 from core.defaults import DATASET
 from core.groups import RunsDir, Servers
 from core.layout import DataLayout
@@ -34,8 +34,12 @@ class RunOptions:
         None,
         "The run folder's name. A run of that name that exists is continued, as --resume does.",
         shown="<dataset>-<date>-<time>",
+        parser=run_name,
+        metavar="ID",
     )
-    resume: str | None = option(None, "Continue this run (it must exist).", shown="a new run")
+    resume: str | None = option(
+        None, "Continue this run (it must exist).", shown="a new run", parser=run_name, metavar="ID"
+    )
     runs: RunsDir = group(RunsDir)
     frame_store: Path | None = option(
         None,

@@ -8,16 +8,15 @@ import asyncio
 import datetime as dt
 import time
 from collections.abc import Callable
-from concurrent.futures import Executor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import httpx
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from core import reference, runfiles, serverinfo
+from core import progress, reference, runfiles, serverinfo
 from core.ask import AskConfig
-from core.errors import DataError
+from core.chat import list_models
+from core.errors import DataError, SetupError, Unreachable
 from core.files import sha256
 from core.frames import NEEDS_PROCESSOR, FrameSpec
 from core.layout import AdapterLayout, DataLayout, RunLayout
@@ -29,7 +28,7 @@ from core.urls import ServerUrl
 from core.variants import BLIND
 from measure import score
 from measure.ask import client, health, media
-from measure.ask.client import Item, Reply, SetupError
+from measure.ask.client import Item, Reply
 from measure.ask.framestore import FrameStore
 from measure.ask.options import RunOptions
 from measure.ask.servers import Servers
@@ -113,15 +112,15 @@ def reachable(urls: list[ServerUrl], api_key: str | None) -> tuple[list[list[dic
     served, down = [], []
     for u in urls:
         try:
-            served.append(client.list_models(u, api_key))
-        except client.Unreachable as e:
+            served.append(list_models(u, api_key))
+        except Unreachable as e:
             served.append([])
             down.append((u, e))
     if len(down) == 1 == len(urls):
         raise down[0][1]
     if len(down) == len(urls):
         names = ", ".join(str(u) for u, _ in down)
-        raise client.Unreachable(f"no server answers: {names}; start one with `sh scripts/serve.sh`")
+        raise Unreachable(f"no server answers: {names}; start one with `sh scripts/serve.sh`")
     return served, [u for u, _ in down]
 
 
@@ -288,34 +287,25 @@ def asked(item: Item, reply: Reply) -> Prediction:
 
 
 def send(
-    todo: list[Item], servers: Servers, cfg: AskConfig, run: Opened, pool: Executor, frames: FrameStore | None
+    todo: list[Item], servers: Servers, cfg: AskConfig, run: Opened, pool: media.Workers, frames: FrameStore | None
 ) -> int:
     """Ask every item with a progress bar, scoring and appending each reply as it comes (media
     prepared in `pool`, kept in `frames`); returns how many were answered, and counts in the
     session the clips prepared and read from the frame store."""
     store = run.store
-    columns = (
-        TextColumn("asking"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("{task.fields[rate]} req/s"),
-        TimeElapsedColumn(),
-        TextColumn("ETA"),
-        TimeRemainingColumn(),
-    )
-    with Progress(*columns, transient=False) as progress:
-        task = progress.add_task("ask", total=len(todo), rate="-")
+    answered = 0
+    with progress.bar("asking", len(todo), "req") as advance:
 
         def on_result(item: Item, reply: Reply) -> None:
+            nonlocal answered
             store.append(score.scored(asked(item, reply), cfg.answer_format))
-            t = progress.tasks[task]
-            rate = (t.completed + 1) / t.elapsed if t.elapsed else 0.0
-            progress.update(task, advance=1, rate=f"{rate:.1f}")
+            answered += 1
+            advance()
 
         clips = asyncio.run(client.run_items(todo, servers, cfg, on_result, pool, frames))
-        session = run.record.sessions[-1]
-        session.clips_prepared, session.clips_from_store = clips["prepared"], clips["from_store"]
-        return int(progress.tasks[task].completed)
+    session = run.record.sessions[-1]
+    session.clips_prepared, session.clips_from_store = clips["prepared"], clips["from_store"]
+    return answered
 
 
 @dataclass
@@ -360,8 +350,9 @@ def frame_store(opts: RunOptions, warn: Callable[[str], None]) -> FrameStore | N
 
 
 def execute(opts: RunOptions, p: Plan, run: Opened, warn: Callable[[str], None]) -> Outcome:
-    """Send what is left (after the self-test on every server and once the media workers have
-    started), then close the session in run.json. A server that refuses the per-request media
+    """Send what is left (after the self-test on every server, and once the media workers have
+    started if any clip needs decoding: none start for a run the frame store serves), then
+    close the session in run.json. A server that refuses the per-request media
     settings the run needs is a SetupError before anything is asked or started."""
     sent, send_s = 0, 0.0
     interrupted, down = False, None
@@ -371,9 +362,12 @@ def execute(opts: RunOptions, p: Plan, run: Opened, warn: Callable[[str], None])
         if run.todo:
             self_tests(opts, p, warn)
             with (
-                media.worker_pool(p.cfg.media_workers, p.cfg.processors.values()) as pool,
+                media.Workers(p.cfg.media_workers, p.cfg.processors.values()) as pool,
                 health.Sampler(opts.urls) as sampler,
             ):
+                specs = {spec for i in run.todo if (spec := client.media_spec(i, p.cfg)) is not None}
+                if media.needs_decoding(specs, frames):
+                    pool.get()  # started before the clock: a run's rate is its sending, not its start-up
                 start = time.perf_counter()
                 try:
                     sent = send(run.todo, servers_of(opts, p, warn), p.cfg, run, pool, frames)

@@ -27,10 +27,6 @@ class ServerUnavailable(RuntimeError):
     """No server answers: the run stops. What was answered is kept."""
 
 
-class ServerLost(Exception):
-    """A server refused the connection: it is down (or restarting)."""
-
-
 @dataclass
 class Endpoint:
     url: ServerUrl

@@ -104,7 +104,9 @@ def _pair(a: pd.Series, b: pd.Series, labels: dict) -> dict | None:
     if both.empty:
         return None
     videos = both.index.get_level_values("video_id")
-    return labels | stats.paired_mean(both["a"], both["b"], videos).as_dict()
+    return (
+        labels | stats.paired_mean(both["a"], both["b"], videos, seed=stats.seed_for(*sorted(labels.items()))).as_dict()
+    )
 
 
 def _side(values: pd.Series, **where: str) -> pd.Series:

@@ -28,11 +28,11 @@ ACC_COLUMNS = ["n", "judged", "judge_failed", "invalid"] + [
 DELTA_COLUMNS = [*PAIR_COLUMNS, "score_a", "score_b", "score_delta", "score_ci_low", "score_ci_high"]
 
 
-def _mean_ci(values: pd.Series, videos: pd.Series) -> tuple[float, float, float]:
+def _mean_ci(values: pd.Series, videos: pd.Series, name: tuple) -> tuple[float, float, float]:
     if not len(values):
         return (float("nan"),) * 3
-    low, high = stats.bootstrap_ci(values.to_numpy(dtype=float), videos.to_numpy())
-    return float(values.mean()), low, high
+    low, high = stats.bootstrap_ci(values.to_numpy(dtype=float), videos.to_numpy(), seed=stats.seed_for(*name))
+    return stats.mean(values), low, high
 
 
 def accuracy(f: pd.DataFrame) -> pd.DataFrame:
@@ -60,7 +60,7 @@ def accuracy(f: pd.DataFrame) -> pd.DataFrame:
                 ("score_valid", valid["score"], 1),
             ):
                 vids = c["video_id"] if name.endswith("_all") else valid["video_id"]
-                mean, low, high = _mean_ci(values, vids)
+                mean, low, high = _mean_ci(values, vids, (judge, model, variant, cat, name))
                 row |= {name: scale * mean, f"{name}_low": scale * low, f"{name}_high": scale * high}
             rows.append(row)
     return pd.DataFrame(rows, columns=["judge", "model", "variant", "category", *ACC_COLUMNS])
@@ -77,8 +77,9 @@ def _delta(f: pd.DataFrame, a: tuple[str, str], b: tuple[str, str], labels: dict
         c = j if cat == "all" else j[j["category"] == cat]
         if not len(c):
             continue
-        r = stats.paired(c["yes_a"], c["yes_b"], c["video_id"]).as_dict()
-        low, high = stats.bootstrap_ci((c["score_b"] - c["score_a"]).to_numpy(), c["video_id"].to_numpy())
+        seed = stats.seed_for(*sorted(labels.items()), cat)
+        r = stats.paired(c["yes_a"], c["yes_b"], c["video_id"], seed=seed).as_dict()
+        low, high = stats.bootstrap_ci((c["score_b"] - c["score_a"]).to_numpy(), c["video_id"].to_numpy(), seed=seed)
         rows.append(
             labels
             | {"category": cat}

@@ -35,7 +35,9 @@ def table(df: pd.DataFrame, ref: ReferenceRecord) -> pd.DataFrame:
                 "n": len(g),
             }
             if len(g):
-                low, high = stats.bootstrap_ci(g["correct"].to_numpy(dtype=float), g["video_id"])
+                low, high = stats.bootstrap_ci(
+                    g["correct"].to_numpy(dtype=float), g["video_id"], seed=stats.seed_for(r.model, model, col)
+                )
                 row |= {
                     "ours": 100 * g["correct"].mean(),
                     "ci_low": 100 * low,

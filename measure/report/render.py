@@ -33,10 +33,12 @@ def methods(r: Report) -> dict[str, str | int | float]:
     """How every CI and p-value of the report was computed (report.json's `statistics`)."""
     return {
         "ci": f"95 % percentile CI of a paired cluster bootstrap: {stats.N_BOOT} resamples of videos, "
-        f"seed {stats.SEED}",
+        "seeded per comparison by a hash of its name (SHA-256); every statistic takes the pairs in one "
+        "order whatever order they arrived in (reports before December 2026 seeded every comparison 0 and "
+        "took them in file order: their intervals move slightly when recomputed)",
         "p_mcnemar": "exact McNemar test on questions (ignores that a video's questions share a clip)",
         "p_video": f"paired sign-flip permutation test on per-video summed differences: exact up to "
-        f"{stats.EXACT_PERM} videos that differ, else {stats.N_PERM} draws, seed {stats.SEED}",
+        f"{stats.EXACT_PERM} videos that differ, else {stats.N_PERM} draws, seeded as the CI",
         "p_holm": "p_video Holm-adjusted within its family (column `family`): "
         + "; ".join(f"{name} {n} tests ({FAMILY_WORDS[name]})" for name, n in r.families.items()),
         "mde": f"minimum detectable effect (pts) at power {stats.POWER:g}, two-sided alpha {stats.ALPHA:g}: "

@@ -6,13 +6,18 @@ sign of whole per-video differences (a permutation test). The exact McNemar test
 the question-level view. Holm's step-down procedure corrects a report's many tests; the
 minimum detectable effect (MDE) of a paired binomial says what a comparison could have
 found at all. With one question per video every clustered number equals its question-level one.
+
+Every number here is a function of the pairs as a set, never of their order: clusters are
+numbered by sorted label, values summed in a sorted order, and each comparison draws from a
+seed of its own, hashed from its name (`seed_for`), the same on every machine.
 """
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from math import sqrt
+from math import fsum, sqrt
 from statistics import NormalDist
 
 import numpy as np
@@ -40,21 +45,48 @@ def mcnemar_exact(b: int, c: int) -> float:
     return float(min(1.0, 2 * np.exp(top) * np.exp(log_terms - top).sum()))
 
 
-def clusters(values: Sequence[float], groups: Sequence | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Per-cluster sums and sizes of `values`, clusters in order of first appearance; every
-    value is its own cluster when `groups` is None."""
+def seed_for(*name: object) -> int:
+    """A comparison's seed, from its name by a stable hash (never Python's `hash()`, which
+    changes from one process to the next)."""
+    return int.from_bytes(hashlib.sha256("|".join(map(str, name)).encode()).digest()[:8], "big")
+
+
+def canonical(values: Sequence[float], groups: Sequence | None = None) -> tuple[np.ndarray, np.ndarray | None]:
+    """`values` (and their cluster codes) in one order whatever order they came in: by
+    cluster, then by value. Sums over them are then the same to the last bit."""
     values = np.asarray(values, dtype=float)
     if groups is None:
-        return values, np.ones(len(values))
+        return np.sort(values), None
     codes = cluster_codes(groups)
     if len(codes) != len(values):
         raise ValueError(f"{len(values)} values but {len(codes)} cluster labels")
-    return np.bincount(codes, weights=values), np.bincount(codes).astype(float)
+    order = np.lexsort((values, codes))
+    return values[order], codes[order]
+
+
+def clusters(values: Sequence[float], groups: Sequence | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Per-cluster sums and sizes of `values`, ordered by (sum, size): what resampling and
+    sign flips see depends on the clusters alone, not on their labels or order (so with one
+    value per cluster it is the values themselves, sorted); every value is its own cluster
+    when `groups` is None."""
+    values, codes = canonical(values, groups)
+    if codes is None:
+        return values, np.ones(len(values))
+    sums, sizes = np.bincount(codes, weights=values), np.bincount(codes).astype(float)
+    order = np.lexsort((sizes, sums))
+    return sums[order], sizes[order]
 
 
 def cluster_codes(groups: Sequence) -> np.ndarray:
-    """0, 1, 2, ... per distinct label, in order of first appearance."""
-    return pd.factorize(groups if isinstance(groups, (pd.Series, np.ndarray)) else np.asarray(groups))[0]
+    """0, 1, 2, ... per distinct label, in the labels' sorted order."""
+    labels = groups if isinstance(groups, (pd.Series, np.ndarray)) else np.asarray(groups)
+    return pd.factorize(labels, sort=True)[0]
+
+
+def mean(values: Sequence[float]) -> float:
+    """The mean, exactly rounded (math.fsum): the same whatever the order of the values."""
+    values = np.asarray(values, dtype=float)
+    return fsum(values) / len(values) if len(values) else float("nan")
 
 
 def resampled_means(sums: np.ndarray, sizes: np.ndarray, draws: np.ndarray) -> np.ndarray:
@@ -159,15 +191,15 @@ def design_effect(diffs: Sequence[float], groups: Sequence) -> float:
     """Variance of the mean difference with clusters (cluster-robust) over its variance with
     independent questions; 1 with one question per cluster, at least 1 as used here (a
     smaller estimate is noise and would shrink the MDE)."""
-    d = np.asarray(diffs, dtype=float)
+    d, _ = canonical(diffs, groups)
     n = len(d)
-    sums, sizes = clusters(d, groups)
+    sums, sizes = clusters(diffs, groups)
     k = len(sums)
     if n < 2 or k < 2:
         return 1.0
-    mean = d.mean()
-    v_iid = ((d - mean) ** 2).sum() / (n - 1) / n
-    v_cluster = k / (k - 1) * ((sums - sizes * mean) ** 2).sum() / n**2
+    m = mean(d)
+    v_iid = fsum((d - m) ** 2) / (n - 1) / n
+    v_cluster = k / (k - 1) * fsum((sums - sizes * m) ** 2) / n**2
     return max(1.0, v_cluster / v_iid) if v_iid > 0 else 1.0
 
 
@@ -214,9 +246,9 @@ def paired(
     return Paired(
         n=n,
         videos=int(groups.max()) + 1 if groups is not None and n else n,
-        acc_a=float(100 * a.mean()) if n else nan,
-        acc_b=float(100 * b.mean()) if n else nan,
-        delta=float(100 * diff.mean()) if n else nan,
+        acc_a=100 * mean(a),
+        acc_b=100 * mean(b),
+        delta=100 * mean(diff),
         ci_low=100 * low,
         ci_high=100 * high,
         only_a=only_a,
@@ -252,14 +284,13 @@ def paired_mean(a: Sequence[float], b: Sequence[float], groups: Sequence, seed: 
     codes = cluster_codes(groups)
     diff = b - a
     low, high = bootstrap_ci(diff, codes, seed=seed)
-    nan = float("nan")
     n = len(diff)
     return PairedMean(
         n,
         int(codes.max()) + 1 if n else 0,
-        float(a.mean()) if n else nan,
-        float(b.mean()) if n else nan,
-        float(diff.mean()) if n else nan,
+        mean(a),
+        mean(b),
+        mean(diff),
         low,
         high,
         sign_flip_p(diff, codes, seed=seed),

@@ -16,9 +16,9 @@ from math import isfinite
 import numpy as np
 import pandas as pd
 
+from core.prompt import LETTERS
 from core.records import PROBE, Prediction
 from core.variants import AUDIT_CONTROLS, BLIND, CUED, INTERVENTIONS, PLAIN, REVERSED, SHUFFLED
-from measure.ask.prompt import LETTERS
 from measure.report import stats
 
 TABLE_COLUMNS = ["object_acc", "verb_acc", "overall_acc", "n", "invalid", "errors"]
@@ -87,7 +87,11 @@ def _compare(df: pd.DataFrame, a: tuple[str, str], b: tuple[str, str], labels: d
         j = joined if qtype == "all" else joined[joined["type"] == qtype]
         if len(j):
             rows.append(
-                labels | {"type": qtype} | stats.paired(j["correct_a"], j["correct_b"], j["video_id"]).as_dict()
+                labels
+                | {"type": qtype}
+                | stats.paired(
+                    j["correct_a"], j["correct_b"], j["video_id"], seed=stats.seed_for(*sorted(labels.items()), qtype)
+                ).as_dict()
             )
     return rows
 
@@ -415,7 +419,7 @@ def cell_ci(df: pd.DataFrame) -> dict[tuple[str, str], tuple[float, float]]:
     """Bootstrap 95 % CI of overall accuracy (%) per model x variant, resampling videos."""
     out = {}
     for key, g in df[df["status"] != "error"].groupby(["model", "variant"]):
-        low, high = stats.bootstrap_ci(g["correct"].to_numpy(dtype=float), g["video_id"])
+        low, high = stats.bootstrap_ci(g["correct"].to_numpy(dtype=float), g["video_id"], seed=stats.seed_for(*key))
         out[key] = (100 * low, 100 * high)
     return out
 
@@ -436,7 +440,12 @@ def compare_runs(a: Iterable[Prediction], b: Iterable[Prediction]) -> pd.DataFra
             if len(j):
                 rows.append(
                     {"model": model, "variant": variant, "type": qtype}
-                    | stats.paired(j["correct_a"], j["correct_b"], j["video_id"]).as_dict()
+                    | stats.paired(
+                        j["correct_a"],
+                        j["correct_b"],
+                        j["video_id"],
+                        seed=stats.seed_for("compare", model, variant, qtype),
+                    ).as_dict()
                 )
     table = pd.DataFrame(rows, columns=["model", "variant", "type", *PAIR_COLUMNS]).assign(family="compare")
     return holm_adjust([table])[0]

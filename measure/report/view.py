@@ -10,6 +10,7 @@ sent with, decoded from the recorded frame indices once per clip.
 
 from __future__ import annotations
 
+import html
 import json
 import shutil
 from collections.abc import Callable
@@ -202,5 +203,6 @@ def write(run: Run, other: Run | None = None, progress: Callable[[int, int], Non
     payload = json.dumps(compact(run, r, thumbs, other), separators=(",", ":"))  # JS: NaN is fine
     atomic_write(folder / "data.js", f"window.VC = {payload};\n")
     page = run.layout.root / "index.html"
-    atomic_write(page, (ASSETS / "index.html").read_text(encoding="utf-8").replace("{{title}}", run.id))
+    title = html.escape(run.id)  # a folder's name may hold anything, <script> included
+    atomic_write(page, (ASSETS / "index.html").read_text(encoding="utf-8").replace("{{title}}", title))
     return page

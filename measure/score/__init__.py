@@ -8,8 +8,8 @@ from __future__ import annotations
 from dataclasses import replace
 
 from core.ask import AnswerFormat
+from core.prompt import targets
 from core.records import OPEN, Prediction
-from measure.ask.prompt import targets
 from measure.score.choice import score_choice, score_open
 
 

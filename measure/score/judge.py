@@ -18,16 +18,15 @@ from typing import Literal
 
 from openai import AsyncOpenAI
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from core import progress
+from core.chat import create, list_models
 from core.errors import UserError
 from core.records import OPEN, JudgeKey, Judgement, Prediction, Question
 from core.runfiles import JudgeRecord
-from core.runs import Run
+from core.runs import Run, in_key_order
 from core.store import judgement_store
 from core.urls import ServerUrl
-from measure.ask.client import create, list_models
 
 PROMPT_VERSION = 1
 MAX_TOKENS = 24  # '{"pred":"yes","score":5}' is about 12 tokens
@@ -196,20 +195,18 @@ def judge_run(run: Run, judge: str | None, url: ServerUrl | None, api_key: str |
         run.store.write_run(run.record)
     jstore.drop({(*p.key, judge) for p, _ in items})  # earlier judge errors: asked again, one line each
     failed = 0
-    columns = (TextColumn(f"judging ({judge})"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     jstore.open()
     try:
-        with Progress(*columns, console=Console(stderr=True)) as progress:
-            task = progress.add_task("judge", total=len(items))
+        with progress.bar(f"judging ({judge})", len(items), "verdicts") as advance:
 
             def on_result(j: Judgement) -> None:
                 nonlocal failed
                 jstore.append(j)
                 failed += j.status != "ok"
-                progress.advance(task)
+                advance()
 
             asyncio.run(judge_all(items, url, api_key, cfg, concurrency, on_result))
     finally:
         jstore.close()
-    run.judgements = list(jstore.load().values())
+    run.judgements = in_key_order(jstore.load())
     return Judged(judge, url, len(items), failed, len(pending) - len(items))

@@ -7,9 +7,9 @@ from dataclasses import dataclass, replace
 
 from core.ask import AnswerFormat
 from core.errors import UserError
+from core.prompt import LETTERS
 from core.records import OPEN, Prediction
 from core.runs import Run
-from measure.ask.prompt import LETTERS
 from measure.score import scored
 
 
@@ -38,8 +38,8 @@ def rescore_one(p: Prediction, fmt: AnswerFormat) -> Prediction:
 
 
 def rescore(run: Run) -> Rescored:
-    """Score every prediction of `run` again and rewrite predictions.jsonl atomically (in its
-    order); the rows of `run` are updated too."""
+    """Score every prediction of `run` again and rewrite predictions.jsonl atomically (in key
+    order, as the run reader gives them); the rows of `run` are updated too."""
     if run.record is None:
         raise UserError(f"{run.layout.run_json if run.layout else 'run'}: missing (rescoring needs the answer format)")
     fmt = run.record.ask.answer_format
