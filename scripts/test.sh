@@ -1,6 +1,7 @@
 #!/bin/sh
 # Install what is missing, lint, then run the test suite (it starts a real vLLM server once).
-# Arguments go to pytest, e.g. `sh scripts/test.sh -m "not server"` for the fast lane.
+# Arguments go to pytest, e.g. `sh scripts/test.sh -m "not slow"` for the fast lane (no server,
+# nothing over about 2 s: under 2 minutes).
 set -eu
 cd "$(dirname "$0")/.."
 sh scripts/setup.sh

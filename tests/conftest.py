@@ -158,17 +158,14 @@ def tiny(tmp_path_factory) -> Tiny:
     return Tiny(model, adapter)
 
 
-def start_server(argv: list[str], log: Path, base_url: str, api_key: str | None = None) -> subprocess.Popen:
-    """Start `python -m serve run ...` in its own session, tied to this process (it stops if the
-    suite dies); fail the test with its log if it never gets ready."""
-    from core import serverinfo
+def launch_server(argv: list[str], log: Path) -> subprocess.Popen:
+    """`python -m serve run ARGV` in its own session, its output to `log`; told to stop (and so to
+    stop its vLLM) if this process dies, however it dies."""
     from core.procs import die_with_parent
-    from serve.__main__ import poll_ready
 
-    url = ServerUrl.parse(base_url)
     me = os.getpid()
     with open(log, "wb") as out:
-        proc = subprocess.Popen(
+        return subprocess.Popen(
             [sys.executable, "-m", "serve", "run", *argv],
             cwd=REPO,
             stdout=out,
@@ -176,6 +173,16 @@ def start_server(argv: list[str], log: Path, base_url: str, api_key: str | None 
             start_new_session=True,
             preexec_fn=lambda: die_with_parent(me),
         )
+
+
+def start_server(argv: list[str], log: Path, base_url: str, api_key: str | None = None) -> subprocess.Popen:
+    """Start `python -m serve run ...` in its own session, tied to this process (it stops if the
+    suite dies); fail the test with its log if it never gets ready."""
+    from core import serverinfo
+    from serve.__main__ import poll_ready
+
+    url = ServerUrl.parse(base_url)
+    proc = launch_server(argv, log)
     try:
         poll_ready(url, timeout=600, api_key=api_key, proc=proc)
     except (RuntimeError, TimeoutError) as e:

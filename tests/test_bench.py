@@ -62,15 +62,16 @@ def _ratio(line: str, prefix: str) -> float:
 
 
 def test_bench_measure_runs_small(server):
-    lines = _bench(f"scripts/bench_measure.py --videos 4 --sweep 2 --base-url {server.base_url}")
-    assert _ratio(next(x for x in lines if x.startswith("measure / best")), "measure / best bare client (c=2):") > 0
+    """measure keeps up with the best bare client (goal >= 0.9: the client is never the bottleneck)."""
+    lines = _bench(f"scripts/bench_measure.py --videos 8 --sweep 4 --base-url {server.base_url}")
+    assert _ratio(next(x for x in lines if x.startswith("measure / best")), "measure / best bare client (c=4):") >= 0.9
     assert any(x.startswith("measure client CPU per request:") for x in lines)
 
 
 @needs_sample
 def test_bench_prepare_runs_small():
     lines = _bench("scripts/bench_prepare.py --box-mb 1 --videos 8")
-    assert _ratio(lines[0], "cue-render cost / plain decode+encode cost:") > 0
+    assert _ratio(lines[0], "cue-render cost / plain decode+encode cost:") <= 1.3  # its goal
     assert any("streamed peak RSS" in x for x in lines)
 
 
@@ -79,7 +80,7 @@ def test_bench_media_runs_small(server):
         f"scripts/bench_media.py --clips 4 --questions 2 --concurrency 8 --rss-questions 8,16 "
         f"--base-url {server.base_url}"
     )
-    assert _ratio(lines[-1], "frames/data capacity ratio:") > 0
+    assert _ratio(lines[-1], "frames/data capacity ratio:") >= 2.0  # what sending frames was built for
     assert any(line.startswith("cache effect: frames with uuid / without:") for line in lines)
     second = next(x for x in lines if x.startswith("second run:"))
     m = re.fullmatch(r"second run: clips decoded (\d+), client CPU per request x(\d+\.\d+)", second)
@@ -89,7 +90,8 @@ def test_bench_media_runs_small(server):
 def test_bench_report_runs_small():
     lines = _bench("scripts/bench_report.py --videos 200")
     assert lines[0].startswith("report.build: ") and "36 paired tests" in lines[0]
-    assert _ratio(lines[-1], "whole-number / log-space McNemar time:") > 0
+    same = re.search(r"relative difference (\S+)$", lines[1])
+    assert same and float(same.group(1)) < 1e-9, lines[1]  # log space gives the whole-number answer
 
 
 def test_bench_scale_runs_small(server):
@@ -110,10 +112,12 @@ def test_bench_scale_runs_small(server):
 
 def test_bench_limit_runs_small(server):
     """The offline engine built from the server's own settings gives the replies measure gets."""
-    lines = _bench(f"scripts/bench_limit.py --videos 4 --base-url {server.base_url}", process=True)
+    lines = _bench(f"scripts/bench_limit.py --videos 12 --base-url {server.base_url}", process=True)
     same = re.fullmatch(r"replies and prompt token counts identical: (\d+)/(\d+)", lines[-2])  # stdout: figures only
     assert same and same.group(1) == same.group(2) != "0", lines
-    assert _ratio(lines[-1], "measure/offline throughput ratio:") > 0
+    # Its goal is >= 0.85 at the default size (80 videos); at 12 videos both sides send for
+    # about 2 s, and measure's first clips wait for decoding: 0.91 to 1.25 measured here.
+    assert _ratio(lines[-1], "measure/offline throughput ratio:") >= 0.7
 
 
 def test_bench_interpret_runs_small(tiny):

@@ -46,6 +46,11 @@ SERVE_SH = ("serve.sh", "")  # sh scripts/serve.sh with the line's environment a
 TABLE = {
     "sh scripts/demo.sh": ("meta", "the main job (about 3 minutes): run before each landing; each step is run here"),
     "sh scripts/test.sh": ("meta", "this suite itself, as .ci/run runs it"),
+    "sh scripts/lock.sh": (
+        "meta",
+        "a fresh install of the newest allowed versions from the registries (minutes), run by hand; the lock it "
+        "writes is what setup.sh installs for this suite",
+    ),
     "MODEL=Qwen/Qwen3-VL-2B-Instruct sh scripts/serve.sh": SERVE_SH,
     ".venv/bin/python -m measure --data data/<name>": (
         "measure",

@@ -135,6 +135,10 @@ def test_every_run_records_its_health(server, measured, synthetic):
     assert serve["argv"][2:4] == ["serve.launch", "serve"] and serve["ready_s"] > 0
     assert {"weights_load_s", "engine_init_s"} <= set(serve["times"]) and serve["rss_ready_bytes"] > 2**28
     assert run["servers"][0]["version"]
+    import importlib.metadata
+
+    shaping = ("opencv-python-headless", "transformers", "numpy", "torch", "av", "decord")
+    assert {k: run["client_packages"][k] for k in shaping} == {k: importlib.metadata.version(k) for k in shaping}
     health = run["sessions"][-1]["health"]
     peak = health["servers"][server.base_url]
     assert peak["source"] == "process group (/proc)" and peak["peak_rss_bytes"] >= 2**28

@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
+import time
+
+import psutil
+import pytest
 
 from tests.conftest import REPO
 
@@ -24,3 +29,59 @@ def test_without_the_shared_sample_its_tests_skip_with_the_reason(tmp_path):
         r.stdout[-3000:]
     )
     assert int(summary.split(" skipped")[0].split()[-1]) >= 15 and f"{missing} is missing" in r.stdout
+
+
+CHILD = """
+import time
+import pytest
+from tests.conftest import launch_server, stop_server
+from serve.command import free_port
+
+@pytest.fixture(scope="session")
+def launched(tiny, tmp_path_factory):
+    proc = launch_server(["--model", str(tiny.model), "--port", str(free_port())], tmp_path_factory.mktemp("s") / "log")
+    print("SERVE", proc.pid, flush=True)
+    yield proc
+    stop_server(proc)
+
+def test_waits(launched):
+    time.sleep(600)
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("how", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_a_suite_told_to_stop_leaves_no_server_behind(how, tmp_path):
+    """A suite stopped by SIGTERM (as CI or a supervisor stops it) or Ctrl-C tears its fixtures
+    down: the `serve run` it started, and the vLLM processes under it, are gone."""
+    (tmp_path / "test_child.py").write_text(CHILD)
+    child = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-q",
+            "-s",
+            "-p",
+            "tests.conftest",
+            "-p",
+            "no:randomly",
+            "-p",
+            "no:cacheprovider",
+            str(tmp_path / "test_child.py"),
+        ],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
+    serve = int(next(line for line in child.stdout if line.startswith("SERVE")).split()[1])
+    deadline = time.monotonic() + 120
+    while not psutil.Process(serve).children(recursive=True) and time.monotonic() < deadline:
+        time.sleep(0.2)  # serve run has started vLLM
+    started = [psutil.Process(serve), *psutil.Process(serve).children(recursive=True)]
+    assert len(started) > 1, "serve run started no vLLM"
+    child.send_signal(how)
+    child.wait(120)
+    _, alive = psutil.wait_procs(started, timeout=60)
+    assert not alive, f"left behind after {how.name}: {[p.cmdline()[:3] for p in alive]}"

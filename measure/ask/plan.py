@@ -5,7 +5,9 @@ each reply as it comes (`measure.score`) and appends it."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
+import importlib.metadata
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -204,6 +206,20 @@ def server_record(url: ServerUrl, models: list[dict]) -> ServerRecord:
     return ServerRecord(str(url), version, listed, serverinfo.lookup(url))
 
 
+# The client-side packages that shape what is sent (decoding, sampling, sizing, encoding frames),
+# recorded beside each server's vLLM version.
+CLIENT_PACKAGES = ("opencv-python-headless", "transformers", "numpy", "torch", "av", "decord", "pillow")
+
+
+def client_packages() -> dict[str, str]:
+    """The installed version of each of CLIENT_PACKAGES (absent ones left out)."""
+    found = {}
+    for name in CLIENT_PACKAGES:
+        with contextlib.suppress(importlib.metadata.PackageNotFoundError):
+            found[name] = importlib.metadata.version(name)
+    return found
+
+
 def now() -> str:
     return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
 
@@ -250,6 +266,7 @@ def open_run(opts: RunOptions, p: Plan) -> Opened:
         rejected_questions=p.rejected,
         judges=earlier.judges if earlier else [],
         warnings=p.warnings or [],
+        client_packages=client_packages(),
     )
     store.write_run(record)
     return Opened(store, record, todo)

@@ -1,0 +1,82 @@
+"""`python -m interpret RUN`: where the model looked when it answered. A finished run's
+multiple-choice predictions are asked again in transformers on the exact input the server
+saw (same frames, JPEG bytes, chat template), with the answer position's attention captured
+in every language layer and each patch's received attention in the vision encoder; the
+attention is split over regions known exactly (cue strokes, box edges, objects, the rest)
+and written to runs/RUN/interpret/ (records.jsonl, regions.csv, heat maps); the run's report
+then carries the paired region comparisons and their verdicts."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import typer
+
+from core import cli, runs
+from core.cli import comma_list, command, fail, group, main, names, option
+from core.groups import OneRun
+
+app = cli.app(__doc__)
+
+
+def layer_list(value: str | Sequence[int]) -> tuple[int, ...]:
+    """`0,1,5` as (0, 1, 5): layer indices from 0."""
+    if not isinstance(value, str):
+        return tuple(value)
+    parts = comma_list(value)
+    if not all(p.isdigit() for p in parts):
+        raise ValueError(f"{value!r}: use layer indices from 0, comma-separated, e.g. 0,13,27")
+    return tuple(int(p) for p in parts)
+
+
+@dataclass
+class InterpretOptions:
+    target: OneRun = group(OneRun)
+    limit: int | None = option(None, "Questions to interpret (every model and variant of each).", shown="all")
+    models: Sequence[str] | None = names("Served models to interpret.", "every model of the run")
+    variants: Sequence[str] | None = names(
+        "Clip variants to interpret.", "plain, the cues and the interventions the run asked"
+    )
+    layers: Sequence[int] | None = option(
+        None, "Language-model layers to capture (and average).", parser=layer_list, metavar="N,...", shown="all"
+    )
+    device: Literal["cpu", "cuda"] = option("cpu", "Where the model runs: cpu (float32) or cuda (bfloat16).")
+    pictures: int = option(8, "Questions to draw heat maps for (0: none).")
+    data: Path | None = option(
+        None, "The dataset, when run.json's path no longer points to it.", shown="the run's dataset"
+    )
+
+
+@command(app, InterpretOptions)
+def interpret(o: InterpretOptions) -> None:
+    """Interpret a run (resumable: records already written are kept); print the attention verdicts."""
+    from interpret import pictures, stage
+    from measure import report
+    from measure.report import attention, render
+
+    if o.limit is not None and o.limit < 1 or o.pictures < 0:
+        fail("--limit must be a positive number and --pictures 0 or more")
+    run = runs.load(o.target.layout, data=o.data)
+    stage.check(run)
+    todo = stage.chosen(run, o.models, o.variants, o.limit)
+    if not todo:
+        fail(f"{run.id}: no answered multiple-choice prediction of the chosen models and variants to interpret")
+    done = stage.interpret_run(run, todo, o.device, o.layers)
+    run = runs.load(o.target.layout, data=o.data)
+    drawn = pictures.draw(run, run.attention, o.pictures)
+    r = report.write(run)
+    typer.echo(render.attention_markdown(r, pairs=False))
+    same, agree = attention.agreement(run.attention)
+    typer.echo(
+        f"interpret: {done.asked} prediction(s) interpreted, {done.done_before} kept from before; same prompt "
+        f"tokens as the run {same}; same reply as the run {agree}; {len(drawn)} heat map(s); "
+        f"every paired comparison in {run.layout.report_md if run.layout else 'report.md'}",
+        err=True,
+    )
+
+
+if __name__ == "__main__":
+    main(app)

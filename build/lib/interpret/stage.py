@@ -1,0 +1,259 @@
+"""The `interpret` stage: a finished run's predictions asked again in transformers (the base
+model, an adapter through PEFT, unmerged) on the exact input the server saw, with attention
+captured; each prediction's region masses appended to interpret/records.jsonl as soon as they
+are known (a killed run continues where it stopped), then regions.csv and the heat maps."""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import io
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from core import progress
+from core.errors import UserError
+from core.files import atomic_write
+from core.layout import AdapterLayout, DataLayout
+from core.prompt import targets
+from core.records import AttentionRecord, Prediction
+from core.runs import Run, in_key_order
+from core.store import attention_store
+from core.variants import CUED, INTERVENTIONS, PLAIN
+from interpret import capture, inputs
+from interpret.attention import Attention, forward, grid_of, region_rows
+from interpret.choice import choose, margin
+from interpret.regions import clip_shares
+
+STROKES = tuple(c for c in CUED if c != "side-by-side")  # cues whose strokes define a `cue` region
+MAPPED = (PLAIN, *STROKES, *INTERVENTIONS)  # variants whose frames the regions fit
+COLUMNS = [
+    "question_id",
+    "model",
+    "variant",
+    "cue_of",
+    "source",
+    "layer",
+    "region",
+    "mass",
+    "mass_norm",
+    "area",
+    "video_share",
+]
+
+
+def check(run: Run) -> None:
+    """What interpret needs of a run, each lack one clear error."""
+    if run.record is None or run.layout is None:
+        raise UserError(f"{run.id}: run.json missing (interpret needs how the run asked)")
+    ask = run.record.ask
+    if ask.media != "frames":
+        raise UserError(
+            f"{run.id}: measured with --media {ask.media}: the server chose the frames, so there is "
+            "nothing exact to map (measure with --media frames)"
+        )
+    other = sorted({p.name for m, p in ask.profiles.items() if p.video_as != "video"})
+    if other:
+        raise UserError(f"{run.id}: interpret maps the Qwen-VL family only, not yet {', '.join(other)}")
+    if run.data is None:
+        raise UserError(
+            f"{run.id}: its dataset {run.record.dataset.path!r} is not found (interpret needs its clips "
+            "and boxes); give --data"
+        )
+
+
+def chosen(
+    run: Run, models: Sequence[str] | None, variants: Sequence[str] | None, limit: int | None
+) -> list[Prediction]:
+    """The answered multiple-choice predictions to interpret, every chosen model and variant of
+    the first `limit` questions."""
+    wanted_v = set(variants or MAPPED)
+    preds = [
+        p
+        for p in run.predictions
+        if p.status != "error"
+        and p.choices
+        and p.frame_indices
+        and p.variant in wanted_v
+        and (models is None or p.model in models)
+    ]
+    questions = sorted({(p.video_id, p.question_id) for p in preds})[:limit]
+    keep = {q for _, q in questions}
+    return sorted(
+        (p for p in preds if p.question_id in keep), key=lambda p: (p.model, p.video_id, p.question_id, p.variant)
+    )
+
+
+def model_dirs(run: Run, name: str) -> tuple[str, Path | None]:
+    """(the base model dir, the adapter dir or None) of a served model, as its server named them."""
+    assert run.record is not None
+    listed = {m.id: m for s in run.record.servers for m in s.models}
+    served = listed[name]
+    if served.parent is None:
+        return served.root or name, None
+    adapter = Path(served.root or "")
+    if not AdapterLayout(adapter).config.is_file():
+        raise UserError(f"adapter {name}: its folder {adapter} (as its server named it) is not here")
+    return listed[served.parent].root or served.parent, adapter
+
+
+@contextlib.contextmanager
+def loaded(run: Run, name: str, device: str) -> Iterator[tuple[Any, Any]]:
+    """(model, processor) of a served model in transformers: the base with the capturing
+    attention, an adapter on it through PEFT (unmerged); bf16 on a GPU, fp32 on the CPU."""
+    import torch
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+
+    base, adapter = model_dirs(run, name)
+    dtype = torch.bfloat16 if device == "cuda" else torch.float32
+    model = AutoModelForImageTextToText.from_pretrained(base, dtype=dtype, attn_implementation=capture.register())
+    capture.label_vision_layers(model)
+    if adapter is not None:
+        from peft import PeftModel
+
+        model = PeftModel.from_pretrained(model, str(adapter))
+    yield model.to(device).eval(), AutoProcessor.from_pretrained(base)
+
+
+@dataclass
+class Interpreted:
+    """What a session did."""
+
+    asked: int
+    done_before: int
+
+
+def one(
+    pred: Prediction, run: Run, model: Any, processor: Any, cache: dict, layers: Sequence[int] | None = None
+) -> AttentionRecord:
+    """One prediction: its input rebuilt, attention captured on it and on the generic question,
+    its region rows for every cue its regions can be drawn for (language `layers` only, all
+    when None), its reply under the constraint."""
+    assert run.record is not None and run.data is not None
+    layout = DataLayout(run.data)
+    question = run.questions[pred.question_id]
+    key = ("sent", pred.video_id, pred.variant)
+    if key not in cache:
+        cache[key] = inputs.sent(pred, layout.clip(pred.variant, pred.video_id), run.record.ask)
+    sent = cache[key]
+    fmt = run.record.ask.answer_format
+    enc = inputs.encode(processor, question, sent, fmt)
+    att = only(forward(model, enc), layers)
+    key = ("generic", pred.model, pred.video_id, pred.variant)
+    if key not in cache:
+        cache[key] = only(forward(model, inputs.encode(processor, None, sent)), layers)
+    generic: Attention = cache[key]
+    rows = []
+    boxes = layout.boxes(pred.video_id)
+    grid = grid_of(model, enc)
+    cues = [pred.variant] if pred.variant in STROKES else [c for c in STROKES if c in run.record.variants] or ["bbox"]
+    for cue in cues if boxes.is_file() else []:
+        shares = clip_shares(boxes, cue, question, sent.indices, grid.pixels)
+        rows += [r | {"cue_of": cue} for r in region_rows(att, generic, shares, grid)]
+    options = targets(pred.choices, fmt)
+    said = choose(model, processor.tokenizer, enc, options)
+    groups = layer_groups(sorted(att.llm))
+    record = AttentionRecord(
+        question_id=pred.question_id,
+        video_id=pred.video_id,
+        type=pred.type,
+        model=pred.model,
+        variant=pred.variant,
+        prompt_tokens=att.tokens,
+        run_prompt_tokens=pred.prompt_tokens,
+        picked=None if said is None else pred.choices[options.index(said)],
+        reply=pred.reply,
+        margin=margin(att.logits, processor.tokenizer, options),
+        rows=rows,
+        maps={g: np.round(np.mean([att.llm[k] for k in ks], axis=0), 6).tolist() for g, ks in groups.items()},
+    )
+    return record
+
+
+def only(att: Attention, layers: Sequence[int] | None) -> Attention:
+    """`att` with the language layers in `layers` alone (all when None)."""
+    if layers is None:
+        return att
+    pick = {k: v for k, v in att.llm.items() if k in layers}
+    return replace(att, llm=pick, video_share={k: att.video_share[k] for k in pick})
+
+
+def language_layers(run: Run, name: str) -> int:
+    """How many language layers a served model has (from its config; no weights loaded)."""
+    from transformers import AutoConfig
+
+    config = AutoConfig.from_pretrained(model_dirs(run, name)[0])
+    return int(getattr(config, "text_config", config).num_hidden_layers)
+
+
+def check_layers(run: Run, models: list[str], layers: Sequence[int] | None, done: list[AttentionRecord]) -> None:
+    """--layers within every model's range, and the layers of the records already written (a
+    resume adds to them, it does not mix two choices)."""
+    for name in models:
+        n = language_layers(run, name)
+        wanted = sorted(set(layers)) if layers is not None else list(range(n))
+        if wanted and wanted[-1] >= n:
+            raise UserError(f"--layers {[k for k in wanted if k >= n]}: {name} has language layers 0..{n - 1}")
+        kept = {r["layer"] for rec in done if rec.model == name for r in rec.rows if r["source"] == "llm"}
+        if kept and kept != {str(k) for k in wanted} | {"mean"}:
+            raise UserError(
+                f"{run.layout.attention if run.layout else 'records.jsonl'}: {name}'s records hold language layers "
+                f"{sorted(kept - {'mean'}, key=int)}, not {wanted}: resume with the same --layers, or remove "
+                "interpret/ to start again"
+            )
+
+
+def interpret_run(
+    run: Run, todo: list[Prediction], device: str = "cpu", layers: Sequence[int] | None = None
+) -> Interpreted:
+    """Interpret what is left of `todo` (records already written are kept), appending each
+    record as it comes; then regions.csv is written whole."""
+    check(run)
+    assert run.layout is not None
+    store = attention_store(run.layout)
+    done = store.load()
+    left = [p for p in todo if p.key not in done]
+    check_layers(run, sorted({p.model for p in todo}), layers, list(done.values()))
+    missing = sorted({p.question_id for p in left if p.question_id not in run.questions})
+    if missing:
+        raise UserError(f"{run.data}: questions {missing[:5]} of the run are not in its dataset (give --data)")
+    store.open()
+    try:
+        with progress.bar("interpreting", len(left), "predictions") as advance:
+            for name in sorted({p.model for p in left}):
+                cache: dict = {}
+                with loaded(run, name, device) as (model, processor):
+                    for pred in (p for p in left if p.model == name):
+                        store.append(one(pred, run, model, processor, cache, layers))
+                        advance()
+    finally:
+        store.close()
+    write_regions(run)
+    return Interpreted(len(left), len(todo) - len(left))
+
+
+def write_regions(run: Run) -> Path:
+    """interpret/regions.csv: every record's rows, one row per region, from records.jsonl alone."""
+    assert run.layout is not None
+    buf = io.StringIO()
+    out = csv.DictWriter(buf, COLUMNS, extrasaction="ignore")
+    out.writeheader()
+    for rec in in_key_order(attention_store(run.layout).load()):
+        for row in rec.rows:
+            out.writerow({"question_id": rec.question_id, "model": rec.model, "variant": rec.variant} | row)
+    atomic_write(run.layout.regions_csv, buf.getvalue())
+    return run.layout.regions_csv
+
+
+def layer_groups(layers: Sequence[int]) -> dict[str, list[int]]:
+    """Named groups of language layers for the pictures: the mean of all, and thirds (early,
+    middle, late) when there are more than three, else each layer alone."""
+    groups = {"mean": list(layers)}
+    if len(layers) > 3:
+        third = np.array_split(np.array(sorted(layers)), 3)
+        return groups | {name: part.tolist() for name, part in zip(("early", "middle", "late"), third)}
+    return groups | {f"L{k}": [k] for k in layers}

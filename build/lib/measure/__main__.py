@@ -1,0 +1,272 @@
+"""`python -m measure [OPTIONS]` asks every served model x clip variant of a prepared dataset
+(no sub-command: the measurement itself); the sub-commands read runs already made."""
+
+from __future__ import annotations
+
+import webbrowser
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import typer
+
+from core import cli, runs
+from core import reference as references
+from core.cli import argument, command, fail, group, main, option, warn
+from core.groups import OneRun, RunsDir, Server
+from core.layout import DataLayout
+from core.records import OPEN, load_questions
+from core.reference import ReferenceOptions
+from measure.ask.options import RunOptions
+
+# Each command imports what it runs (the client, pandas, the viewer) when it runs, so `--help`
+# and a bad option answer at once.
+app = cli.app(__doc__)
+
+
+@command(app, RunOptions, callback=True)
+def run(opts: RunOptions) -> None:
+    """Ask every question of the split, for every model x variant; print the report."""
+    from measure import report
+    from measure.ask.plan import check, execute, open_run
+    from measure.report import render
+
+    p = check(opts)
+    for message in p.rejected:
+        warn(f"skipped question: {message}")
+    for message in p.warnings or []:
+        warn(message)
+    opened = open_run(opts, p)
+    typer.echo(
+        f"run {opened.rid}: {len(p.items)} items, {len(p.items) - len(opened.todo)} already done, "
+        f"{len(opened.todo)} to send ({len(p.models)} model(s) x {len(p.variants)} variant(s))",
+        err=True,
+    )
+    out = execute(opts, p, opened, warn)
+    session = opened.record.sessions[-1]
+    if session.clips_prepared is not None:
+        where = f" ({out.frames.root})" if out.frames else ""
+        typer.echo(
+            f"clips: {session.clips_prepared} prepared, {session.clips_from_store} from the frame store{where}",
+            err=True,
+        )
+    r = report.write(runs.load(opened.store.layout))
+    typer.echo(render.render_markdown(r))
+    for w in r.warnings:
+        typer.secho(w, fg="yellow", bold=True, err=True)
+    typer.echo(f"predictions: {opened.store.path}; reports: {opened.store.layout.report_md}", err=True)
+    if any(i.question.type == OPEN for i in p.items):
+        typer.echo(f"open questions: judge them with `python -m measure judge {opened.store.layout.root}`", err=True)
+    if out.interrupted:
+        warn(f"interrupted: {len(out.kept)} of {len(p.items)} answers are saved; finish with --resume {opened.rid}")
+        raise typer.Exit(130)
+    if out.down:
+        typer.secho(
+            f"error: {out.down}. {len(out.kept) - out.errors} answers are saved; once the server is back, "
+            f"finish with --resume {opened.rid}",
+            fg="red",
+            err=True,
+        )
+        raise typer.Exit(3)
+    if out.errors:
+        warn(
+            f"{out.errors} item(s) ended as errors (kept apart, not counted wrong); ask them again with --resume "
+            f"{opened.rid}"
+        )
+        raise typer.Exit(1)
+
+
+@dataclass
+class ReportOptions:
+    runs: list[Path] = argument(help="Run folders (or ids under --runs-dir).")
+    where: RunsDir = group(RunsDir)
+    published: ReferenceOptions = group(ReferenceOptions, shown={"reference": "the run's own, if any"})
+
+
+@command(app, ReportOptions, name="report")
+def report_cmd(o: ReportOptions) -> None:
+    """Recompute a run's reports from the run folder alone (nothing is asked again)."""
+    from measure import report
+    from measure.report import render
+
+    for folder in o.runs:
+        run = runs.load(o.where.find(folder))
+        if o.published.reference is not None or o.published.reference_models is not None:
+            set_reference(run, o.published.reference, o.published.reference_models)
+        typer.echo(f"# {run.id}\n\n{render.render_markdown(report.write(run))}")
+
+
+def set_reference(run: runs.Run, table: Path | None, names: dict[str, str] | None) -> None:
+    """Keep a (new) reference table in the run's record, so every later report shows it."""
+    if run.record is None:
+        fail(f"{run.id}: run.json missing: a reference table is kept there")
+    source = table or (Path(run.reference.source) if run.reference else None)
+    if source is None:
+        fail(f"{run.id}: --reference-models without a reference table: give --reference")
+    run.reference = references.record(source, run.parents, names or (run.reference.models if run.reference else None))
+    run.record = replace(run.record, reference=run.reference)
+    run.store.write_run(run.record)
+
+
+@dataclass
+class CompareOptions:
+    run_a: Path = argument(help="Run A (folder or id).")
+    run_b: Path = argument(help="Run B (folder or id).")
+    where: RunsDir = group(RunsDir)
+
+
+@command(app, CompareOptions, name="compare")
+def compare_cmd(o: CompareOptions) -> None:
+    """Run B − run A on the questions both scored (same model and variant names)."""
+    from measure.report import render, tables
+
+    a, b = runs.load(o.where.find(o.run_a)), runs.load(o.where.find(o.run_b))
+    table = tables.compare_runs(a.predictions, b.predictions)
+    if table.empty:
+        fail(f"{a.id} and {b.id} share no scored (question, model, variant)")
+    typer.echo(
+        f"# {b.id} − {a.id} (95 % CI resampling videos; p_mcnemar on questions, p_video sign-flip on videos, "
+        f"p_holm over these {len(table)} tests)\n"
+    )
+    typer.echo(render.markdown(table))
+
+
+@dataclass
+class PowerOptions:
+    data: Path = option(help="A prepared dataset (data/NAME).")
+    delta: float = option(3.0, "The difference to detect, in accuracy points.")
+    discordance: float = option(
+        20.0, "Assumed % of questions whose correctness differs between the two sides (--run measures it)."
+    )
+    run: Path | None = option(
+        None,
+        "A pilot run (folder or id): use the discordance and design effect measured on its comparisons.",
+        shown="none: the assumed --discordance",
+    )
+    split: str = option("test", "Question split to count.")
+    where: RunsDir = group(RunsDir)
+
+
+@command(app, PowerOptions, name="power")
+def power_cmd(o: PowerOptions) -> None:
+    """How many questions and videos a paired comparison needs to detect DELTA points
+    (two-sided alpha 0.05, power 80 %), and the smallest effect this dataset can detect."""
+    from measure import report
+    from measure.report import power, render, stats
+
+    if not 0 < o.delta <= 100 or not 0 < o.discordance <= 100:
+        fail(f"--delta ({o.delta:g}) and --discordance ({o.discordance:g}) are percentages in (0, 100]")
+    questions, rejected = load_questions(DataLayout(o.data).questions)
+    questions = [q for q in questions if q.split == o.split]
+    if not questions:
+        fail(f"{DataLayout(o.data).questions}: no valid questions in split {o.split!r}")
+    if o.run is not None:
+        pilot = runs.load(o.where.find(o.run))
+        scenarios = power.pilot(report.build(pilot))
+        if not scenarios:
+            fail(f"{pilot.id}: no cued − plain or adapter − base comparison with a changed answer to measure")
+        source = f"discordance and design effect measured on {pilot.id}"
+    else:
+        scenarios = power.assumed(o.discordance / 100)
+        source = f"assumed discordance {o.discordance:g} % (measure it on a pilot run with --run)"
+    videos = len({q.video_id for q in questions})
+    typer.echo(
+        f"{o.data} ({o.split}): {len(questions)} questions on {videos} videos"
+        + (f"; {len(rejected)} invalid row(s) skipped" if rejected else "")
+    )
+    typer.echo(
+        f"To detect {o.delta:g} pts (two-sided alpha {stats.ALPHA:g}, power {stats.POWER:.0%}), {source}; "
+        "mde: the smallest effect this many questions detect.\n"
+    )
+    t = power.table(questions, o.delta / 100, scenarios)
+    typer.echo(render.markdown(t))
+    if t["questions_needed"].isna().any():
+        typer.echo(
+            f"\nquestions_needed n/a: {o.delta:g} pts is more than the discordance, and only questions whose "
+            "answer changes can move accuracy."
+        )
+    if t["mde"].isna().any():
+        typer.echo("mde n/a: at this size and discordance no effect is detectable.")
+
+
+@dataclass
+class JudgeOptions:
+    target: OneRun = group(OneRun)
+    judge_model: str | None = option(None, "Served model that judges.", shown="the run's base model")
+    server: Server = group(Server, shown={"base_url": "the run's first server"})
+    concurrency: int = option(16, "Judge calls in flight.")
+    data: Path | None = option(
+        None, "The dataset, when run.json's path no longer points to it.", shown="the run's dataset"
+    )
+
+
+@command(app, JudgeOptions, name="judge")
+def judge_cmd(o: JudgeOptions) -> None:
+    """Judge the run's open-question answers (yes/no and a 0-5 score through a JSON schema),
+    append them to judgements.jsonl, and rewrite the reports; judge errors are asked again."""
+    from measure import report
+    from measure.report import render
+    from measure.score import judge as judging
+
+    run = runs.load(o.target.layout, data=o.data)
+    done = judging.judge_run(run, o.judge_model, o.server.base_url, o.server.api_key, o.concurrency)
+    if done.unjudgeable:
+        warn(f"{done.unjudgeable} prediction(s) not judged: their question is not in {run.data}")
+    r = report.write(run)
+    typer.echo(render.markdown(r.open_accuracy))
+    typer.echo(
+        f"judge {done.judge} at {done.url}: {done.asked} judged; judgements: {run.layout.judgements}; "
+        f"reports: {run.layout.report_md}",
+        err=True,
+    )
+    if done.failed:
+        warn(f"{done.failed} judge error(s): counted apart (never a no); ask them again with the same command")
+        raise typer.Exit(1)
+
+
+@dataclass
+class ViewOptions:
+    target: OneRun = group(OneRun)
+    run_b: Path | None = argument(None, "A second run: adds the fixed / regressed buckets.")
+    data: Path | None = option(
+        None,
+        "The dataset, when run.json's path no longer points to it (question text and clips).",
+        shown="the run's dataset",
+    )
+    open_page: bool = option(False, "Open the page in the default browser.", flags=("--open",))
+
+
+@command(app, ViewOptions, name="view")
+def view_cmd(o: ViewOptions) -> None:
+    """Write runs/<id>/index.html: the run as one static page (overview, samples, frames sent)."""
+    from core import progress
+    from measure.report import view
+
+    a = view.load(o.target.layout, o.target.runs.runs_dir, o.data)
+    b = view.load(o.target.runs.find(o.run_b), o.target.runs.runs_dir, o.data) if o.run_b is not None else None
+    if a.data is None:
+        warn(f"{a.id}: its dataset is not found (give --data): no question text, every clip missing")
+    with progress.bar("thumbnails", None, "clips") as advance:  # stdout: the page's path
+        page = view.write(a, b, lambda n, total: advance(total=total))
+    typer.echo(page)
+    if o.open_page:
+        webbrowser.open(page.resolve().as_uri())
+
+
+@command(app, OneRun, name="rescore")
+def rescore_cmd(o: OneRun) -> None:
+    """Score every stored reply of a run again with the current scorer (no server), then
+    rewrite its reports; a second rescore changes nothing."""
+    from measure import report
+    from measure.score.rescore import rescore
+
+    run = runs.load(o.layout)
+    done = rescore(run)
+    report.write(run)
+    typer.echo(
+        f"{run.id}: {done.rows} predictions rescored, {done.changed} changed ({done.flipped} changed "
+        f"correctness); reports: {run.layout.report_md}"
+    )
+
+
+if __name__ == "__main__":
+    main(app)

@@ -1,0 +1,262 @@
+"""Where the model looked (`interpret`'s records, in the run folder): the mass of attention on
+each region, the paired answers to the reference study's questions, and whether the rebuilt
+input was the run's.
+
+Comparisons (B − A, in points of attention mass, paired by question, CIs resampling videos,
+the sign-flip test on per-video differences), per model and cue, of the language model's
+answer position (mean of layers: the `attention` family; each layer: `layers`) and of the
+vision encoder:
+
+- `object`: mass on the asked object's interior, plain (a) vs cued (b): does the cue pull
+  attention away from the object?
+- `cue`: mass on the stroke's pixels (on plain: where the stroke would be);
+- `edge-interior`: attention density (mass / area) on the box edges (b) vs the interior (a),
+  on each variant: are the boundaries what is attended (hypothesis 3)?
+- `agreement`: the rank correlation of the language and vision maps, plain vs cued
+  (hypothesis 2: do they disagree, and does the cue change that?);
+- and each of these, adapter (b) vs base (a) on plain clips.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import pandas as pd
+
+from core.records import AttentionRecord
+from core.variants import PLAIN
+from measure.report import stats
+from measure.report.tables import ATTENTION, LAYERS, holm_words, points
+
+KEYS = ["question_id", "video_id", "model", "variant", "cue_of", "source", "layer"]
+PAIR = ["n", "videos", "mean_a", "mean_b", "delta", "ci_low", "ci_high", "p_video", "p_holm", "survives_holm", "family"]
+COLUMNS = ["measure", "source", "layer", "model", "base", "cue", "a", "b", *PAIR]
+
+
+def frame(records: Iterable[AttentionRecord]) -> pd.DataFrame:
+    """One row per record x region row."""
+    rows = [
+        {"question_id": r.question_id, "video_id": r.video_id, "model": r.model, "variant": r.variant} | row
+        for r in records
+        for row in r.rows
+    ]
+    return pd.DataFrame(rows)
+
+
+def regions(df: pd.DataFrame) -> pd.DataFrame:
+    """Mean mass (raw and normalised by the generic question), area and video share per model
+    x variant x cue x source x region, over the mean of layers."""
+    m = df[(df["layer"] == "mean") & (df["source"] != "agreement")]
+    cols = ["model", "variant", "cue_of", "source", "region"]
+    out = m.groupby(cols, sort=True).agg(
+        n=("mass", "size"),
+        mass=("mass", "mean"),
+        mass_norm=("mass_norm", "mean"),
+        area=("area", "mean"),
+        video_share=("video_share", "mean"),
+    )
+    return out.assign(
+        mass=100 * out["mass"],
+        mass_norm=100 * out["mass_norm"],
+        area=100 * out["area"],
+        video_share=100 * out["video_share"],
+    ).reset_index()
+
+
+def inputs(records: list[AttentionRecord]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(per model x variant: how many rebuilt inputs had the run's prompt length, and how many
+    gave the run's reply), and every disagreement, listed."""
+    df = pd.DataFrame(
+        [{"model": r.model, "variant": r.variant, "same_input": r.same_input, "agrees": r.agrees} for r in records]
+    )
+    if df.empty:
+        return df, df
+    table = df.groupby(["model", "variant"]).agg(
+        n=("agrees", "size"), same_input=("same_input", "mean"), agrees=("agrees", "mean")
+    )
+    table[["same_input", "agrees"]] *= 100
+    off = [
+        {
+            "question_id": r.question_id,
+            "model": r.model,
+            "variant": r.variant,
+            "prompt_tokens": r.prompt_tokens,
+            "run_prompt_tokens": r.run_prompt_tokens,
+            "picked": r.picked,
+            "reply": r.reply,
+            "margin": r.margin,
+        }
+        for r in records
+        if not (r.same_input and r.agrees)
+    ]
+    return table.reset_index(), pd.DataFrame(off)
+
+
+def _values(df: pd.DataFrame, region: str, density: bool = False) -> pd.Series:
+    """One value per (question, video, model, variant, cue, source, layer): a region's mass
+    (or its mass per area), in points."""
+    r = df[df["region"] == region].set_index(KEYS)
+    return 100 * (r["mass"] / r["area"].where(r["area"] > 0) if density else r["mass"])
+
+
+def _pair(a: pd.Series, b: pd.Series, labels: dict) -> dict | None:
+    both = pd.concat([a.rename("a"), b.rename("b")], axis=1, join="inner").dropna()
+    if both.empty:
+        return None
+    videos = both.index.get_level_values("video_id")
+    return (
+        labels | stats.paired_mean(both["a"], both["b"], videos, seed=stats.seed_for(*sorted(labels.items()))).as_dict()
+    )
+
+
+def _side(values: pd.Series, **where: str) -> pd.Series:
+    """The values of one model/variant/cue/source/layer, indexed by question and video."""
+    sel = values
+    for name, value in where.items():
+        sel = sel.xs(value, level=name)
+    return sel
+
+
+def comparisons(df: pd.DataFrame, parents: dict[str, str | None]) -> pd.DataFrame:
+    """Every paired comparison of the module docstring, one row each."""
+    rows = []
+    measures = {"object": _values(df, "object"), "cue": _values(df, "cue")}
+    agree = 100 * df[df["source"] == "agreement"].set_index(KEYS)["mass"]  # rho, in points
+    combos = df[["model", "variant", "cue_of", "source", "layer"]].drop_duplicates().itertuples(index=False)
+    for model, variant, cue, source, layer in combos:
+        if variant != cue or source == "agreement":
+            continue
+        family = ATTENTION if layer == "mean" else LAYERS
+        labels = {"source": source, "layer": layer, "model": model, "base": None, "cue": cue, "family": family}
+        at = dict(model=model, cue_of=cue, source=source, layer=layer)
+        for name, values in measures.items():
+            row = _pair(
+                _side(values, variant=PLAIN, **at),
+                _side(values, variant=cue, **at),
+                labels | {"measure": name, "a": PLAIN, "b": cue},
+            )
+            rows += [row] if row else []
+    rows += _edges(df, parents) + _agreements(agree) + _adapters(measures, agree, parents)
+    out = pd.DataFrame(rows).reindex(columns=COLUMNS)
+    return out.sort_values(["family", "measure", "source", "model", "cue", "layer"], kind="stable")
+
+
+def _edges(df: pd.DataFrame, parents: dict[str, str | None]) -> list[dict]:
+    """Edge density (b) vs interior density (a), every model, variant, cue and source."""
+    edge, inner = _values(df, "edge", density=True), _values(df, "object", density=True)
+    rows = []
+    combos = df[df["source"] != "agreement"][["model", "variant", "cue_of", "source", "layer"]].drop_duplicates()
+    for model, variant, cue, source, layer in combos.itertuples(index=False):
+        if variant not in (PLAIN, cue):
+            continue
+        at = dict(model=model, variant=variant, cue_of=cue, source=source, layer=layer)
+        labels = {
+            "measure": "edge-interior",
+            "source": source,
+            "layer": layer,
+            "model": model,
+            "base": None,
+            "cue": cue,
+            "a": f"{variant}: interior",
+            "b": f"{variant}: edge",
+            "family": ATTENTION if layer == "mean" else LAYERS,
+        }
+        row = _pair(_side(inner, **at), _side(edge, **at), labels)
+        rows += [row] if row else []
+    return rows
+
+
+def _agreements(agree: pd.Series) -> list[dict]:
+    """Language-vs-vision rank agreement, plain (a) vs cued (b)."""
+    rows = []
+    for model, cue in {
+        (m, c) for m, c in zip(agree.index.get_level_values("model"), agree.index.get_level_values("cue_of"))
+    }:
+        at = dict(model=model, cue_of=cue, source="agreement", layer="mean")
+        labels = {
+            "measure": "agreement",
+            "source": "llm-vs-vision",
+            "layer": "mean",
+            "model": model,
+            "base": None,
+            "cue": cue,
+            "a": PLAIN,
+            "b": cue,
+            "family": ATTENTION,
+        }
+        row = _pair(_side(agree, variant=PLAIN, **at), _side(agree, variant=cue, **at), labels)
+        rows += [row] if row else []
+    return rows
+
+
+def _adapters(measures: dict[str, pd.Series], agree: pd.Series, parents: dict[str, str | None]) -> list[dict]:
+    """Adapter (b) vs its base (a) on plain clips: object and cue mass (mean of layers), agreement."""
+    rows = []
+    series = {**{name: v for name, v in measures.items()}, "agreement": agree}
+    for name, values in series.items():
+        idx = values.index
+        present = set(
+            zip(
+                idx.get_level_values("model"),
+                idx.get_level_values("cue_of"),
+                idx.get_level_values("source"),
+                idx.get_level_values("variant"),
+                idx.get_level_values("layer"),
+            )
+        )
+        for model, cue, source, variant, layer in sorted(present):
+            base = parents.get(model)
+            if not base or variant != PLAIN or layer != "mean" or (base, cue, source, variant, layer) not in present:
+                continue
+            at = dict(variant=PLAIN, cue_of=cue, source=source, layer="mean")
+            labels = {
+                "measure": name,
+                "source": "llm-vs-vision" if name == "agreement" else source,
+                "layer": "mean",
+                "model": model,
+                "base": base,
+                "cue": cue,
+                "a": f"{base} on plain",
+                "b": f"{model} on plain",
+                "family": ATTENTION,
+            }
+            row = _pair(_side(values, model=base, **at), _side(values, model=model, **at), labels)
+            rows += [row] if row else []
+    return rows
+
+
+def agreement(records: list[AttentionRecord]) -> tuple[str, str]:
+    """("k/n (p %)" of rebuilt inputs with the run's prompt length, the same for the run's reply)."""
+
+    def rate(k: int) -> str:
+        return f"{k}/{len(records)} ({100 * k / max(len(records), 1):.1f} %)"
+
+    return rate(sum(r.same_input for r in records)), rate(sum(r.agrees for r in records))
+
+
+WHAT = {
+    "object": "attention on the object",
+    "cue": "attention on the cue's pixels",
+    "edge-interior": "edge vs interior density",
+    "agreement": "language-vision agreement (rho x 100)",
+}
+VERDICT_PREFIXES = tuple(WHAT.values())
+
+
+def verdicts(pairs: pd.DataFrame, sizes: dict[str, int]) -> list[str]:
+    """Verdict lines of the attention family's language-model and agreement rows (the vision
+    encoder's stay in the table)."""
+    rows = pairs.to_dict("records") if not pairs.empty else []
+    return [verdict(r, sizes) for r in rows if r["family"] == ATTENTION and r["source"] != "vision"]
+
+
+def verdict(row: dict, sizes: dict[str, int]) -> str:
+    """One attention comparison in words, backed by the numbers of its row."""
+    what = WHAT
+    side = "" if isinstance(row["base"], str) else f"{row['model']}, "
+    return (
+        f"{what[row['measure']]}, {row['b']} vs {row['a']}, {side}{row['source']}: "
+        f"{points(row['delta'], sign=True, digits=2)} pts [{points(row['ci_low'], digits=2)}, "
+        f"{points(row['ci_high'], digits=2)}], "
+        f"{holm_words(row, sizes, stats.ALPHA)}; {row['n']} questions, {row['videos']} videos"
+    )

@@ -1,0 +1,230 @@
+"""A Report rendered: markdown for the terminal, and the run's report files (report.md,
+report.csv, report.json, deltas.csv, templates.csv and the plots), each written atomically."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+
+from core import runfiles
+from core.files import atomic_write
+from core.layout import RunLayout
+from core.runfiles import ReportRecord
+from measure.report import attention, stats
+from measure.report.build import Report
+
+
+def markdown(table: pd.DataFrame) -> str:
+    """A table as markdown, numbers to 2 decimals (p-values to 4)."""
+    if table.empty:
+        return "(none)"
+    t = table.reset_index() if table.index.names != [None] else table
+    t = t.copy()
+    for col in t.columns:
+        if str(col).startswith("p_"):
+            t[col] = t[col].map(lambda p: f"{p:.4f}")
+        elif pd.api.types.is_float_dtype(t[col]):
+            t[col] = t[col].round(2)
+    return t.to_markdown(index=False)
+
+
+def methods(r: Report) -> dict[str, str | int | float]:
+    """How every CI and p-value of the report was computed (report.json's `statistics`)."""
+    return {
+        "ci": f"95 % percentile CI of a paired cluster bootstrap: {stats.N_BOOT} resamples of videos, "
+        "seeded per comparison by a hash of its name (SHA-256); every statistic takes the pairs in one "
+        "order whatever order they arrived in (reports before December 2026 seeded every comparison 0 and "
+        "took them in file order: their intervals move slightly when recomputed)",
+        "p_mcnemar": "exact McNemar test on questions (ignores that a video's questions share a clip)",
+        "p_video": f"paired sign-flip permutation test on per-video summed differences: exact up to "
+        f"{stats.EXACT_PERM} videos that differ, else {stats.N_PERM} draws, seeded as the CI",
+        "p_holm": "p_video Holm-adjusted within its family (column `family`): "
+        + "; ".join(f"{name} {n} tests ({FAMILY_WORDS[name]})" for name, n in r.families.items()),
+        "mde": f"minimum detectable effect (pts) at power {stats.POWER:g}, two-sided alpha {stats.ALPHA:g}: "
+        "Connor's paired-binomial formula at the observed discordance, times sqrt(design effect of videos)",
+        "tests": r.tests,
+        "families": dict(r.families),
+        "alpha": stats.ALPHA,
+        "power": stats.POWER,
+        "frames": r.frames,
+    }
+
+
+FAMILY_WORDS = {
+    "primary": "what a study declares: cued vs plain, adapter vs base on plain clips",
+    "secondary": "the adapter on other clips, controls and their audit, interventions, open questions",
+    "attention": "where the model looked, means over layers",
+    "layers": "where the model looked, per layer",
+    "compare": "one run against another",
+}
+
+
+def attention_markdown(r: Report, pairs: bool = True) -> str:
+    """The section on where the model looked: inputs checked, region masses, the verdicts and
+    (`pairs`) every paired comparison."""
+    if r.attention_pairs.empty and r.attention_regions.empty:
+        return "No attention records: run `python -m interpret RUN`.\n"
+    lines = [v for v in r.verdicts if v.startswith(attention.VERDICT_PREFIXES)]
+    parts = [
+        "## Where the model looked (interpret)\n\nMass: the share of the answer position's attention to the "
+        "video (points) on each region; mass_norm: the same with a generic question's attention divided out; "
+        "area: the region's share of pixels (mass = area: uniform). Attention is not explanation: the "
+        "interventions are the causal check.\n\n",
+        *(["Verdicts (attention family):\n\n", *(f"- {v}\n" for v in lines), "\n"] if lines else []),
+        markdown(r.attention_inputs),
+        "\n\n",
+        markdown(r.attention_regions),
+        "\n",
+    ]
+    if pairs:
+        parts += ["\nPaired (b − a, points), CIs resample videos:\n\n", markdown(r.attention_pairs), "\n"]
+    if not r.attention_off.empty:
+        parts += [
+            "\nRebuilt inputs that were not the run's, or gave another reply:\n\n",
+            markdown(r.attention_off),
+            "\n",
+        ]
+    return "".join(parts)
+
+
+def render_markdown(r: Report) -> str:
+    legend = "".join(
+        f"- {k}: {v}\n" for k, v in methods(r).items() if k in ("ci", "p_mcnemar", "p_video", "p_holm", "mde")
+    )
+    parts = [
+        *(["## Verdicts\n\n", *(f"- {v}\n" for v in r.verdicts), "\n"] if r.verdicts else []),
+        *(f"**{w}**\n\n" for w in r.warnings),
+        "## Accuracy (%)\n",
+        markdown(r.table),
+        "\n\n## Paired tables: b − a (or cued − plain, adapter − base) on the same questions\n\n",
+        legend,
+        "\n## Shortcut audit: plain (a) vs controls (b) on the same questions\n",
+        markdown(r.audit),
+        "\n\n## Cued − plain on the questions the blind control gets wrong\n",
+        markdown(r.cued_blind_wrong),
+        "\n\n## Cued − plain (same questions)\n",
+        markdown(r.cued_vs_plain),
+        "\n\n## Adapter − base (same questions)\n",
+        markdown(r.adapter_vs_base),
+        "\n\n## Largest gains and losses per template and per verb\n",
+        markdown(r.moves),
+        "\n\n## Answer position: accuracy by correct position, share of each predicted position (%)\n",
+        markdown(r.positions),
+        "\n",
+    ]
+    if not r.open_accuracy.empty:
+        parts += [
+            "\n## Open questions, per judge: accuracy (%, judge says yes) and mean score (0-5); ALL counts a failed or "
+            "missing verdict as no / 0, VALID leaves it out (judge_failed); 95 % CIs resample videos\n",
+            markdown(r.open_accuracy),
+            "\n\n## Open questions: adapter − base (same questions, valid verdicts)\n",
+            markdown(r.open_adapter_vs_base),
+            "\n\n## Open questions: shortcut audit, plain (a) vs controls (b)\n",
+            markdown(r.open_audit),
+            "\n",
+        ]
+    if not r.judge_agreement.empty:
+        parts += ["\n## Judges compared (predictions both judged)\n", markdown(r.judge_agreement), "\n"]
+    if not r.arrow.empty:
+        parts += [
+            "\n## Arrow of time (chance 50 %; temporal_kl: mean KL(forward || reversed), nats)\n",
+            markdown(r.arrow),
+            "\n",
+        ]
+    if not r.reference.empty:
+        parts += [
+            "\n## Published numbers beside ours (%; our 95 % CI resamples videos; inside_ci: the published "
+            f"number lies in it)\n\nOurs sent {r.frames or 'clips as run.json records'}.\n\n",
+            markdown(r.reference),
+            "\n",
+        ]
+    if not r.probes.empty:
+        parts += [
+            "\n## Temporal probes (%; chance from the choices). Reversed clips are scored against their own "
+            "answer (first/last, left/right, up/down, start/end swap; a count stays); reversed_as_forward: "
+            "still the forward answer; answer_flips: reply changed from plain's\n",
+            markdown(r.probes),
+            "\n",
+        ]
+    if not r.interventions.empty:
+        parts += [
+            "\n## Interventions: plain (a) vs objects masked, context masked, the cue alone (b), same questions\n",
+            "A model that answers `cue-only` clips well reads the cue, not the video.\n\n",
+            markdown(r.interventions),
+            "\n",
+        ]
+    if not r.attention_pairs.empty or not r.attention_regions.empty:
+        parts += ["\n", attention_markdown(r)]
+    if r.health:
+        parts += [
+            "\n## Run health\n\nRates are over the sessions' sending time; memory is resident (GiB), peak "
+            "while sending, start-up times as `serve run` measured and vLLM logged them. `cached_pct`: "
+            "the share of prompt tokens the engine served from its prefix cache; "
+            "`prefills_per_clip_model`: requests that prefilled their clip's video (less than half "
+            "their prompt cached) per clip x model, 1 at best.\n\n",
+            markdown(r.health["overall"]),
+            "\n\n",
+            markdown(r.health["servers"]),
+            "\n\nLatency per request (s), retries included:\n\n",
+            markdown(r.health["latency"]),
+            "\n",
+        ]
+    return "".join(parts)
+
+
+def _records(table: pd.DataFrame) -> list[dict]:
+    return json.loads(table.to_json(orient="records"))
+
+
+def record(r: Report) -> ReportRecord:
+    """The report as report.json holds it: every table as a list of rows."""
+    return ReportRecord(
+        accuracy=_records(r.table.reset_index()),
+        cued_vs_plain=_records(r.cued_vs_plain),
+        adapter_vs_base=_records(r.adapter_vs_base),
+        template_moves=_records(r.moves),
+        positions=_records(r.positions),
+        audit=_records(r.audit),
+        cued_where_blind_fails=_records(r.cued_blind_wrong),
+        arrow_of_time=_records(r.arrow),
+        warnings=list(r.warnings),
+        verdicts=list(r.verdicts),
+        statistics=methods(r),
+        open_accuracy=_records(r.open_accuracy),
+        open_adapter_vs_base=_records(r.open_adapter_vs_base),
+        open_audit=_records(r.open_audit),
+        judge_agreement=_records(r.judge_agreement),
+        probes=_records(r.probes),
+        reference=_records(r.reference),
+        health={name: _records(t) for name, t in r.health.items()},
+        interventions=_records(r.interventions),
+        attention={
+            "inputs": _records(r.attention_inputs),
+            "regions": _records(r.attention_regions),
+            "pairs": _records(r.attention_pairs),
+            "off": _records(r.attention_off),
+        },
+    )
+
+
+def write(layout: RunLayout, r: Report) -> None:
+    """Every report file of a run, from the Report alone."""
+    atomic_write(layout.report_md, render_markdown(r))
+    atomic_write(layout.report_csv, r.table.to_csv())
+    deltas = pd.concat(
+        [r.cued_vs_plain.assign(comparison="cued-plain"), r.adapter_vs_base.assign(comparison="adapter-base")],
+        ignore_index=True,
+    )
+    atomic_write(layout.deltas_csv, deltas.to_csv(index=False))
+    atomic_write(layout.templates_csv, r.templates.to_csv(index=False))
+    runfiles.write(layout.report_json, record(r))
+    if not r.table.empty:
+        from measure.report import plots
+
+        plots.accuracy_bars(layout.accuracy_png, r.table, r.cis)
+        plots.forest(layout.deltas_png, r.cued_vs_plain, r.adapter_vs_base)
+    if not r.attention_pairs.empty:
+        from measure.report import plots
+
+        plots.attention_summary(layout.attention_png, r.attention_pairs)

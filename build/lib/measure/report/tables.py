@@ -1,0 +1,451 @@
+"""Report tables, each a function of scored predictions (the whole report: `measure.report.build`;
+rendering and files: `measure.report.render`).
+
+Sections: one verdict line per comparison; the reference table; cued − plain and adapter −
+base on the same questions (`measure.report.stats`: CIs resample videos, p_video flips per-video
+differences, p_mcnemar tests questions, p_holm corrects p_video over every test of the
+report, mde at 80 % power); largest per-template gains and losses; answer-position bias.
+Errors are left out of every denominator and counted apart.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from math import isfinite
+
+import numpy as np
+import pandas as pd
+
+from core.prompt import LETTERS
+from core.records import PROBE, Prediction
+from core.variants import AUDIT_CONTROLS, BLIND, CUED, INTERVENTIONS, PLAIN, REVERSED, SHUFFLED
+from measure.report import stats
+
+TABLE_COLUMNS = ["object_acc", "verb_acc", "overall_acc", "n", "invalid", "errors"]
+TYPES = ("object", "verb", PROBE, "all")
+AUDIT_MARGIN = 5.0  # points: blind this close to plain means the type does not measure vision
+PAIR_COLUMNS = (
+    "n videos acc_a acc_b delta ci_low ci_high only_a only_b p_mcnemar p_video p_holm survives_holm mde deff "
+    "family".split()
+)
+# Holm corrects within a family, each row says which: `primary` is what a study declares
+# (cued vs plain, adapter vs base on plain clips); `secondary` the rest of the accuracy tests
+# (the adapter on other clips, the controls and their audit, interventions, open questions);
+# `attention` where the model looked (means over layers); `layers` the same per layer.
+PRIMARY, SECONDARY, ATTENTION, LAYERS = "primary", "secondary", "attention", "layers"
+FAMILIES = (PRIMARY, SECONDARY, ATTENTION, LAYERS)
+
+
+def to_frame(predictions: Iterable[Prediction]) -> pd.DataFrame:
+    df = pd.DataFrame([vars(p) for p in predictions])  # shallow: asdict's deep copies took 70 % of a report
+    if df.empty:
+        return pd.DataFrame(columns=[f for f in Prediction.__dataclass_fields__])
+    df["correct"] = df["correct"].astype(bool)
+    df["answer_pos"] = [c.index(a) if a in c else -1 for c, a in zip(df["choices"], df["answer"])]
+    df["pred_pos"] = [c.index(r) if r in c else -1 for c, r in zip(df["choices"], df["reply"])]
+    return df
+
+
+def accuracy_table(df: pd.DataFrame) -> pd.DataFrame:
+    """model x variant -> accuracy (%) per question type and overall; `n` counts scored rows
+    (errors excluded), invalid replies count as wrong and are counted apart too."""
+    rows = []
+    for (model, variant), g in df.groupby(["model", "variant"], sort=True):
+        scored = g[g["status"] != "error"]
+        row = {"model": model, "variant": variant}
+        for qtype in ("object", "verb"):
+            s = scored[scored["type"] == qtype]
+            row[f"{qtype}_acc"] = 100 * s["correct"].mean() if len(s) else float("nan")
+        row["overall_acc"] = 100 * scored["correct"].mean() if len(scored) else float("nan")
+        row["n"] = len(scored)
+        row["invalid"] = int((g["status"] == "invalid").sum())
+        row["errors"] = int((g["status"] == "error").sum())
+        rows.append(row)
+    return pd.DataFrame(rows, columns=["model", "variant", *TABLE_COLUMNS]).set_index(["model", "variant"])
+
+
+def _scored(df: pd.DataFrame, model: str, variant: str) -> pd.DataFrame:
+    g = df[(df["model"] == model) & (df["variant"] == variant) & (df["status"] != "error")]
+    return g.set_index("question_id")
+
+
+def _pairs(df: pd.DataFrame, a: tuple[str, str], b: tuple[str, str]) -> pd.DataFrame:
+    """Rows scored on both sides, joined on question: columns correct_a, correct_b, video_id,
+    type, template, verb."""
+    left, right = _scored(df, *a), _scored(df, *b)
+    return (
+        left[["correct", "video_id", "type", "template", "verb"]]
+        .rename(columns={"correct": "correct_a"})
+        .join(right[["correct"]].rename(columns={"correct": "correct_b"}), how="inner")
+    )
+
+
+def _compare(df: pd.DataFrame, a: tuple[str, str], b: tuple[str, str], labels: dict) -> list[dict]:
+    joined = _pairs(df, a, b)
+    rows = []
+    for qtype in TYPES:
+        j = joined if qtype == "all" else joined[joined["type"] == qtype]
+        if len(j):
+            rows.append(
+                labels
+                | {"type": qtype}
+                | stats.paired(
+                    j["correct_a"], j["correct_b"], j["video_id"], seed=stats.seed_for(*sorted(labels.items()), qtype)
+                ).as_dict()
+            )
+    return rows
+
+
+def comparisons(df: pd.DataFrame, parents: dict[str, str | None]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(cued − plain per model, variant, type), (adapter − base per variant, type)."""
+    present = set(zip(df["model"], df["variant"]))
+    cued = _against_plain(df, CUED, PRIMARY)
+    adapters = [
+        row
+        for model, variant in sorted(present)
+        if parents.get(model) and (parents[model], variant) in present
+        for row in _compare(
+            df,
+            (parents[model], variant),
+            (model, variant),
+            {
+                "adapter": model,
+                "base": parents[model],
+                "variant": variant,
+                "family": PRIMARY if variant == PLAIN else SECONDARY,
+            },
+        )
+    ]
+    return (
+        pd.DataFrame(cued, columns=["model", "variant", "type", *PAIR_COLUMNS]),
+        pd.DataFrame(adapters, columns=["adapter", "base", "variant", "type", *PAIR_COLUMNS]),
+    )
+
+
+def audit(df: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
+    """Shortcut audit per model x type: plain vs blind and vs single-frame on the same
+    questions, and a warning wherever blind accuracy is within AUDIT_MARGIN of plain."""
+    rows, warnings = [], []
+    present = set(zip(df["model"], df["variant"]))
+    for model in sorted(df["model"].unique()):
+        for control in AUDIT_CONTROLS:
+            if not {(model, PLAIN), (model, control)} <= present:
+                continue
+            labels = {"model": model, "control": control, "family": SECONDARY}
+            for r in _compare(df, (model, PLAIN), (model, control), labels):
+                r["text_solvable"] = control == BLIND and r["acc_b"] >= r["acc_a"] - AUDIT_MARGIN
+                rows.append(r)
+                if r["text_solvable"] and r["type"] != "all":
+                    warnings.append(
+                        f"WARNING: {model}, {r['type']} questions: blind {r['acc_b']:.1f} % vs plain "
+                        f"{r['acc_a']:.1f} % (n={r['n']}): within {AUDIT_MARGIN:g} points, so this question type "
+                        "does not measure vision."
+                    )
+    cols = ["model", "control", "type", *PAIR_COLUMNS, "text_solvable"]
+    return pd.DataFrame(rows, columns=cols), warnings
+
+
+def cued_where_blind_fails(df: pd.DataFrame) -> pd.DataFrame:
+    """Cued − plain restricted to the questions the blind control (same model) gets wrong."""
+    present = set(zip(df["model"], df["variant"]))
+    rows = []
+    for model, variant in sorted(present):
+        if variant not in CUED or not {(model, PLAIN), (model, BLIND)} <= present:
+            continue
+        blind = _scored(df, model, BLIND)
+        wrong = set(blind.index[~blind["correct"]])
+        sub = df[df["question_id"].isin(wrong)]
+        rows += _compare(
+            sub, (model, PLAIN), (model, variant), {"model": model, "variant": variant, "family": SECONDARY}
+        )
+    return pd.DataFrame(rows, columns=["model", "variant", "type", *PAIR_COLUMNS])
+
+
+def interventions(df: pd.DataFrame) -> pd.DataFrame:
+    """Plain (a) vs each intervention (b: objects masked, context masked, the cue alone) per
+    model and type, on the same questions: where the evidence for the answer is."""
+    rows = _against_plain(df, INTERVENTIONS, SECONDARY)
+    return pd.DataFrame(rows, columns=["model", "variant", "type", *PAIR_COLUMNS])
+
+
+def _against_plain(df: pd.DataFrame, variants: Sequence[str], family: str) -> list[dict]:
+    """Plain (a) vs each of `variants` (b), per model and type, where both were asked."""
+    present = set(zip(df["model"], df["variant"]))
+    return [
+        row
+        for model, variant in sorted(present)
+        if variant in variants and (model, PLAIN) in present
+        for row in _compare(
+            df, (model, PLAIN), (model, variant), {"model": model, "variant": variant, "family": family}
+        )
+    ]
+
+
+def arrow_of_time(df: pd.DataFrame) -> pd.DataFrame:
+    """Forward/backward accuracy and F1 per category against chance (50 %), and the temporal
+    divergence: mean KL between a video's answer distributions on its forward and reversed
+    clip (needs per-choice probabilities: --answer-format letters)."""
+    a = df[(df["type"] == "arrow") & (df["status"] != "error")].copy()
+    if a.empty:
+        return pd.DataFrame()
+    a["category"] = a["category"].replace("", "unknown")
+    a["source"] = a["question_id"].str.rsplit("-", n=1).str[0]
+    rows = []
+    for (model, variant), g in a.groupby(["model", "variant"], sort=True):
+        for cat in ["all", *sorted(g["category"].unique())]:
+            c = g if cat == "all" else g[g["category"] == cat]
+            truth, pred = list(c["answer"]), [r if r in ("forward", "backward") else None for r in c["reply"]]
+            kls = []
+            for _, pair in c.groupby("source"):
+                probs = dict(zip(pair["answer"], pair["probs"]))
+                if isinstance(probs.get("forward"), dict) and isinstance(probs.get("backward"), dict):
+                    kls.append(stats.kl(probs["forward"], probs["backward"]))
+            rows.append(
+                {
+                    "model": model,
+                    "variant": variant,
+                    "category": cat,
+                    "n": len(c),
+                    "accuracy": 100 * c["correct"].mean(),
+                    "chance": 50.0,
+                    "forward_f1": 100 * stats.f1(truth, pred, "forward"),
+                    "backward_f1": 100 * stats.f1(truth, pred, "backward"),
+                    "temporal_kl": sum(kls) / len(kls) if kls else float("nan"),
+                    "kl_pairs": len(kls),
+                }
+            )
+    return pd.DataFrame(rows)
+
+
+FLIPPING_PROBES = ("order", "direction", "change")  # kinds whose answer time reversal changes (count: it does not)
+
+
+def temporal_probes(df: pd.DataFrame) -> pd.DataFrame:
+    """Per model x probe kind: accuracy on plain clips against chance; on reversed clips,
+    accuracy as scored, against the reversed clip's own answer (`reversed_answer`: first/last,
+    left/right, up/down and start/end swap, a count stays), the share still given the forward answer, and
+    how often the reply changed from plain's (expected: all for kinds that flip, none for
+    count); on shuffled clips, accuracy (expected: chance for order, direction and count)."""
+    p = df[(df["type"] == PROBE) & (df["status"] != "error")]
+    rows = []
+    for (model, kind), g in p.groupby(["model", "category"], sort=True):
+        plain = g[g["variant"] == PLAIN].set_index("question_id")
+        row = {
+            "model": model,
+            "kind": kind,
+            "n": len(plain),
+            "chance": 100 * float(np.mean([1 / len(c) for c in g["choices"]])),
+            "plain_acc": 100 * plain["correct"].mean() if len(plain) else float("nan"),
+            "expected_reversed": "flips" if kind in FLIPPING_PROBES else "same",
+        }
+        rev = g[g["variant"] == REVERSED].set_index("question_id")
+        if len(rev):
+            row["reversed_acc"] = 100 * rev["correct"].mean()
+            row["reversed_as_forward"] = 100 * (rev["reply"] == rev["answer"]).mean()
+            both = plain[["reply"]].join(rev[["reply"]].rename(columns={"reply": "reply_rev"}), how="inner")
+            row["answer_flips"] = 100 * (both["reply"] != both["reply_rev"]).mean() if len(both) else float("nan")
+        shuffled = g[g["variant"] == SHUFFLED]
+        if len(shuffled):
+            row["shuffled_acc"] = 100 * shuffled["correct"].mean()
+        rows.append(row)
+    cols = [
+        "model",
+        "kind",
+        "n",
+        "chance",
+        "plain_acc",
+        "reversed_acc",
+        "reversed_as_forward",
+        "answer_flips",
+        "expected_reversed",
+        "shuffled_acc",
+    ]
+    return pd.DataFrame(rows).reindex(columns=cols) if rows else pd.DataFrame()
+
+
+def per_template(df: pd.DataFrame) -> pd.DataFrame:
+    """Accuracy per model x variant x template (and its verb)."""
+    scored = df[df["status"] != "error"]
+    g = scored.groupby(["model", "variant", "template", "verb"])["correct"]
+    return pd.DataFrame({"n": g.size(), "acc": 100 * g.mean()}).reset_index()
+
+
+def template_moves(df: pd.DataFrame, parents: dict[str, str | None], top: int = 5) -> pd.DataFrame:
+    """The largest gains and losses per template and per verb, from cues (vs plain) and
+    from adapters (vs base), on the same questions."""
+    present = set(zip(df["model"], df["variant"]))
+    pairs = [
+        (f"{m}: {v} − plain", (m, PLAIN), (m, v)) for m, v in sorted(present) if v in CUED and (m, PLAIN) in present
+    ]
+    pairs += [
+        (f"{m} − {parents[m]} ({v})", (parents[m], v), (m, v))
+        for m, v in sorted(present)
+        if parents.get(m) and (parents[m], v) in present
+    ]
+    rows = []
+    for label, a, b in pairs:
+        j = _pairs(df, a, b)
+        for level in ("template", "verb"):
+            for key, t in j.groupby(level):
+                rows.append(
+                    {
+                        "level": level,
+                        "comparison": label,
+                        "group": key,
+                        "n": len(t),
+                        "delta": 100 * (t["correct_b"].mean() - t["correct_a"].mean()),
+                    }
+                )
+    cols = ["kind", "level", "comparison", "group", "n", "delta"]
+    moves = pd.DataFrame(rows, columns=cols[1:])
+    if moves.empty:
+        return pd.DataFrame(columns=cols)
+    out = []
+    for _, m in moves.groupby("level", sort=True):
+        ranked = m.sort_values(["delta", "n", "comparison", "group"], ascending=[False, False, True, True])
+        gains = ranked.head(top).assign(kind="gain")
+        losses = ranked.tail(top).iloc[::-1].assign(kind="loss")
+        out += [gains[gains["delta"] > 0], losses[losses["delta"] < 0]]
+    return pd.concat(out)[cols].drop_duplicates()
+
+
+def positions(df: pd.DataFrame) -> pd.DataFrame:
+    """Per model x variant: accuracy by answer position and the share of each predicted position."""
+    scored = df[df["status"] != "error"]
+    rows = []
+    for (model, variant), g in scored.groupby(["model", "variant"], sort=True):
+        row = {"model": model, "variant": variant}
+        slots = range(int(g["choices"].map(len).max()))
+        for k in slots:
+            at = g[g["answer_pos"] == k]
+            row[f"acc_when_answer_{LETTERS[k]}"] = 100 * at["correct"].mean() if len(at) else float("nan")
+        for k in slots:
+            row[f"predicted_{LETTERS[k]}"] = 100 * (g["pred_pos"] == k).mean()
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def holm_adjust(tables: list[pd.DataFrame]) -> list[pd.DataFrame]:
+    """The tables with p_holm (p_video Holm-adjusted over every test of its `family`, across
+    all the tables) and survives_holm (p_holm < ALPHA); a table without tests stays as it is."""
+    tested = [t for t in tables if "p_video" in t and len(t)]
+    p = np.concatenate([t["p_video"].to_numpy(dtype=float) for t in tested]) if tested else np.array([])
+    family = np.concatenate([t["family"].to_numpy(dtype=object) for t in tested]) if tested else np.array([])
+    adjusted = np.empty(len(p))
+    for name in set(family):
+        adjusted[family == name] = stats.holm(p[family == name])
+    out, start = [], 0
+    for t in tables:
+        if t is not None and "p_video" in t and len(t):
+            part = adjusted[start : start + len(t)]
+            t = t.assign(p_holm=part, survives_holm=part < stats.ALPHA)
+            start += len(t)
+        out.append(t)
+    return out
+
+
+def family_sizes(tables: list[pd.DataFrame]) -> dict[str, int]:
+    """How many tests each Holm family holds."""
+    counts = {name: 0 for name in FAMILIES}
+    for t in tables:
+        if "family" in t and len(t):
+            for name, n in t["family"].value_counts().items():
+                counts[name] = counts.get(name, 0) + int(n)
+    return {k: v for k, v in counts.items() if v}
+
+
+def _p(p: float) -> str:
+    return "< 0.001" if p < 0.001 else f"= {p:.2g}" if p < 0.1 else f"= {p:.2f}"
+
+
+def points(x: float, sign: bool = False, digits: int = 1) -> str:
+    return (f"{x:+.{digits}f}" if sign else f"{x:.{digits}f}").replace("-", "−")
+
+
+def holm_words(row: Mapping, sizes: Mapping[str, int], alpha: float) -> str:
+    """Whether a comparison survives Holm, and in which family of how many tests."""
+    family = row.get("family")
+    within = f" in the {family} family of {sizes[family]}" if family in sizes else ""
+    if row["p_holm"] < alpha:
+        return f"significant after Holm{within} (p {_p(row['p_holm'])})"
+    if row["p_video"] < alpha:
+        return (
+            f"significant before correction (p {_p(row['p_video'])}) but not after Holm{within} (p {_p(row['p_holm'])})"
+        )
+    return f"not significant after Holm{within} (p {_p(row['p_holm'])})"
+
+
+def verdict(label: str, row: Mapping, sizes: Mapping[str, int] = {}, alpha: float = stats.ALPHA) -> str:
+    """One comparison in words, every word backed by a number of the row: the delta and
+    its cluster CI, whether it survives Holm at `alpha` (in its family), and the effect it
+    could have found."""
+    test = holm_words(row, sizes, alpha)
+    changed = row["only_a"] + row["only_b"]
+    mde = (
+        f"MDE {points(row['mde'])} pts"
+        if isfinite(row["mde"])
+        else f"MDE n/a: {f'only {changed} of' if changed else 'none of the'} {row['n']} answers changed"
+    )
+    return (
+        f"{label}: {points(row['delta'], sign=True)} pts [{points(row['ci_low'])}, {points(row['ci_high'])}], "
+        f"{test}, {mde}; {row['n']} questions, {row['videos']} videos"
+    )
+
+
+def verdicts(
+    cued: pd.DataFrame,
+    adapters: pd.DataFrame,
+    open_adapters: pd.DataFrame,
+    masked: pd.DataFrame,
+    sizes: Mapping[str, int],
+) -> list[str]:
+    """One line per cued − plain, adapter − base and intervention − plain comparison (open
+    questions: per judge), the primary family's first."""
+    lines = (
+        [(r, f"{r['variant']} vs plain, {r['type']}, {r['model']}") for r in cued.to_dict("records")]
+        + [(r, f"{r['adapter']} vs {r['base']}, {r['variant']}, {r['type']}") for r in adapters.to_dict("records")]
+        + [
+            (r, f"{r['adapter']} vs {r['base']}, {r['variant']}, open {r['category']}, judge {r['judge']}")
+            for r in open_adapters.to_dict("records")
+        ]
+        + [(r, f"{r['variant']} vs plain, {r['type']}, {r['model']}") for r in masked.to_dict("records")]
+    )
+    order = {name: i for i, name in enumerate(FAMILIES)}
+    lines.sort(key=lambda pair: order.get(pair[0].get("family"), len(order)))
+    return [verdict(label, row, sizes) for row, label in lines]
+
+
+def cell_ci(df: pd.DataFrame) -> dict[tuple[str, str], tuple[float, float]]:
+    """Bootstrap 95 % CI of overall accuracy (%) per model x variant, resampling videos."""
+    out = {}
+    for key, g in df[df["status"] != "error"].groupby(["model", "variant"]):
+        low, high = stats.bootstrap_ci(g["correct"].to_numpy(dtype=float), g["video_id"], seed=stats.seed_for(*key))
+        out[key] = (100 * low, 100 * high)
+    return out
+
+
+def compare_runs(a: Iterable[Prediction], b: Iterable[Prediction]) -> pd.DataFrame:
+    """Run B − run A on the (question, model, variant) items both scored; p_holm over this table."""
+    da, db = to_frame(a), to_frame(b)
+    if da.empty or db.empty:
+        return pd.DataFrame(columns=["model", "variant", "type", *PAIR_COLUMNS])
+    keys = ["question_id", "model", "variant"]
+    joined = da[da["status"] != "error"][[*keys, "video_id", "type", "correct"]].merge(
+        db[db["status"] != "error"][[*keys, "correct"]], on=keys, suffixes=("_a", "_b")
+    )
+    rows = []
+    for (model, variant), g in joined.groupby(["model", "variant"], sort=True):
+        for qtype in TYPES:
+            j = g if qtype == "all" else g[g["type"] == qtype]
+            if len(j):
+                rows.append(
+                    {"model": model, "variant": variant, "type": qtype}
+                    | stats.paired(
+                        j["correct_a"],
+                        j["correct_b"],
+                        j["video_id"],
+                        seed=stats.seed_for("compare", model, variant, qtype),
+                    ).as_dict()
+                )
+    table = pd.DataFrame(rows, columns=["model", "variant", "type", *PAIR_COLUMNS]).assign(family="compare")
+    return holm_adjust([table])[0]

@@ -1,0 +1,212 @@
+"""`measure judge`: open questions' predictions judged by an LLM served by vLLM, the whole
+flow (`judge_run`: choose the judge, ask what is left, append, record it in run.json).
+
+The judge sees the question, the reference answer and the prediction, and replies through
+`structured_outputs` with the JSON schema {"pred": "yes"|"no", "score": 0-5}, temperature 0.
+A call that fails (after bounded retries) or whose reply does not validate is `judge_error`:
+counted apart, asked again on resume, never scored "no". Verdicts are appended to
+judgements.jsonl, one line per prediction x judge, so several judges can judge one run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Literal
+
+from openai import AsyncOpenAI
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from core import progress
+from core.chat import create, list_models
+from core.errors import UserError
+from core.records import OPEN, JudgeKey, Judgement, Prediction, Question
+from core.runfiles import JudgeRecord
+from core.runs import Run, in_key_order
+from core.store import judgement_store
+from core.urls import ServerUrl
+
+PROMPT_VERSION = 1
+MAX_TOKENS = 24  # '{"pred":"yes","score":5}' is about 12 tokens
+SCHEMA = {
+    "type": "object",
+    "properties": {
+        "pred": {"type": "string", "enum": ["yes", "no"]},
+        "score": {"type": "integer", "minimum": 0, "maximum": 5},
+    },
+    "required": ["pred", "score"],
+    "additionalProperties": False,
+}
+SYSTEM = (
+    "You grade answers to questions about videos. Decide whether the predicted answer means the same as the "
+    "correct answer. Synonyms and paraphrases match. Numbers, names, dates, phone numbers and other exact strings "
+    "must have the same value. An answer that is vaguer, or adds or changes details that alter its meaning, does "
+    "not match."
+)
+USER = (
+    "Question: {question}\nCorrect answer: {answer}\nPredicted answer: {prediction}\n\n"
+    'Reply in JSON: "pred" is "yes" if the predicted answer matches the correct answer, else "no"; "score" is an '
+    "integer from 0 (no match at all) to 5 (a full match)."
+)
+
+
+class Verdict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    pred: Literal["yes", "no"]
+    score: int = Field(ge=0, le=5)
+
+
+@dataclass(frozen=True)
+class JudgeConfig:
+    judge: str  # the judge's served model name
+    timeout_s: float = 60.0
+    max_attempts: int = 3
+    backoff_s: float = 0.5
+
+    def record(self, url: ServerUrl) -> JudgeRecord:
+        """What run.json keeps about a judge."""
+        return JudgeRecord(
+            judge=self.judge,
+            base_url=str(url),
+            prompt_version=PROMPT_VERSION,
+            temperature=0.0,
+            max_tokens=MAX_TOKENS,
+            schema=SCHEMA,
+            system=SYSTEM,
+            user=USER,
+        )
+
+
+def request(judge: str, question: str, answer: str, prediction: str, timeout_s: float) -> dict:
+    """The chat-completion arguments of one judge call."""
+    user = USER.format(question=question, answer=answer, prediction=prediction)
+    return dict(
+        model=judge,
+        messages=[{"role": "system", "content": SYSTEM}, {"role": "user", "content": user}],
+        temperature=0.0,
+        max_tokens=MAX_TOKENS,
+        extra_body={"structured_outputs": {"json": SCHEMA}},
+        timeout=timeout_s,
+    )
+
+
+def todo(predictions: list[Prediction], done: dict[JudgeKey, Judgement], judge: str) -> list[Prediction]:
+    """Open predictions with a reply that this judge has not judged yet (earlier judge_errors included)."""
+    return [
+        p
+        for p in predictions
+        if p.type == OPEN and p.status == "ok" and ((k := (*p.key, judge)) not in done or done[k].status != "ok")
+    ]
+
+
+async def judge_one(client: AsyncOpenAI, p: Prediction, q: Question, cfg: JudgeConfig) -> Judgement:
+    """One verdict; never raises for server trouble or a bad reply (status judge_error)."""
+    base = dict(
+        question_id=p.question_id, model=p.model, variant=p.variant, judge=cfg.judge, prompt_version=PROMPT_VERSION
+    )
+    args = request(cfg.judge, q.question, q.answer, p.reply or "", cfg.timeout_s)
+    start = time.perf_counter()
+    resp, attempt, error = await create(client, args, cfg.max_attempts, cfg.backoff_s)
+    if resp is not None:
+        reply = resp.choices[0].message.content or ""
+        try:
+            v = Verdict.model_validate_json(reply)
+            return Judgement(
+                **base, status="ok", pred=v.pred, score=v.score, latency_s=time.perf_counter() - start, attempts=attempt
+            )
+        except ValidationError as e:  # temperature 0: asking again would give the same reply
+            error = f"reply does not validate ({e.error_count()} error(s)): {reply[:200]!r}"
+    return Judgement(**base, status="judge_error", error=error, latency_s=time.perf_counter() - start, attempts=attempt)
+
+
+async def judge_all(
+    items: list[tuple[Prediction, Question]],
+    url: ServerUrl,
+    api_key: str | None,
+    cfg: JudgeConfig,
+    concurrency: int,
+    on_result: Callable[[Judgement], None],
+) -> None:
+    """Judge every item with at most `concurrency` calls in flight; `on_result` sees each
+    verdict as soon as it is known."""
+    client = AsyncOpenAI(base_url=url.v1, api_key=api_key or "EMPTY", max_retries=0)
+    queue: asyncio.Queue = asyncio.Queue()
+    for item in items:
+        queue.put_nowait(item)
+
+    async def worker() -> None:
+        while not queue.empty():
+            p, q = queue.get_nowait()
+            on_result(await judge_one(client, p, q, cfg))
+
+    try:
+        await asyncio.gather(*(worker() for _ in range(max(1, min(concurrency, len(items))))))
+    finally:
+        await client.close()
+
+
+@dataclass(frozen=True)
+class Judged:
+    """What one `measure judge` did."""
+
+    judge: str
+    url: ServerUrl
+    asked: int
+    failed: int  # judge errors: asked again by the next `measure judge`
+    unjudgeable: int  # predictions whose question is not in the dataset
+
+
+def choose(run: Run, judge: str | None, url: ServerUrl | None, api_key: str | None) -> tuple[str, ServerUrl]:
+    """The judge (default: the run's base model) and its server (default: the run's first),
+    checked to be served there; UserError saying what is missing."""
+    if run.record is None:
+        raise UserError(f"{run.id}: run.json missing (the judge needs the run's servers and dataset)")
+    if not any(p.type == OPEN for p in run.predictions):
+        raise UserError(f"{run.id}: no open questions to judge")
+    judge = judge or next((m for m in run.record.models if run.parents.get(m) is None), None)
+    if judge is None:
+        raise UserError(f"{run.id}: no base model among {run.record.models}; give --judge-model")
+    url = url or ServerUrl.parse(run.record.servers[0].url)
+    served = [m["id"] for m in list_models(url, api_key)]
+    if judge not in served:
+        raise UserError(f"judge {judge!r} is not served at {url} (it serves {', '.join(served)})")
+    if run.data is None:
+        raise UserError(
+            f"{run.id}: its dataset {run.record.dataset.path!r} is not found (the judge needs the "
+            "questions); give --data"
+        )
+    return judge, url
+
+
+def judge_run(run: Run, judge: str | None, url: ServerUrl | None, api_key: str | None, concurrency: int) -> Judged:
+    """Judge what is left of `run` (new predictions and earlier judge errors) with a progress
+    bar, appending each verdict to judgements.jsonl as it comes; the judge is recorded in
+    run.json. `run.judgements` is updated."""
+    judge, url = choose(run, judge, url, api_key)
+    assert run.layout is not None and run.record is not None
+    jstore = judgement_store(run.layout)
+    pending = todo(run.predictions, jstore.load(), judge)
+    items = [(p, run.questions[p.question_id]) for p in pending if p.question_id in run.questions]
+    cfg = JudgeConfig(judge)
+    if all(j.judge != judge for j in run.record.judges):
+        run.record.judges.append(cfg.record(url))
+        run.store.write_run(run.record)
+    jstore.drop({(*p.key, judge) for p, _ in items})  # earlier judge errors: asked again, one line each
+    failed = 0
+    jstore.open()
+    try:
+        with progress.bar(f"judging ({judge})", len(items), "verdicts") as advance:
+
+            def on_result(j: Judgement) -> None:
+                nonlocal failed
+                jstore.append(j)
+                failed += j.status != "ok"
+                advance()
+
+            asyncio.run(judge_all(items, url, api_key, cfg, concurrency, on_result))
+    finally:
+        jstore.close()
+    run.judgements = in_key_order(jstore.load())
+    return Judged(judge, url, len(items), failed, len(pending) - len(items))

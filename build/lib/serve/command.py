@@ -1,0 +1,333 @@
+"""Server settings (one declaration: the `serve run` options) -> the vLLM argument list and
+environment (pure: no side effects)."""
+
+from __future__ import annotations
+
+import importlib.util
+import ipaddress
+import json
+import re
+import shutil
+import socket
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from safetensors import safe_open
+
+from core.cli import option
+from core.defaults import ADAPTERS_DIR, HOST, PORT
+from core.errors import UserError
+from core.frames import frames_option
+from core.layout import AdapterLayout
+from core.profiles import profile_for, served_name
+from core.urls import ServerUrl
+
+VISION_PARTS = {"visual", "vision_tower", "vision_model", "vision_encoder", "image_encoder"}  # module path parts
+LORA_RANKS = (8, 16, 32, 64, 128, 256, 320, 512)  # what vLLM's --max-lora-rank accepts
+
+
+class SettingsError(UserError, ValueError):
+    """Bad server settings; the message says which one and why."""
+
+
+def gpu_count() -> int:
+    """NVIDIA GPUs visible on this node (0 without nvidia-smi: the test scripts/setup.sh uses)."""
+    if not shutil.which("nvidia-smi"):
+        return 0
+    r = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True)
+    return sum(line.startswith("GPU ") for line in r.stdout.splitlines()) if r.returncode == 0 else 0
+
+
+def loopback(host: str) -> bool:
+    """Whether `host` (an address, or a name this machine resolves) is this machine's loopback;
+    SettingsError when it is neither an address nor a name that resolves."""
+    try:
+        return ipaddress.ip_address(socket.gethostbyname(host)).is_loopback
+    except (OSError, UnicodeError):
+        raise SettingsError(f"--host {host}: not an address, nor a name this machine resolves") from None
+
+
+def port_in_use(host: str, port: int) -> bool:
+    """True when something already listens on host:port."""
+    with socket.socket() as s:
+        s.settimeout(1)
+        return s.connect_ex((host, port)) == 0
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A port nothing listens on now (the OS picks it)."""
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+def parse_adapters(value: str) -> dict[str, Path]:
+    """`name=path,name=path` -> {name: path}."""
+    out: dict[str, Path] = {}
+    for item in filter(None, (s.strip() for s in value.split(","))):
+        name, sep, path = item.partition("=")
+        if not sep or not name or not path:
+            raise SettingsError(f"adapter {item!r}: expected name=path")
+        if name in out:
+            raise SettingsError(f"adapter name {name!r} given twice")
+        out[name] = Path(path)
+    return out
+
+
+def adapter_config(path: Path) -> dict:
+    cfg = AdapterLayout(path).config
+    if not cfg.is_file():
+        raise SettingsError(f"adapter {path}: no adapter_config.json")
+    return json.loads(cfg.read_text())
+
+
+def made_for(base: str, model: str) -> bool:
+    """Whether an adapter's `base_model_name_or_path` names `model`: the same id or path, or
+    the same folder name (a hub id and a local copy of it)."""
+    return base in {model, served_name(model), str(Path(model).resolve())} or Path(base).name == served_name(model)
+
+
+def discover_adapters(model: str, root: Path = ADAPTERS_DIR) -> dict[str, Path]:
+    """Every adapter under `root` whose base model is `model` (by served name or path)."""
+    if not root.is_dir():
+        return {}
+    return {
+        folder.name: folder
+        for folder in sorted(p for p in root.iterdir() if AdapterLayout(p).config.is_file())
+        if made_for(str(adapter_config(folder).get("base_model_name_or_path", "")), model)
+    }
+
+
+def lora_modules(path: Path, cfg: dict) -> list[str]:
+    """The modules an adapter changes: from its weights when they are safetensors (what vLLM
+    loads), else its `target_modules` as written."""
+    weights = AdapterLayout(path).weights
+    if weights.is_file():
+        with safe_open(weights, "np") as f:
+            names = {re.sub(r"\.lora_(A|B|embedding_A|embedding_B)(\.[^.]+)?\.weight$", "", k) for k in f.keys()}
+        return sorted(n.removeprefix("base_model.model.") for n in names)
+    targets = cfg.get("target_modules") or []
+    return [targets] if isinstance(targets, str) else list(targets)
+
+
+def require_dirs(adapters: dict[str, Path]) -> None:
+    missing = [f"{n}={p}" for n, p in adapters.items() if not p.is_dir()]
+    if missing:
+        raise SettingsError(f"adapter directory not found: {', '.join(missing)}")
+
+
+def check_adapters(adapters: dict[str, Path], model: str, tower_lora: bool = False) -> None:
+    """Refuse adapters vLLM would serve wrongly, all named at once (SettingsError): made for
+    another base model; with PEFT `modules_to_save` (fully trained modules beside the LoRA);
+    with LoRA on vision-tower modules, which vLLM drops with only a warning unless started
+    with --enable-tower-connector-lora (`tower_lora`)."""
+    require_dirs(adapters)
+    problems = []
+    for name, path in adapters.items():
+        cfg = adapter_config(path)
+        base = cfg.get("base_model_name_or_path")
+        if base and not made_for(str(base), model):
+            problems.append(f"adapter {name} ({path}) was trained on {base}, not on the served model {model}")
+        if cfg.get("modules_to_save"):
+            problems.append(
+                f"adapter {name} ({path}) has modules_to_save {cfg['modules_to_save']}: fully trained "
+                "modules vLLM does not serve; merge them into the model or retrain without them"
+            )
+        vision = [m for m in lora_modules(path, cfg) if VISION_PARTS & set(re.split(r"[.\\|()*]+", m))]
+        if vision and not tower_lora:
+            shown = ", ".join(vision[:3]) + (f" and {len(vision) - 3} more" if len(vision) > 3 else "")
+            problems.append(
+                f"adapter {name} ({path}) puts LoRA on vision-tower modules ({shown}), which vLLM drops "
+                "with only a warning: retrain on the language model only, or pass "
+                "-- --enable-tower-connector-lora if this model supports it"
+            )
+    if problems:
+        raise SettingsError("; ".join(problems))
+
+
+@dataclass
+class Settings:
+    """What `serve run` starts; every field but `extra` is one of its options."""
+
+    model: str | None = option(
+        None, "Model dir or hub id.", shown="the tiny model on a CPU, Qwen3-VL-2B-Instruct on a GPU"
+    )
+    adapters: dict[str, Path] | None = option(
+        None,
+        "LoRA adapters to serve.",
+        shown="every adapter in data/adapters made for the model",
+        parser=parse_adapters,
+        metavar="NAME=PATH,...",
+    )
+    host: str = option(HOST, "Address to bind (a non-loopback one is reachable from other machines).")
+    port: int = option(PORT, "Port to bind.")
+    frames: int = frames_option(
+        help="Frames per clip the server samples when a client sends a whole clip without "
+        "saying how many (measure always says)."
+    )
+    max_model_len: int | None = option(None, "Context length.", shown="4096 for a local model, 16384 for a hub model")
+    dtype: str = option("auto", "Weights and activations dtype (vLLM --dtype).")
+    api_key: str | None = option(None, "Require this key from clients.", envvar="VLLM_API_KEY", shown="none")
+    trust_request_mm_kwargs: bool = option(
+        True,
+        "Let clients set media settings per request (measure's default "
+        "--media frames sends each clip's fps and frame indices).",
+    )
+    mm_processor_cache_gb: float = option(
+        4.0,
+        "vLLM's multimodal processor cache (GiB): each clip is processed once "
+        "for all its questions, models and adapters.",
+    )
+    compact_json: bool = option(
+        True,
+        "JSON-schema replies without whitespace (xgrammar backend): a judge's verdict "
+        "always ends within its token budget (a weak model otherwise pads with whitespace).",
+    )
+    allowed_media: Path | None = option(
+        None, "Data directory clients may read via file:// URLs (measure --media file).", shown="none"
+    )
+    tensor_parallel_size: int = option(1, "GPUs one engine spans (vLLM --tensor-parallel-size).")
+    data_parallel_size: int = option(
+        1,
+        "Engines behind this one endpoint, all nodes together (vLLM "
+        "--data-parallel-size): vLLM balances the requests across them.",
+    )
+    data_parallel_size_local: int | None = option(
+        None,
+        "Engines on this node when they span several nodes (vLLM --data-parallel-size-local).",
+        shown="every engine on this node",
+    )
+    data_parallel_backend: Literal["mp", "ray"] = option(
+        "mp",
+        "mp: engines on this node; ray: engines placed on the "
+        "nodes of a running Ray cluster (vLLM --data-parallel-backend).",
+    )
+    runtime_adapters: int = option(
+        0,
+        "Room for this many more adapters, loaded while the server runs through vLLM's "
+        "/v1/load_lora_adapter (of no larger rank than the largest adapter given, at least 8).",
+    )
+    ready_timeout: float = option(900.0, "Seconds to wait for readiness.")
+    extra: list[str] = field(default_factory=list)  # arguments passed to `vllm serve` unchanged
+
+    @property
+    def url(self) -> ServerUrl:
+        return ServerUrl.local(self.port, self.host)
+
+
+def max_lora_rank(adapters: dict[str, Path]) -> int:
+    """The smallest rank vLLM accepts that fits every adapter."""
+    need = max((int(adapter_config(p).get("r", 8)) for p in adapters.values()), default=8)
+    for rank in LORA_RANKS:
+        if rank >= need:
+            return rank
+    raise SettingsError(f"adapter rank {need} exceeds vLLM's maximum {LORA_RANKS[-1]}")
+
+
+def parallel_argv(s: Settings, gpus: int) -> list[str]:
+    """vLLM's own scale-out flags, checked: TP GPUs per engine, DP engines behind one endpoint
+    (on this node with mp, over a Ray cluster with ray). `gpus`: GPUs visible here (0: CPU)."""
+    tp, dp, local = s.tensor_parallel_size, s.data_parallel_size, s.data_parallel_size_local
+    if tp < 1 or dp < 1 or (local is not None and not 1 <= local <= dp):
+        raise SettingsError(
+            f"tensor-parallel-size {tp} and data-parallel-size {dp} must be >= 1, and "
+            f"data-parallel-size-local ({local}) between 1 and data-parallel-size"
+        )
+    here = tp * (local if local is not None else dp if s.data_parallel_backend == "mp" else 1)
+    if gpus and here > gpus:
+        raise SettingsError(f"{here} GPUs needed on this node (TP {tp} x {local or dp} engine(s)), {gpus} visible")
+    if s.data_parallel_backend == "ray" and importlib.util.find_spec("ray") is None:
+        raise SettingsError(
+            "--data-parallel-backend ray needs Ray (pip install ray) and a running cluster: "
+            "`ray start --head` here, `ray start --address HEAD_IP:6379` on the other nodes"
+        )
+    argv = ["--tensor-parallel-size", str(tp)] if tp > 1 else []
+    if dp > 1:
+        argv += ["--data-parallel-size", str(dp)]
+    if local is not None:
+        argv += ["--data-parallel-size-local", str(local)]
+    if s.data_parallel_backend != "mp":
+        argv += ["--data-parallel-backend", s.data_parallel_backend]
+    return argv
+
+
+def build_argv(s: Settings, python: str = sys.executable, gpus: int = 0) -> list[str]:
+    """The vLLM command as an argument list (never a shell string); `gpus` visible here."""
+    if s.model is None:
+        raise SettingsError("no model given")
+    if s.frames < 2:
+        raise SettingsError(f"frames per clip must be >= 2 (got {s.frames})")
+    argv = [
+        python,
+        "-m",
+        "serve.launch",
+        "serve",
+        s.model,
+        "--served-model-name",
+        served_name(s.model),
+        "--host",
+        s.host,
+        "--port",
+        str(s.port),
+        "--max-model-len",
+        str(s.max_model_len or (4096 if Path(s.model).is_dir() else 16384)),
+        "--dtype",
+        s.dtype,
+    ]
+    profile = profile_for(s.model)
+    argv += ["--limit-mm-per-prompt", json.dumps(profile.limit_mm_per_prompt(s.frames))]
+    if profile.video_as == "video":
+        argv += ["--media-io-kwargs", json.dumps({"video": {"min_frames": s.frames, "max_frames": s.frames}})]
+    if s.runtime_adapters < 0:
+        raise SettingsError(f"--runtime-adapters {s.runtime_adapters}: a number of adapters, 0 or more")
+    adapters = s.adapters or {}
+    if adapters or s.runtime_adapters:
+        require_dirs(adapters)
+        # One LoRA slot more than adapters: vLLM's PyTorch LoRA ops (the CPU backend) index
+        # the slot with -1 for base-model tokens, i.e. the LAST slot, so in a batch mixing
+        # base and adapter requests the base requests got the adapter's deltas (measured
+        # here: 12/12 base answers equal to the adapter's under concurrency). A spare,
+        # never-filled last slot makes that index hit zeros.
+        argv += [
+            "--enable-lora",
+            "--max-loras",
+            str(len(adapters) + s.runtime_adapters + 1),
+            "--max-lora-rank",
+            str(max_lora_rank(adapters)),
+        ]
+        if adapters:
+            argv += ["--lora-modules", *(f"{name}={path}" for name, path in adapters.items())]
+    if s.api_key:
+        argv += ["--api-key", s.api_key]
+    if s.trust_request_mm_kwargs:
+        argv += ["--trust-request-mm-kwargs"]
+    argv += ["--mm-processor-cache-gb", f"{s.mm_processor_cache_gb:g}"]
+    argv += ["--enable-prompt-tokens-details"]  # each reply counts its prompt tokens served from cache
+    argv += parallel_argv(s, gpus)
+    if s.compact_json:  # per-request disable_any_whitespace is ignored: it is an engine setting
+        argv += ["--structured-outputs-config", json.dumps({"backend": "xgrammar", "disable_any_whitespace": True})]
+    if s.allowed_media is not None:
+        media = s.allowed_media.resolve()
+        if media == Path(media.anchor) or not media.is_dir():
+            raise SettingsError(
+                f"allowed media path {s.allowed_media}: must be an existing data directory, not / or a file"
+            )
+        argv += ["--allowed-local-media-path", str(media)]
+    return argv + list(s.extra)
+
+
+def build_env(base: dict[str, str], model: str, gpu: bool, runtime_adapters: int = 0) -> dict[str, str]:
+    """Environment for vLLM: no hub for a local model; on the CPU a 1 GiB KV cache and
+    thread binding; the adapter-loading endpoints when adapters may come while it runs."""
+    env = dict(base)
+    if runtime_adapters:
+        env["VLLM_ALLOW_RUNTIME_LORA_UPDATING"] = "True"
+    if Path(model).is_dir():
+        env.setdefault("HF_HUB_OFFLINE", "1")
+    if not gpu:
+        env.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
+        env.setdefault("VLLM_CPU_OMP_THREADS_BIND", "auto")
+    return env

@@ -1,0 +1,237 @@
+"""`python -m train`: a LoRA adapter on the language model, trained on plain and/or cued clips
+with PEFT + transformers' Trainer, saved as a PEFT directory that `serve` loads unmerged.
+
+Multi-GPU: `accelerate launch -m train ...` or `torchrun --nproc-per-node N -m train ...`
+(data parallel through the same entry point; the effective batch stays --batch).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import typer
+
+from core import cli, runfiles
+from core.ask import AnswerFormat
+from core.cli import command, fail, group, main, option, warn
+from core.defaults import ADAPTERS_DIR, DATASET, default_model
+from core.files import atomic_write, sha256, write_json
+from core.frames import FrameSpec
+from core.layout import AdapterLayout, DataLayout
+from core.profiles import served_name
+from core.runfiles import TrainArgs
+from core.variants import PLAIN, variant_names
+
+app = cli.app(__doc__)
+LLM_ONLY = r".*language_model.*\.({})$"
+
+
+def _world_size() -> int:
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+@dataclass
+class TrainOptions:
+    """Every option of `python -m train`."""
+
+    model: str | None = option(None, "Base model dir or hub id.", shown="the tiny model on CPU, Qwen3-VL-2B on GPU")
+    data: Path = option(DATASET, "Prepared dataset directory.")
+    out: Path = option(ADAPTERS_DIR / "trained", "Adapter directory to write.")
+    variants: Sequence[str] = option(
+        (PLAIN,),
+        "Comma-separated clip variants; each question is used once per variant.",
+        parser=variant_names,
+        metavar="NAME,...",
+    )
+    rank: int = option(64, "LoRA r.")
+    alpha: int = option(64, "LoRA alpha.")
+    dropout: float = option(0.05, "LoRA dropout.")
+    targets: str = option(
+        "q_proj,k_proj,v_proj,o_proj", "Language-model projections to adapt (the vision tower stays frozen)."
+    )
+    lr: float = option(1e-4, "Peak learning rate (cosine schedule).")
+    warmup: float = option(0.03, "Warm-up share of the steps.")
+    epochs: float = option(1.0, "Epochs.")
+    batch: int = option(32, "Effective batch (per-device x accumulation x devices).")
+    per_device_batch: int = option(4, "Examples per device per step.")
+    frames: FrameSpec = group(FrameSpec)  # as measure sends them: the same spec, the same sampling function
+    answer_format: AnswerFormat = option("text", "text or letters, as measure asks.")
+    max_steps: int = option(-1, "Stop after N optimizer steps (-1: the epochs decide).")
+    save_steps: int = option(10, "Checkpoint every N steps.")
+    seed: int = option(0, "Seed for LoRA init and data order.")
+    resume: bool = option(False, "Continue from the last checkpoint in OUT/checkpoints.")
+
+
+@command(app, TrainOptions)
+def train(o: TrainOptions) -> None:
+    """Train a LoRA adapter; writes the adapter, train_args.json and the loss curve to OUT."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForImageTextToText, AutoProcessor, Trainer, TrainingArguments, set_seed
+
+    from train import bar
+    from train.data import Collator, examples
+
+    if o.frames.problems():
+        fail("; ".join(o.frames.problems()))
+    gpu = torch.cuda.is_available()
+    model = o.model or default_model(gpu)
+    chosen = list(o.variants)
+    train_set = examples(o.data, chosen, "train", o.answer_format)
+    accumulation = max(1, o.batch // (o.per_device_batch * _world_size()))
+    typer.echo(
+        f"train: {model} on {len(train_set)} examples of {o.data} ({','.join(chosen)}) -> {o.out}; batch "
+        f"{o.batch} = {o.per_device_batch} per device x {accumulation} steps x {_world_size()} process(es)",
+        err=True,
+    )
+    require_model(model)
+    set_seed(o.seed)
+    processor = AutoProcessor.from_pretrained(model)
+    base = AutoModelForImageTextToText.from_pretrained(model, dtype=torch.bfloat16 if gpu else torch.float32)
+    lora = LoraConfig(
+        r=o.rank,
+        lora_alpha=o.alpha,
+        lora_dropout=o.dropout,
+        target_modules=LLM_ONLY.format("|".join(t.strip() for t in o.targets.split(","))),
+    )
+    peft_model = get_peft_model(base, lora)
+    if gpu:
+        peft_model.enable_input_require_grads()
+    checkpoints = AdapterLayout(o.out).checkpoints
+    args = TrainingArguments(
+        output_dir=str(checkpoints),
+        per_device_train_batch_size=o.per_device_batch,
+        gradient_accumulation_steps=accumulation,
+        learning_rate=o.lr,
+        lr_scheduler_type="cosine",
+        warmup_steps=o.warmup,  # a float < 1: a share of the steps
+        num_train_epochs=o.epochs,
+        max_steps=o.max_steps,
+        weight_decay=0.0,
+        max_grad_norm=1.0,
+        logging_steps=1,
+        save_strategy="steps",
+        save_steps=o.save_steps,
+        save_total_limit=2,
+        bf16=gpu,
+        gradient_checkpointing=gpu,
+        remove_unused_columns=False,
+        report_to=[],
+        dataloader_num_workers=0,
+        dataloader_pin_memory=gpu,
+        seed=o.seed,
+        disable_tqdm=True,
+    )
+    trainer = Trainer(
+        model=peft_model,
+        args=args,
+        train_dataset=train_set,  # type: ignore[arg-type]
+        data_collator=Collator(processor, o.frames, model, o.answer_format),
+    )  # type: ignore[arg-type]
+    last = _last_checkpoint(checkpoints) if o.resume else None
+    if o.resume and last is None:
+        warn(f"no checkpoint in {checkpoints}: starting from step 0")
+    with bar.shown(trainer):
+        result = trainer.train(resume_from_checkpoint=str(last) if last else None)
+    if trainer.is_world_process_zero():
+        _save(
+            peft_model,
+            o.out,
+            served_name(model),
+            trainer.state.log_history,
+            TrainArgs(
+                model=model,
+                data=str(o.data),
+                variants=chosen,
+                examples=len(train_set),
+                rank=o.rank,
+                alpha=o.alpha,
+                dropout=o.dropout,
+                targets=o.targets,
+                lr=o.lr,
+                warmup=o.warmup,
+                epochs=o.epochs,
+                batch=o.batch,
+                per_device_batch=o.per_device_batch,
+                gradient_accumulation_steps=accumulation,
+                world_size=_world_size(),
+                frames=o.frames,
+                answer_format=o.answer_format,
+                max_steps=o.max_steps,
+                seed=o.seed,
+                precision="bf16" if gpu else "fp32",
+                gradient_checkpointing=gpu,
+                steps=trainer.state.global_step,
+                resumed_from=str(last) if last else None,
+                train_loss=result.training_loss,
+                dataset_manifest_sha256=sha256(DataLayout(o.data).manifest),
+                command=list(cli.invoked()),
+            ),
+        )
+        typer.echo(f"adapter: {o.out} ({trainer.state.global_step} steps, mean loss {result.training_loss:.4f})")
+
+
+def require_model(model: str) -> None:
+    """A model to train on is a local model directory, or one the Hugging Face hub (or its
+    local cache) has: else one error line, before anything is loaded."""
+    from transformers import AutoConfig
+
+    if Path(model).is_dir():
+        return
+    try:
+        AutoConfig.from_pretrained(model)
+    except OSError as e:
+        fail(f"--model {model}: not a local model directory, nor on the Hugging Face hub or in its cache ({e})")
+
+
+def _last_checkpoint(folder: Path) -> Path | None:
+    found = sorted(folder.glob("checkpoint-*"), key=lambda p: int(p.name.rsplit("-", 1)[1])) if folder.is_dir() else []
+    return found[-1] if found else None
+
+
+def _save(peft_model, out: Path, base_name: str, history: list[dict], train_args: TrainArgs) -> None:
+    """The adapter (never merged), named for its base's served name, with its run record.
+    Written into a temp folder, then each file renamed into place: never half an adapter."""
+    out.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".adapter.", dir=out))
+    try:
+        peft_model.save_pretrained(tmp)
+        config = AdapterLayout(tmp).config
+        cfg = json.loads(config.read_text())
+        cfg["base_model_name_or_path"] = base_name  # how `serve` finds the adapters of a model
+        write_json(config, cfg)
+        for f in sorted(tmp.iterdir()):
+            os.replace(f, out / f.name)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    layout = AdapterLayout(out)
+    runfiles.write(layout.train_args, train_args)
+    rows = [(h["step"], h["loss"], h.get("learning_rate")) for h in history if "loss" in h]
+    buf = io.StringIO()
+    csv.writer(buf).writerows([("step", "loss", "learning_rate"), *rows])
+    atomic_write(layout.loss_csv, buf.getvalue())
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5, 3))
+    ax.plot([r[0] for r in rows], [r[1] for r in rows], marker=".")
+    ax.set_xlabel("optimizer step")
+    ax.set_ylabel("training loss (answer tokens)")
+    png = io.BytesIO()
+    fig.savefig(png, format="png", dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    atomic_write(layout.loss_png, png.getvalue())
+
+
+if __name__ == "__main__":
+    main(app)
