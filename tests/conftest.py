@@ -27,12 +27,8 @@ SAMPLE = Path(os.environ.get("VISUAL_CUES_SAMPLE", SHARED / "data" / "ssv2-sampl
 WHY = f"{SAMPLE} is missing: the real SSV2 sample that ../shared/ holds beside the repository"
 needs_sample = pytest.mark.sample  # a test that reads the sample (so do the SAMPLE_FIXTURES' users)
 SAMPLE_FIXTURES = {"controls", "sample", "real"}  # module fixtures built from the sample
-SERVER_FIXTURES = {
-    "server",
-    "smol_server",
-    "measured",
-    "open_measured",
-}  # fixtures that start (or need) a real vLLM server
+SERVER_FIXTURES = {"server", "smol_server", "measured", "open_measured"}  # they start (or need) a real vLLM server
+SLOW_FIXTURES = {"probes", "trained", "real", "controls", "sample"}  # module fixtures of more than about 2 s
 
 
 @dataclass(frozen=True)
@@ -378,12 +374,15 @@ def pytest_configure(config) -> None:
 
 def pytest_collection_modifyitems(items) -> None:
     """Mark every test that needs a real vLLM server `server` and `slow` (by the fixtures it
-    uses, or a `server` mark of its own), so `pytest -m "not slow"` is the fast lane; every test
-    that reads the shared SSV2 sample `sample`, skipped with the reason when it is missing."""
+    uses, or a `server` mark of its own), and every test on a module fixture of more than about
+    2 s `slow`, so `pytest -m "not slow"` is the fast lane; every test that reads the shared SSV2
+    sample `sample`, skipped with the reason when it is missing."""
     for item in items:
         fixtures = set(getattr(item, "fixturenames", ()))
         if SERVER_FIXTURES & fixtures or item.get_closest_marker("server"):
             item.add_marker(pytest.mark.server)
+            item.add_marker(pytest.mark.slow)
+        if SLOW_FIXTURES & fixtures:
             item.add_marker(pytest.mark.slow)
         if item.get_closest_marker("sample") or SAMPLE_FIXTURES & fixtures:
             item.add_marker(pytest.mark.sample)

@@ -69,6 +69,7 @@ def test_bench_measure_runs_small(server):
 
 
 @needs_sample
+@pytest.mark.slow
 def test_bench_prepare_runs_small():
     lines = _bench("scripts/bench_prepare.py --box-mb 1 --videos 8")
     assert _ratio(lines[0], "cue-render cost / plain decode+encode cost:") <= 1.3  # its goal
@@ -120,6 +121,7 @@ def test_bench_limit_runs_small(server):
     assert _ratio(lines[-1], "measure/offline throughput ratio:") >= 0.7
 
 
+@pytest.mark.slow
 def test_bench_interpret_runs_small(tiny):
     """What the capture keeps grows with the prompt, what eager attention keeps with its square."""
     lines = _bench(f"scripts/bench_interpret.py --model {tiny.model} --sizes 64,128 --samples 1")

@@ -10,6 +10,8 @@ import subprocess
 import sys
 from dataclasses import replace
 
+import pytest
+
 from core.files import umask
 from core.frames import FrameSpec
 from core.layout import DataLayout
@@ -79,6 +81,7 @@ for _ in range(3):
 """
 
 
+@pytest.mark.slow
 def test_two_runs_at_once_leave_every_entry_whole(synthetic, tiny, tmp_path):
     clips = _clips(synthetic, 4)
     argv = [sys.executable, "-c", WRITER, str(tmp_path), str(tiny.model), *map(str, clips)]

@@ -141,6 +141,7 @@ def _copy_sample(tmp_path):
 
 
 @needs_sample
+@pytest.mark.slow
 def test_side_by_side_is_raw_left_cued_right(sample, tmp_path):
     videos, labels, boxes = _copy_sample(tmp_path)
     out = tmp_path / "out"
@@ -157,6 +158,7 @@ def test_side_by_side_is_raw_left_cued_right(sample, tmp_path):
 
 
 @needs_sample
+@pytest.mark.slow
 def test_changed_cue_settings_rerender_and_equal_ones_reuse(tmp_path):
     videos, labels, boxes = _copy_sample(tmp_path)
     out = tmp_path / "out"
@@ -187,6 +189,7 @@ def test_shards_split_the_render_and_the_final_run_reuses_it(tmp_path):
     assert final.counts["clips_rendered"] == 0 and final.counts["videos"] == 4
 
 
+@pytest.mark.slow
 def test_ray_data_job_writes_a_local_runs_dataset(tmp_path):
     """`--ray local` on a 2-CPU Ray instance writes, byte for byte, what a local run writes
     (questions, parquet, manifest and every clip); a second Ray run reuses every clip."""

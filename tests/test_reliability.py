@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import psutil
+import pytest
 
 from core.decoding import decord
 from core.layout import DataLayout
@@ -226,6 +227,7 @@ def test_measure_killed_mid_run_resumes_to_exactly_one_line_each(server, synthet
     assert len(keys) == len(set(keys)) == n_test * 2 * 2
 
 
+@pytest.mark.slow
 def test_prepare_killed_mid_render_never_leaves_a_truncated_clip(tmp_path):
     out = tmp_path / "syn"
     command = f"prepare synthetic --out {out} --videos 30 --workers 1"

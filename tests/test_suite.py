@@ -14,6 +14,7 @@ import pytest
 from tests.conftest import REPO
 
 
+@pytest.mark.slow
 def test_without_the_shared_sample_its_tests_skip_with_the_reason(tmp_path):
     missing = tmp_path / "no-sample"
     r = subprocess.run(

@@ -187,6 +187,7 @@ def test_viewer_shows_the_run_as_report_json_and_predictions_say(runs, browser, 
     assert errors == []
 
 
+@pytest.mark.slow
 def test_viewer_pages_fifty_thousand_predictions(browser, tmp_path):
     run = tmp_path / "big"
     run.mkdir()
