@@ -406,7 +406,10 @@ def usage(e: UsageError) -> str:
 def prog_of(app: typer.Typer) -> str:
     """How a package's app is typed: `python -m <package>`."""
     first = app.registered_callback or app.registered_commands[0]
-    return f"python -m {first.callback.__module__.split('.')[0]}"
+    module = first.callback.__module__
+    if module == "__main__":  # started as `python -m <package>`: its spec names the package
+        module = getattr(sys.modules["__main__"].__spec__, "name", module)
+    return f"python -m {module.split('.')[0]}"
 
 
 def parse(app: typer.Typer, argv: Sequence[str]) -> Any:

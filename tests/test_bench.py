@@ -78,7 +78,7 @@ def test_bench_prepare_runs_small():
 
 def test_bench_media_runs_small(server):
     lines = _bench(
-        f"scripts/bench_media.py --clips 4 --questions 2 --concurrency 8 --rss-questions 8,16 "
+        f"scripts/bench_media.py --clips 12 --questions 3 --concurrency 16 --rss-questions 8,16 "
         f"--base-url {server.base_url}"
     )
     assert _ratio(lines[-1], "frames/data capacity ratio:") >= 2.0  # what sending frames was built for

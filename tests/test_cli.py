@@ -139,6 +139,8 @@ def test_serve_run_refuses_what_it_does_not_know_instead_of_passing_it_to_vllm(t
     """A typo once reached vLLM as a flag of its own (and a stray word too)."""
     _one_error_line(cli(f"serve run --model {tiny.model} --adapter x"), "no such option: --adapter", "--adapters")
     _one_error_line(cli(f"serve run --model {tiny.model} stray"), "stray", "after --")
+    # started as `python -m serve` (its module is then __main__), the hint still names it
+    _one_error_line(cli("serve run --adapter x", env=dict(os.environ)), "(see python -m serve run --help)")
 
 
 def test_serve_run_takes_a_host_name_and_ignores_the_shells_environment(tiny, busy_port):

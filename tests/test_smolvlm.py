@@ -30,7 +30,9 @@ def smol_server(tmp_path_factory):
     argv = ["--model", str(model), "--port", str(port), "--frames", "6", "--no-trust-request-mm-kwargs"]
     load = [subprocess.Popen([sys.executable, "-c", "while True: pass"])]
     try:
-        proc = start_server([*argv, "--api-key", KEY], log, base_url, KEY)
+        # Profiling the encoder's worst case (512 images) is most of a start here and none of
+        # what these tests check.
+        proc = start_server([*argv, "--api-key", KEY, "--", "--skip-mm-profiling"], log, base_url, KEY)
     finally:
         for spinner in load:
             spinner.kill()
