@@ -10,6 +10,8 @@ non-zero B (so it changes answers). Rebuilding with the same seed gives identica
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -63,8 +65,33 @@ def _corpus() -> list[str]:
     return [" ".join(words[i : i + 6]) for i in range(len(words))] + words
 
 
+def prompt_lines() -> list[str]:
+    """What every asked question carries besides its own words: the chat roles and system line,
+    measure's prompt (both answer formats) and the processor's frame timestamps."""
+    from core.prompt import question_text
+    from core.records import Question
+
+    q = Question(
+        id="q",
+        video_id="v",
+        split="test",
+        type="verb",
+        question="_____ it",
+        choices=["a", "b"],
+        answer="a",
+        template="",
+        label="",
+        slot=None,
+    )
+    asked = [line for fmt in ("text", "letters") for line in question_text(q, fmt).splitlines()]
+    return ["system", "user", "assistant", "You are a helpful assistant.", *asked] + [
+        f"<{t / 10:.1f} seconds>" for t in range(100)
+    ]
+
+
 def build_tokenizer(
     vocab_size: int = 1024,
+    extra: Sequence[str] = (),
     special: list[str] = SPECIAL_TOKENS,
     eos: str = "<|im_end|>",
     pad: str = "<|endoftext|>",
@@ -83,13 +110,34 @@ def build_tokenizer(
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
-    tok.train_from_iterator(_corpus(), trainer=trainer)
+    tok.train_from_iterator([*_corpus(), *extra], trainer=trainer)
     return PreTrainedTokenizerFast(
         tokenizer_object=tok, eos_token=eos, pad_token=pad, chat_template=chat_template, model_max_length=4096
     )
 
 
-def build_config(tokenizer, vocab_size: int):
+@dataclass(frozen=True)
+class Shape:
+    """How big a tiny Qwen3-VL is: its language model, vision tower and frame size."""
+
+    hidden: int = 128
+    layers: int = 2
+    heads: int = 4
+    kv_heads: int = 2
+    intermediate: int = 256
+    vision_hidden: int = 64
+    vision_depth: int = 2
+    vision_heads: int = 2
+    max_video_tokens: int = 64  # vision tokens per frame pair at most: the frames' size as sent
+    prompt_words: bool = False  # a tokenizer that also knows the prompt's words (`prompt_lines`)
+
+
+TINY = Shape()
+# The organism (`python -m train organism`): the embedded shape made deeper, with smaller frames.
+ORGANISM = Shape(layers=4, intermediate=384, max_video_tokens=24, prompt_words=True)
+
+
+def build_config(tokenizer, vocab_size: int, shape: Shape = TINY):
     from transformers import Qwen3VLConfig
 
     ids = {t: tokenizer.convert_tokens_to_ids(t) for t in SPECIAL_TOKENS}
@@ -97,11 +145,11 @@ def build_config(tokenizer, vocab_size: int):
     return Qwen3VLConfig(
         text_config=dict(
             vocab_size=vocab_size,
-            hidden_size=128,
-            intermediate_size=256,
-            num_hidden_layers=2,
-            num_attention_heads=4,
-            num_key_value_heads=2,
+            hidden_size=shape.hidden,
+            intermediate_size=shape.intermediate,
+            num_hidden_layers=shape.layers,
+            num_attention_heads=shape.heads,
+            num_key_value_heads=shape.kv_heads,
             head_dim=head_dim,
             max_position_embeddings=4096,
             rope_parameters={
@@ -115,16 +163,16 @@ def build_config(tokenizer, vocab_size: int):
             pad_token_id=ids["<|endoftext|>"],
         ),
         vision_config=dict(
-            depth=2,
-            hidden_size=64,
-            intermediate_size=128,
-            num_heads=2,
+            depth=shape.vision_depth,
+            hidden_size=shape.vision_hidden,
+            intermediate_size=2 * shape.vision_hidden,
+            num_heads=shape.vision_heads,
             patch_size=16,
             spatial_merge_size=2,
             temporal_patch_size=2,
-            out_hidden_size=128,
+            out_hidden_size=shape.hidden,
             num_position_embeddings=576,
-            deepstack_visual_indexes=[1],
+            deepstack_visual_indexes=[shape.vision_depth - 1],
         ),
         image_token_id=ids["<|image_pad|>"],
         video_token_id=ids["<|video_pad|>"],
@@ -134,7 +182,7 @@ def build_config(tokenizer, vocab_size: int):
     )
 
 
-def build_processor(tokenizer):
+def build_processor(tokenizer, shape: Shape = TINY):
     from transformers import Qwen2VLImageProcessor, Qwen3VLProcessor, Qwen3VLVideoProcessor
 
     px = 16 * 2  # patch x merge: the side of one vision token
@@ -150,7 +198,7 @@ def build_processor(tokenizer):
         temporal_patch_size=2,
         size={"shortest_edge": 4 * px * px, "longest_edge": 16 * 64 * px * px},
         cap_pixels_per_frame=True,
-        max_video_tokens=64,
+        max_video_tokens=shape.max_video_tokens,
     )
     return Qwen3VLProcessor(
         image_processor=image, video_processor=video, tokenizer=tokenizer, chat_template=CHAT_TEMPLATE
@@ -170,28 +218,36 @@ def _redraw(module: torch.nn.Module, seed: int, std: float) -> None:
                 p.zero_()
 
 
-def build_model(out: Path, seed: int = 0, name: str = "tiny-vlm") -> Path:
-    """Write a tiny random-weight Qwen3-VL (weights, configs, tokenizer, processor) to `out`."""
+def initial(shape: Shape = TINY, seed: int = 0, name: str = "tiny-vlm", std: float | None = 0.05):
+    """(model, processor, tokenizer) of a tiny Qwen3-VL: weights redrawn from a seeded
+    N(0, std), or with `std=None` the model's own initialisation under the seed."""
     from transformers import GenerationConfig, Qwen3VLForConditionalGeneration
 
-    def fill(tmp: Path) -> None:
-        tokenizer = build_tokenizer()
-        vocab = len(tokenizer)
-        config = build_config(tokenizer, vocab)
-        config.name_or_path = name
-        torch.manual_seed(seed)
-        model = Qwen3VLForConditionalGeneration(config).to(torch.float32)
-        _redraw(model, seed, std=0.05)
-        model.generation_config = GenerationConfig(
-            bos_token_id=config.text_config.bos_token_id,
-            eos_token_id=config.text_config.eos_token_id,
-            pad_token_id=config.text_config.pad_token_id,
-        )
-        model.save_pretrained(tmp)
-        build_processor(tokenizer).save_pretrained(tmp)
-        tokenizer.save_pretrained(tmp)
+    tokenizer = build_tokenizer(extra=prompt_lines() if shape.prompt_words else ())
+    config = build_config(tokenizer, len(tokenizer), shape)
+    config.name_or_path = name
+    torch.manual_seed(seed)
+    model = Qwen3VLForConditionalGeneration(config).to(torch.float32)
+    if std is not None:
+        _redraw(model, seed, std)
+    model.generation_config = GenerationConfig(
+        bos_token_id=config.text_config.bos_token_id,
+        eos_token_id=config.text_config.eos_token_id,
+        pad_token_id=config.text_config.pad_token_id,
+    )
+    return model, build_processor(tokenizer, shape), tokenizer
 
-    return atomic_dir(out, fill)
+
+def save(tmp: Path, model, processor, tokenizer) -> None:
+    """A servable model folder: weights, configs, tokenizer, processor."""
+    model.save_pretrained(tmp)
+    processor.save_pretrained(tmp)
+    tokenizer.save_pretrained(tmp)
+
+
+def build_model(out: Path, seed: int = 0, name: str = "tiny-vlm") -> Path:
+    """Write a tiny random-weight Qwen3-VL (weights, configs, tokenizer, processor) to `out`."""
+    return atomic_dir(out, lambda tmp: save(tmp, *initial(TINY, seed, name)))
 
 
 def build_adapter(model_dir: Path, out: Path, seed: int = 1, rank: int = 8, base_name: str = "tiny-vlm") -> Path:

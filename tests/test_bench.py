@@ -63,7 +63,7 @@ def _ratio(line: str, prefix: str) -> float:
 
 def test_bench_measure_runs_small(server):
     """measure keeps up with the best bare client (goal >= 0.9: the client is never the bottleneck)."""
-    lines = _bench(f"scripts/bench_measure.py --videos 8 --sweep 4 --base-url {server.base_url}")
+    lines = _bench(f"scripts/bench_measure.py --videos 16 --sweep 4 --base-url {server.base_url}")
     assert _ratio(next(x for x in lines if x.startswith("measure / best")), "measure / best bare client (c=4):") >= 0.9
     assert any(x.startswith("measure client CPU per request:") for x in lines)
 

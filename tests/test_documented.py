@@ -154,6 +154,10 @@ TABLE = {
         "train --model data/models/tiny-vlm --data data/synthetic --out data/adapters/tiny-trained",
     ),
     "python -m train --help": ("train", "--help"),
+    "python -m train organism [--videos 800] [--steps 1300] [--seed 7] [--out data/models/organism]": (
+        "train",
+        "organism --videos 14 --steps 3 --seed 7 --out {tmp}/organism --world {tmp}/organism-world --batch 4",
+    ),
     "python -m interpret RUN [--limit N] [--models a,b] [--variants plain,trajectory] [--layers 0,1] "
     "[--device cpu|cuda] [--pictures 8] [--data DIR]": (
         "interpret",

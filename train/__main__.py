@@ -1,5 +1,7 @@
 """`python -m train`: a LoRA adapter on the language model, trained on plain and/or cued clips
 with PEFT + transformers' Trainer, saved as a PEFT directory that `serve` loads unmerged.
+`python -m train organism`: the model organism, a tiny Qwen3-VL trained whole on the
+synthetic world (built once, kept).
 
 Multi-GPU: `accelerate launch -m train ...` or `torchrun --nproc-per-node N -m train ...`
 (data parallel through the same entry point; the effective batch stays --batch).
@@ -29,6 +31,7 @@ from core.layout import AdapterLayout, DataLayout
 from core.profiles import served_name
 from core.runfiles import TrainArgs
 from core.variants import PLAIN, variant_names
+from train.organism import OrganismOptions, build
 
 app = cli.app(__doc__)
 LLM_ONLY = r".*language_model.*\.({})$"
@@ -70,7 +73,7 @@ class TrainOptions:
     resume: bool = option(False, "Continue from the last checkpoint in OUT/checkpoints.")
 
 
-@command(app, TrainOptions)
+@command(app, TrainOptions, callback=True)
 def train(o: TrainOptions) -> None:
     """Train a LoRA adapter; writes the adapter, train_args.json and the loss curve to OUT."""
     import torch
@@ -177,6 +180,13 @@ def train(o: TrainOptions) -> None:
             ),
         )
         typer.echo(f"adapter: {o.out} ({trainer.state.global_step} steps, mean loss {result.training_loss:.4f})")
+
+
+@command(app, OrganismOptions, name="organism")
+def organism(o: OrganismOptions) -> None:
+    """Train the model organism (every weight of a tiny Qwen3-VL) on its own synthetic world;
+    kept at OUT once built."""
+    build(o)
 
 
 def require_model(model: str) -> None:
