@@ -60,6 +60,10 @@ class Collator:
         self.fmt = fmt
         self.tokenizer = processor.tokenizer
 
+    def frames(self, clip: Path):
+        """(pixels, metadata) of a clip as the model sees it (`load_frames`)."""
+        return load_frames(clip, self.spec, self.model)
+
     def texts(self, ex: Example) -> tuple[str, str]:
         """(prompt, prompt + answer) in the chat template, the video as a placeholder part."""
         messages = prompt.messages(ex.question, self.fmt, [{"type": "video"}])
@@ -67,7 +71,7 @@ class Collator:
         return text, text + ex.answer
 
     def __call__(self, batch: list[Example]) -> dict[str, torch.Tensor]:
-        videos, metas = zip(*(load_frames(ex.clip, self.spec, self.model) for ex in batch))
+        videos, metas = zip(*(self.frames(ex.clip) for ex in batch))
         full = [self.texts(ex)[1] for ex in batch]
         self.tokenizer.padding_side = "right"
         enc = self.processor(

@@ -5,6 +5,7 @@ pixels kept once for all its questions), batches padded from memory, transformer
 from __future__ import annotations
 
 import contextlib
+import functools
 import tempfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -24,6 +25,7 @@ def encoded(data: Path, splits: Sequence[str], model_dir: Path, spec: FrameSpec)
     from transformers import AutoProcessor
 
     collator = Collator(AutoProcessor.from_pretrained(model_dir), spec, str(model_dir))
+    collator.frames = functools.lru_cache(maxsize=1)(collator.frames)  # a clip's questions come together
     todo = [ex for split in splits for ex in examples(data, ["plain"], split)]
     pixels: dict[Path, torch.Tensor] = {}
     out = []
