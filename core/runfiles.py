@@ -255,6 +255,7 @@ class TrainArgs:
     train_loss: float
     dataset_manifest_sha256: str | None
     command: list[str]
+    tune_merger: bool = False  # LoRA on the vision merger too (the study's tune_mm_mlp)
     schema_version: int = SCHEMA_VERSION
 
     @staticmethod

@@ -65,7 +65,7 @@ def ssv2(a: Ssv2) -> None:
 @command(app, Synthetic)
 def synthetic(a: Synthetic) -> None:
     """Generate raw data in the real SSV2 + Something-Else formats, then run the ssv2 step on it."""
-    raw = generate_raw(DataLayout(a.out).raw, a.videos, a.seed)
+    raw = generate_raw(DataLayout(a.out).raw, a.videos, a.seed, a.workers)
     opts = Options(test_videos=max(1, a.videos // 4), seed=a.seed, variants=a.variants, workers=a.workers)
     _report(a.out, prepare_ssv2(raw["videos"], raw["labels"], [raw["boxes"]], a.out, opts), opts)
 

@@ -11,12 +11,14 @@ from __future__ import annotations
 import json
 import random
 from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
 import numpy as np
 
+from core import progress
 from core.files import atomic_write, write_json
 from prepare.video import encode
 
@@ -25,6 +27,10 @@ N_FRAMES = 36
 H, W = 240, 320
 COLOURS = {"red": (220, 40, 40), "green": (40, 170, 60), "blue": (50, 80, 220), "yellow": (230, 200, 40)}
 SHAPES = ("cube", "ball", "box", "bottle")
+# Object sizes (w, h) in pixels of the 320x240 frame: hand-held objects near the camera, as in
+# SSV2 (a fifth of the frame's width; at half that, an object was less than one vision token
+# of a small model's frames, and a model trained from scratch could not learn to find it).
+SIZES = {"cube": (68, 68), "ball": (68, 68), "box": (96, 68), "bottle": (52, 100)}
 HAND_RGB = (224, 172, 140)
 
 Box = tuple[float, float, float, float]
@@ -69,8 +75,9 @@ def _vertical(direction: int) -> Motion:
 def _drop(p: dict, t: float) -> dict[str, Box]:
     base_y = 0.85 * H - p["h1"] / 2
     rest_y = base_y - p["h1"] / 2 - p["h0"] / 2
-    cy = 0.2 * H if t < 0.35 else _lerp(0.2 * H, rest_y, ((t - 0.35) / 0.3) ** 2)
-    hand_y = 0.2 * H - p["h0"] / 2 - 14
+    top = min(0.2 * H, rest_y - 0.25 * H)  # a visible fall, whatever the sizes
+    cy = top if t < 0.35 else _lerp(top, rest_y, ((t - 0.35) / 0.3) ** 2)
+    hand_y = top - p["h0"] / 2 - 14
     return {
         "object 0": _box(p["x"], cy, p["w0"], p["h0"]),
         "object 1": _box(p["x"], base_y, p["w1"], p["h1"]),
@@ -187,12 +194,11 @@ def _clip_box(box: Box) -> Box:
 
 def make_video(vid: str, template: Template, objects: list[tuple[str, str]], rng: random.Random):
     """Frames [T, H, W, 3] and Something-Else frame annotations for one clip."""
-    size = {"cube": (34, 34), "ball": (34, 34), "box": (48, 34), "bottle": (26, 50)}
     p = {"y": rng.uniform(0.35, 0.65) * H, "x": rng.uniform(0.35, 0.65) * W}
     for k, (_, shape) in enumerate(objects):
-        p[f"w{k}"], p[f"h{k}"] = size[shape]
-    p.setdefault("w1", 56.0)
-    p.setdefault("h1", 40.0)
+        p[f"w{k}"], p[f"h{k}"] = SIZES[shape]
+    p.setdefault("w1", 112.0)
+    p.setdefault("h1", 80.0)
     background = np.full((H, W, 3), rng.randint(90, 150), np.uint8)
     frames, annotations = [], []
     for i in range(N_FRAMES):
@@ -240,11 +246,42 @@ def make_video(vid: str, template: Template, objects: list[tuple[str, str]], rng
     return np.stack(frames), annotations
 
 
-GENERATOR_VERSION = 2  # bump when the generated data changes
+GENERATOR_VERSION = 3  # bump when the generated data changes
 
 
-def generate_raw(raw: Path, n_videos: int, seed: int) -> dict[str, Path]:
-    """Write raw SSV2-format data under `raw`; returns the paths the `ssv2` step reads.
+@dataclass(frozen=True)
+class VideoJob:
+    """One raw clip to draw and encode: its template, objects and the RNG state it starts from."""
+
+    path: Path
+    template: int
+    objects: list[tuple[str, str]]
+    state: tuple
+
+
+def write_video(job: VideoJob) -> None:
+    rng = random.Random()
+    rng.setstate(job.state)
+    frames, _ = make_video(job.path.stem, TEMPLATES[job.template], job.objects, rng)
+    encode(job.path, frames, FPS, "libvpx-vp9", crf="30", deadline="realtime", **{"cpu-used": "8"})
+
+
+def _write_videos(jobs: list[VideoJob], workers: int) -> None:
+    """Every raw clip drawn and encoded, in `workers` processes; the same bytes either way."""
+    with progress.bar("drawing raw videos", len(jobs), "videos") as advance:
+        if workers <= 1:
+            for job in jobs:
+                write_video(job)
+                advance()
+            return
+        with ProcessPoolExecutor(max_workers=workers) as pool:
+            for _ in pool.map(write_video, jobs, chunksize=8):
+                advance()
+
+
+def generate_raw(raw: Path, n_videos: int, seed: int, workers: int = 1) -> dict[str, Path]:
+    """Write raw SSV2-format data under `raw` (clips encoded in `workers` processes); returns
+    the paths the `ssv2` step reads.
 
     Raw data made with the same (seed, videos, version) is reused as it is; any other is
     replaced whole, so videos, labels and boxes always belong together.
@@ -262,16 +299,15 @@ def generate_raw(raw: Path, n_videos: int, seed: int) -> dict[str, Path]:
     names = [(c, s) for c in COLOURS for s in SHAPES]
     splits: dict[str, list[dict]] = {"train": [], "validation": [], "test": []}
     boxes: dict[str, list] = {}
+    jobs: list[VideoJob] = []
     n_unlabeled = max(1, n_videos // 20)  # like real SSV2: test.json ids come without labels
     for i in range(n_videos + n_unlabeled):
         vid = str(1000 + i)
         template = TEMPLATES[i % len(TEMPLATES)]
         n_objects = template.text.count("[something]")
         objects = rng.sample(names, n_objects)
-        frames, annotations = make_video(vid, template, objects, rng)
-        encode(
-            videos_dir / f"{vid}.webm", frames, FPS, "libvpx-vp9", crf="30", deadline="realtime", **{"cpu-used": "8"}
-        )
+        jobs.append(VideoJob(videos_dir / f"{vid}.webm", i % len(TEMPLATES), objects, rng.getstate()))
+        _, annotations = make_video(vid, template, objects, rng)  # the draws the job repeats
         boxes[vid] = annotations
         placeholders = [" ".join(o) for o in objects]
         label = template.text
@@ -284,6 +320,7 @@ def generate_raw(raw: Path, n_videos: int, seed: int) -> dict[str, Path]:
             splits[split].append(
                 {"id": vid, "label": label.lower(), "template": template.text, "placeholders": placeholders}
             )
+    _write_videos(jobs, workers)
     for name, rows in splits.items():
         write_json(labels_dir / f"{name}.json", rows)
     write_json(

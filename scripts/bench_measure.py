@@ -27,7 +27,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -61,9 +61,16 @@ def fresh_seeds() -> Iterator[int]:
 
 
 def make_dataset(root: Path, seed: int, videos: int) -> Path:
-    """A synthetic dataset of its own seed, made by `prepare synthetic` in this process (quietly)."""
+    """A synthetic dataset of its own seed (plain clips)."""
+    return make_variants(root, seed, videos, (PLAIN,))
+
+
+def make_variants(root: Path, seed: int, videos: int, variants: Sequence[str]) -> Path:
+    """A synthetic dataset of its own seed with these clip variants, made by `prepare
+    synthetic` in this process (quietly)."""
     out = root / f"seed{seed}"
-    argv = ["synthetic", "--out", str(out), "--videos", str(videos), "--seed", str(seed), "--variants", "plain"]
+    argv = ["synthetic", "--out", str(out), "--videos", str(videos), "--seed", str(seed)]
+    argv += ["--variants", ",".join(variants)]
     said = io.StringIO()
     with contextlib.redirect_stdout(said), contextlib.redirect_stderr(said):
         code = cli.run(prepare_app, argv)
@@ -86,15 +93,15 @@ STARTED = "a `serve run` of the embedded default started here"
 
 
 @contextlib.contextmanager
-def running_server(url: ServerUrl | None) -> Iterator[tuple[ServerUrl, list[dict]]]:
-    """(URL, its /v1/models) of the server at `url`, or of a `serve run` (the embedded
-    default) started here and stopped afterwards."""
+def running_server(url: ServerUrl | None, model: Path | None = None) -> Iterator[tuple[ServerUrl, list[dict]]]:
+    """(URL, its /v1/models) of the server at `url`, or of a `serve run` (of `model`, else the
+    embedded default) started here and stopped afterwards."""
     server = None
     if url is None:
         port = free_port()
         url = ServerUrl.local(port)
         server = subprocess.Popen(
-            [sys.executable, "-m", "serve", "run", "--port", str(port)],
+            [sys.executable, "-m", "serve", "run", "--port", str(port), *(["--model", str(model)] if model else [])],
             cwd=REPO,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,

@@ -1,28 +1,37 @@
-"""Benchmark measure's scale-out over several servers, printing ratios from one run.
+"""Benchmark measure's scale-out over several servers as separate machines would see it,
+printing figures from one run.
 
-- prefix reuse with one server and with two (clip affinity: a clip's questions go where its
-  prefix is): the share of prompt tokens served from vLLM's prefix cache (goal: two within 5
-  points of one) and the video prefills per clip x model (1 at best);
-- two servers / one server on the same machine: requests/s of measure's own sender
-  (`measure.ask.client.run_items`) over two base URLs vs one. On a 2-core machine the two
-  servers share the cores, so expect well under 2x; it is printed as measured.
+Servers started here are pinned to cores of their own (`serve run --cpus`: the process
+group's CPU affinity and vLLM's OpenMP binding), as two machines would be: on a 2-core
+machine, one core each, and the one-server baseline gets the same one core. Every dataset's
+frames are decoded into a frame store before it is timed, so the client costs little.
+
+- two servers / one server: requests/s of measure's own sender (`measure.ask.client.run_items`)
+  over two base URLs vs one (goal >= 1.6x); each server's share of the items (goal: none
+  below 40 %); the share of prompt tokens served from vLLM's prefix cache (goal: two within 5
+  points of one) and the video prefills per clip x model (goal 1.0): clip affinity at work;
+- vLLM's own data parallel (`serve run --data-parallel-size 2`, each engine on its own core)
+  behind one URL, measured the same way, against the two URLs;
 - least-in-flight vs round robin when one server is slow (the fault proxy adding a fixed
   delay to every request it forwards): time for the same number of items, round robin
   dealing the items alternately to the two servers. Least-in-flight must finish sooner.
 
 Each measurement gets its own synthetic dataset (its own seed, so its own clip bytes), so
-vLLM's multimodal cache cannot serve one from another's work. The two datasets of each
+vLLM's multimodal cache cannot serve one from another's work. The datasets of each
 comparison are cut to the same shape (as many clips with one, two, ... questions): the
 cached share and the time depend on how many items there are and how many share a clip.
 
 Usage: .venv/bin/python scripts/bench_scale.py [--videos 40] [--delay 2.0] [--concurrency 16]
-       [--base-url URL --base-url URL]   (two running servers instead of starting two)
+       [--no-data-parallel] [--base-url URL --base-url URL]   (two running servers instead of
+       starting them: not pinned, and no data-parallel server)
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -30,7 +39,10 @@ import time
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
+
+import httpx
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -47,7 +59,8 @@ from core.records import Prediction  # noqa: E402
 from core.urls import ServerUrl  # noqa: E402
 from core.variants import PLAIN  # noqa: E402
 from measure.ask import media  # noqa: E402
-from measure.ask.client import Item, Reply, run_items, self_test  # noqa: E402
+from measure.ask.client import Item, Reply, media_spec, run_items, self_test  # noqa: E402
+from measure.ask.framestore import GB, FrameStore  # noqa: E402
 from measure.ask.plan import ask_config, asked, plan  # noqa: E402
 from measure.ask.servers import Servers  # noqa: E402
 from measure.report.health import cached_share, prefills_per_clip  # noqa: E402
@@ -57,32 +70,39 @@ from tests.faultproxy import FaultProxy  # noqa: E402
 
 
 @contextlib.contextmanager
-def two_servers(urls: list[ServerUrl]) -> Iterator[list[ServerUrl]]:
-    """The two base URLs given, or two `serve run`s of the embedded default started here."""
-    if urls:
-        yield urls
-        return
-    procs, started = [], []
+def started(*runs: list[str]) -> Iterator[list[ServerUrl]]:
+    """`serve run`s of the embedded default started here, each with its own extra options, and
+    stopped afterwards."""
+    procs, urls = [], []
     try:
-        for _ in range(2):
+        for extra in runs:
             port = free_port()
-            started.append(ServerUrl.local(port))
+            urls.append(ServerUrl.local(port))
             procs.append(
                 subprocess.Popen(
-                    [sys.executable, "-m", "serve", "run", "--port", str(port)],
+                    [sys.executable, "-m", "serve", "run", "--port", str(port), *extra],
                     cwd=REPO,
                     stdout=subprocess.DEVNULL,
                     stderr=subprocess.DEVNULL,
                 )
             )
-        for url, proc in zip(started, procs):
+        for url, proc in zip(urls, procs):
             poll_ready(url, 900, proc=proc)
-        yield started
+        yield urls
     finally:
         for proc in procs:
             proc.terminate()
         for proc in procs:
             proc.wait(60)
+
+
+def halves() -> tuple[str, str]:
+    """Two disjoint core lists of equal size from this process's cores (`--cpus` values)."""
+    cores = sorted(os.sched_getaffinity(0))
+    if len(cores) < 2:
+        cli.fail("pinning two servers needs at least 2 cores")
+    k = len(cores) // 2
+    return ",".join(map(str, cores[:k])), ",".join(map(str, cores[k : 2 * k]))
 
 
 def items(root: Path, seed: int, videos: int, models: list[str]) -> list[Item]:
@@ -131,7 +151,13 @@ class Sent:
         return f"{self.rate:.1f} req/s, {self.cached:.1f} % cached, {prefills_per_clip(self.preds)} prefills/clip"
 
 
-def send(todo: list[Item], urls: list[ServerUrl], cfg: AskConfig, concurrency: int, pool) -> Sent:
+def warm(todo: list[Item], cfg: AskConfig, store: FrameStore, pool) -> None:
+    """Every clip's media decoded into `store` before anything is timed."""
+    specs = list(dict.fromkeys(s for i in todo if (s := media_spec(i, cfg)) is not None))
+    list(pool.get().map(partial(media.decode, store=store), specs))
+
+
+def send(todo: list[Item], urls: list[ServerUrl], cfg: AskConfig, concurrency: int, pool, store=None) -> Sent:
     """Measure's sender over `urls`."""
     preds: list[Prediction] = []
 
@@ -141,18 +167,18 @@ def send(todo: list[Item], urls: list[ServerUrl], cfg: AskConfig, concurrency: i
 
     servers = Servers(urls, None, cfg.down_timeout_s, concurrency)
     start = time.perf_counter()
-    asyncio.run(run_items(todo, servers, cfg, on_result, pool))
+    asyncio.run(run_items(todo, servers, cfg, on_result, pool, store))
     return Sent(time.perf_counter() - start, preds)
 
 
-def round_robin(todo: list[Item], urls: list[ServerUrl], cfg: AskConfig, concurrency: int, pool) -> float:
+def round_robin(todo: list[Item], urls: list[ServerUrl], cfg: AskConfig, concurrency: int, pool, store=None) -> float:
     """Seconds when the items are dealt alternately, each server sent its share on its own."""
 
     async def both() -> None:
         half = max(1, concurrency // 2)
         await asyncio.gather(
             *(
-                run_items(todo[i::2], Servers([u], None, cfg.down_timeout_s, half), cfg, lambda *_: None, pool)
+                run_items(todo[i::2], Servers([u], None, cfg.down_timeout_s, half), cfg, lambda *_: None, pool, store)
                 for i, u in enumerate(urls)
             )
         )
@@ -167,12 +193,13 @@ class Bench:
     videos: int = option(40, "Synthetic videos per measurement (each its own dataset).")
     delay: float = option(2.0, "Seconds the proxy adds to each request of the slow server.")
     concurrency: int = option(16, "Requests in flight.")
+    data_parallel: bool = option(True, "Also measure vLLM's data parallel (2 engines) behind one URL.")
     base_url: list[ServerUrl] = option(
         factory=list,
         help="A running server; give two (may be equal).",
         parser=ServerUrl.parse,
         metavar="URL",
-        shown="two `serve run`s started here",
+        shown="two `serve run`s started here, each on half of the cores",
     )
     api_key: str | None = api_key_option()
 
@@ -180,49 +207,127 @@ class Bench:
 app = cli.app(__doc__)
 
 
+@dataclass
+class Measured:
+    """What one run of the benchmark measured."""
+
+    items: int
+    models: int
+    one: Sent
+    two: Sent
+    urls: list[ServerUrl]
+    slowed: int
+    least: Sent
+    slow_url: str
+    round_robin_s: float
+    later: list[Item]  # a dataset of the two servers' shape, for the data-parallel server
+    dp: Sent | None = None
+    engines: list[int] | None = None  # requests each data-parallel engine finished
+
+
 @command(app, Bench)
 def bench(args: Bench) -> None:
-    """Two servers vs one, and least-in-flight vs round robin with one slowed."""
+    """Two servers vs one on cores of their own, data parallel behind one URL, and
+    least-in-flight vs round robin with one slowed."""
     if args.base_url and len(args.base_url) != 2:
         cli.fail("give --base-url twice, or not at all")
-    with two_servers(args.base_url) as urls, tempfile.TemporaryDirectory() as d:
+    cores = None if args.base_url else halves()
+    with tempfile.TemporaryDirectory() as d:
         root, seeds = Path(d), fresh_seeds()
-        listed = list_models(urls[0], args.api_key)
-        models = [m["id"] for m in listed]
-        cfg = ask_config(AskConfig(), listed, models)
-        for url in urls:
-            assert asyncio.run(self_test(url, args.api_key, models[0])) is None
-        with media.Workers(cfg.media_workers, cfg.processors.values()) as pool:
-            pool.get()  # started before anything is timed
+        store = FrameStore(root / "frames", 10 * GB)
+        with contextlib.ExitStack() as stack:
+            urls = args.base_url or stack.enter_context(started(*(["--cpus", c] for c in cores)))
+            m = measure_pair(args, urls, root, seeds, store)
+        if cores and args.data_parallel:
+            with started(["--data-parallel-size", "2", "--cpus", ",".join(cores)]) as (url,):
+                m.dp, m.engines = measure_one(args, url, m.later, store)
+    show(m, args, pinned=cores)
 
-            def fresh() -> list[Item]:
-                return items(root, next(seeds), args.videos, models)
 
-            alone, spread = alike(fresh(), fresh())
-            one = send(alone, urls[:1], cfg, args.concurrency, pool)
-            two = send(spread, urls, cfg, args.concurrency, pool)
-            slowed, dealt = alike(fresh(), fresh())
-            with FaultProxy(urls[1].root, rate=1.0, modes=("stall",), stall_s=args.delay) as slow:
-                mixed = [urls[0], ServerUrl.parse(slow.url)]
-                least = send(slowed, mixed, cfg, args.concurrency, pool)
-                rr_s = round_robin(dealt, mixed, cfg, args.concurrency, pool)
-    print(
-        f"items: {len(alone)} with one server and with two, {len(slowed)} with one slowed, each way "
-        f"({len(models)} models, split {SPLIT}, distinct clips each, each pair cut to the same shape); "
-        f"concurrency {args.concurrency}"
+def measure_pair(args: Bench, urls: list[ServerUrl], root: Path, seeds, store: FrameStore) -> Measured:
+    """One server, then both, on datasets of the same shape; then one slowed."""
+    listed = list_models(urls[0], args.api_key)
+    models = [x["id"] for x in listed]
+    cfg = ask_config(AskConfig(), listed, models)
+    for url in urls:
+        assert asyncio.run(self_test(url, args.api_key, models[0])) is None
+    with media.Workers(cfg.media_workers, cfg.processors.values()) as pool:
+
+        def fresh() -> list[Item]:
+            return items(root, next(seeds), args.videos, models)
+
+        alone, spread = alike(fresh(), fresh())
+        slowed, dealt = alike(fresh(), fresh())
+        later, _ = alike(fresh(), spread)  # for the data-parallel server, started once these stop
+        warm(alone + spread + slowed + dealt + later, cfg, store, pool)
+        one = send(alone, urls[:1], cfg, args.concurrency, pool, store)
+        two = send(spread, urls, cfg, args.concurrency, pool, store)
+        with FaultProxy(urls[1].root, rate=1.0, modes=("stall",), stall_s=args.delay) as slow:
+            mixed = [urls[0], ServerUrl.parse(slow.url)]
+            least = send(slowed, mixed, cfg, args.concurrency, pool, store)
+            rr_s = round_robin(dealt, mixed, cfg, args.concurrency, pool, store)
+    return Measured(len(alone), len(models), one, two, urls, len(slowed), least, str(mixed[1]), rr_s, later)
+
+
+def measure_one(args: Bench, url: ServerUrl, todo: list[Item], store: FrameStore) -> tuple[Sent, list[int]]:
+    """One URL (the data-parallel server) on its own dataset, its frames already in `store`;
+    with the requests each of its engines finished meanwhile (vLLM's /metrics)."""
+    listed = list_models(url, args.api_key)
+    cfg = ask_config(AskConfig(), listed, [x["id"] for x in listed])
+    assert asyncio.run(self_test(url, args.api_key, listed[0]["id"])) is None
+    before = engine_counts(url)
+    with media.Workers(cfg.media_workers, cfg.processors.values()) as pool:
+        sent = send(todo, [url], cfg, args.concurrency, pool, store)
+    after = engine_counts(url)
+    return sent, [after[e] - before.get(e, 0) for e in sorted(after)]
+
+
+def engine_counts(url: ServerUrl) -> Counter[str]:
+    """Requests finished per engine, from the server's Prometheus metrics."""
+    text = httpx.get(f"{url.root}/metrics", timeout=30).text
+    counts: Counter[str] = Counter()
+    for m in re.finditer(r"^vllm:request_success_total\{([^}]*)\} ([0-9.e+]+)$", text, re.M):
+        engine = re.search(r'engine="([^"]*)"', m[1])
+        counts[engine[1] if engine else "0"] += int(float(m[2]))
+    return counts
+
+
+def show(m: Measured, args: Bench, pinned: tuple[str, str] | None) -> None:
+    where = (
+        f"cores {pinned[0]} and {pinned[1]}, one each; the one server on cores {pinned[0]}"
+        if pinned
+        else ("the servers given (not pinned here)")
     )
-    print(f"one server: {one}; two servers: {two} (split {_split(two, urls)})")
-    print(f"two servers / one: {two.rate / one.rate:.2f}x throughput (same machine: they share its cores)")
     print(
-        f"one server slowed by {args.delay:g} s per request: least-in-flight {least.seconds:.1f} s "
-        f"(sent {least.served[str(mixed[1])]} of {len(slowed)} to the slow one), round robin {rr_s:.1f} s"
+        f"items: {m.items} with one server and with two, {m.slowed} with one slowed ({m.models} models, split "
+        f"{SPLIT}, distinct clips each, each pair cut to the same shape); concurrency {args.concurrency}; {where}"
     )
-    print(f"round robin / least-in-flight time: {rr_s / least.seconds:.2f} (goal > 1)")
-    print(f"cached prompt-token share: one server {one.cached:.1f} %, two servers {two.cached:.1f} % (goal: within 5)")
+    shares = _shares(m.two, m.urls)
+    print(f"one server: {m.one}; two servers: {m.two} (items per server {'/'.join(map(str, shares))})")
+    print(f"two servers / one: {m.two.rate / m.one.rate:.2f}x throughput (goal >= 1.6)")
+    print(f"smallest server share: {100 * min(shares) / sum(shares):.1f} % of the items (goal >= 40)")
+    print(
+        f"prefills per clip x model: one server {prefills_per_clip(m.one.preds)}, two servers "
+        f"{prefills_per_clip(m.two.preds)} (goal 1.0)"
+    )
+    if m.dp is not None:
+        print(
+            f"data parallel, 2 engines behind one URL: {m.dp} (items per engine {'/'.join(map(str, m.engines))}; "
+            f"{m.dp.rate / m.two.rate:.2f}x the two URLs' throughput, {m.dp.cached - m.two.cached:+.1f} points "
+            "of cached share)"
+        )
+    print(
+        f"one server slowed by {args.delay:g} s per request: least-in-flight {m.least.seconds:.1f} s "
+        f"(sent {m.least.served[m.slow_url]} of {m.slowed} to the slow one), round robin {m.round_robin_s:.1f} s"
+    )
+    print(f"round robin / least-in-flight time: {m.round_robin_s / m.least.seconds:.2f} (goal > 1)")
+    print(
+        f"cached prompt-token share: one server {m.one.cached:.1f} %, two servers {m.two.cached:.1f} % (goal: within 5)"
+    )
 
 
-def _split(sent: Sent, urls: list[ServerUrl]) -> str:
-    return "/".join(str(sent.served[str(u)]) for u in dict.fromkeys(urls))
+def _shares(sent: Sent, urls: list[ServerUrl]) -> list[int]:
+    return [sent.served[str(u)] for u in dict.fromkeys(urls)]
 
 
 if __name__ == "__main__":

@@ -1,5 +1,5 @@
 #!/bin/sh
-# The main job on the embedded default: setup -> tiny model -> synthetic data -> a trained LoRA
+# The main job on the embedded default: setup -> the model organism -> synthetic data -> a trained LoRA
 # -> vLLM in the background -> measure every model x variant -> the run viewer -> stop the
 # server (also on failure or Ctrl-C).
 set -eu
@@ -13,21 +13,25 @@ if $PY -c "import sys; from serve.command import port_in_use; sys.exit(not port_
     exit 1
 fi
 URL="http://127.0.0.1:$PORT/v1"
-[ -f data/models/tiny-vlm/config.json ] && [ -f data/adapters/tiny-cued/adapter_config.json ] \
-    || $PY -m serve build-tiny
-# plain and trajectory clips, the blind and single-frame controls of the shortcut audit, and
-# the interventions (objects masked, context masked, the cue alone): where the evidence is.
+# The base model: the model organism, a tiny Qwen3-VL trained on a synthetic world of its own
+# (seed 7), so what the run finds can be checked against what it learned (built once, kept).
+$PY -m train organism
+# plain and trajectory clips (a cue it never saw), the blind and single-frame controls of the
+# shortcut audit, and the interventions (objects masked, context masked, the cue alone), on
+# videos of another seed: where the evidence is.
 $PY -m prepare synthetic --out data/synthetic --videos 200 \
     --variants plain,trajectory,blind,single-frame,object-masked,context-masked,cue-only
-# A LoRA trained on the synthetic train split (~1.5 min on 2 cores; kept once trained): the
-# adapter comparison is then base vs a real adapter, not the random one.
-[ -f data/adapters/tiny-trained/train_args.json ] || $PY -m train --model data/models/tiny-vlm \
-    --data data/synthetic --out data/adapters/tiny-trained --variants plain,trajectory \
-    --rank 16 --alpha 32 --lr 2e-3 --epochs 4 --batch 16 --per-device-batch 8
+# The study's recipe in miniature: a LoRA on the language model plus the vision merger (its
+# tune_mm_mlp), trained on plain and cued clips (kept once trained).
+[ -f data/adapters/organism-cued/train_args.json ] || $PY -m train --model data/models/organism \
+    --data data/synthetic --out data/adapters/organism-cued --variants plain,trajectory --tune-merger \
+    --rank 64 --alpha 64 --lr 1e-3 --epochs 2 --batch 16 --per-device-batch 8
 
 mkdir -p runs
 LOG=runs/demo-serve.log
-$PY -m serve run --port "$PORT" --adapters tiny-trained=data/adapters/tiny-trained >"$LOG" 2>&1 &
+# The merger's LoRA is applied only with vLLM's tower/connector LoRA on.
+$PY -m serve run --port "$PORT" --model data/models/organism --adapters organism-cued=data/adapters/organism-cued \
+    -- --enable-tower-connector-lora >"$LOG" 2>&1 &
 SERVER=$!
 stop_server() {
     status=$?

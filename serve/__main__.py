@@ -107,11 +107,19 @@ def run(settings: Settings, ctx: typer.Context) -> None:
     # (SIGKILL, the OOM killer), it takes vLLM with it: vLLM is sent SIGTERM and stops its engines.
     me = os.getpid()
     started, t0 = dt.datetime.now(dt.UTC).isoformat(timespec="seconds"), time.monotonic()
+    pinned = server.cores(settings.cpus) if settings.cpus else None
+    bind = server.omp_bind(pinned, settings.data_parallel_size) if pinned else None
+
+    def child() -> None:
+        die_with_parent(me)
+        if pinned:  # vLLM's processes inherit it
+            os.sched_setaffinity(0, pinned)
+
     proc = subprocess.Popen(
         argv,
-        env=server.build_env(dict(os.environ), model, gpu, settings.runtime_adapters),
+        env=server.build_env(dict(os.environ), model, gpu, settings.runtime_adapters, bind),
         start_new_session=True,
-        preexec_fn=lambda: die_with_parent(me),
+        preexec_fn=child,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
     )

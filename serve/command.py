@@ -6,6 +6,7 @@ from __future__ import annotations
 import importlib.util
 import ipaddress
 import json
+import os
 import re
 import shutil
 import socket
@@ -205,6 +206,14 @@ class Settings:
         "mp: engines on this node; ray: engines placed on the "
         "nodes of a running Ray cluster (vLLM --data-parallel-backend).",
     )
+    cpus: str | None = option(
+        None,
+        "CPU cores of this server, e.g. 0 or 2-3: vLLM and its processes run on them only, and on a "
+        "CPU each data-parallel engine binds its threads to its own share of them "
+        "(VLLM_CPU_OMP_THREADS_BIND): servers on one machine then do not share cores.",
+        shown="every core, vLLM's own binding",
+        metavar="LIST",
+    )
     runtime_adapters: int = option(
         0,
         "Room for this many more adapters, loaded while the server runs through vLLM's "
@@ -319,10 +328,43 @@ def build_argv(s: Settings, python: str = sys.executable, gpus: int = 0) -> list
     return argv + list(s.extra)
 
 
-def build_env(base: dict[str, str], model: str, gpu: bool, runtime_adapters: int = 0) -> dict[str, str]:
+def cores(cpus: str) -> list[int]:
+    """`0,2-3` -> [0, 2, 3]: cores this process may use, else SettingsError."""
+    try:
+        ids = [n for part in cpus.split(",") for n in _span(part)]
+    except ValueError:
+        raise SettingsError(f"--cpus {cpus!r}: expected core numbers and ranges, e.g. 0 or 2-3 or 0,4-5") from None
+    missing = sorted(set(ids) - os.sched_getaffinity(0))
+    if not ids:
+        raise SettingsError(f"--cpus {cpus!r}: names no core")
+    if missing:
+        raise SettingsError(f"--cpus {cpus!r}: core(s) {missing} not available here ({os.cpu_count()} cores)")
+    return sorted(set(ids))
+
+
+def _span(part: str) -> range:
+    first, _, last = part.strip().partition("-")
+    return range(int(first), int(last or first) + 1)
+
+
+def omp_bind(ids: list[int], engines: int) -> str:
+    """VLLM_CPU_OMP_THREADS_BIND for `engines` data-parallel engines sharing `ids`: each its own
+    contiguous share (`0|1` for two engines on cores 0 and 1)."""
+    if engines > len(ids):
+        raise SettingsError(f"--cpus: {len(ids)} core(s) for {engines} data-parallel engines; give at least one each")
+    share = len(ids) // engines
+    return "|".join(",".join(map(str, ids[k * share : (k + 1) * share])) for k in range(engines))
+
+
+def build_env(
+    base: dict[str, str], model: str, gpu: bool, runtime_adapters: int = 0, bind: str | None = None
+) -> dict[str, str]:
     """Environment for vLLM: no hub for a local model; on the CPU a 1 GiB KV cache and
-    thread binding; the adapter-loading endpoints when adapters may come while it runs."""
+    thread binding (`bind`, else vLLM's automatic one); the adapter-loading endpoints when
+    adapters may come while it runs."""
     env = dict(base)
+    if bind is not None and not gpu:
+        env["VLLM_CPU_OMP_THREADS_BIND"] = bind
     if runtime_adapters:
         env["VLLM_ALLOW_RUNTIME_LORA_UPDATING"] = "True"
     if Path(model).is_dir():

@@ -28,7 +28,14 @@ WHY = f"{SAMPLE} is missing: the real SSV2 sample that ../shared/ holds beside t
 needs_sample = pytest.mark.sample  # a test that reads the sample (so do the SAMPLE_FIXTURES' users)
 SAMPLE_FIXTURES = {"controls", "sample", "real"}  # module fixtures built from the sample
 SERVER_FIXTURES = {"server", "smol_server", "measured", "open_measured"}  # they start (or need) a real vLLM server
-SLOW_FIXTURES = {"probes", "trained", "real", "controls", "sample"}  # module fixtures of more than about 2 s
+SLOW_FIXTURES = {
+    "probes",
+    "trained",
+    "real",
+    "controls",
+    "sample",
+    "organism",
+}  # module fixtures of more than about 2 s
 
 
 @dataclass(frozen=True)
@@ -152,6 +159,19 @@ def tiny(tmp_path_factory) -> Tiny:
     model = builder.build_model(root / "tiny-vlm", seed=0)
     adapter = builder.build_adapter(model, root / "tiny-cued", seed=1)
     return Tiny(model, adapter)
+
+
+# The suite's organism: the full one (`python -m train organism`) takes minutes; this one learns
+# what a minute allows, which is enough to be told from random weights (tests/test_organism.py).
+SUITE_ORGANISM = "--videos 100 --steps 400 --batch 8"
+
+
+@pytest.fixture(scope="session")
+def organism(tmp_path_factory) -> Path:
+    """A small model organism, trained once per session by the real command."""
+    root = tmp_path_factory.mktemp("organism")
+    cli(f"train organism --out {root / 'organism'} --world {root / 'world'} {SUITE_ORGANISM}", check=True)
+    return root / "organism"
 
 
 def launch_server(argv: list[str], log: Path) -> subprocess.Popen:

@@ -153,8 +153,13 @@ TABLE = {
         "in:home",
         "train --model data/models/tiny-vlm --data data/synthetic --out data/adapters/tiny-trained",
     ),
+    "python -m train --model data/models/organism --data data/synthetic --out data/adapters/organism-cued "
+    "--variants plain,trajectory --tune-merger": (
+        "in:home",
+        "train --model data/models/organism --data data/synthetic --out data/adapters/organism-cued --tune-merger",
+    ),
     "python -m train --help": ("train", "--help"),
-    "python -m train organism [--videos 800] [--steps 1300] [--seed 7] [--out data/models/organism]": (
+    "python -m train organism [--videos 1200] [--steps 800] [--seed 7] [--out data/models/organism]": (
         "train",
         "organism --videos 14 --steps 3 --seed 7 --out {tmp}/organism --world {tmp}/organism-world --batch 4",
     ),
@@ -213,6 +218,7 @@ def places(server, measured, synthetic, tiny, tmp_path_factory):
     cli(f"prepare synthetic-open --format egotextvqa --out {tmp}/textvqa --videos 4", check=True)
     (tmp / "home" / "data" / "models").mkdir(parents=True)
     (tmp / "home" / "data" / "models" / "tiny-vlm").symlink_to(tiny.model)
+    (tmp / "home" / "data" / "models" / "organism").symlink_to(tiny.model)  # stands in: any Qwen3-VL trains
     (tmp / "home" / "data" / "synthetic").symlink_to(tmp / "synthetic")  # made by a documented line first
     return {
         "url": server.base_url,

@@ -255,8 +255,10 @@ def test_a_clips_questions_go_where_its_prefix_is_within_the_slack():
     from core.urls import ServerUrl
     from measure.ask.servers import Servers
 
-    servers = Servers([ServerUrl.local(1), ServerUrl.local(2)], None, 60.0, concurrency=16)
-    assert servers.slack == 2  # a quarter of a fair share of 8
+    urls = [ServerUrl.local(1), ServerUrl.local(2)]
+    assert Servers(urls, None, 60.0, concurrency=16).slack == 8  # a fair share
+    servers = Servers(urls, None, 60.0, concurrency=4)
+    assert servers.slack == 2  # at least 2
 
     async def take(home=None):
         return await servers.take(home)

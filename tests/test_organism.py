@@ -1,13 +1,23 @@
 """`python -m train organism` in a small setting: seeded (the same safetensors bytes), built once
-and kept, refused over an organism built otherwise, its loss on the progress bar."""
+and kept, refused over an organism built otherwise, its loss on the progress bar; the suite's
+organism served by vLLM with the study's recipe on it (`train --tune-merger`)."""
 
 from __future__ import annotations
 
 import json
+import re
+import shutil
 
 import pytest
 
-from tests.conftest import cli
+from core.ask import AskConfig
+from core.layout import DataLayout
+from core.records import read_questions
+from core.urls import ServerUrl
+from measure.ask.client import Item
+from serve.command import free_port
+from tests.conftest import cli, run_all, running, start_server, stop_server
+from tests.test_bench import _bench
 
 pytestmark = pytest.mark.slow  # each trains (seconds)
 
@@ -34,3 +44,77 @@ def test_another_seed_trains_another_organism(tmp_path):
     cli(f"train organism --out {tmp_path / 'a'} --world {tmp_path / 'w1'} {SMALL} --seed 1", check=True)
     cli(f"train organism --out {tmp_path / 'b'} --world {tmp_path / 'w2'} {SMALL} --seed 2", check=True)
     assert (tmp_path / "a" / "model.safetensors").read_bytes() != (tmp_path / "b" / "model.safetensors").read_bytes()
+
+
+@pytest.fixture(scope="module")
+def tuned(organism, synthetic, tmp_path_factory):
+    """The study's recipe on the suite organism (`train --tune-merger`, as documented), and a copy
+    of it whose language-model LoRA is zeroed: what is left changes only the merger."""
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    root = tmp_path_factory.mktemp("tuned")
+    cli(
+        f"train --model {organism} --data {synthetic} --out {root / 'tuned'} --variants plain --tune-merger "
+        "--rank 8 --alpha 16 --lr 5e-2 --batch 4 --per-device-batch 4 --max-steps 4",
+        check=True,
+    )
+    shutil.copytree(root / "tuned", root / "merger-only")
+    weights = root / "merger-only" / "adapter_model.safetensors"
+    tensors = load_file(weights)
+    for name in [n for n in tensors if "language_model" in n and "lora_B" in n]:
+        tensors[name] = torch.zeros_like(tensors[name])
+    save_file(tensors, weights, metadata={"format": "pt"})
+    return root / "tuned", root / "merger-only"
+
+
+@pytest.fixture(scope="module")
+def organism_server(organism, tuned, synthetic, tmp_path_factory):
+    """The suite organism served by vLLM with both adapters, the merger's LoRA on."""
+    port = free_port()
+    log = tmp_path_factory.mktemp("organism-server") / "vllm.log"
+    argv = ["--model", str(organism), "--port", str(port), "--allowed-media", str(synthetic)]
+    argv += ["--adapters", f"tuned={tuned[0]},merger-only={tuned[1]}", "--", "--enable-tower-connector-lora"]
+    proc = start_server(argv, log, ServerUrl.local(port).v1)
+    running("organism server", proc)
+    yield ServerUrl.local(port)
+    stop_server(proc)
+
+
+def test_tune_merger_trains_the_merger_and_vllm_applies_it(tuned, organism_server, synthetic):
+    """`train --tune-merger` puts a LoRA on the merger (and Qwen3-VL's deepstack mergers) beside
+    the language model's, records it, and vLLM applies it: the merger's LoRA alone moves answers."""
+    from safetensors import safe_open
+
+    with safe_open(tuned[0] / "adapter_model.safetensors", "np") as f:
+        merged = {n.split(".lora_")[0].split("model.visual.")[-1] for n in f.keys() if "visual" in n}
+    assert merged == {f"{m}.linear_fc{i}" for m in ("merger", "deepstack_merger_list.0") for i in (1, 2)}
+    assert json.loads((tuned[0] / "train_args.json").read_text())["tune_merger"] is True
+    layout = DataLayout(synthetic)
+    qs = [q for q in read_questions(layout.questions) if q.split == "test"][:6]
+    items = [Item(q, m, "plain", layout.clip("plain", q.video_id)) for q in qs for m in ("organism", "merger-only")]
+    preds = {p.key: p for p in run_all([organism_server.v1], items, AskConfig(answer_format="letters"), 4)}
+    assert all(p.status == "ok" for p in preds.values())
+    assert all(preds[q.id, "organism", "plain"].probs != preds[q.id, "merger-only", "plain"].probs for q in qs)
+
+
+def _accuracy(lines: list[str], variant: str, qtype: str) -> tuple[float, float, float]:
+    m = next(
+        re.fullmatch(rf"\s*{variant} {qtype}\s+([\d.]+) % \[\s*([\d.]+),\s*([\d.]+)\].*", x)
+        for x in lines
+        if re.fullmatch(rf"\s*{variant} {qtype} .*", x)
+    )
+    return float(m[1]), float(m[2]), float(m[3])
+
+
+def test_the_organism_has_learned_and_random_weights_have_not(organism, organism_server, server, tiny):
+    """bench_organism in its small setting, on videos neither model saw (another seed): the suite
+    organism answers above chance with a CI; the random-weight model, on the same questions, not."""
+    common = "--videos 120 --seed 4242"  # its test split: 30 videos
+    lines = _bench(f"scripts/bench_organism.py --model {organism} {common} --base-url {organism_server.v1}")
+    control = _bench(f"scripts/bench_organism.py --model {tiny.model} {common} --base-url {server.base_url}")
+    assert lines[0].startswith(f"organism: {organism} (") and control[0].startswith(f"model: {tiny.model} (no")
+    acc, low, _ = _accuracy(lines, "plain", "verb")
+    random_acc, random_low, random_high = _accuracy(control, "plain", "verb")
+    assert low > 25 and random_low <= 25 <= random_high and acc > random_acc, (lines, control)
+    assert sum(x.startswith("target ") for x in lines) == 5

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -189,3 +190,20 @@ def test_adapters_vllm_would_serve_wrongly_are_refused_by_name(tiny, tmp_path):
     )
     assert r.returncode == 2, r.stderr[-2000:]
     assert "adapter vis" in r.stderr and "adapter kept" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_cpus_pin_a_server_and_give_each_engine_its_share(tmp_path):
+    """`serve run --cpus`: cores checked against this machine's, split among data-parallel
+    engines for vLLM's OpenMP binding (on a CPU only; a GPU server is only pinned)."""
+    here = sorted(os.sched_getaffinity(0))
+    assert command.cores(f"{here[0]}") == [here[0]] and command.cores(",".join(map(str, here))) == here
+    assert command.omp_bind([0, 1], 2) == "0|1" and command.omp_bind([0, 1, 2, 3], 2) == "0,1|2,3"
+    assert command.omp_bind([2, 3], 1) == "2,3"
+    env = command.build_env({}, str(tmp_path), gpu=False, bind="0|1")
+    assert env["VLLM_CPU_OMP_THREADS_BIND"] == "0|1"
+    assert "VLLM_CPU_OMP_THREADS_BIND" not in command.build_env({}, str(tmp_path), gpu=True, bind="0|1")
+    for bad, said in [("x", "expected core numbers"), ("9999", "not available here"), ("3-1", "names no core")]:
+        with pytest.raises(command.SettingsError, match=said):
+            command.cores(bad)
+    with pytest.raises(command.SettingsError, match="1 core\\(s\\) for 2 data-parallel engines"):
+        command.omp_bind([0], 2)

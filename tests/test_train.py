@@ -8,6 +8,7 @@ import shutil
 
 import httpx
 import pytest
+import torch
 from transformers import AutoProcessor
 
 from core.ask import AskConfig
@@ -16,6 +17,7 @@ from core.layout import DataLayout
 from core.records import read_questions
 from measure.ask.client import Item
 from tests.conftest import cli, loaded, run_all
+from train import fit
 from train.data import IGNORE, Collator, examples
 
 
@@ -69,6 +71,18 @@ def test_labels_cover_exactly_the_answer_tokens(tiny, synthetic, fmt):
         first = int((labels != IGNORE).nonzero()[0])
         assert (batch["input_ids"][row, first : first + len(kept)] == kept).all()  # the answer ends the sequence
         assert int(batch["attention_mask"][row].sum()) == first + len(kept)
+
+
+def test_a_clips_questions_are_encoded_as_its_processor_encodes_them(tiny, synthetic):
+    """train.fit processes a clip's video once; its other questions come out exactly as the
+    processor makes them."""
+    rows = fit.encoded(synthetic, ["train"], tiny.model, FrameSpec())
+    exs = examples(synthetic, ["plain"], "train")
+    collator = Collator(AutoProcessor.from_pretrained(tiny.model), FrameSpec(), str(tiny.model))
+    assert len({ex.clip for ex in exs}) < len(exs) == len(rows)  # some clips carry several questions
+    for row, ex in zip(rows, exs):
+        ref = collator([ex])
+        assert row.keys() == ref.keys() and all(torch.equal(row[k], ref[k]) for k in ref), ex.question.id
 
 
 def test_resume_continues_at_the_right_step(trained, tiny, synthetic, tmp_path):

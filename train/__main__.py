@@ -35,6 +35,8 @@ from train.organism import OrganismOptions, build
 
 app = cli.app(__doc__)
 LLM_ONLY = r".*language_model.*\.({})$"
+# The vision merger (and Qwen3-VL's deepstack mergers): the study's `tune_mm_mlp`.
+MERGER = r".*visual\.(merger|deepstack_merger_list\.\d+)\.linear_fc[12]$"
 
 
 def _world_size() -> int:
@@ -59,6 +61,11 @@ class TrainOptions:
     dropout: float = option(0.05, "LoRA dropout.")
     targets: str = option(
         "q_proj,k_proj,v_proj,o_proj", "Language-model projections to adapt (the vision tower stays frozen)."
+    )
+    tune_merger: bool = option(
+        False,
+        "Also put the LoRA on the vision merger, as the study's tune_mm_mlp trains it "
+        "(serve it with -- --enable-tower-connector-lora).",
     )
     lr: float = option(1e-4, "Peak learning rate (cosine schedule).")
     warmup: float = option(0.03, "Warm-up share of the steps.")
@@ -99,12 +106,7 @@ def train(o: TrainOptions) -> None:
     set_seed(o.seed)
     processor = AutoProcessor.from_pretrained(model)
     base = AutoModelForImageTextToText.from_pretrained(model, dtype=torch.bfloat16 if gpu else torch.float32)
-    lora = LoraConfig(
-        r=o.rank,
-        lora_alpha=o.alpha,
-        lora_dropout=o.dropout,
-        target_modules=LLM_ONLY.format("|".join(t.strip() for t in o.targets.split(","))),
-    )
+    lora = LoraConfig(r=o.rank, lora_alpha=o.alpha, lora_dropout=o.dropout, target_modules=targets(o))
     peft_model = get_peft_model(base, lora)
     if gpu:
         peft_model.enable_input_require_grads()
@@ -159,6 +161,7 @@ def train(o: TrainOptions) -> None:
                 alpha=o.alpha,
                 dropout=o.dropout,
                 targets=o.targets,
+                tune_merger=o.tune_merger,
                 lr=o.lr,
                 warmup=o.warmup,
                 epochs=o.epochs,
@@ -180,6 +183,12 @@ def train(o: TrainOptions) -> None:
             ),
         )
         typer.echo(f"adapter: {o.out} ({trainer.state.global_step} steps, mean loss {result.training_loss:.4f})")
+
+
+def targets(o: TrainOptions) -> str:
+    """PEFT's target_modules: the language model's projections, and the merger if asked."""
+    llm = LLM_ONLY.format("|".join(t.strip() for t in o.targets.split(",")))
+    return f"({llm})|({MERGER})" if o.tune_merger else llm
 
 
 @command(app, OrganismOptions, name="organism")

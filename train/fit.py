@@ -5,7 +5,6 @@ pixels kept once for all its questions), batches padded from memory, transformer
 from __future__ import annotations
 
 import contextlib
-import functools
 import tempfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -14,28 +13,57 @@ import torch
 
 from core import progress
 from core.frames import FrameSpec
-from train.data import IGNORE, Collator, examples
+from train.data import IGNORE, Collator, Example, examples
 
 Encoded = dict[str, torch.Tensor]
 PADDED = {"input_ids": None, "attention_mask": 0, "mm_token_type_ids": 0, "labels": IGNORE}  # None: the pad id
 
 
-def encoded(data: Path, splits: Sequence[str], model_dir: Path, spec: FrameSpec) -> list[Encoded]:
-    """Every question of `splits` on its plain clip, as measure asks it (`train.data`)."""
+def encoded(
+    data: Path, splits: Sequence[str], model_dir: Path, spec: FrameSpec, object_weight: int = 1
+) -> list[Encoded]:
+    """Every question of `splits` on its plain clip, as measure asks it (`train.data`), an
+    object question `object_weight` times (the same encoding); a clip's video is decoded and
+    processed once, for its first question (`same_clip`)."""
     from transformers import AutoProcessor
 
     collator = Collator(AutoProcessor.from_pretrained(model_dir), spec, str(model_dir))
-    collator.frames = functools.lru_cache(maxsize=1)(collator.frames)  # a clip's questions come together
     todo = [ex for split in splits for ex in examples(data, ["plain"], split)]
-    pixels: dict[Path, torch.Tensor] = {}
+    first: dict[Path, Encoded] = {}
     out = []
     with progress.bar("encoding", len(todo), "examples") as advance:
         for ex in todo:
-            enc = collator([ex])
-            enc["pixel_values_videos"] = pixels.setdefault(ex.clip, enc["pixel_values_videos"])
-            out.append(enc)
+            row = same_clip(first[ex.clip], collator, ex) if ex.clip in first else collator([ex])
+            first.setdefault(ex.clip, row)
+            out += [row] * (object_weight if ex.question.type == "object" else 1)
             advance()
     return out
+
+
+def same_clip(first: Encoded, collator: Collator, ex: Example) -> Encoded:
+    """What `collator([ex])` gives for another question on the clip `first` encodes: the chat
+    text tokenized alone, its video placeholder replaced by `first`'s expanded video tokens
+    (timestamps and video pads), the answer's tokens labelled, the pixels shared."""
+    tok = collator.tokenizer
+    start, pad, end = tok.convert_tokens_to_ids(["<|vision_start|>", "<|video_pad|>", "<|vision_end|>"])
+    ids = first["input_ids"][0].tolist()
+    video = slice(ids.index(start) + 1, len(ids) - ids[::-1].index(end) - 1)
+    text = tok(collator.texts(ex)[1], add_special_tokens=False)["input_ids"]
+    at = next(i for i in range(len(text)) if text[i : i + 3] == [start, pad, end]) + 1
+    row = torch.tensor([text[:at] + ids[video] + text[at + 1 :]])
+    types = torch.zeros_like(row)
+    types[0, at : at + video.stop - video.start] = first["mm_token_type_ids"][0, video]
+    labels = torch.full_like(row, IGNORE)
+    answer = tok(ex.answer, add_special_tokens=False)["input_ids"]
+    labels[0, row.shape[1] - len(answer) :] = torch.tensor(answer)
+    return {
+        "input_ids": row,
+        "attention_mask": torch.ones_like(row),
+        "mm_token_type_ids": types,
+        "pixel_values_videos": first["pixel_values_videos"],
+        "video_grid_thw": first["video_grid_thw"],
+        "labels": labels,
+    }
 
 
 def collate(rows: list[Encoded], pad_id: int) -> Encoded:

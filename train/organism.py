@@ -18,7 +18,7 @@ import typer
 
 from core import cli
 from core.cli import option
-from core.defaults import DATA_ROOT, MODELS_DIR
+from core.defaults import DATA_ROOT, ORGANISM
 from core.errors import UserError
 from core.files import atomic_dir, read_json, write_json
 from core.frames import FrameSpec
@@ -33,13 +33,16 @@ RECORD = "organism.json"  # how it was built, beside its weights
 class OrganismOptions:
     """Every option of `python -m train organism`."""
 
-    out: Path = option(MODELS_DIR / "organism", "Where the organism goes (kept: built once).")
+    out: Path = option(ORGANISM, "Where the organism goes (kept: built once).")
     world: Path = option(DATA_ROOT / "organism-world", "Where its synthetic training world is prepared.")
-    videos: int = option(800, "Synthetic videos in its world.")
+    videos: int = option(1200, "Synthetic videos in its world.")
     seed: int = option(7, "Seed of its world, its initialisation and its data order.")
-    steps: int = option(1300, "Optimizer steps.")
+    steps: int = option(800, "Optimizer steps.")
     batch: int = option(16, "Examples per step.")
     lr: float = option(3e-3, "Peak learning rate (warm-up, then cosine).")
+    object_weight: int = option(
+        2, "Times each object question is used per epoch (they are the ones that need the pixels)."
+    )
     shape: Literal["organism", "tiny"] = option(
         "organism", "organism (deeper, smaller frames) or tiny (the embedded default's shape)."
     )
@@ -86,23 +89,25 @@ def _train(o: OrganismOptions, tmp: Path, started: float) -> None:
     tiny.save(tmp, model, processor, tokenizer)  # the processor measure will use: frames sized by it
     world = _world(o)
     splits = sorted({q.split for q in read_questions(DataLayout(world).questions)})  # its own world: all of it
-    examples = fit.encoded(world, splits, tmp, FrameSpec())
+    examples = fit.encoded(world, splits, tmp, FrameSpec(), o.object_weight)
     losses = fit.train(model, examples, steps=o.steps, batch=o.batch, lr=o.lr, seed=o.seed)
     model.save_pretrained(tmp)
     params = sum(p.numel() for p in model.parameters())
+    questions = len({id(row) for row in examples})  # each encoded once
     seconds = time.monotonic() - started
     write_json(
         tmp / RECORD,
         {
             "options": _options(o),
             "parameters": params,
-            "examples": len(examples),
+            "examples": questions,
+            "rows": len(examples),  # an epoch: object questions counted object_weight times
             "seconds": round(seconds, 1),
             "loss": losses[-1],
             "losses": losses,
         },
     )
     typer.echo(
-        f"organism: {o.out} ({params / 1e6:.1f} M parameters, {len(examples)} examples, {o.steps} steps, "
+        f"organism: {o.out} ({params / 1e6:.1f} M parameters, {questions} questions, {o.steps} steps, "
         f"final loss {losses[-1]:.3f}, {seconds:.0f} s)"
     )
