@@ -154,7 +154,7 @@ TABLE = {
         "train --model data/models/tiny-vlm --data data/synthetic --out data/adapters/tiny-trained",
     ),
     "python -m train --model data/models/organism --data data/synthetic --out data/adapters/organism-cued "
-    "--variants plain,trajectory --tune-merger": (
+    "--tune-merger": (
         "in:home",
         "train --model data/models/organism --data data/synthetic --out data/adapters/organism-cued --tune-merger",
     ),
