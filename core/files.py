@@ -54,13 +54,22 @@ def atomic_write(path: Path, data: str | bytes) -> None:
         tmp.write_bytes(data.encode() if isinstance(data, str) else data)
 
 
+def plain_modes(root: Path) -> None:
+    """Give everything under `root` the mode a plain open()/mkdir() would: writers that make
+    their files private (safetensors' does, 0600) then respect the umask like the rest."""
+    mask = umask()
+    for path in root.rglob("*"):
+        os.chmod(path, (0o777 if path.is_dir() else 0o666) & ~mask)
+
+
 def atomic_dir(out: Path, fill: Callable[[Path], None]) -> Path:
     """Build a directory in a temp dir beside `out` (`fill(tmp)`), then swap it in: no half-built
-    directory is ever seen under `out`."""
+    directory is ever seen under `out`; its files get the umask's modes."""
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
         fill(tmp)
+        plain_modes(tmp)
         if out.exists():
             shutil.rmtree(out)
         _publish(tmp, out, 0o777)

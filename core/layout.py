@@ -4,7 +4,7 @@ data/NAME/                        runs/RUN/
   questions.jsonl  (Question)       predictions.jsonl  (Prediction, the source of truth)
   questions.parquet                 run.json           (RunRecord)
   manifest.json    (Manifest)       report.{md,csv,json}, deltas.csv, templates.csv
-  clips/<variant>/<video>.mp4       accuracy.png, deltas.png
+  clips/<variant>/<video>.mp4       accuracy.png, deltas.png, calibration.json (`measure calibrate`)
   boxes/<video>.json (each frame's   interpret/  (where the model looked: `interpret`)
     boxes, as cues were drawn)
   raw/             (prepare synthetic's SSV2-format input)
@@ -114,6 +114,11 @@ class RunLayout:
     @property
     def report_json(self) -> Path:
         return self.root / "report.json"
+
+    @property
+    def calibration(self) -> Path:
+        """`measure calibrate`'s simulations of the run's statistics (CalibrationRecord)."""
+        return self.root / "calibration.json"
 
     @property
     def deltas_csv(self) -> Path:

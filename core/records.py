@@ -293,6 +293,9 @@ class AttentionRecord:
     margin: float | None = None  # first reply token: log-prob of the best allowed token minus the runner-up's
     rows: list[dict[str, Any]] = field(default_factory=list)  # cue_of, source, layer, region, mass, mass_norm, area
     maps: dict[str, list] = field(default_factory=dict)  # layer group -> (groups, token rows, cols) LLM attention
+    # A base model's object questions: the language model's region rows (mean of layers) on the same
+    # input through its architecture with its weights redrawn (interpret's sanity check)
+    redrawn: list[dict[str, Any]] = field(default_factory=list)
     schema_version: int = SCHEMA_VERSION
 
     @property

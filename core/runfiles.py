@@ -187,6 +187,17 @@ class RunRecord:
         """served model -> its base model (None for a base), from what the servers listed."""
         return {m.id: m.parent for s in self.servers for m in s.models}
 
+    def serving(self) -> str:
+        """Whether its servers answered independently of the batch (`serve run --batch-invariant`),
+        in words: batch-invariant, not batch-invariant, mixed, or unknown (a server not started by
+        `serve run` here)."""
+        known = [s.serve.batch_invariant for s in self.servers if s.serve is not None]
+        if not known or len(known) < len(self.servers):
+            return "unknown (a server not started by `serve run` on this machine)"
+        if all(known):
+            return "batch-invariant (VLLM_BATCH_INVARIANT=1)"
+        return "mixed: some servers batch-invariant, some not" if any(known) else "not batch-invariant"
+
     @staticmethod
     def upgrade(raw: dict[str, Any], version: int) -> dict[str, Any]:
         return _run_v3(raw) if version < 3 else raw
@@ -291,6 +302,24 @@ class ReportRecord:
     interventions: list[dict[str, Any]] = field(default_factory=list)  # plain vs masked / cue-only
     attention: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # where the model looked (interpret)
     health: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # run health tables (measure.report.health)
+    calibration: list[str] = field(default_factory=list)  # calibration.json in words (measure calibrate)
+    schema_version: int = SCHEMA_VERSION
+
+
+@dataclass
+class CalibrationRecord:
+    """What `measure calibrate` simulated on a run (runs/RUN/calibration.json): per paired
+    comparison, the null rejection rate, the interval's coverage of 0 and of a planted effect,
+    and power beside its prediction (percentages); per Holm family, the family-wise rate."""
+
+    __pydantic_config__ = _STRICT
+    sims: int
+    seed: int
+    effect: float | None  # points planted in every comparison; None: each comparison's MDE
+    alpha: float
+    comparisons: list[dict[str, Any]]
+    familywise: dict[str, float]  # share of null simulations in which Holm rejects any test of the family
+    tests: dict[str, int]  # tests per family
     schema_version: int = SCHEMA_VERSION
 
 

@@ -6,12 +6,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from core import reference
+from core import reference, runfiles
 from core.defaults import RUNS_ROOT
 from core.errors import UserError
 from core.layout import DataLayout, RunLayout
 from core.records import AttentionRecord, Judgement, Prediction, Question, load_questions
-from core.runfiles import ReferenceRecord, RunRecord
+from core.runfiles import CalibrationRecord, ReferenceRecord, RunRecord
 from core.store import PredictionStore, attention_store, judgement_store
 
 
@@ -29,6 +29,7 @@ class Run:
     data: Path | None = None  # the dataset folder, when found
     questions: dict[str, Question] = field(default_factory=dict)  # the dataset's valid questions, by id
     attention: list[AttentionRecord] = field(default_factory=list)  # interpret/records.jsonl: where it looked
+    calibration: CalibrationRecord | None = None  # calibration.json: whether the statistics keep their promises
 
     @property
     def id(self) -> str:
@@ -84,4 +85,5 @@ def load(run: Path | str | RunLayout, runs_dir: Path = RUNS_ROOT, data: Path | N
         layout=layout,
         data=found,
         questions=questions,
+        calibration=runfiles.read(CalibrationRecord, layout.calibration) if layout.calibration.is_file() else None,
     )

@@ -39,6 +39,7 @@ class ServerInfo:
     ready_s: float | None = None  # from start to /v1/models answering (None: not ready yet)
     rss_ready_bytes: int | None = None  # the process group's resident memory once ready
     times: dict[str, float] = field(default_factory=dict)  # LOG_TIMES found in vLLM's log
+    batch_invariant: bool = False  # started with VLLM_BATCH_INVARIANT=1 (`serve run --batch-invariant`)
 
 
 def log_times(line: str) -> dict[str, float]:

@@ -119,6 +119,28 @@ def loaded(run: Run, name: str, device: str) -> Iterator[tuple[Any, Any]]:
     yield model.to(device).eval(), AutoProcessor.from_pretrained(base)
 
 
+REDRAW_SEED = 1234  # the weights of the sanity check's twin: the architecture's own initialisation, this seed
+
+
+def redrawn(run: Run, name: str, device: str) -> Any:
+    """A base model's architecture with its weights redrawn (its own initialisation, seeded),
+    capturing attention as the model does: the control of the model-randomisation test
+    (Adebayo et al. 2018). None for an adapter (its base has one)."""
+    import torch
+    from transformers import AutoConfig, AutoModelForImageTextToText
+
+    base, adapter = model_dirs(run, name)
+    if adapter is not None:
+        return None
+    torch.manual_seed(REDRAW_SEED)
+    dtype = torch.bfloat16 if device == "cuda" else torch.float32
+    twin = AutoModelForImageTextToText.from_config(
+        AutoConfig.from_pretrained(base), dtype=dtype, attn_implementation=capture.register()
+    )
+    capture.label_vision_layers(twin)
+    return twin.to(device).eval()
+
+
 @dataclass
 class Interpreted:
     """What a session did."""
@@ -128,11 +150,18 @@ class Interpreted:
 
 
 def one(
-    pred: Prediction, run: Run, model: Any, processor: Any, cache: dict, layers: Sequence[int] | None = None
+    pred: Prediction,
+    run: Run,
+    model: Any,
+    processor: Any,
+    cache: dict,
+    layers: Sequence[int] | None = None,
+    twin: Any = None,
 ) -> AttentionRecord:
     """One prediction: its input rebuilt, attention captured on it and on the generic question,
     its region rows for every cue its regions can be drawn for (language `layers` only, all
-    when None), its reply under the constraint."""
+    when None), its reply under the constraint; on an object question, the same rows (language
+    model, mean of layers) from `twin`, the architecture with its weights redrawn."""
     assert run.record is not None and run.data is not None
     layout = DataLayout(run.data)
     question = run.questions[pred.question_id]
@@ -147,13 +176,26 @@ def one(
     if key not in cache:
         cache[key] = only(forward(model, inputs.encode(processor, None, sent)), layers)
     generic: Attention = cache[key]
-    rows = []
+    rows, control = [], []
     boxes = layout.boxes(pred.video_id)
     grid = grid_of(model, enc)
     cues = [pred.variant] if pred.variant in STROKES else [c for c in STROKES if c in run.record.variants] or ["bbox"]
+    twin_att = twin_generic = None
+    if twin is not None and pred.type == "object" and boxes.is_file():
+        twin_att = only(forward(twin, enc), layers)
+        key = ("twin-generic", pred.model, pred.video_id, pred.variant)
+        if key not in cache:
+            cache[key] = only(forward(twin, inputs.encode(processor, None, sent)), layers)
+        twin_generic = cache[key]
     for cue in cues if boxes.is_file() else []:
         shares = clip_shares(boxes, cue, question, sent.indices, grid.pixels)
         rows += [r | {"cue_of": cue} for r in region_rows(att, generic, shares, grid)]
+        if twin_att is not None:
+            control += [
+                r | {"cue_of": cue}
+                for r in region_rows(twin_att, twin_generic, shares, grid)
+                if r["source"] == "llm" and r["layer"] == "mean"
+            ]
     options = targets(pred.choices, fmt)
     said = choose(model, processor.tokenizer, enc, options)
     groups = layer_groups(sorted(att.llm))
@@ -170,6 +212,7 @@ def one(
         margin=margin(att.logits, processor.tokenizer, options),
         rows=rows,
         maps={g: np.round(np.mean([att.llm[k] for k in ks], axis=0), 6).tolist() for g, ks in groups.items()},
+        redrawn=control,
     )
     return record
 
@@ -227,8 +270,9 @@ def interpret_run(
             for name in sorted({p.model for p in left}):
                 cache: dict = {}
                 with loaded(run, name, device) as (model, processor):
+                    twin = redrawn(run, name, device)
                     for pred in (p for p in left if p.model == name):
-                        store.append(one(pred, run, model, processor, cache, layers))
+                        store.append(one(pred, run, model, processor, cache, layers, twin))
                         advance()
     finally:
         store.close()

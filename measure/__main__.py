@@ -128,6 +128,14 @@ def compare_cmd(o: CompareOptions) -> None:
         f"p_holm over these {len(table)} tests)\n"
     )
     typer.echo(render.markdown(table))
+    served = {run.id: run.record.serving() if run.record else "unknown (no run.json)" for run in (a, b)}
+    if len(set(served.values())) > 1:
+        typer.echo(
+            "\nServed differently: "
+            + "; ".join(f"{rid}: {how}" for rid, how in served.items())
+            + ". Outside batch invariance an answer can change with its batch and with prefix-cache hits, "
+            "so part of a difference may be the serving, not the model."
+        )
 
 
 @dataclass
@@ -186,6 +194,39 @@ def power_cmd(o: PowerOptions) -> None:
         )
     if t["mde"].isna().any():
         typer.echo("mde n/a: at this size and discordance no effect is detectable.")
+
+
+@dataclass
+class CalibrateOptions:
+    target: OneRun = group(OneRun)
+    sims: int = option(1000, "Simulations per comparison.")
+    effect: float | None = option(
+        None, "The effect to plant in every comparison, in accuracy points.", shown="each comparison's reported MDE"
+    )
+    seed: int = option(0, "Seed of the simulations.")
+
+
+@command(app, CalibrateOptions, name="calibrate")
+def calibrate_cmd(o: CalibrateOptions) -> None:
+    """Simulate the run's own comparisons (its videos, their question counts and changed
+    answers) with no difference and with a planted one: the tests' false-positive rate
+    (per comparison and per Holm family), power beside its prediction, and how often the 95 %
+    intervals cover the truth. Writes calibration.json and the report's Calibration section."""
+    from core import progress, runfiles
+    from measure import report
+    from measure.report import calibrate, render
+
+    if o.sims < 1 or (o.effect is not None and not 0 < o.effect <= 100):
+        fail(f"--sims ({o.sims}) must be at least 1 and --effect ({o.effect}) in (0, 100] points")
+    run = runs.load(o.target.layout)
+    with progress.bar("calibrating", len(calibrate.pairings(run)), "pairings") as advance:
+        run.calibration = calibrate.calibrate(run, o.sims, o.effect, o.seed, advance)
+    if not run.calibration.comparisons:
+        fail(f"{run.id}: no paired comparison of closed questions to calibrate")
+    runfiles.write(run.layout.calibration, run.calibration)
+    r = report.write(run)
+    typer.echo(render.calibration_markdown(r))
+    typer.echo(f"calibration: {run.layout.calibration}; reports: {run.layout.report_md}", err=True)
 
 
 @dataclass

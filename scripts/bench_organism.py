@@ -4,10 +4,14 @@
 Prints, per clip variant (plain, blind, object-masked, context-masked) and question type, the
 accuracy with its 95 % cluster-bootstrap CI (videos resampled), beside chance and the
 organism issue's targets; then the organism's parameter count and training time (its
-organism.json). Builds the organism first (`python -m train organism`, ~10 min) when --model
-holds none.
+organism.json); then the effects its construction guarantees as the run's report states them
+(objects masked: object questions worse; blind: worse; context masked: no difference), each
+found or not. With --control, the same for a control model (the random-weight tiny model) on
+the same videos, its lines prefixed `control: `. Builds the organism first (`python -m train
+organism`, ~10 min) when --model holds none.
 
 Usage: .venv/bin/python scripts/bench_organism.py [--model data/models/organism] [--videos 160] [--seed 4242]
+       [--control data/models/tiny-vlm]
 (`--help` lists the options)
 """
 
@@ -32,13 +36,14 @@ from core.defaults import ORGANISM  # noqa: E402
 from core.groups import Server  # noqa: E402
 from core.profiles import served_name  # noqa: E402
 from core.runs import load  # noqa: E402
+from core.urls import ServerUrl  # noqa: E402
 from core.variants import BLIND, PLAIN  # noqa: E402
+from measure import report  # noqa: E402
 from measure.report import stats  # noqa: E402
-from measure.report.tables import to_frame  # noqa: E402
+from measure.report.tables import to_frame, verdict  # noqa: E402
 
 VARIANTS = (PLAIN, BLIND, "object-masked", "context-masked")
 CHANCE = 25.0  # 4 choices
-SPLIT = "test"
 
 
 @dataclass
@@ -46,9 +51,23 @@ class BenchOptions:
     model: Path = option(
         ORGANISM, "The model's folder: the organism (built there by `python -m train organism` if missing)."
     )
-    videos: int = option(160, "Unseen synthetic videos (about a quarter of them in the test split it scores).")
+    videos: int = option(160, "Unseen synthetic videos (about a quarter of them in the test split).")
     seed: int = option(4242, "Their seed: not the organism's own.")
+    split: str = option("test", "The split scored (every split of another seed is unseen: train holds the most).")
     server: Server = group(Server, shown={"base_url": "a `serve run --model MODEL` started here"})
+    control: Path | None = option(
+        None,
+        "A control model measured on the same videos (e.g. the random-weight tiny model); its lines start "
+        "with `control:`.",
+        shown="none",
+    )
+    control_url: ServerUrl | None = option(
+        None,
+        "Where the control is served.",
+        parser=ServerUrl.parse,
+        metavar="URL",
+        shown="a `serve run --model CONTROL` started here",
+    )
 
 
 def targets(acc: dict[tuple[str, str], float]) -> list[tuple[str, bool]]:
@@ -66,6 +85,31 @@ def targets(acc: dict[tuple[str, str], float]) -> list[tuple[str, bool]]:
     ]
 
 
+# What the organism's construction guarantees, found or not by the report's own tests:
+# (table, variant or control, question type, whether it must be significant)
+KNOWN = [
+    ("interventions", "object-masked", "object", True),
+    ("audit", BLIND, "all", True),
+    ("interventions", "context-masked", "all", False),
+]
+
+
+def known_effects(run_dir: Path) -> list[str]:
+    """The known effects as the run's report states them, each with whether it was found."""
+    r = report.build(load(run_dir))
+    out = []
+    for table, variant, qtype, must in KNOWN:
+        rows = getattr(r, table)
+        rows = rows[(rows.get("variant", rows.get("control")) == variant) & (rows["type"] == qtype)]
+        row = rows.to_dict("records")[0]
+        line = verdict(f"{variant} vs plain, {qtype}", row, r.families)
+        found = bool(row["survives_holm"])
+        expected = "a difference expected" if must else "no difference expected"
+        outcome = f"{'found' if found else 'none found'}, {'as expected' if found == must else 'NOT as expected'}"
+        out.append(f"known effect ({expected}; {outcome}): {line}")
+    return out
+
+
 def measured(run_dir: Path) -> dict[tuple[str, str], tuple[float, float, float, int]]:
     """(variant, type) -> (accuracy %, CI low, CI high, n) from the stored run."""
     df = to_frame(load(run_dir).predictions)
@@ -78,12 +122,29 @@ def measured(run_dir: Path) -> dict[tuple[str, str], tuple[float, float, float, 
     return out
 
 
-def measure_run(url, data: Path, runs: Path, model: str) -> Path:
+def measure_run(url, data: Path, runs: Path, model: str, split: str) -> Path:
     """`python -m measure` asking `model` every question of the split on every variant."""
-    argv = ["--data", str(data), "--base-url", str(url), "--split", SPLIT, "--variants", ",".join(VARIANTS)]
-    argv += ["--models", model, "--runs-dir", str(runs), "--run-id", "organism"]
+    argv = ["--data", str(data), "--base-url", str(url), "--split", split, "--variants", ",".join(VARIANTS)]
+    argv += ["--models", model, "--runs-dir", str(runs), "--run-id", model]
     subprocess.run([sys.executable, "-m", "measure", *argv], cwd=REPO, check=True, capture_output=True)
-    return runs / "organism"
+    return runs / model
+
+
+def figures(model: Path, url: ServerUrl | None, data: Path, runs: Path, o: BenchOptions) -> list[str]:
+    """One model measured on `data`: how it was built, accuracy per variant and type, the
+    targets and the known effects."""
+    with running_server(url, model) as (served, _):
+        run_dir = measure_run(served, data, runs, served_name(str(model)), o.split)
+    acc = measured(run_dir)
+    lines = [header(model), f"unseen: {o.videos} videos of seed {o.seed}, split {o.split}; chance {CHANCE:.0f} %"]
+    lines += [
+        f"{variant:>15} {qtype:<7} {a:5.1f} % [{low:5.1f}, {high:5.1f}]  n={n}"
+        for (variant, qtype), (a, low, high, n) in sorted(acc.items())
+    ]
+    lines += [
+        f"target {name}: {'met' if met else 'NOT met'}" for name, met in targets({k: v[0] for k, v in acc.items()})
+    ]
+    return lines + known_effects(run_dir)
 
 
 def header(model: Path) -> str:
@@ -103,18 +164,15 @@ app = cli.app(__doc__)
 
 @command(app, BenchOptions)
 def bench(o: BenchOptions) -> None:
-    """Measure the organism on unseen videos and print its accuracy per variant."""
+    """Measure the organism (and a control) on unseen videos and print its accuracy per variant."""
     if not o.model.exists():
         subprocess.run([sys.executable, "-m", "train", "organism", "--out", str(o.model)], cwd=REPO, check=True)
-    with tempfile.TemporaryDirectory() as d, running_server(o.server.base_url, o.model) as (url, _):
+    with tempfile.TemporaryDirectory() as d:
         data = make_variants(Path(d), o.seed, o.videos, VARIANTS)
-        acc = measured(measure_run(url, data, Path(d) / "runs", served_name(str(o.model))))
-    print(header(o.model))
-    print(f"unseen: {o.videos} videos of seed {o.seed}, split {SPLIT}; chance {CHANCE:.0f} %")
-    for (variant, qtype), (a, low, high, n) in sorted(acc.items()):
-        print(f"{variant:>15} {qtype:<7} {a:5.1f} % [{low:5.1f}, {high:5.1f}]  n={n}")
-    for name, met in targets({k: v[0] for k, v in acc.items()}):
-        print(f"target {name}: {'met' if met else 'NOT met'}")
+        lines = figures(o.model, o.server.base_url, data, Path(d) / "runs", o)
+        if o.control is not None:
+            lines += [f"control: {x}" for x in figures(o.control, o.control_url, data, Path(d) / "runs", o)]
+    print(*lines, sep="\n")
 
 
 if __name__ == "__main__":

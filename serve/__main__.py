@@ -81,6 +81,11 @@ def run(settings: Settings, ctx: typer.Context) -> None:
         fail(f"unexpected argument(s) {' '.join(ctx.args)}: arguments for vLLM go after --, e.g. serve run -- --seed 3")
     gpus = server.gpu_count()
     gpu = gpus > 0
+    if settings.batch_invariant and not gpu:
+        fail(
+            "--batch-invariant: vLLM's batch invariance (VLLM_BATCH_INVARIANT=1) runs on NVIDIA GPUs of compute "
+            "capability 8.0+, AMD Instinct GPUs and Intel XPUs, not on the CPU backend"
+        )
     model = settings.model or default_model(gpu)
     if model == str(TINY_MODEL) and not (TINY_MODEL / "config.json").is_file():
         typer.echo(f"serve: {model} is missing; building the embedded tiny model (offline, seeded)", err=True)
@@ -117,7 +122,7 @@ def run(settings: Settings, ctx: typer.Context) -> None:
 
     proc = subprocess.Popen(
         argv,
-        env=server.build_env(dict(os.environ), model, gpu, settings.runtime_adapters, bind),
+        env=server.build_env(dict(os.environ), model, gpu, settings.runtime_adapters, bind, settings.batch_invariant),
         start_new_session=True,
         preexec_fn=child,
         stdout=subprocess.PIPE,
@@ -135,7 +140,7 @@ def run(settings: Settings, ctx: typer.Context) -> None:
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
     problem = None
-    info = ServerInfo(port=port, pid=proc.pid, argv=shown, started=started)
+    info = ServerInfo(port=port, pid=proc.pid, argv=shown, started=started, batch_invariant=settings.batch_invariant)
     info_file = serverinfo.write(info)  # before its port can answer: a client that sees it answer finds this
     try:
         models = poll_ready(settings.url, settings.ready_timeout, api_key, proc)

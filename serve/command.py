@@ -214,6 +214,12 @@ class Settings:
         shown="every core, vLLM's own binding",
         metavar="LIST",
     )
+    batch_invariant: bool = option(
+        False,
+        "Answers independent of batch composition and prefix-cache hits (VLLM_BATCH_INVARIANT=1; vLLM "
+        "0.32: NVIDIA GPUs of compute capability 8.0+, AMD Instinct, Intel XPU; refused on a CPU), at some "
+        "cost in speed. Recorded in run.json; the report says whether a run was served so.",
+    )
     runtime_adapters: int = option(
         0,
         "Room for this many more adapters, loaded while the server runs through vLLM's "
@@ -357,12 +363,19 @@ def omp_bind(ids: list[int], engines: int) -> str:
 
 
 def build_env(
-    base: dict[str, str], model: str, gpu: bool, runtime_adapters: int = 0, bind: str | None = None
+    base: dict[str, str],
+    model: str,
+    gpu: bool,
+    runtime_adapters: int = 0,
+    bind: str | None = None,
+    batch_invariant: bool = False,
 ) -> dict[str, str]:
     """Environment for vLLM: no hub for a local model; on the CPU a 1 GiB KV cache and
     thread binding (`bind`, else vLLM's automatic one); the adapter-loading endpoints when
-    adapters may come while it runs."""
+    adapters may come while it runs; batch-invariant kernels when asked."""
     env = dict(base)
+    if batch_invariant:
+        env["VLLM_BATCH_INVARIANT"] = "1"
     if bind is not None and not gpu:
         env["VLLM_CPU_OMP_THREADS_BIND"] = bind
     if runtime_adapters:

@@ -135,3 +135,14 @@ def test_bench_interpret_runs_small(tiny):
     assert m, lines[-1]
     prompt, ours, eager = map(float, m.groups())
     assert prompt > 1 and ours == pytest.approx(prompt, rel=0.02) and eager == pytest.approx(prompt**2, rel=0.05)
+
+
+@pytest.mark.slow
+def test_bench_calibrate_runs_small():
+    """On a demo-shaped run of 40 videos the tests keep alpha and the intervals cover, now and
+    before (the plain percentile interval), in seconds."""
+    lines = _bench("scripts/bench_calibrate.py --videos 40 --sims 200")
+    assert len(lines) == 3 and re.fullmatch(r"40 videos, 63 comparisons, 200 simulations: [\d.]+ s .*", lines[0])
+    for line in lines[1:]:
+        m = re.search(r"false positives mean ([\d.]+) %.*CI holds the planted MDE mean ([\d.]+) %", line)
+        assert m and float(m[1]) <= 7 and float(m[2]) >= 93, line

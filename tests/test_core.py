@@ -62,6 +62,15 @@ def test_written_files_get_the_mode_a_plain_open_would(tmp_path, mask, m, file_m
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.md", "b.mp4", "model", "plain"]  # no temp files left
 
 
+def test_models_and_adapters_are_readable_by_others(tiny, tmp_path):
+    """safetensors writes its files private (0600): the models and adapters built here are not
+    (the tiny model and its adapter, under umask 022)."""
+    for path in [tiny.model / "model.safetensors", tiny.adapter / "adapter_model.safetensors"]:
+        assert _mode(path) & 0o044 == 0o044, (path, oct(_mode(path)))
+    atomic_dir(tmp_path / "m", lambda d: os.close(os.open(d / "w.safetensors", os.O_CREAT | os.O_WRONLY, 0o600)))
+    assert _mode(tmp_path / "m" / "w.safetensors") == 0o666 & ~umask()
+
+
 def test_prepared_data_is_readable_by_others(synthetic):
     """The session dataset was written by the real CLI under umask 022."""
     for path in [

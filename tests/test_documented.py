@@ -84,6 +84,10 @@ TABLE = {
         "measure",
         "power --data {data} --delta 3 --discordance 20 --run {runs}/a",
     ),
+    "python -m measure calibrate RUN [--sims 1000] [--effect PTS] [--seed 0]": (
+        "measure",
+        "calibrate {runs}/a --sims 1000 --effect 10 --seed 0",
+    ),
     "python -m measure --data data/synthetic-open --base-url URL": (
         "measure",
         "--data {open} --base-url {url} --runs-dir {runs} --run-id open --limit 2 --open-max-tokens 8",

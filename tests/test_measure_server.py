@@ -177,3 +177,22 @@ def test_a_server_ignoring_the_choice_constraint_is_refused_before_anything_is_a
     assert r.returncode == 2, r.stderr[-2000:]
     assert "ignores the choice constraint" in r.stderr and "structured_outputs" in r.stderr
     assert not (tmp_path / "old" / "predictions.jsonl").is_file() or not _lines(tmp_path / "old")
+
+
+def test_the_report_says_how_a_run_was_served_and_compare_when_two_differ(measured, tmp_path):
+    """run.json keeps whether each server was batch-invariant (`serve run --batch-invariant`):
+    the report's legend says it, and `measure compare` says when two runs were served otherwise."""
+    a, b = copy_run(measured, tmp_path, "a"), copy_run(measured, tmp_path, "b")
+    record = json.loads(b.run_json.read_text())
+    assert all(s["serve"]["batch_invariant"] is False for s in record["servers"])  # started by `serve run`
+    for s in record["servers"]:
+        s["serve"]["batch_invariant"] = True  # as a GPU server started with --batch-invariant records it
+    b.run_json.write_text(json.dumps(record))
+    said = {}
+    for run in (a, b):
+        r = cli("measure", "report", run.root)
+        said[run.id] = next(x for x in r.stdout.splitlines() if x.startswith("- serving: "))
+    assert said == {"a": "- serving: not batch-invariant", "b": "- serving: batch-invariant (VLLM_BATCH_INVARIANT=1)"}
+    r = cli("measure", "compare", a.root, b.root)
+    assert r.returncode == 0 and "Served differently: a: not batch-invariant; b: batch-invariant" in r.stdout
+    assert "Served differently" not in cli("measure", "compare", a.root, a.root).stdout

@@ -207,3 +207,18 @@ def test_cpus_pin_a_server_and_give_each_engine_its_share(tmp_path):
             command.cores(bad)
     with pytest.raises(command.SettingsError, match="1 core\\(s\\) for 2 data-parallel engines"):
         command.omp_bind([0], 2)
+
+
+def test_batch_invariance_is_set_where_vllm_has_it_and_refused_on_a_cpu(tmp_path):
+    """`serve run --batch-invariant`: VLLM_BATCH_INVARIANT=1 for vLLM; on this CPU machine one
+    error line (exit 2) before anything starts."""
+    assert command.build_env({}, str(tmp_path), gpu=True, batch_invariant=True)["VLLM_BATCH_INVARIANT"] == "1"
+    assert "VLLM_BATCH_INVARIANT" not in command.build_env({}, str(tmp_path), gpu=True)
+    r = subprocess.run(
+        [sys.executable, "-m", "serve", "run", "--batch-invariant", "--model", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert r.returncode == 2 and r.stderr.strip().count("\n") == 0, r.stderr
+    assert r.stderr.startswith("error: --batch-invariant:") and "not on the CPU backend" in r.stderr

@@ -25,7 +25,7 @@ from core import cli, runfiles
 from core.ask import AnswerFormat
 from core.cli import command, fail, group, main, option, warn
 from core.defaults import ADAPTERS_DIR, DATASET, default_model
-from core.files import atomic_write, sha256, write_json
+from core.files import atomic_write, plain_modes, sha256, write_json
 from core.frames import FrameSpec
 from core.layout import AdapterLayout, DataLayout
 from core.profiles import served_name
@@ -227,6 +227,7 @@ def _save(peft_model, out: Path, base_name: str, history: list[dict], train_args
         cfg = json.loads(config.read_text())
         cfg["base_model_name_or_path"] = base_name  # how `serve` finds the adapters of a model
         write_json(config, cfg)
+        plain_modes(tmp)
         for f in sorted(tmp.iterdir()):
             os.replace(f, out / f.name)
     finally:

@@ -26,10 +26,23 @@ import pandas as pd
 from core.records import AttentionRecord
 from core.variants import PLAIN
 from measure.report import stats
-from measure.report.tables import ATTENTION, LAYERS, holm_words, points
+from measure.report.tables import ATTENTION, LAYERS, caveat, holm_words, p_text, points
 
 KEYS = ["question_id", "video_id", "model", "variant", "cue_of", "source", "layer"]
-PAIR = ["n", "videos", "mean_a", "mean_b", "delta", "ci_low", "ci_high", "p_video", "p_holm", "survives_holm", "family"]
+PAIR = [
+    "n",
+    "videos",
+    "videos_changed",
+    "mean_a",
+    "mean_b",
+    "delta",
+    "ci_low",
+    "ci_high",
+    "p_video",
+    "p_holm",
+    "survives_holm",
+    "family",
+]
 COLUMNS = ["measure", "source", "layer", "model", "base", "cue", "a", "b", *PAIR]
 
 
@@ -100,6 +113,8 @@ def _values(df: pd.DataFrame, region: str, density: bool = False) -> pd.Series:
 
 
 def _pair(a: pd.Series, b: pd.Series, labels: dict) -> dict | None:
+    if a.empty or b.empty:
+        return None
     both = pd.concat([a.rename("a"), b.rename("b")], axis=1, join="inner").dropna()
     if both.empty:
         return None
@@ -113,6 +128,8 @@ def _side(values: pd.Series, **where: str) -> pd.Series:
     """The values of one model/variant/cue/source/layer, indexed by question and video."""
     sel = values
     for name, value in where.items():
+        if value not in sel.index.get_level_values(name):
+            return sel.iloc[:0]  # not asked (a run of plain clips alone has no cued side)
         sel = sel.xs(value, level=name)
     return sel
 
@@ -225,6 +242,63 @@ def _adapters(measures: dict[str, pd.Series], agree: pd.Series, parents: dict[st
     return rows
 
 
+SANITY = ["model", "n", "videos", "videos_changed", "redrawn", "trained", "delta", "ci_low", "ci_high", "p_video"]
+
+
+def _object_density(records: list[AttentionRecord], field: str) -> pd.Series:
+    """Object mass / area (1: uniform) of the language model, mean of layers, per question,
+    video, variant and cue, from each record's `field` rows."""
+    rows = [
+        {"question_id": r.question_id, "video_id": r.video_id, "variant": r.variant, "cue_of": x["cue_of"]}
+        | {"density": x["mass"] / x["area"] if x["area"] > 0 else float("nan")}
+        for r in records
+        for x in getattr(r, field)
+        if x["source"] == "llm" and x["layer"] == "mean" and x["region"] == "object"
+    ]
+    return pd.DataFrame(rows).set_index(["question_id", "video_id", "variant", "cue_of"])["density"]
+
+
+def sanity(records: list[AttentionRecord]) -> pd.DataFrame:
+    """The model-randomisation test (Adebayo et al. 2018), per model with a redrawn twin: object
+    density on object questions with its weights (b) vs with them redrawn (a), same inputs,
+    paired by question, variant and cue, clustered by video."""
+    rows = []
+    for model in sorted({r.model for r in records if r.redrawn}):
+        mine = [r for r in records if r.model == model and r.redrawn]
+        both = pd.concat(
+            [_object_density(mine, "redrawn").rename("a"), _object_density(mine, "rows").rename("b")],
+            axis=1,
+            join="inner",
+        ).dropna()
+        if both.empty:
+            continue
+        videos = both.index.get_level_values("video_id")
+        t = stats.paired_mean(both["a"], both["b"], videos, seed=stats.seed_for("sanity", model))
+        rows.append({"model": model, "redrawn": t.mean_a, "trained": t.mean_b} | t.as_dict())
+    return pd.DataFrame(rows).reindex(columns=SANITY)
+
+
+def sanity_lines(table: pd.DataFrame) -> list[str]:
+    """Each model's sanity check in words."""
+    lines = []
+    for r in table.to_dict("records"):
+        passed = r["p_video"] < stats.ALPHA
+        lines.append(
+            f"sanity (model randomisation, Adebayo et al. 2018), {r['model']}: object density (attention mass / "
+            f"area on the asked object, object questions, language model, mean of layers; 1 = uniform) "
+            f"{r['trained']:.2f} with its weights vs {r['redrawn']:.2f} redrawn: "
+            f"{points(r['delta'], sign=True, digits=2)} [{points(r['ci_low'], digits=2)}, "
+            f"{points(r['ci_high'], digits=2)}], p {p_text(r['p_video'])}; "
+            + (
+                "the maps depend on the weights"
+                if passed
+                else "NOT shown to depend on the weights: these maps may not explain this model"
+            )
+            + f"; {r['n']} maps, {r['videos']} videos{caveat(r | {'p_holm': r['p_video']})}"
+        )
+    return lines
+
+
 def agreement(records: list[AttentionRecord]) -> tuple[str, str]:
     """("k/n (p %)" of rebuilt inputs with the run's prompt length, the same for the run's reply)."""
 
@@ -258,5 +332,5 @@ def verdict(row: dict, sizes: dict[str, int]) -> str:
         f"{what[row['measure']]}, {row['b']} vs {row['a']}, {side}{row['source']}: "
         f"{points(row['delta'], sign=True, digits=2)} pts [{points(row['ci_low'], digits=2)}, "
         f"{points(row['ci_high'], digits=2)}], "
-        f"{holm_words(row, sizes, stats.ALPHA)}; {row['n']} questions, {row['videos']} videos"
+        f"{holm_words(row, sizes, stats.ALPHA)}; {row['n']} questions, {row['videos']} videos{caveat(row)}"
     )

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 import pandas as pd
 
 from core.records import OPEN
+from core.runfiles import CalibrationRecord
 from core.runs import Run
 from measure.report import attention, health, opentables, reference
 from measure.report.tables import (
@@ -53,12 +54,15 @@ class Report:
     probes: pd.DataFrame = field(default_factory=pd.DataFrame)  # temporal probes per model x kind
     reference: pd.DataFrame = field(default_factory=pd.DataFrame)  # published numbers beside ours
     frames: str = ""  # how the clips were sent (from run.json): what a published number is compared under
+    serving: str = ""  # whether the servers answered independently of the batch (run.json)
     health: dict[str, pd.DataFrame] = field(default_factory=dict)  # run health, from run.json
     interventions: pd.DataFrame = field(default_factory=pd.DataFrame)  # plain vs objects/context masked, cue only
     attention_regions: pd.DataFrame = field(default_factory=pd.DataFrame)  # mean mass per region (interpret)
     attention_pairs: pd.DataFrame = field(default_factory=pd.DataFrame)  # the study's questions, paired
     attention_inputs: pd.DataFrame = field(default_factory=pd.DataFrame)  # rebuilt input = the run's? same reply?
     attention_off: pd.DataFrame = field(default_factory=pd.DataFrame)  # where it was not, listed
+    attention_sanity: pd.DataFrame = field(default_factory=pd.DataFrame)  # maps with weights vs weights redrawn
+    calibration: CalibrationRecord | None = None  # `measure calibrate`'s simulations (calibration.json)
 
 
 def build(run: Run) -> Report:
@@ -108,8 +112,11 @@ def build(run: Run) -> Report:
         reference=empty if run.reference is None else reference.table(df, run.reference),
         health=health.tables(run.predictions, record) if record is not None else {},
         frames="" if record is None else record.ask.describe_frames(),
+        serving="" if record is None else record.serving(),
         attention_regions=empty if looked.empty else attention.regions(looked),
         attention_pairs=pairs,
         attention_inputs=inputs,
         attention_off=off,
+        attention_sanity=attention.sanity(run.attention),
+        calibration=run.calibration,
     )

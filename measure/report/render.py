@@ -10,7 +10,7 @@ import pandas as pd
 from core import runfiles
 from core.files import atomic_write
 from core.layout import RunLayout
-from core.runfiles import ReportRecord
+from core.runfiles import CalibrationRecord, ReportRecord
 from measure.report import attention, stats
 from measure.report.build import Report
 
@@ -32,10 +32,13 @@ def markdown(table: pd.DataFrame) -> str:
 def methods(r: Report) -> dict[str, str | int | float]:
     """How every CI and p-value of the report was computed (report.json's `statistics`)."""
     return {
-        "ci": f"95 % percentile CI of a paired cluster bootstrap: {stats.N_BOOT} resamples of videos, "
-        "seeded per comparison by a hash of its name (SHA-256); every statistic takes the pairs in one "
-        "order whatever order they arrived in (reports before December 2026 seeded every comparison 0 and "
-        "took them in file order: their intervals move slightly when recomputed)",
+        "ci": f"95 % expanded percentile CI (Hesterberg 2015) of a paired cluster bootstrap: {stats.N_BOOT} "
+        "resamples of videos, percentiles taken at the tail whose normal quantile is sqrt(k/(k-1)) times t "
+        "with k-1 degrees of freedom (k videos), as wide as a t interval with few videos and the plain "
+        "percentile CI with many; seeded per comparison by a hash of its name (SHA-256); every statistic "
+        "takes the pairs in one order whatever order they arrived in; with fewer than "
+        f"{stats.MIN_CHANGED} videos changed it is flagged as not to be trusted (`measure calibrate` "
+        "measures its coverage on the run's own videos)",
         "p_mcnemar": "exact McNemar test on questions (ignores that a video's questions share a clip)",
         "p_video": f"paired sign-flip permutation test on per-video summed differences: exact up to "
         f"{stats.EXACT_PERM} videos that differ, else {stats.N_PERM} draws, seeded as the CI",
@@ -48,6 +51,7 @@ def methods(r: Report) -> dict[str, str | int | float]:
         "alpha": stats.ALPHA,
         "power": stats.POWER,
         "frames": r.frames,
+        "serving": r.serving or "unknown (no run.json)",
     }
 
 
@@ -66,11 +70,14 @@ def attention_markdown(r: Report, pairs: bool = True) -> str:
     if r.attention_pairs.empty and r.attention_regions.empty:
         return "No attention records: run `python -m interpret RUN`.\n"
     lines = [v for v in r.verdicts if v.startswith(attention.VERDICT_PREFIXES)]
+    checks = attention.sanity_lines(r.attention_sanity)
     parts = [
         "## Where the model looked (interpret)\n\nMass: the share of the answer position's attention to the "
         "video (points) on each region; mass_norm: the same with a generic question's attention divided out; "
         "area: the region's share of pixels (mass = area: uniform). Attention is not explanation: the "
         "interventions are the causal check.\n\n",
+        *(f"- {c}\n" for c in checks),
+        *(["\n"] if checks else []),
         *(["Verdicts (attention family):\n\n", *(f"- {v}\n" for v in lines), "\n"] if lines else []),
         markdown(r.attention_inputs),
         "\n\n",
@@ -88,9 +95,86 @@ def attention_markdown(r: Report, pairs: bool = True) -> str:
     return "".join(parts)
 
 
+COVERAGE_FLOOR, FPR_CEILING = 93.0, 7.0  # %: an interval or a test outside these does not keep its promise
+
+
+def calibration_table(c: CalibrationRecord) -> pd.DataFrame:
+    cols = [
+        "comparison",
+        "family",
+        "videos",
+        "videos_changed",
+        "null_rejection",
+        "null_coverage",
+        "planted",
+        "power",
+        "predicted_power",
+        "coverage",
+    ]
+    return pd.DataFrame(c.comparisons).reindex(columns=cols)
+
+
+def calibration_lines(c: CalibrationRecord) -> list[str]:
+    """The calibration in words: false positives, coverage and power, and what fails."""
+    t = pd.DataFrame(c.comparisons)
+    planted = t[t["power"].notna()]
+    effect = "each comparison's reported MDE" if c.effect is None else f"{c.effect:g} pts"
+    fw = ", ".join(f"{name} {100 * v:.1f} % ({c.tests[name]} tests)" for name, v in c.familywise.items())
+    lines = [
+        f"{c.sims} simulations per comparison (seed {c.seed}) on the run's own videos; {len(t)} comparisons",
+        f"false-positive rate at alpha {c.alpha:g}: mean {t['null_rejection'].mean():.1f} %, highest "
+        f"{t['null_rejection'].max():.1f} %; family-wise after Holm: {fw}",
+        f"95 % intervals holding 0 under the null: mean {t['null_coverage'].mean():.1f} %, lowest "
+        f"{t['null_coverage'].min():.1f} %",
+    ]
+    if len(planted):
+        gap = (planted["power"] - planted["predicted_power"]).abs()
+        lines += [
+            f"planted {effect} in {len(planted)} comparisons (the others changed too few answers to plant it): "
+            f"coverage mean {planted['coverage'].mean():.1f} %, lowest {planted['coverage'].min():.1f} %; power "
+            f"mean {planted['power'].mean():.1f} % vs predicted {planted['predicted_power'].mean():.1f} % "
+            f"(largest gap {gap.max():.1f} points)"
+        ]
+    else:
+        lines.append(f"planted {effect}: in no comparison (too few answers changed to plant it)")
+    low = t[(t["null_coverage"] < COVERAGE_FLOOR) | (t["coverage"] < COVERAGE_FLOOR)]
+    high = t[t["null_rejection"] > FPR_CEILING]
+    lines += [
+        f"coverage below {COVERAGE_FLOOR:g} %: {_listed(low)}",
+        f"false positives above {FPR_CEILING:g} %: {_listed(high)}",
+    ]
+    return lines
+
+
+def _listed(t: pd.DataFrame) -> str:
+    if t.empty:
+        return "none"
+    few = t["videos_changed"] < stats.MIN_CHANGED
+    return f"{len(t)} ({int(few.sum())} with fewer than {stats.MIN_CHANGED} videos changed): " + "; ".join(
+        t["comparison"].head(5)
+    )
+
+
+def calibration_markdown(r: Report) -> str:
+    """The report's Calibration section (empty without calibration.json)."""
+    c = r.calibration
+    if c is None:
+        return ""
+    return (
+        "## Calibration (measure calibrate)\n\nWhether the tests and intervals keep their promises on this "
+        "run's own clusters (percentages of simulations; planted: points).\n\n"
+        + "".join(f"- {x}\n" for x in calibration_lines(c))
+        + "\n"
+        + markdown(calibration_table(c))
+        + "\n"
+    )
+
+
 def render_markdown(r: Report) -> str:
     legend = "".join(
-        f"- {k}: {v}\n" for k, v in methods(r).items() if k in ("ci", "p_mcnemar", "p_video", "p_holm", "mde")
+        f"- {k}: {v}\n"
+        for k, v in methods(r).items()
+        if k in ("ci", "p_mcnemar", "p_video", "p_holm", "mde", "serving")
     )
     parts = [
         *(["## Verdicts\n\n", *(f"- {v}\n" for v in r.verdicts), "\n"] if r.verdicts else []),
@@ -156,6 +240,8 @@ def render_markdown(r: Report) -> str:
         ]
     if not r.attention_pairs.empty or not r.attention_regions.empty:
         parts += ["\n", attention_markdown(r)]
+    if r.calibration is not None:
+        parts += ["\n", calibration_markdown(r)]
     if r.health:
         parts += [
             "\n## Run health\n\nRates are over the sessions' sending time; memory is resident (GiB), peak "
@@ -198,12 +284,14 @@ def record(r: Report) -> ReportRecord:
         probes=_records(r.probes),
         reference=_records(r.reference),
         health={name: _records(t) for name, t in r.health.items()},
+        calibration=[] if r.calibration is None else calibration_lines(r.calibration),
         interventions=_records(r.interventions),
         attention={
             "inputs": _records(r.attention_inputs),
             "regions": _records(r.attention_regions),
             "pairs": _records(r.attention_pairs),
             "off": _records(r.attention_off),
+            "sanity": _records(r.attention_sanity),
         },
     )
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
+from functools import lru_cache
 from math import fsum, sqrt
 from statistics import NormalDist
 
@@ -30,6 +31,9 @@ SEED = 0
 CHUNK_DRAWS = 1 << 20
 ALPHA = 0.05
 POWER = 0.8
+# With fewer videos whose answers changed, no sign-flip test reaches p < ALPHA (its smallest
+# p is 2 / 2^k) and a resampled interval has too few distinct values to be trusted: 6.
+MIN_CHANGED = next(k for k in range(1, 64) if 2.0 ** (1 - k) < ALPHA)
 
 
 def mcnemar_exact(b: int, c: int) -> float:
@@ -114,8 +118,45 @@ def bootstrap_ci(
             for i in range(0, n_boot, chunk)
         ]
     )
-    alpha = (1 - level) / 2
-    return float(np.quantile(means, alpha)), float(np.quantile(means, 1 - alpha))
+    low, high = interval_bounds(means, k, level)
+    return float(low), float(high)
+
+
+def interval_bounds(means: np.ndarray, k: int, level: float = 0.95) -> tuple[np.ndarray, np.ndarray]:
+    """The interval's bounds from resampled means (last axis) of k clusters: Hesterberg's
+    (2015) expanded percentile interval, the percentiles at a tail `expanded_tail(k, level)`
+    instead of (1 - level) / 2, so that with few clusters it is as wide as a t interval would be."""
+    tail = expanded_tail(k, level)
+    return np.quantile(means, tail, axis=-1), np.quantile(means, 1 - tail, axis=-1)
+
+
+@lru_cache
+def expanded_tail(k: int, level: float = 0.95) -> float:
+    """The tail share whose normal quantile is sqrt(k / (k - 1)) t_{k-1}, the t quantile of the
+    level (k - 1 degrees of freedom): the bootstrap's variance is too small by (k - 1) / k, and
+    a mean of few clusters needs t, not z. The plain percentile tail, (1 - level) / 2, with
+    many clusters; 0 (the range of the resampled means) with fewer than 2."""
+    if k < 2:
+        return 0.0
+    z = sqrt(k / (k - 1)) * t_quantile((1 + level) / 2, k - 1)
+    return 1 - NormalDist().cdf(z)
+
+
+def t_quantile(p: float, df: int) -> float:
+    """Student's t quantile (p > 1/2), by bisection on its distribution function (mpmath's
+    regularized incomplete beta)."""
+    import mpmath
+
+    def cdf(t: float) -> float:
+        return 1 - 0.5 * float(mpmath.betainc(df / 2, 0.5, 0, df / (df + t * t), regularized=True))
+
+    low, high = 0.0, 1.0
+    while cdf(high) < p:
+        high *= 2
+    for _ in range(60):
+        mid = (low + high) / 2
+        low, high = (mid, high) if cdf(mid) < p else (low, mid)
+    return (low + high) / 2
 
 
 def sign_flip_p(
@@ -146,6 +187,11 @@ def sign_flip_p(
     return (1 + hits) / (1 + n_perm)
 
 
+def changed(diffs: Sequence[float], groups: Sequence | None = None) -> int:
+    """Clusters whose summed difference is not 0."""
+    return int((clusters(diffs, groups)[0] != 0).sum())
+
+
 def holm(pvalues: Sequence[float]) -> np.ndarray:
     """Holm's step-down adjusted p-values (family-wise error), in the input order: the
     i-th smallest p times (m - i + 1), made non-decreasing, capped at 1."""
@@ -173,6 +219,16 @@ def mde(n: int, discordance: float, alpha: float = ALPHA, power: float = POWER) 
         return float("nan")
     d = sqrt(discordance) * (za * sqrt(n) + zb * sqrt(n - za**2 + zb**2)) / (n + zb**2)
     return d if d <= discordance else float("nan")  # |p_B - p_A| cannot exceed the discordance
+
+
+def power_at(n: float, discordance: float, delta: float, alpha: float = ALPHA) -> float:
+    """The power of a two-sided paired test at `alpha` to find a difference `delta` (a
+    proportion) on n question pairs (divided by the design effect, for clusters) of which a
+    share `discordance` disagree: Connor's (1987) formula, as `mde` and `pairs_needed`."""
+    if not 0 < delta <= discordance:
+        return float("nan")
+    za = NormalDist().inv_cdf(1 - alpha / 2)
+    return NormalDist().cdf((sqrt(n) * delta - za * sqrt(discordance)) / sqrt(discordance - delta**2))
 
 
 def pairs_needed(delta: float, discordance: float, alpha: float = ALPHA, power: float = POWER) -> float:
@@ -210,6 +266,7 @@ class Paired:
 
     n: int
     videos: int
+    videos_changed: int  # videos whose summed difference is not 0
     acc_a: float
     acc_b: float
     delta: float
@@ -246,6 +303,7 @@ def paired(
     return Paired(
         n=n,
         videos=int(groups.max()) + 1 if groups is not None and n else n,
+        videos_changed=changed(diff, groups),
         acc_a=100 * mean(a),
         acc_b=100 * mean(b),
         delta=100 * mean(diff),
@@ -267,6 +325,7 @@ class PairedMean:
 
     n: int
     videos: int
+    videos_changed: int
     mean_a: float
     mean_b: float
     delta: float
@@ -288,6 +347,7 @@ def paired_mean(a: Sequence[float], b: Sequence[float], groups: Sequence, seed: 
     return PairedMean(
         n,
         int(codes.max()) + 1 if n else 0,
+        changed(diff, codes),
         mean(a),
         mean(b),
         mean(diff),

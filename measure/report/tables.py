@@ -10,7 +10,8 @@ Errors are left out of every denominator and counted apart.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from math import isfinite
 
 import numpy as np
@@ -25,8 +26,8 @@ TABLE_COLUMNS = ["object_acc", "verb_acc", "overall_acc", "n", "invalid", "error
 TYPES = ("object", "verb", PROBE, "all")
 AUDIT_MARGIN = 5.0  # points: blind this close to plain means the type does not measure vision
 PAIR_COLUMNS = (
-    "n videos acc_a acc_b delta ci_low ci_high only_a only_b p_mcnemar p_video p_holm survives_holm mde deff "
-    "family".split()
+    "n videos videos_changed acc_a acc_b delta ci_low ci_high only_a only_b p_mcnemar p_video p_holm survives_holm "
+    "mde deff family".split()
 )
 # Holm corrects within a family, each row says which: `primary` is what a study declares
 # (cued vs plain, adapter vs base on plain clips); `secondary` the rest of the accuracy tests
@@ -80,105 +81,164 @@ def _pairs(df: pd.DataFrame, a: tuple[str, str], b: tuple[str, str]) -> pd.DataF
     )
 
 
-def _compare(df: pd.DataFrame, a: tuple[str, str], b: tuple[str, str], labels: dict) -> list[dict]:
-    joined = _pairs(df, a, b)
-    rows = []
-    for qtype in TYPES:
-        j = joined if qtype == "all" else joined[joined["type"] == qtype]
-        if len(j):
-            rows.append(
-                labels
-                | {"type": qtype}
-                | stats.paired(
-                    j["correct_a"], j["correct_b"], j["video_id"], seed=stats.seed_for(*sorted(labels.items()), qtype)
-                ).as_dict()
-            )
-    return rows
+@dataclass(frozen=True)
+class Pairing:
+    """One paired comparison before its statistics: side `a` vs side `b` (model, variant) on
+    the questions of `frame` both scored, labelled as its report rows are."""
+
+    table: str  # the report table its rows go to
+    labels: dict
+    a: tuple[str, str]
+    b: tuple[str, str]
+    frame: pd.DataFrame = field(repr=False)
+
+    def by_type(self) -> Iterator[tuple[str, pd.DataFrame]]:
+        """(type, its joined pairs) for every question type with pairs, and all types."""
+        joined = _pairs(self.frame, self.a, self.b)
+        for qtype in TYPES:
+            j = joined if qtype == "all" else joined[joined["type"] == qtype]
+            if len(j):
+                yield qtype, j
+
+    def seed(self, qtype: str) -> int:
+        return stats.seed_for(*sorted(self.labels.items()), qtype)
 
 
-def comparisons(df: pd.DataFrame, parents: dict[str, str | None]) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(cued − plain per model, variant, type), (adapter − base per variant, type)."""
+def _compare(pairing: Pairing) -> list[dict]:
+    return [
+        pairing.labels
+        | {"type": qtype}
+        | stats.paired(j["correct_a"], j["correct_b"], j["video_id"], seed=pairing.seed(qtype)).as_dict()
+        for qtype, j in pairing.by_type()
+    ]
+
+
+def _rows(pairings: list[Pairing]) -> list[dict]:
+    return [row for p in pairings for row in _compare(p)]
+
+
+def cued_pairings(df: pd.DataFrame) -> list[Pairing]:
+    return _against_plain(df, CUED, PRIMARY, "cued_vs_plain")
+
+
+def adapter_pairings(df: pd.DataFrame, parents: dict[str, str | None]) -> list[Pairing]:
+    """Each adapter vs its base, per variant both were asked (primary on plain clips)."""
     present = set(zip(df["model"], df["variant"]))
-    cued = _against_plain(df, CUED, PRIMARY)
-    adapters = [
-        row
-        for model, variant in sorted(present)
-        if parents.get(model) and (parents[model], variant) in present
-        for row in _compare(
-            df,
-            (parents[model], variant),
-            (model, variant),
+    return [
+        Pairing(
+            "adapter_vs_base",
             {
                 "adapter": model,
                 "base": parents[model],
                 "variant": variant,
                 "family": PRIMARY if variant == PLAIN else SECONDARY,
             },
+            (parents[model], variant),
+            (model, variant),
+            df,
         )
+        for model, variant in sorted(present)
+        if parents.get(model) and (parents[model], variant) in present
     ]
+
+
+def comparisons(df: pd.DataFrame, parents: dict[str, str | None]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(cued − plain per model, variant, type), (adapter − base per variant, type)."""
     return (
-        pd.DataFrame(cued, columns=["model", "variant", "type", *PAIR_COLUMNS]),
-        pd.DataFrame(adapters, columns=["adapter", "base", "variant", "type", *PAIR_COLUMNS]),
+        pd.DataFrame(_rows(cued_pairings(df)), columns=["model", "variant", "type", *PAIR_COLUMNS]),
+        pd.DataFrame(
+            _rows(adapter_pairings(df, parents)), columns=["adapter", "base", "variant", "type", *PAIR_COLUMNS]
+        ),
     )
+
+
+def audit_pairings(df: pd.DataFrame) -> list[Pairing]:
+    """Plain vs each audit control (blind, single-frame), per model."""
+    present = set(zip(df["model"], df["variant"]))
+    return [
+        Pairing(
+            "audit", {"model": model, "control": control, "family": SECONDARY}, (model, PLAIN), (model, control), df
+        )
+        for model in sorted(df["model"].unique())
+        for control in AUDIT_CONTROLS
+        if {(model, PLAIN), (model, control)} <= present
+    ]
 
 
 def audit(df: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
     """Shortcut audit per model x type: plain vs blind and vs single-frame on the same
     questions, and a warning wherever blind accuracy is within AUDIT_MARGIN of plain."""
     rows, warnings = [], []
-    present = set(zip(df["model"], df["variant"]))
-    for model in sorted(df["model"].unique()):
-        for control in AUDIT_CONTROLS:
-            if not {(model, PLAIN), (model, control)} <= present:
-                continue
-            labels = {"model": model, "control": control, "family": SECONDARY}
-            for r in _compare(df, (model, PLAIN), (model, control), labels):
-                r["text_solvable"] = control == BLIND and r["acc_b"] >= r["acc_a"] - AUDIT_MARGIN
-                rows.append(r)
-                if r["text_solvable"] and r["type"] != "all":
-                    warnings.append(
-                        f"WARNING: {model}, {r['type']} questions: blind {r['acc_b']:.1f} % vs plain "
-                        f"{r['acc_a']:.1f} % (n={r['n']}): within {AUDIT_MARGIN:g} points, so this question type "
-                        "does not measure vision."
-                    )
+    for pairing in audit_pairings(df):
+        model, control = pairing.labels["model"], pairing.labels["control"]
+        for r in _compare(pairing):
+            r["text_solvable"] = control == BLIND and r["acc_b"] >= r["acc_a"] - AUDIT_MARGIN
+            rows.append(r)
+            if r["text_solvable"] and r["type"] != "all":
+                warnings.append(
+                    f"WARNING: {model}, {r['type']} questions: blind {r['acc_b']:.1f} % vs plain "
+                    f"{r['acc_a']:.1f} % (n={r['n']}): within {AUDIT_MARGIN:g} points, so this question type "
+                    "does not measure vision."
+                )
     cols = ["model", "control", "type", *PAIR_COLUMNS, "text_solvable"]
     return pd.DataFrame(rows, columns=cols), warnings
 
 
-def cued_where_blind_fails(df: pd.DataFrame) -> pd.DataFrame:
-    """Cued − plain restricted to the questions the blind control (same model) gets wrong."""
+def blind_wrong_pairings(df: pd.DataFrame) -> list[Pairing]:
+    """Cued vs plain on the questions the blind control (same model) gets wrong."""
     present = set(zip(df["model"], df["variant"]))
-    rows = []
+    out = []
     for model, variant in sorted(present):
         if variant not in CUED or not {(model, PLAIN), (model, BLIND)} <= present:
             continue
         blind = _scored(df, model, BLIND)
-        wrong = set(blind.index[~blind["correct"]])
-        sub = df[df["question_id"].isin(wrong)]
-        rows += _compare(
-            sub, (model, PLAIN), (model, variant), {"model": model, "variant": variant, "family": SECONDARY}
+        sub = df[df["question_id"].isin(set(blind.index[~blind["correct"]]))]
+        out.append(
+            Pairing(
+                "cued_where_blind_fails",
+                {"model": model, "variant": variant, "family": SECONDARY},
+                (model, PLAIN),
+                (model, variant),
+                sub,
+            )
         )
-    return pd.DataFrame(rows, columns=["model", "variant", "type", *PAIR_COLUMNS])
+    return out
+
+
+def cued_where_blind_fails(df: pd.DataFrame) -> pd.DataFrame:
+    """Cued − plain restricted to the questions the blind control (same model) gets wrong."""
+    return pd.DataFrame(_rows(blind_wrong_pairings(df)), columns=["model", "variant", "type", *PAIR_COLUMNS])
+
+
+def intervention_pairings(df: pd.DataFrame) -> list[Pairing]:
+    return _against_plain(df, INTERVENTIONS, SECONDARY, "interventions")
 
 
 def interventions(df: pd.DataFrame) -> pd.DataFrame:
     """Plain (a) vs each intervention (b: objects masked, context masked, the cue alone) per
     model and type, on the same questions: where the evidence for the answer is."""
-    rows = _against_plain(df, INTERVENTIONS, SECONDARY)
-    return pd.DataFrame(rows, columns=["model", "variant", "type", *PAIR_COLUMNS])
+    return pd.DataFrame(_rows(intervention_pairings(df)), columns=["model", "variant", "type", *PAIR_COLUMNS])
 
 
-def _against_plain(df: pd.DataFrame, variants: Sequence[str], family: str) -> list[dict]:
-    """Plain (a) vs each of `variants` (b), per model and type, where both were asked."""
+def _against_plain(df: pd.DataFrame, variants: Sequence[str], family: str, table: str) -> list[Pairing]:
+    """Plain (a) vs each of `variants` (b), per model, where both were asked."""
     present = set(zip(df["model"], df["variant"]))
     return [
-        row
+        Pairing(table, {"model": model, "variant": variant, "family": family}, (model, PLAIN), (model, variant), df)
         for model, variant in sorted(present)
         if variant in variants and (model, PLAIN) in present
-        for row in _compare(
-            df, (model, PLAIN), (model, variant), {"model": model, "variant": variant, "family": family}
-        )
     ]
+
+
+def accuracy_pairings(df: pd.DataFrame, parents: dict[str, str | None]) -> list[Pairing]:
+    """Every paired accuracy comparison of the report (closed questions), as the report makes them."""
+    return (
+        cued_pairings(df)
+        + adapter_pairings(df, parents)
+        + audit_pairings(df)
+        + blind_wrong_pairings(df)
+        + intervention_pairings(df)
+    )
 
 
 def arrow_of_time(df: pd.DataFrame) -> pd.DataFrame:
@@ -354,7 +414,7 @@ def family_sizes(tables: list[pd.DataFrame]) -> dict[str, int]:
     return {k: v for k, v in counts.items() if v}
 
 
-def _p(p: float) -> str:
+def p_text(p: float) -> str:
     return "< 0.001" if p < 0.001 else f"= {p:.2g}" if p < 0.1 else f"= {p:.2f}"
 
 
@@ -367,12 +427,13 @@ def holm_words(row: Mapping, sizes: Mapping[str, int], alpha: float) -> str:
     family = row.get("family")
     within = f" in the {family} family of {sizes[family]}" if family in sizes else ""
     if row["p_holm"] < alpha:
-        return f"significant after Holm{within} (p {_p(row['p_holm'])})"
+        return f"significant after Holm{within} (p {p_text(row['p_holm'])})"
     if row["p_video"] < alpha:
         return (
-            f"significant before correction (p {_p(row['p_video'])}) but not after Holm{within} (p {_p(row['p_holm'])})"
+            f"significant before correction (p {p_text(row['p_video'])}) but not after Holm{within} "
+            f"(p {p_text(row['p_holm'])})"
         )
-    return f"not significant after Holm{within} (p {_p(row['p_holm'])})"
+    return f"not significant after Holm{within} (p {p_text(row['p_holm'])})"
 
 
 def verdict(label: str, row: Mapping, sizes: Mapping[str, int] = {}, alpha: float = stats.ALPHA) -> str:
@@ -388,8 +449,30 @@ def verdict(label: str, row: Mapping, sizes: Mapping[str, int] = {}, alpha: floa
     )
     return (
         f"{label}: {points(row['delta'], sign=True)} pts [{points(row['ci_low'])}, {points(row['ci_high'])}], "
-        f"{test}, {mde}; {row['n']} questions, {row['videos']} videos"
+        f"{test}, {mde}; {row['n']} questions, {row['videos']} videos{caveat(row)}"
     )
+
+
+def caveat(row: Mapping, alpha: float = stats.ALPHA) -> str:
+    """What a reader must know when the interval cannot be trusted or says otherwise than
+    the test: too few videos changed, or one excludes 0 while the other does not reject."""
+    k = row.get("videos_changed")
+    if k is not None and k < stats.MIN_CHANGED:
+        return (
+            f" (only {k} changed: too few videos for the interval to be trusted, and no test reaches "
+            f"p < {alpha:g} with fewer than {stats.MIN_CHANGED})"
+        )
+    excludes = row["ci_low"] > 0 or row["ci_high"] < 0
+    if excludes and row["p_video"] >= alpha:
+        return (
+            " (the interval excludes 0 but the test does not reject: the resampled interval is approximate "
+            "at its edge, the sign-flip test exact; trust the test)"
+        )
+    if not excludes and row["p_video"] < alpha:
+        return " (the test rejects but the interval holds 0: the resampled interval is approximate at its edge)"
+    if excludes and row["p_holm"] >= alpha:
+        return " (the interval is not corrected for the family's other tests; Holm is)"
+    return ""
 
 
 def verdicts(
