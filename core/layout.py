@@ -150,6 +150,11 @@ class RunLayout:
         return self.interpret / "records.jsonl"
 
     @property
+    def effects_csv(self) -> Path:
+        """`interpret --effects`: each region's tokens removed inside the model, against baselines."""
+        return self.interpret / "effects.csv"
+
+    @property
     def regions_csv(self) -> Path:
         return self.interpret / "regions.csv"
 

@@ -296,6 +296,8 @@ class AttentionRecord:
     # A base model's object questions: the language model's region rows (mean of layers) on the same
     # input through its architecture with its weights redrawn (interpret's sanity check)
     redrawn: list[dict[str, Any]] = field(default_factory=list)
+    # `interpret --effects`: one row per region x method x window x target (`interpret.effects`)
+    effects: list[dict[str, Any]] = field(default_factory=list)
     schema_version: int = SCHEMA_VERSION
 
     @property

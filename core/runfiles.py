@@ -292,6 +292,9 @@ class ReportRecord:
     arrow_of_time: list[dict[str, Any]]
     warnings: list[str]
     verdicts: list[str] = field(default_factory=list)
+    verdict_families: dict[str, list[str]] = field(default_factory=dict)  # the same lines by Holm family
+    primary: list[dict[str, Any]] = field(default_factory=list)  # the primary family, the report's first screen
+    others: str = ""  # how many other comparisons survive Holm, and where
     statistics: dict[str, Any] = field(default_factory=dict)  # how every CI and p-value was computed
     open_accuracy: list[dict[str, Any]] = field(default_factory=list)  # open questions, per judge
     open_adapter_vs_base: list[dict[str, Any]] = field(default_factory=list)

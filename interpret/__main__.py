@@ -45,6 +45,12 @@ class InterpretOptions:
     )
     device: Literal["cpu", "cuda"] = option("cpu", "Where the model runs: cpu (float32) or cuda (bfloat16).")
     pictures: int = option(8, "Questions to draw heat maps for (0: none).")
+    effects: Literal["none", "ablation", "all"] = option(
+        "none",
+        "What each region does inside the model: ablation (its visual tokens replaced by the clip's mean "
+        "token) or all (ablation and attention knockout in the early, middle, late and all layers), each "
+        "against as many random and highest-norm tokens: interpret/effects.csv and the causal verdicts.",
+    )
     data: Path | None = option(
         None, "The dataset, when run.json's path no longer points to it.", shown="the run's dataset"
     )
@@ -64,7 +70,7 @@ def interpret(o: InterpretOptions) -> None:
     todo = stage.chosen(run, o.models, o.variants, o.limit)
     if not todo:
         fail(f"{run.id}: no answered multiple-choice prediction of the chosen models and variants to interpret")
-    done = stage.interpret_run(run, todo, o.device, o.layers)
+    done = stage.interpret_run(run, todo, o.device, o.layers, o.effects)
     run = runs.load(o.target.layout, data=o.data)
     drawn = pictures.draw(run, run.attention, o.pictures)
     r = report.write(run)

@@ -31,6 +31,30 @@ class Captured:
 
 
 CAPTURED = Captured()
+# An attention knockout in force (`interpret.effects.knocked_out`): in these language layers,
+# queries at or after `first_query` may not attend to `keys` (prompt positions).
+KNOCKOUT: dict[str, Any] = {}
+
+
+def knockout_mask(module: Any, query: torch.Tensor, key: torch.Tensor, mask: Any) -> Any:
+    """`mask` (None: causal) with the knockout in force applied, when it applies to `module`;
+    a causal mask made explicit when the queries continue a cache (SDPA's `is_causal` would
+    align them with the first keys, not the last)."""
+    q, n = query.shape[-2], key.shape[-2]
+    if mask is None and 1 < q < n:
+        mask = torch.full((q, n), float("-inf"), dtype=query.dtype).triu(n - q + 1)[None, None]
+    if not KNOCKOUT or module.layer_idx not in KNOCKOUT["layers"]:
+        return mask
+    if mask is None:
+        mask = torch.full((q, n), float("-inf"), dtype=query.dtype).triu(n - q + 1)[None, None]
+    elif mask.dtype == torch.bool:
+        mask = torch.zeros(mask.shape, dtype=query.dtype).masked_fill(~mask, float("-inf"))
+    mask = mask.clone()
+    rows = torch.arange(n - q, n) >= KNOCKOUT["first_query"]  # each query's absolute position
+    block = mask[..., rows, :]
+    block[..., KNOCKOUT["keys"]] = float("-inf")
+    mask[..., rows, :] = block
+    return mask
 
 
 def _capture(
@@ -50,6 +74,8 @@ def _capture(
         n = key.shape[-2]
         causal = torch.full((n, n), float("-inf"), dtype=query.dtype).triu(1)
         attention_mask = (causal + bias.to(query.dtype))[None, None, -query.shape[-2] :, :]
+    if getattr(module, "is_causal", False):
+        attention_mask = knockout_mask(module, query, key, attention_mask)
     out, _ = sdpa_attention_forward(
         module, query, key, value, attention_mask, scaling=scaling, dropout=dropout, **kwargs
     )

@@ -1,6 +1,7 @@
 """Heat maps over the exact frames sent: for each interpreted (model, question, variant) and
 language layer group, the frames side by side with the answer position's attention to each
-visual token laid over its pixel block (a token covers its group's frames). Drawn from
+visual token laid over its pixel block (a token covers its group's frames), and its colour
+scale. Drawn from
 interpret/records.jsonl and the clips alone."""
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 from matplotlib import colormaps
-from PIL import Image
+from PIL import Image, ImageDraw
 
 from core.files import atomic_path
 from core.layout import DataLayout
@@ -31,11 +32,28 @@ def overlay(frame: np.ndarray, weights: np.ndarray, top: float) -> np.ndarray:
 
 
 def strip(frames: np.ndarray, maps: np.ndarray) -> Image.Image:
-    """The frames side by side, each with its group's map over it (one colour scale per strip)."""
+    """The frames side by side, each with its group's map over it (one colour scale per strip,
+    drawn at its right end)."""
     per = len(frames) // len(maps)
     top = float(maps.max())
     tiles = [overlay(f, maps[i // per], top) for i, f in enumerate(frames)]
-    return Image.fromarray(np.concatenate(tiles, axis=1))
+    return Image.fromarray(np.concatenate([*tiles, scale(frames.shape[1], top)], axis=1))
+
+
+SCALE_WIDTH = 56
+
+
+def scale(height: int, top: float) -> np.ndarray:
+    """The colour scale (height, SCALE_WIDTH, 3): the colour map from 0 (bottom) to `top` (its
+    share of the answer position's attention to the video, per token), labelled at both ends."""
+    ramp = colormaps[CMAP](np.linspace(1, 0, height))[:, None, :3] * 255
+    bar = np.full((height, SCALE_WIDTH, 3), 255, dtype=np.uint8)
+    bar[:, 2:14] = ramp.astype(np.uint8)
+    image = Image.fromarray(bar)
+    pen = ImageDraw.Draw(image)
+    pen.text((16, 0), f"{top:.3f}", fill=(0, 0, 0))
+    pen.text((16, height - 11), "0", fill=(0, 0, 0))
+    return np.asarray(image)
 
 
 def draw(run: Run, records: list[AttentionRecord], questions: int) -> list[Path]:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import contextlib
 import csv
 import io
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -27,7 +27,10 @@ from core.variants import CUED, INTERVENTIONS, PLAIN
 from interpret import capture, inputs
 from interpret.attention import Attention, forward, grid_of, region_rows
 from interpret.choice import choose, margin
+from interpret.effects import COLUMNS as EFFECT_COLUMNS
+from interpret.effects import Scorer, effects
 from interpret.regions import clip_shares
+from measure.report.stats import seed_for
 
 STROKES = tuple(c for c in CUED if c != "side-by-side")  # cues whose strokes define a `cue` region
 MAPPED = (PLAIN, *STROKES, *INTERVENTIONS)  # variants whose frames the regions fit
@@ -157,6 +160,7 @@ def one(
     cache: dict,
     layers: Sequence[int] | None = None,
     twin: Any = None,
+    methods: str = "none",
 ) -> AttentionRecord:
     """One prediction: its input rebuilt, attention captured on it and on the generic question,
     its region rows for every cue its regions can be drawn for (language `layers` only, all
@@ -196,6 +200,12 @@ def one(
                 for r in region_rows(twin_att, twin_generic, shares, grid)
                 if r["source"] == "llm" and r["layer"] == "mean"
             ]
+    removed = []
+    if methods != "none" and boxes.is_file() and pred.reply in pred.choices:
+        shares = clip_shares(boxes, cues[0], question, sent.indices, grid.pixels)
+        scorer = Scorer.of(model, processor.tokenizer, enc, pred.choices, fmt)
+        seed = seed_for("effects", pred.question_id, pred.variant)
+        removed = effects(pred, scorer, shares, grid, cues[0], question.answer, seed, methods)
     options = targets(pred.choices, fmt)
     said = choose(model, processor.tokenizer, enc, options)
     groups = layer_groups(sorted(att.llm))
@@ -213,6 +223,7 @@ def one(
         rows=rows,
         maps={g: np.round(np.mean([att.llm[k] for k in ks], axis=0), 6).tolist() for g, ks in groups.items()},
         redrawn=control,
+        effects=removed,
     )
     return record
 
@@ -251,10 +262,11 @@ def check_layers(run: Run, models: list[str], layers: Sequence[int] | None, done
 
 
 def interpret_run(
-    run: Run, todo: list[Prediction], device: str = "cpu", layers: Sequence[int] | None = None
+    run: Run, todo: list[Prediction], device: str = "cpu", layers: Sequence[int] | None = None, methods: str = "none"
 ) -> Interpreted:
     """Interpret what is left of `todo` (records already written are kept), appending each
-    record as it comes; then regions.csv is written whole."""
+    record as it comes (`methods`: the region removals to measure, `interpret.effects`); then
+    regions.csv and effects.csv are written whole."""
     check(run)
     assert run.layout is not None
     store = attention_store(run.layout)
@@ -272,25 +284,42 @@ def interpret_run(
                 with loaded(run, name, device) as (model, processor):
                     twin = redrawn(run, name, device)
                     for pred in (p for p in left if p.model == name):
-                        store.append(one(pred, run, model, processor, cache, layers, twin))
+                        store.append(one(pred, run, model, processor, cache, layers, twin, methods))
                         advance()
     finally:
         store.close()
     write_regions(run)
+    write_effects(run)
     return Interpreted(len(left), len(todo) - len(left))
+
+
+def write_effects(run: Run) -> Path:
+    """interpret/effects.csv: every record's region removals, from records.jsonl alone."""
+    assert run.layout is not None
+    return _write_csv(run, run.layout.effects_csv, EFFECT_COLUMNS, lambda rec: rec.effects)
 
 
 def write_regions(run: Run) -> Path:
     """interpret/regions.csv: every record's rows, one row per region, from records.jsonl alone."""
     assert run.layout is not None
+
+    def rows(rec: AttentionRecord) -> list[dict]:
+        ids = {"question_id": rec.question_id, "model": rec.model, "variant": rec.variant}
+        return [ids | row for row in rec.rows]
+
+    return _write_csv(run, run.layout.regions_csv, COLUMNS, rows)
+
+
+def _write_csv(run: Run, path: Path, columns: list[str], rows: Callable[[AttentionRecord], list[dict]]) -> Path:
+    """`path` written whole (atomically) from every record's `rows`, records in key order."""
+    assert run.layout is not None
     buf = io.StringIO()
-    out = csv.DictWriter(buf, COLUMNS, extrasaction="ignore")
+    out = csv.DictWriter(buf, columns, extrasaction="ignore")
     out.writeheader()
     for rec in in_key_order(attention_store(run.layout).load()):
-        for row in rec.rows:
-            out.writerow({"question_id": rec.question_id, "model": rec.model, "variant": rec.variant} | row)
-    atomic_write(run.layout.regions_csv, buf.getvalue())
-    return run.layout.regions_csv
+        out.writerows(rows(rec))
+    atomic_write(path, buf.getvalue())
+    return path
 
 
 def layer_groups(layers: Sequence[int]) -> dict[str, list[int]]:

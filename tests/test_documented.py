@@ -86,7 +86,7 @@ TABLE = {
     ),
     "python -m measure calibrate RUN [--sims 1000] [--effect PTS] [--seed 0]": (
         "measure",
-        "calibrate {runs}/a --sims 1000 --effect 10 --seed 0",
+        "calibrate {runs}/a --sims 100 --effect 10 --seed 0",
     ),
     "python -m measure --data data/synthetic-open --base-url URL": (
         "measure",
@@ -168,10 +168,10 @@ TABLE = {
         "organism --videos 14 --steps 3 --seed 7 --out {tmp}/organism --world {tmp}/organism-world --batch 4",
     ),
     "python -m interpret RUN [--limit N] [--models a,b] [--variants plain,trajectory] [--layers 0,1] "
-    "[--device cpu|cuda] [--pictures 8] [--data DIR]": (
+    "[--device cpu|cuda] [--pictures 8] [--data DIR] [--effects none|ablation|all]": (
         "interpret",
         "{runs}/b --limit 1 --models {base},{adapter} --variants plain,trajectory --layers 0,1 --device cpu "
-        "--pictures 8 --data {data}",
+        "--pictures 8 --data {data} --effects ablation",
     ),
     "python -m prepare synthetic --out data/synthetic "
     "--variants plain,trajectory,object-masked,context-masked,cue-only": (

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -22,7 +23,7 @@ from core.errors import UserError
 from core.layout import DataLayout, RunLayout
 from core.profiles import IDEFICS3
 from core.records import read_questions
-from interpret import capture, inputs, stage
+from interpret import capture, effects, inputs, stage
 from interpret.attention import forward, grid_of, region_rows
 from interpret.geometry import video_positions
 from interpret.regions import REGIONS, ClipBoxes, block_shares, clip_shares, strokes
@@ -299,3 +300,59 @@ def test_a_killed_interpret_continues_where_it_stopped(measured, tmp_path):
         for line in layout.attention.read_text().splitlines()
     ]
     assert len(keys) == len(set(keys)) == 16
+
+
+def test_a_knockout_hides_keys_from_the_answer_in_its_layers_only():
+    """The mask of a knocked-out layer: causal, and the keys hidden from the queries at and after
+    the answer position; a cached continuation gets an explicit causal mask (bottom-right)."""
+
+    class Layer:
+        layer_idx = 1
+
+    q, k = torch.zeros(1, 2, 3, 8), torch.zeros(1, 2, 5, 8)  # 3 queries continue 2 cached positions
+    causal = capture.knockout_mask(Layer, q, k, None)[0, 0]
+    assert torch.equal(torch.isinf(causal), torch.tensor([[0, 0, 0, 1, 1], [0, 0, 0, 0, 1], [0, 0, 0, 0, 0]]).bool())
+    with effects.knocked_out({1}, torch.tensor([0, 2]), first_query=3):
+        hidden = capture.knockout_mask(Layer, q, k, None)[0, 0]
+        Layer.layer_idx = 0
+        assert capture.knockout_mask(Layer, q, k, None) is not None  # a layer outside the window: causal only
+        assert not torch.isinf(capture.knockout_mask(Layer, q, k, None)[0, 0, 2]).any()
+    assert not torch.isinf(hidden[0, [0, 2]]).any()  # query at position 2: before the answer
+    assert torch.isinf(hidden[1:, [0, 2]]).all()  # positions 3 and 4: the answer and the reply
+    assert not capture.KNOCKOUT
+
+
+@pytest.mark.slow
+def test_effects_remove_regions_inside_the_model_against_baselines(measured, tmp_path):
+    """`interpret --effects all`: per region, ablation and knockout in each window against random
+    and high-norm tokens of the same count, in effects.csv and the report's causal section; the
+    replies' log-probabilities from the cache are the full teacher-forced ones."""
+    measured = copy_run(measured, tmp_path)
+    _interpret(measured, "--limit", 1, "--pictures", 0, "--effects", "all", "--models", "tiny-vlm")
+    with open(measured.effects_csv) as f:
+        rows = list(csv.DictReader(f))
+    assert {(r["method"], r["window"]) for r in rows} == {("ablation", "all")} | {
+        ("knockout", w) for w in ("early", "middle", "late", "all")
+    }
+    assert {r["target"] for r in rows} == {"region", "random", "norm"} and {r["model"] for r in rows} == {"tiny-vlm"}
+    for _, same in pd.DataFrame(rows).groupby(["question_id", "variant", "region"]):
+        assert same["tokens"].nunique() == 1  # baselines of the same count
+    report = measured.report_md.read_text()
+    assert "## What each region does (interpret --effects)" in report and "in the causal family of" in report
+    run = runs.load(measured)
+    pred = next(p for p in run.predictions if p.model == "tiny-vlm" and p.status == "ok" and p.frame_indices)
+    with stage.loaded(run, "tiny-vlm", "cpu") as (model, processor):
+        sent = inputs.sent(pred, DataLayout(run.data).clip(pred.variant, pred.video_id), run.record.ask)
+        question = run.questions[pred.question_id]
+        enc = inputs.encode(processor, question, sent, run.record.ask.answer_format)
+        scorer = effects.Scorer.of(model, processor.tokenizer, enc, pred.choices, run.record.ask.answer_format)
+        full = []
+        for reply in scorer.replies:
+            ids = torch.cat([enc["input_ids"], reply[None]], dim=1)
+            text = torch.zeros_like(reply)[None]
+            longer = dict(enc) | {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
+            longer["mm_token_type_ids"] = torch.cat([enc["mm_token_type_ids"], text], dim=1)
+            with torch.no_grad():
+                logits = model(**longer).logits[0, enc["input_ids"].shape[1] - 1 : -1]
+            full.append(float(torch.log_softmax(logits.float(), -1).gather(1, reply[:, None]).sum()))
+    assert scorer.log_probs() == pytest.approx(full, abs=1e-4)

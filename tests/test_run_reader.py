@@ -24,7 +24,17 @@ def _report(run: Path) -> tuple[bytes, bytes]:
 
 
 CHANGED = ("schema_version", "frames", "p_holm", "survives_holm", "family", "families", "verdicts", "statistics")
-NEW = ("interventions", "attention", "cached_pct", "prefills_per_clip_model", "videos_changed", "calibration")
+NEW = (
+    "interventions",
+    "attention",
+    "cached_pct",
+    "prefills_per_clip_model",
+    "videos_changed",
+    "calibration",
+    "verdict_families",
+    "primary",
+    "others",
+)
 # Since December 2026 each comparison draws from its own seed, and the interval is the expanded
 # percentile interval (wider with few videos)
 RESEEDED = ("ci_low", "ci_high")

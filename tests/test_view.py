@@ -110,7 +110,15 @@ def test_viewer_shows_the_run_as_report_json_and_predictions_say(runs, browser, 
             row["delta"], abs=0.005
         )
         assert int(page.inner_text(f'[data-cell="cued_vs_plain|{i}|only_a"]')) == row["only_a"]
-    assert page.inner_text("ul.verdicts").splitlines() == report["verdicts"]
+    # The first screen: the primary family as a table, one line on the rest, later families folded.
+    for i, row in enumerate(report["primary"]):
+        assert float(page.inner_text(f'[data-cell="primary|{i}|delta"]')) == pytest.approx(row["delta"], abs=0.005)
+    assert report["primary"] and page.inner_text("#others") == report["others"]
+    folded = page.locator("details.family:not([open])")
+    assert folded.count() == len(report["verdict_families"]) - ("primary" in report["verdict_families"]) > 0
+    for _ in range(folded.count()):
+        folded.nth(0).locator("summary").click()  # opened: it leaves the folded ones
+    assert "\n".join(page.locator("ul.verdicts").all_inner_texts()).splitlines() == report["verdicts"]
     for i, row in enumerate(report["adapter_vs_base"]):  # McNemar's discordant cells list their questions
         for cell in ("only_a", "only_b"):
             _go(page, page_path, "")

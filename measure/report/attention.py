@@ -26,7 +26,7 @@ import pandas as pd
 from core.records import AttentionRecord
 from core.variants import PLAIN
 from measure.report import stats
-from measure.report.tables import ATTENTION, LAYERS, caveat, holm_words, p_text, points
+from measure.report.tables import ATTENTION, CAUSAL_FAMILY, LAYERS, caveat, holm_words, p_text, points
 
 KEYS = ["question_id", "video_id", "model", "variant", "cue_of", "source", "layer"]
 PAIR = [
@@ -242,6 +242,86 @@ def _adapters(measures: dict[str, pd.Series], agree: pd.Series, parents: dict[st
     return rows
 
 
+CAUSAL = [
+    "model",
+    "variant",
+    "type",
+    "cue",
+    "region",
+    "method",
+    "window",
+    "baseline",
+    "tokens",
+    "region_effect",
+    "region_low",
+    "region_high",
+    "baseline_effect",
+    "baseline_low",
+    "baseline_high",
+    *PAIR,
+]
+
+
+def causal(records: list[AttentionRecord]) -> pd.DataFrame:
+    """`interpret --effects`: per model, variant, question type, region, method and window, the
+    change in the right answer's log-probability when the region's tokens are removed (b) vs
+    when as many random or highest-norm tokens are (a), paired by question, clustered by video;
+    the `causal` Holm family."""
+    df = pd.DataFrame([row for r in records for row in r.effects])
+    if df.empty:
+        return pd.DataFrame(columns=CAUSAL)
+    keys = ["model", "variant", "type", "cue_of", "region", "method", "window"]
+    rows = []
+    for key, g in df.groupby(keys, sort=True):
+        wide = g.pivot_table(index=["question_id", "video_id"], columns="target", values="d_right", aggfunc="first")
+        for baseline in ("random", "norm"):
+            if {"region", baseline} <= set(wide.columns):
+                rows.append(_causal_row(dict(zip(keys, key)), baseline, wide[["region", baseline]].dropna(), g))
+    return pd.DataFrame(rows).rename(columns={"cue_of": "cue"}).reindex(columns=CAUSAL)
+
+
+def _causal_row(labels: dict, baseline: str, both: pd.DataFrame, g: pd.DataFrame) -> dict:
+    videos = both.index.get_level_values("video_id")
+    seed = stats.seed_for("causal", *sorted(labels.items()), baseline)
+    t = stats.paired_mean(both[baseline], both["region"], videos, seed=seed)
+    region_ci = stats.bootstrap_ci(both["region"].to_numpy(), videos, seed=seed)
+    base_ci = stats.bootstrap_ci(both[baseline].to_numpy(), videos, seed=seed)
+    return (
+        labels
+        | {
+            "baseline": baseline,
+            "tokens": float(g["tokens"].mean()),
+            "region_effect": t.mean_b,
+            "region_low": region_ci[0],
+            "region_high": region_ci[1],
+            "baseline_effect": t.mean_a,
+            "baseline_low": base_ci[0],
+            "baseline_high": base_ci[1],
+            "family": CAUSAL_FAMILY,
+        }
+        | t.as_dict()
+    )
+
+
+def causal_verdicts(table: pd.DataFrame, sizes: dict[str, int]) -> list[str]:
+    """One line per region x (ablation, or knockout in all layers) against random tokens."""
+    rows = table.to_dict("records") if not table.empty else []
+    return [causal_line(r, sizes) for r in rows if r["baseline"] == "random" and r["window"] == "all"]
+
+
+def causal_line(r: dict, sizes: dict[str, int]) -> str:
+    """A region's removal in words: its effect, the baseline's, and their difference."""
+    how = "ablated" if r["method"] == "ablation" else "knocked out (all layers)"
+    nats = lambda x: points(x, sign=True, digits=2)  # noqa: E731
+    return (
+        f"{r['region']} tokens {how}, {r['model']} on {r['variant']} ({r['cue']} regions), {r['type']} questions: "
+        f"right answer {nats(r['region_effect'])} nats [{nats(r['region_low'])}, {nats(r['region_high'])}] vs "
+        f"{r['baseline']} tokens of the same count {nats(r['baseline_effect'])} [{nats(r['baseline_low'])}, "
+        f"{nats(r['baseline_high'])}]: difference {nats(r['delta'])} [{nats(r['ci_low'])}, {nats(r['ci_high'])}], "
+        f"{holm_words(r, sizes, stats.ALPHA)}; {r['n']} questions, {r['videos']} videos{caveat(r)}"
+    )
+
+
 SANITY = ["model", "n", "videos", "videos_changed", "redrawn", "trained", "delta", "ci_low", "ci_high", "p_video"]
 
 
@@ -328,8 +408,10 @@ def verdict(row: dict, sizes: dict[str, int]) -> str:
     """One attention comparison in words, backed by the numbers of its row."""
     what = WHAT
     side = "" if isinstance(row["base"], str) else f"{row['model']}, "
+    cue = row["cue"]
+    partition = "" if cue in (row["a"], row["b"]) else f" (regions of the {cue} cue)"
     return (
-        f"{what[row['measure']]}, {row['b']} vs {row['a']}, {side}{row['source']}: "
+        f"{what[row['measure']]}, {row['b']} vs {row['a']}{partition}, {side}{row['source']}: "
         f"{points(row['delta'], sign=True, digits=2)} pts [{points(row['ci_low'], digits=2)}, "
         f"{points(row['ci_high'], digits=2)}], "
         f"{holm_words(row, sizes, stats.ALPHA)}; {row['n']} questions, {row['videos']} videos{caveat(row)}"

@@ -12,6 +12,8 @@ from core.runfiles import CalibrationRecord
 from core.runs import Run
 from measure.report import attention, health, opentables, reference
 from measure.report.tables import (
+    ATTENTION,
+    CAUSAL_FAMILY,
     accuracy_table,
     arrow_of_time,
     audit,
@@ -21,8 +23,11 @@ from measure.report.tables import (
     family_sizes,
     holm_adjust,
     interventions,
+    others_line,
     per_template,
     positions,
+    primary_table,
+    survivors,
     template_moves,
     temporal_probes,
     to_frame,
@@ -33,7 +38,10 @@ from measure.score.open import verdicts as open_verdicts
 
 @dataclass(kw_only=True)
 class Report:
-    verdicts: list[str]
+    verdicts: list[str]  # every verdict line, the primary family's first
+    verdict_families: dict[str, list[str]]  # the same lines, by Holm family
+    primary: pd.DataFrame  # the primary family as one short table: the report's first screen
+    others: str  # how many other comparisons survive Holm, and where
     tests: int  # every paired test of the report
     families: dict[str, int]  # the tests of each Holm family (p_holm corrects within one)
     table: pd.DataFrame
@@ -62,6 +70,7 @@ class Report:
     attention_inputs: pd.DataFrame = field(default_factory=pd.DataFrame)  # rebuilt input = the run's? same reply?
     attention_off: pd.DataFrame = field(default_factory=pd.DataFrame)  # where it was not, listed
     attention_sanity: pd.DataFrame = field(default_factory=pd.DataFrame)  # maps with weights vs weights redrawn
+    causal: pd.DataFrame = field(default_factory=pd.DataFrame)  # region tokens removed vs baselines (interpret)
     calibration: CalibrationRecord | None = None  # `measure calibrate`'s simulations (calibration.json)
 
 
@@ -83,13 +92,25 @@ def build(run: Run) -> Report:
         masked = interventions(df)
     looked = attention.frame(run.attention)
     pairs = empty if looked.empty else attention.comparisons(looked, parents)
-    tested = holm_adjust([cued, adapters, audit_table, blind_wrong, open_adapters, open_audit, masked, pairs])
-    cued, adapters, audit_table, blind_wrong, open_adapters, open_audit, masked, pairs = tested
+    removed = attention.causal(run.attention)
+    tested = holm_adjust([cued, adapters, audit_table, blind_wrong, open_adapters, open_audit, masked, pairs, removed])
+    cued, adapters, audit_table, blind_wrong, open_adapters, open_audit, masked, pairs, removed = tested
     sizes = family_sizes(tested)
+    lines = (
+        verdicts(cued, adapters, open_adapters, masked, sizes)
+        + [(ATTENTION, v) for v in attention.verdicts(pairs, sizes)]
+        + [(CAUSAL_FAMILY, v) for v in attention.causal_verdicts(removed, sizes)]
+    )
+    grouped: dict[str, list[str]] = {}
+    for family, line in lines:
+        grouped.setdefault(family, []).append(line)
     inputs, off = attention.inputs(run.attention)
     record = run.record
     return Report(
-        verdicts=verdicts(cued, adapters, open_adapters, masked, sizes) + attention.verdicts(pairs, sizes),
+        verdicts=[line for _, line in lines],
+        verdict_families=grouped,
+        primary=primary_table(cued, adapters),
+        others=others_line(survivors(tested)),
         tests=sum(sizes.values()),
         families=sizes,
         table=accuracy_table(df),
@@ -117,6 +138,7 @@ def build(run: Run) -> Report:
         attention_pairs=pairs,
         attention_inputs=inputs,
         attention_off=off,
+        causal=removed,
         attention_sanity=attention.sanity(run.attention),
         calibration=run.calibration,
     )

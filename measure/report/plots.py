@@ -91,7 +91,11 @@ def attention_summary(path: Path, pairs: pd.DataFrame) -> None:
             color="C1",
             markerfacecolor="C1" if r["survives_holm"] else "white",
         )
-    labels = [f"{r['measure']} ({r['source']}), {r['model']}: {r['b']} − {r['a']}" for r in rows.to_dict("records")]
+    labels = [
+        f"{r['measure']} ({r['source']}), {r['model']}: {r['b']} − {r['a']}"
+        + ("" if r["cue"] in (r["a"], r["b"]) else f" ({r['cue']} regions)")
+        for r in rows.to_dict("records")
+    ]
     ax.axvline(0, color="grey", lw=1)
     ax.set_yticks(range(len(rows)), labels, fontsize=7)
     ax.set_xlabel("attention mass delta (points), 95 % CI resampling videos; filled: significant after Holm")

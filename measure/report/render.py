@@ -60,6 +60,7 @@ FAMILY_WORDS = {
     "secondary": "the adapter on other clips, controls and their audit, interventions, open questions",
     "attention": "where the model looked, means over layers",
     "layers": "where the model looked, per layer",
+    "causal": "what a region does: its tokens removed inside the model, against as many random or high-norm ones",
     "compare": "one run against another",
 }
 
@@ -86,6 +87,18 @@ def attention_markdown(r: Report, pairs: bool = True) -> str:
     ]
     if pairs:
         parts += ["\nPaired (b − a, points), CIs resample videos:\n\n", markdown(r.attention_pairs), "\n"]
+    if not r.causal.empty:
+        removed = r.verdict_families.get("causal", [])
+        parts += [
+            "\n## What each region does (interpret --effects)\n\nThe change in the right answer's log-probability "
+            "(nats) when a region's visual tokens are removed inside the model (ablation: replaced by the clip's "
+            "mean token; knockout: hidden from the answer in a window of layers), b, against as many random or "
+            "highest-norm tokens, a; paired by question, CIs resample videos, Holm in the causal family.\n\n",
+            *(f"- {v}\n" for v in removed),
+            "\n",
+            markdown(r.causal),
+            "\n",
+        ]
     if not r.attention_off.empty:
         parts += [
             "\nRebuilt inputs that were not the run's, or gave another reply:\n\n",
@@ -170,6 +183,14 @@ def calibration_markdown(r: Report) -> str:
     )
 
 
+def verdict_sections(r: Report) -> list[str]:
+    """The verdict lines under one heading per Holm family."""
+    parts = []
+    for family, lines in r.verdict_families.items():
+        parts += [f"### {family} ({FAMILY_WORDS.get(family, family)})\n\n", *(f"- {v}\n" for v in lines), "\n"]
+    return parts
+
+
 def render_markdown(r: Report) -> str:
     legend = "".join(
         f"- {k}: {v}\n"
@@ -177,7 +198,17 @@ def render_markdown(r: Report) -> str:
         if k in ("ci", "p_mcnemar", "p_video", "p_holm", "mde", "serving")
     )
     parts = [
-        *(["## Verdicts\n\n", *(f"- {v}\n" for v in r.verdicts), "\n"] if r.verdicts else []),
+        *(
+            [
+                "## Primary comparisons (what the study declares; b − a in points, 95 % CI, Holm within the "
+                "primary family)\n\n",
+                markdown(r.primary),
+                f"\n\n{r.others}\n\n",
+            ]
+            if not r.primary.empty
+            else []
+        ),
+        *(["## Verdicts\n\n", *verdict_sections(r), "\n"] if r.verdicts else []),
         *(f"**{w}**\n\n" for w in r.warnings),
         "## Accuracy (%)\n",
         markdown(r.table),
@@ -276,6 +307,9 @@ def record(r: Report) -> ReportRecord:
         arrow_of_time=_records(r.arrow),
         warnings=list(r.warnings),
         verdicts=list(r.verdicts),
+        verdict_families={k: list(v) for k, v in r.verdict_families.items()},
+        primary=_records(r.primary),
+        others=r.others,
         statistics=methods(r),
         open_accuracy=_records(r.open_accuracy),
         open_adapter_vs_base=_records(r.open_adapter_vs_base),
@@ -292,6 +326,7 @@ def record(r: Report) -> ReportRecord:
             "pairs": _records(r.attention_pairs),
             "off": _records(r.attention_off),
             "sanity": _records(r.attention_sanity),
+            "causal": _records(r.causal),
         },
     )
 

@@ -32,9 +32,11 @@ PAIR_COLUMNS = (
 # Holm corrects within a family, each row says which: `primary` is what a study declares
 # (cued vs plain, adapter vs base on plain clips); `secondary` the rest of the accuracy tests
 # (the adapter on other clips, the controls and their audit, interventions, open questions);
-# `attention` where the model looked (means over layers); `layers` the same per layer.
+# `attention` where the model looked (means over layers); `layers` the same per layer; `causal`
+# what a region's tokens do when removed inside the model.
 PRIMARY, SECONDARY, ATTENTION, LAYERS = "primary", "secondary", "attention", "layers"
-FAMILIES = (PRIMARY, SECONDARY, ATTENTION, LAYERS)
+CAUSAL_FAMILY = "causal"  # what a region does: its tokens removed inside the model (`interpret --effects`)
+FAMILIES = (PRIMARY, SECONDARY, ATTENTION, LAYERS, CAUSAL_FAMILY)
 
 
 def to_frame(predictions: Iterable[Prediction]) -> pd.DataFrame:
@@ -481,7 +483,7 @@ def verdicts(
     open_adapters: pd.DataFrame,
     masked: pd.DataFrame,
     sizes: Mapping[str, int],
-) -> list[str]:
+) -> list[tuple[str, str]]:
     """One line per cued − plain, adapter − base and intervention − plain comparison (open
     questions: per judge), the primary family's first."""
     lines = (
@@ -495,7 +497,55 @@ def verdicts(
     )
     order = {name: i for i, name in enumerate(FAMILIES)}
     lines.sort(key=lambda pair: order.get(pair[0].get("family"), len(order)))
-    return [verdict(label, row, sizes) for row, label in lines]
+    return [(row.get("family", SECONDARY), verdict(label, row, sizes)) for row, label in lines]
+
+
+PRIMARY_COLUMNS = ["comparison", "type", "delta", "ci_low", "ci_high", "p_holm", "significant", "n", "videos"]
+
+
+def primary_table(cued: pd.DataFrame, adapters: pd.DataFrame) -> pd.DataFrame:
+    """The primary family (what a study declares) as one short table."""
+    rows = [
+        {"comparison": f"{r['variant']} vs plain, {r['model']}"} | r
+        for r in cued.to_dict("records")
+        if r.get("family") == PRIMARY
+    ] + [
+        {"comparison": f"{r['adapter']} vs {r['base']}, {r['variant']}"} | r
+        for r in adapters.to_dict("records")
+        if r.get("family") == PRIMARY
+    ]
+    t = pd.DataFrame(rows)
+    if t.empty:
+        return pd.DataFrame(columns=PRIMARY_COLUMNS)
+    return t.assign(significant=t["survives_holm"].map({True: "yes", False: "no"}))[PRIMARY_COLUMNS]
+
+
+def survivors(tables: list[pd.DataFrame]) -> dict[str, tuple[int, int]]:
+    """Per Holm family: (tests that survive Holm, tests)."""
+    out: dict[str, list[int]] = {}
+    for t in tables:
+        if "family" in t and "survives_holm" in t and len(t):
+            for family, alive in zip(t["family"], t["survives_holm"]):
+                counts = out.setdefault(family, [0, 0])
+                counts[0] += bool(alive)
+                counts[1] += 1
+    return {name: (a, n) for name, (a, n) in sorted(out.items(), key=lambda kv: _family_order(kv[0]))}
+
+
+def _family_order(name: str) -> int:
+    return FAMILIES.index(name) if name in FAMILIES else len(FAMILIES)
+
+
+def others_line(counts: dict[str, tuple[int, int]]) -> str:
+    """One line: how many comparisons outside the primary family survive Holm, and where."""
+    rest = {name: c for name, c in counts.items() if name != PRIMARY}
+    if not rest:
+        return "No other comparisons."
+    alive, total = sum(a for a, _ in rest.values()), sum(n for _, n in rest.values())
+    parts = ", ".join(f"{name} {a} of {n}" for name, (a, n) in rest.items())
+    return (
+        f"Other comparisons: {alive} of {total} survive Holm ({parts}); every one is listed under Verdicts, by family."
+    )
 
 
 def cell_ci(df: pd.DataFrame) -> dict[tuple[str, str], tuple[float, float]]:

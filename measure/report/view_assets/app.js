@@ -94,13 +94,29 @@
       }));
   }
 
+  function primaryTable(rows) {
+    const head = ["comparison", "type", "delta", "95 % CI", "p_holm", "significant", "n", "videos"];
+    return el("table", {id: "primary"}, el("tr", {}, head.map(c => el("th", {text: c}))),
+      rows.map((r, i) => el("tr", {class: r.significant === "yes" ? "sig" : null},
+        el("td", {class: "text", text: r.comparison}), el("td", {text: r.type}),
+        el("td", {"data-cell": `primary|${i}|delta`, text: num(r.delta)}), el("td", {text: `[${num(r.ci_low)}, ${num(r.ci_high)}]`}),
+        el("td", {text: pval(r.p_holm)}), el("td", {text: r.significant}), el("td", {text: r.n}), el("td", {text: r.videos}))));
+  }
+
   function overview() {
     const R = D.report;
     const stats = R.statistics || {};
+    const families = Object.entries(R.verdict_families || {});
     return [
+      el("h2", {text: "Primary comparisons"}),
+      (R.primary || []).length ? primaryTable(R.primary) : note("(no primary comparison: cued vs plain, adapter vs base on plain clips)"),
+      R.others ? el("p", {id: "others", text: R.others}) : null,
       el("h2", {text: "Verdicts"}),
-      R.verdicts.length ? el("ul", {class: "verdicts"}, R.verdicts.map(v =>
-        el("li", {class: v.includes(", significant after Holm") ? "sig" : null, text: v}))) : note("(no comparisons)"),
+      families.length ? families.map(([family, lines]) =>
+        el("details", {class: "family", "data-family": family, ...(family === "primary" ? {open: ""} : {})},
+          el("summary", {text: `${family}: ${lines.filter(v => v.includes(", significant after Holm")).length} of ${lines.length} significant after Holm`}),
+          el("ul", {class: "verdicts"}, lines.map(v =>
+            el("li", {class: v.includes(", significant after Holm") ? "sig" : null, text: v}))))) : note("(no comparisons)"),
       R.warnings.map(w => el("div", {class: "warn", text: w})),
       el("h2", {text: "Accuracy (%)"}), note("Every number links to the samples behind it."), accuracyTable(R.accuracy),
       el("h2", {text: "Paired comparisons: b − a on the same questions"}),
