@@ -275,7 +275,7 @@ def test_report_clusters_by_video_and_holm_corrects_within_each_family(tmp_path)
     assert saved.cued_vs_plain[0]["p_holm"] == pytest.approx(r.cued_vs_plain["p_holm"][0])
     md = render.render_markdown(r)  # first the primary family as a table, then the verdicts by family
     assert md.startswith("## Primary comparisons") and f"\n{r.others}\n" in md and len(r.primary) == 2
-    assert f"## Verdicts\n\n### primary (what a study declares" in md and f"\n- {r.verdicts[0]}\n" in md
+    assert "## Verdicts\n\n### primary (what a study declares" in md and f"\n- {r.verdicts[0]}\n" in md
     # Accuracy CIs resample videos too: with each video's questions all right or all wrong,
     # the interval is wider than when questions are taken as independent.
     low, high = r.cis[("m", "plain")]
