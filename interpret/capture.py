@@ -41,13 +41,12 @@ def knockout_mask(module: Any, query: torch.Tensor, key: torch.Tensor, mask: Any
     a causal mask made explicit when the queries continue a cache (SDPA's `is_causal` would
     align them with the first keys, not the last)."""
     q, n = query.shape[-2], key.shape[-2]
-    if mask is None and 1 < q < n:
+    knocked = bool(KNOCKOUT) and module.layer_idx in KNOCKOUT["layers"]
+    if mask is None and (knocked or 1 < q < n):
         mask = torch.full((q, n), float("-inf"), dtype=query.dtype).triu(n - q + 1)[None, None]
-    if not KNOCKOUT or module.layer_idx not in KNOCKOUT["layers"]:
+    if not knocked:
         return mask
-    if mask is None:
-        mask = torch.full((q, n), float("-inf"), dtype=query.dtype).triu(n - q + 1)[None, None]
-    elif mask.dtype == torch.bool:
+    if mask.dtype == torch.bool:
         mask = torch.zeros(mask.shape, dtype=query.dtype).masked_fill(~mask, float("-inf"))
     mask = mask.clone()
     rows = torch.arange(n - q, n) >= KNOCKOUT["first_query"]  # each query's absolute position

@@ -219,8 +219,9 @@ def calibrate_cmd(o: CalibrateOptions) -> None:
     if o.sims < 1 or (o.effect is not None and not 0 < o.effect <= 100):
         fail(f"--sims ({o.sims}) must be at least 1 and --effect ({o.effect}) in (0, 100] points")
     run = runs.load(o.target.layout)
-    with progress.bar("calibrating", len(calibrate.pairings(run)), "pairings") as advance:
-        run.calibration = calibrate.calibrate(run, o.sims, o.effect, o.seed, advance)
+    chosen = calibrate.pairings(run)
+    with progress.bar("calibrating", len(chosen), "pairings") as advance:
+        run.calibration = calibrate.calibrate(run, o.sims, o.effect, o.seed, advance, chosen)
     if not run.calibration.comparisons:
         fail(f"{run.id}: no paired comparison of closed questions to calibrate")
     runfiles.write(run.layout.calibration, run.calibration)

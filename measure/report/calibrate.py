@@ -148,12 +148,17 @@ def pairings(run: Run) -> list[Pairing]:
 
 
 def calibrate(
-    run: Run, sims: int = N_SIMS, effect: float | None = None, seed: int = 0, progress: Callable[[], None] | None = None
+    run: Run,
+    sims: int = N_SIMS,
+    effect: float | None = None,
+    seed: int = 0,
+    progress: Callable[[], None] | None = None,
+    chosen: list[Pairing] | None = None,
 ) -> CalibrationRecord:
-    """Simulate every paired accuracy comparison of the run's report (`effect` in points; None:
-    each comparison's own MDE)."""
+    """Simulate every paired accuracy comparison of the run's report (`chosen`: its pairings,
+    when already made; `effect` in points; None: each comparison's own MDE)."""
     rows, nulls = [], {}
-    for pairing in pairings(run):
+    for pairing in pairings(run) if chosen is None else chosen:
         rows += _pairing_rows(pairing, sims, effect, seed, nulls)
         if progress:
             progress()
