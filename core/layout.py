@@ -149,6 +149,15 @@ class RunLayout:
     def attention(self) -> Path:
         return self.interpret / "records.jsonl"
 
+    def attention_shard(self, index: int, count: int) -> Path:
+        """What `interpret --shard index/count` appends to (read with every other shard's)."""
+        return self.interpret / f"records.{index}-of-{count}.jsonl"
+
+    @property
+    def attention_files(self) -> list[Path]:
+        """records.jsonl and every shard's, read as one."""
+        return [self.attention, *sorted(self.interpret.glob("records.*-of-*.jsonl"))]
+
     @property
     def effects_csv(self) -> Path:
         """`interpret --effects`: each region's tokens removed inside the model, against baselines."""
@@ -160,6 +169,10 @@ class RunLayout:
 
     def heatmap(self, model: str, question_id: str, variant: str, layers: str) -> Path:
         return self.interpret / "heatmaps" / model / question_id / f"{variant}.{layers}.png"
+
+    def effect_map(self, model: str, question_id: str, variant: str) -> Path:
+        """The occlusion map beside the heat maps (`interpret --effects`)."""
+        return self.heatmap(model, question_id, variant, "effect")
 
 
 @dataclass(frozen=True)

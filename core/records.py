@@ -298,6 +298,9 @@ class AttentionRecord:
     redrawn: list[dict[str, Any]] = field(default_factory=list)
     # `interpret --effects`: one row per region x method x window x target (`interpret.effects`)
     effects: list[dict[str, Any]] = field(default_factory=list)
+    # `interpret --effects`: each visual token ablated alone, the change in the run's answer's
+    # log-probability, as (groups, token rows, cols) (`interpret.effects.occlusion`)
+    occlusion: list = field(default_factory=list)
     schema_version: int = SCHEMA_VERSION
 
     @property

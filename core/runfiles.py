@@ -187,6 +187,14 @@ class RunRecord:
         """served model -> its base model (None for a base), from what the servers listed."""
         return {m.id: m.parent for s in self.servers for m in s.models}
 
+    def dtype(self, model: str) -> str | None:
+        """The --dtype vLLM served `model` in (None: no server started by `serve run` here lists it)."""
+        for s in self.servers:
+            argv = s.serve.argv if s.serve is not None else []
+            if any(m.id == model for m in s.models) and "--dtype" in argv:
+                return argv[argv.index("--dtype") + 1]
+        return None
+
     def serving(self) -> str:
         """Whether its servers answered independently of the batch (`serve run --batch-invariant`),
         in words: batch-invariant, not batch-invariant, mixed, or unknown (a server not started by

@@ -103,9 +103,25 @@ class PredictionStore(JsonlStore[Prediction]):
         return runfiles.read(RunRecord, self.layout.run_json) if self.layout.run_json.is_file() else None
 
 
-def attention_store(layout: RunLayout) -> JsonlStore[AttentionRecord]:
-    """interpret/records.jsonl, one line per (question, model, variant)."""
-    return JsonlStore(layout.attention, attention_from_dict, key_of)
+class AttentionStore(JsonlStore[AttentionRecord]):
+    """interpret/records.jsonl, one line per (question, model, variant), appended to by one
+    process, or by each shard to a file of its own (`interpret --shard`); all read as one."""
+
+    def __init__(self, layout: RunLayout, shard: tuple[int, int] | None = None):
+        super().__init__(
+            layout.attention if shard is None else layout.attention_shard(*shard), attention_from_dict, key_of
+        )
+        self.layout = layout
+
+    def load(self) -> dict[Any, AttentionRecord]:
+        done: dict[Any, AttentionRecord] = {}
+        for path in self.layout.attention_files:
+            done |= JsonlStore(path, attention_from_dict, key_of).load()
+        return done
+
+
+def attention_store(layout: RunLayout, shard: tuple[int, int] | None = None) -> AttentionStore:
+    return AttentionStore(layout, shard)
 
 
 def judgement_store(layout: RunLayout) -> JsonlStore[Judgement]:

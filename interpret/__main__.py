@@ -32,6 +32,16 @@ def layer_list(value: str | Sequence[int]) -> tuple[int, ...]:
     return tuple(int(p) for p in parts)
 
 
+def shard_spec(value: str | tuple[int, int]) -> tuple[int, int]:
+    """`2/4` as (2, 4): shard 2 of 4, from 1."""
+    if not isinstance(value, str):
+        return value
+    index, _, count = value.partition("/")
+    if not (index.isdigit() and count.isdigit() and 1 <= int(index) <= int(count)):
+        raise ValueError(f"{value!r}: use I/N with 1 <= I <= N, e.g. 1/2")
+    return int(index), int(count)
+
+
 @dataclass
 class InterpretOptions:
     target: OneRun = group(OneRun)
@@ -43,7 +53,9 @@ class InterpretOptions:
     layers: Sequence[int] | None = option(
         None, "Language-model layers to capture (and average).", parser=layer_list, metavar="N,...", shown="all"
     )
-    device: Literal["cpu", "cuda"] = option("cpu", "Where the model runs: cpu (float32) or cuda (bfloat16).")
+    device: Literal["cpu", "cuda"] = option(
+        "cpu", "Where the model runs (in the dtype the server computed in; unknown: float32 on cpu, bfloat16 on cuda)."
+    )
     pictures: int = option(8, "Questions to draw heat maps for (0: none).")
     effects: Literal["none", "ablation", "all"] = option(
         "none",
@@ -53,6 +65,14 @@ class InterpretOptions:
     )
     data: Path | None = option(
         None, "The dataset, when run.json's path no longer points to it.", shown="the run's dataset"
+    )
+    shard: tuple[int, int] | None = option(
+        None,
+        "Interpret shard I of N only (every N-th video from the I-th): N processes, GPUs or machines sharing "
+        "the run folder split the work; their records read as one.",
+        parser=shard_spec,
+        metavar="I/N",
+        shown="all",
     )
 
 
@@ -70,14 +90,17 @@ def interpret(o: InterpretOptions) -> None:
     todo = stage.chosen(run, o.models, o.variants, o.limit)
     if not todo:
         fail(f"{run.id}: no answered multiple-choice prediction of the chosen models and variants to interpret")
-    done = stage.interpret_run(run, todo, o.device, o.layers, o.effects)
+    done = stage.interpret_run(run, todo, o.device, o.layers, o.effects, o.shard)
     run = runs.load(o.target.layout, data=o.data)
-    drawn = pictures.draw(run, run.attention, o.pictures)
+    mine = {p.key for p in stage.shard_of(todo, o.shard)}
+    first = set(sorted({p.question_id for p in todo})[: o.pictures])
+    drawn = pictures.draw(run, [r for r in run.attention if r.key in mine], first)
     r = report.write(run)
     typer.echo(render.attention_markdown(r, pairs=False))
     same, agree = attention.agreement(run.attention)
     typer.echo(
-        f"interpret: {done.asked} prediction(s) interpreted, {done.done_before} kept from before; same prompt "
+        f"interpret{'' if o.shard is None else ' (shard {}/{})'.format(*o.shard)}: {done.asked} prediction(s) "
+        f"interpreted, {done.done_before} kept from before; same prompt "
         f"tokens as the run {same}; same reply as the run {agree}; {len(drawn)} heat map(s); "
         f"every paired comparison in {run.layout.report_md if run.layout else 'report.md'}",
         err=True,

@@ -17,6 +17,8 @@ of random visual tokens and of the highest-norm ones.
 - Outcome: the change in the log-probability of the run's answer and of the right answer (each
   choice's full reply, teacher-forced, end token included), and whether the preferred choice
   (the highest of those log-probabilities) changes.
+- Occlusion map: every visual token ablated alone, the change in the run's answer's
+  log-probability (groups x token rows x token columns), drawn beside the attention maps.
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ import torch
 from core.prompt import targets
 from core.records import Prediction
 from interpret import capture
-from interpret.geometry import Grid
+from interpret.geometry import Grid, token_maps
 from interpret.regions import REGIONS, block_shares
 
 # A token is a region's when at least 1 % of its pixels are: a token the object only touches still
@@ -181,7 +183,7 @@ def effects(
         if not len(tokens) or len(tokens) >= scorer.tokens:
             continue
         for target, draws in targets_of(scorer, tokens, seed).items():
-            for method, window, lp in _runs(scorer, draws, layers, methods):
+            for method, window, lp in removals(scorer, draws, layers, methods):
                 rows.append(
                     {
                         "question_id": pred.question_id,
@@ -203,7 +205,40 @@ def effects(
     return rows
 
 
-def _runs(scorer: Scorer, draws: list[np.ndarray], layers: dict[str, set[int]], methods: str) -> Iterator[tuple]:
+OCCLUSION_BATCH = 16  # ablated inputs per forward pass
+
+
+def occlusion(scorer: Scorer, answer: int, grid: Grid) -> np.ndarray:
+    """Per visual token, the change in the run's answer's log-probability when that token alone
+    is ablated (groups x token rows x token cols)."""
+    base = scorer.log_probs()[answer]
+    cut = [ablated(scorer.features, np.array([t])) for t in range(scorer.tokens)]
+    lp = np.concatenate(
+        [reply_log_probs(scorer, cut[i : i + OCCLUSION_BATCH], answer) for i in range(0, len(cut), OCCLUSION_BATCH)]
+    )
+    return token_maps(lp - base, grid)
+
+
+def reply_log_probs(scorer: Scorer, variants: list[Any], choice: int) -> np.ndarray:
+    """`choice`'s reply log-probability under each of `variants` (video features), one batch:
+    the prompt and the reply, teacher-forced, side by side."""
+    reply, n, prompt = scorer.replies[choice], len(variants), int(scorer.enc["input_ids"].shape[1])
+    batch = {"video_grid_thw": scorer.enc["video_grid_thw"].repeat(n, 1)}
+    for key in ("input_ids", "attention_mask", "mm_token_type_ids"):
+        if key in scorer.enc:
+            more = reply[:-1] if key == "input_ids" else torch.full_like(reply[:-1], int(key == "attention_mask"))
+            batch[key] = torch.cat([scorer.enc[key][0], more])[None].expand(n, -1)
+    video = copy.copy(variants[0])
+    video.pooler_output = tuple(v.pooler_output[0] for v in variants)
+    video.deepstack_features = [
+        tuple(v.deepstack_features[k][0] for v in variants) for k in range(len(video.deepstack_features))
+    ]
+    with torch.no_grad():
+        logits = scorer.model(**batch, mm_encoder_outputs={"video": video}).logits[:, prompt - 1 :].float()
+    return torch.log_softmax(logits, -1).gather(2, reply.expand(n, -1)[:, :, None])[..., 0].sum(1).numpy()
+
+
+def removals(scorer: Scorer, draws: list[np.ndarray], layers: dict[str, set[int]], methods: str) -> Iterator[tuple]:
     """(method, window, each draw's log-probabilities) for ablation and every knockout window."""
     yield "ablation", "all", [scorer.log_probs(ablated(scorer.features, d)) for d in draws]
     if methods != "all":

@@ -28,7 +28,7 @@ from interpret import capture, inputs
 from interpret.attention import Attention, forward, grid_of, region_rows
 from interpret.choice import choose, margin
 from interpret.effects import COLUMNS as EFFECT_COLUMNS
-from interpret.effects import Scorer, effects
+from interpret.effects import Scorer, effects, occlusion
 from interpret.regions import clip_shares
 from measure.report.stats import seed_for
 
@@ -107,19 +107,31 @@ def model_dirs(run: Run, name: str) -> tuple[str, Path | None]:
 @contextlib.contextmanager
 def loaded(run: Run, name: str, device: str) -> Iterator[tuple[Any, Any]]:
     """(model, processor) of a served model in transformers: the base with the capturing
-    attention, an adapter on it through PEFT (unmerged); bf16 on a GPU, fp32 on the CPU."""
-    import torch
+    attention, an adapter on it through PEFT (unmerged); in the dtype it was served in."""
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
     base, adapter = model_dirs(run, name)
-    dtype = torch.bfloat16 if device == "cuda" else torch.float32
-    model = AutoModelForImageTextToText.from_pretrained(base, dtype=dtype, attn_implementation=capture.register())
+    model = AutoModelForImageTextToText.from_pretrained(
+        base, dtype=replica_dtype(run, name, device), attn_implementation=capture.register()
+    )
     capture.label_vision_layers(model)
     if adapter is not None:
         from peft import PeftModel
 
         model = PeftModel.from_pretrained(model, str(adapter))
     yield model.to(device).eval(), AutoProcessor.from_pretrained(base)
+
+
+def replica_dtype(run: Run, name: str, device: str) -> Any:
+    """The dtype the server computed `name` in (its --dtype in run.json), else bf16 on a GPU
+    and fp32 on the CPU."""
+    import torch
+
+    assert run.record is not None
+    served = run.record.dtype(name)
+    if served in ("float32", "bfloat16", "float16"):
+        return getattr(torch, served)
+    return torch.bfloat16 if device == "cuda" else torch.float32
 
 
 REDRAW_SEED = 1234  # the weights of the sanity check's twin: the architecture's own initialisation, this seed
@@ -136,9 +148,8 @@ def redrawn(run: Run, name: str, device: str) -> Any:
     if adapter is not None:
         return None
     torch.manual_seed(REDRAW_SEED)
-    dtype = torch.bfloat16 if device == "cuda" else torch.float32
     twin = AutoModelForImageTextToText.from_config(
-        AutoConfig.from_pretrained(base), dtype=dtype, attn_implementation=capture.register()
+        AutoConfig.from_pretrained(base), dtype=replica_dtype(run, name, device), attn_implementation=capture.register()
     )
     capture.label_vision_layers(twin)
     return twin.to(device).eval()
@@ -200,12 +211,14 @@ def one(
                 for r in region_rows(twin_att, twin_generic, shares, grid)
                 if r["source"] == "llm" and r["layer"] == "mean"
             ]
-    removed = []
-    if methods != "none" and boxes.is_file() and pred.reply in pred.choices:
-        shares = clip_shares(boxes, cues[0], question, sent.indices, grid.pixels)
+    removed, occluded = [], []
+    if methods != "none" and pred.reply in pred.choices:
         scorer = Scorer.of(model, processor.tokenizer, enc, pred.choices, fmt)
-        seed = seed_for("effects", pred.question_id, pred.variant)
-        removed = effects(pred, scorer, shares, grid, cues[0], question.answer, seed, methods)
+        occluded = np.round(occlusion(scorer, pred.choices.index(pred.reply), grid), 6).tolist()
+        if boxes.is_file():
+            shares = clip_shares(boxes, cues[0], question, sent.indices, grid.pixels)
+            seed = seed_for("effects", pred.question_id, pred.variant)
+            removed = effects(pred, scorer, shares, grid, cues[0], question.answer, seed, methods)
     options = targets(pred.choices, fmt)
     said = choose(model, processor.tokenizer, enc, options)
     groups = layer_groups(sorted(att.llm))
@@ -224,6 +237,7 @@ def one(
         maps={g: np.round(np.mean([att.llm[k] for k in ks], axis=0), 6).tolist() for g, ks in groups.items()},
         redrawn=control,
         effects=removed,
+        occlusion=occluded,
     )
     return record
 
@@ -261,16 +275,33 @@ def check_layers(run: Run, models: list[str], layers: Sequence[int] | None, done
             )
 
 
+def shard_of(todo: list[Prediction], shard: tuple[int, int] | None) -> list[Prediction]:
+    """Shard i of n (from 1): every n-th video of the chosen predictions, so a clip's questions
+    and variants stay in one process (its vision tower and generic question computed once)."""
+    if shard is None:
+        return todo
+    index, count = shard
+    mine = set(sorted({p.video_id for p in todo})[index - 1 :: count])
+    return [p for p in todo if p.video_id in mine]
+
+
 def interpret_run(
-    run: Run, todo: list[Prediction], device: str = "cpu", layers: Sequence[int] | None = None, methods: str = "none"
+    run: Run,
+    todo: list[Prediction],
+    device: str = "cpu",
+    layers: Sequence[int] | None = None,
+    methods: str = "none",
+    shard: tuple[int, int] | None = None,
 ) -> Interpreted:
-    """Interpret what is left of `todo` (records already written are kept), appending each
-    record as it comes (`methods`: the region removals to measure, `interpret.effects`); then
-    regions.csv and effects.csv are written whole."""
+    """Interpret what is left of `todo` (of its `shard`; records already written are kept),
+    appending each record as it comes (`methods`: the region removals to measure,
+    `interpret.effects`); then regions.csv and effects.csv are written whole from every
+    shard's records."""
     check(run)
     assert run.layout is not None
-    store = attention_store(run.layout)
+    store = attention_store(run.layout, shard)
     done = store.load()
+    todo = shard_of(todo, shard)
     left = [p for p in todo if p.key not in done]
     check_layers(run, sorted({p.model for p in todo}), layers, list(done.values()))
     missing = sorted({p.question_id for p in left if p.question_id not in run.questions})

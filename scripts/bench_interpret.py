@@ -6,8 +6,12 @@ figures measured in this one run (no thresholds asserted):
   one answer-position row per layer (heads x L), against eager attention with
   `output_attentions=True`, which keeps every layer's full heads x L x L.
 
-The last line: how the attention kept grows from the small size to the large, against how the
-prompt grows (capture: linearly; eager: with the square).
+Then how the attention kept grows from the small size to the large, against how the prompt
+grows (capture: linearly; eager: with the square). The last line: what one prediction costs
+`interpret` at the small size (its question's pass with the capture, the generic question's,
+the constrained reply; with `--effects ablation`, also each of 4 regions of a quarter of the
+tokens ablated against its 3 baselines, and every token ablated alone for the occlusion map)
+against one plain forward pass of the same input.
 
 Usage: .venv/bin/python scripts/bench_interpret.py [--model data/models/tiny-vlm] [--sizes 128,512]
 """
@@ -66,13 +70,58 @@ def measure(model_dir: str, size: int, frames: int, samples: int, eager: bool) -
     return {"tokens": int(enc["input_ids"].shape[1]), "rate": rate, "peak": peak, "kept": kept}
 
 
-def fresh(*args) -> dict:
+def cost(model_dir: str, size: int, frames: int, samples: int) -> dict:
+    """In a fresh process: seconds of one plain forward pass, of interpret's work for one
+    prediction, and of that work with region ablation and the occlusion map."""
+    import numpy as np
+    import torch
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+
+    from interpret import capture, effects, inputs
+    from interpret.attention import forward, grid_of
+    from interpret.choice import choose
+
+    torch.set_num_threads(1)
+    plain = AutoModelForImageTextToText.from_pretrained(model_dir, dtype=torch.float32).eval()
+    model = AutoModelForImageTextToText.from_pretrained(
+        model_dir, dtype=torch.float32, attn_implementation=capture.register()
+    ).eval()
+    capture.label_vision_layers(model)
+    processor = AutoProcessor.from_pretrained(model_dir)
+    pixels = np.random.default_rng(0).integers(0, 256, (frames, size, size, 3), dtype=np.uint8)
+    enc = inputs.encode(processor, None, inputs.Sent(pixels, list(range(frames)), 4.0, frames))
+    choices = ["pushing", "pulling", "dropping", "lifting"]
+
+    def interpret(ablate: bool) -> None:
+        forward(model, enc)  # the question's pass
+        forward(model, enc)  # the generic question's (the same length here)
+        choose(model, processor.tokenizer, enc, choices)
+        if ablate:
+            scorer = effects.Scorer.of(model, processor.tokenizer, enc, choices, "text")
+            quarters = np.array_split(np.random.default_rng(0).permutation(scorer.tokens), 4)
+            for region in quarters:
+                for draws in effects.targets_of(scorer, np.sort(region), 0).values():
+                    list(effects.removals(scorer, draws, {}, "ablation"))
+            effects.occlusion(scorer, 0, grid_of(model, enc))
+
+    def seconds(work) -> float:
+        start = time.perf_counter()
+        for _ in range(samples):
+            work()
+        return (time.perf_counter() - start) / samples
+
+    with torch.no_grad():
+        once = seconds(lambda: plain(**enc))
+    return {"plain": once, "interpret": seconds(lambda: interpret(False)), "effects": seconds(lambda: interpret(True))}
+
+
+def fresh(*args, work=None) -> dict:
     """`measure` in a process of its own (its peak RSS its own), forked from a fork server that
     has imported what every such process imports (torch, transformers) once."""
     context = multiprocessing.get_context("forkserver")
     context.set_forkserver_preload(["interpret.capture", "interpret.inputs", "transformers.models.auto.modeling_auto"])
     with context.Pool(1) as pool:
-        return pool.apply(measure, args)
+        return pool.apply(work or measure, args)
 
 
 app = cli.app(__doc__)
@@ -98,6 +147,12 @@ def bench(o: BenchOptions) -> None:
         f"prompt x{b['tokens'] / a['tokens']:.2f} from {o.sizes[0]} to {o.sizes[1]} px; language attention kept: "
         f"capture x{b['kept'] / a['kept']:.2f}, eager x{eb['kept'] / ea['kept']:.2f}; peak RSS: capture "
         f"x{b['peak'] / a['peak']:.2f}, eager x{eb['peak'] / ea['peak']:.2f}"
+    )
+    c = fresh(str(o.model), o.sizes[0], o.frames, o.samples, work=cost)
+    print(
+        f"one prediction at {o.sizes[0]} px: plain forward pass {c['plain']:.3f} s; interpret {c['interpret']:.3f} s "
+        f"(x{c['interpret'] / c['plain']:.1f}); with --effects ablation {c['effects']:.3f} s "
+        f"(x{c['effects'] / c['plain']:.1f})"
     )
 
 

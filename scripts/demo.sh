@@ -54,6 +54,6 @@ RUN=synthetic-$(date +%Y%m%d-%H%M%S)
 $PY -m measure --data data/synthetic --base-url "$URL" --run-id "$RUN"
 # Where the model looked, on the exact input the server saw: attention by region, plain vs
 # cued, paired; heat maps for the viewer (~1.5 min on 2 cores).
-$PY -m interpret "runs/$RUN" --limit 24
+$PY -m interpret "runs/$RUN" --limit 24 --effects ablation
 # The run as one static page: overview, every sample, the frames each variant sent.
 echo "viewer: $($PY -m measure view "runs/$RUN")"

@@ -21,10 +21,12 @@ from safetensors import safe_open
 from core.cli import option
 from core.defaults import ADAPTERS_DIR, HOST, PORT
 from core.errors import UserError
+from core.files import read_json
 from core.frames import frames_option
 from core.layout import AdapterLayout
 from core.profiles import profile_for, served_name
 from core.urls import ServerUrl
+from serve import normalise
 
 VISION_PARTS = {"visual", "vision_tower", "vision_model", "vision_encoder", "image_encoder"}  # module path parts
 LORA_RANKS = (8, 16, 32, 64, 128, 256, 320, 512)  # what vLLM's --max-lora-rank accepts
@@ -170,7 +172,12 @@ class Settings:
         "saying how many (measure always says)."
     )
     max_model_len: int | None = option(None, "Context length.", shown="4096 for a local model, 16384 for a hub model")
-    dtype: str = option("auto", "Weights and activations dtype (vLLM --dtype).")
+    dtype: str = option(
+        "auto",
+        "Weights and activations dtype (vLLM --dtype). auto: on a CPU, a local checkpoint's own "
+        "(vLLM would downcast float32 to bfloat16, and replies drift from interpret's replica); "
+        "else vLLM's choice.",
+    )
     api_key: str | None = option(None, "Require this key from clients.", envvar="VLLM_API_KEY", shown="none")
     trust_request_mm_kwargs: bool = option(
         True,
@@ -269,6 +276,15 @@ def parallel_argv(s: Settings, gpus: int) -> list[str]:
     return argv
 
 
+def served_dtype(model: str, dtype: str, gpus: int) -> str:
+    """vLLM's --dtype: `auto` on a CPU is a local model's own checkpoint dtype (its config's)."""
+    config = Path(model) / "config.json"
+    if dtype != "auto" or gpus or not config.is_file():
+        return dtype
+    own = read_json(config)
+    return str(own.get("dtype") or own.get("torch_dtype") or dtype)
+
+
 def build_argv(s: Settings, python: str = sys.executable, gpus: int = 0) -> list[str]:
     """The vLLM command as an argument list (never a shell string); `gpus` visible here."""
     if s.model is None:
@@ -290,8 +306,9 @@ def build_argv(s: Settings, python: str = sys.executable, gpus: int = 0) -> list
         "--max-model-len",
         str(s.max_model_len or (4096 if Path(s.model).is_dir() else 16384)),
         "--dtype",
-        s.dtype,
+        served_dtype(s.model, s.dtype, gpus),
     ]
+    argv += normalise.argv(s.model)
     profile = profile_for(s.model)
     argv += ["--limit-mm-per-prompt", json.dumps(profile.limit_mm_per_prompt(s.frames))]
     if profile.video_as == "video":

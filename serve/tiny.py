@@ -186,7 +186,9 @@ def build_processor(tokenizer, shape: Shape = TINY):
     from transformers import Qwen2VLImageProcessor, Qwen3VLProcessor, Qwen3VLVideoProcessor
 
     px = 16 * 2  # patch x merge: the side of one vision token
-    image = Qwen2VLImageProcessor(
+    image = Qwen2VLImageProcessor(  # normalised as Qwen3-VL's own and as its videos (serve.normalise)
+        image_mean=[0.5, 0.5, 0.5],
+        image_std=[0.5, 0.5, 0.5],
         patch_size=16,
         merge_size=2,
         temporal_patch_size=2,

@@ -15,6 +15,7 @@ import shlex
 import shutil
 import socket
 import subprocess
+import sys
 import webbrowser
 from pathlib import Path
 
@@ -168,10 +169,15 @@ TABLE = {
         "organism --videos 14 --steps 3 --seed 7 --out {tmp}/organism --world {tmp}/organism-world --batch 4",
     ),
     "python -m interpret RUN [--limit N] [--models a,b] [--variants plain,trajectory] [--layers 0,1] "
-    "[--device cpu|cuda] [--pictures 8] [--data DIR] [--effects none|ablation|all]": (
+    "[--device cpu|cuda] [--pictures 8] [--data DIR] [--effects none|ablation|all] [--shard I/N]": (
         "interpret",
         "{runs}/b --limit 1 --models {base},{adapter} --variants plain,trajectory --layers 0,1 --device cpu "
-        "--pictures 8 --data {data} --effects ablation",
+        "--pictures 8 --data {data} --effects ablation --shard 1/1",
+    ),
+    ".venv/bin/python scripts/compare_vllm.py [--model data/models/tiny-vlm] "
+    "[--normalise served|device|processor] [--clip-images]": (
+        "script",
+        "scripts/compare_vllm.py --model {model} --normalise device --clip-images",
     ),
     "python -m prepare synthetic --out data/synthetic "
     "--variants plain,trajectory,object-masked,context-masked,cue-only": (
@@ -234,6 +240,7 @@ def places(server, measured, synthetic, tiny, tmp_path_factory):
         "open": tmp / "open",
         "study": study,
         "sample": SAMPLE,
+        "model": tiny.model,
     }
 
 
@@ -311,6 +318,9 @@ def _run(line: str, places: dict, monkeypatch) -> None:
         _reproduce()
     elif how == "parse":
         _parses(command)
+    elif how == "script":  # its own process: it starts vLLM in-process
+        r = subprocess.run([sys.executable, *shlex.split(command)], cwd=REPO, capture_output=True, text=True)
+        assert r.returncode == 0 and " nats" in r.stdout, (line, r.stderr[-2000:])
     elif how.startswith("in:"):  # run from a folder of its own, where its relative paths lead
         home = places["tmp"] / how[3:]
         home.mkdir(exist_ok=True)

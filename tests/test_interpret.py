@@ -356,3 +356,51 @@ def test_effects_remove_regions_inside_the_model_against_baselines(measured, tmp
                 logits = model(**longer).logits[0, enc["input_ids"].shape[1] - 1 : -1]
             full.append(float(torch.log_softmax(logits.float(), -1).gather(1, reply[:, None]).sum()))
     assert scorer.log_probs() == pytest.approx(full, abs=1e-4)
+
+
+def test_occlusion_batches_score_as_one_ablation_at_a_time(measured):
+    """The occlusion map's batched passes give each token's ablation the log-probability the
+    cached scorer gives it alone."""
+    run = runs.load(measured)
+    pred = next(p for p in run.predictions if p.model == "tiny-vlm" and p.status == "ok" and p.frame_indices)
+    fmt = run.record.ask.answer_format
+    with stage.loaded(run, "tiny-vlm", "cpu") as (model, processor):
+        sent = inputs.sent(pred, DataLayout(run.data).clip(pred.variant, pred.video_id), run.record.ask)
+        enc = inputs.encode(processor, run.questions[pred.question_id], sent, fmt)
+        scorer = effects.Scorer.of(model, processor.tokenizer, enc, pred.choices, fmt)
+        answer = pred.choices.index(pred.reply)
+        cut = [effects.ablated(scorer.features, np.array([t])) for t in (0, 5, scorer.tokens - 1)]
+        alone = [scorer.log_probs(c)[answer] for c in cut]
+        grid = grid_of(model, enc)
+        assert effects.reply_log_probs(scorer, cut, answer) == pytest.approx(alone, abs=1e-4)
+        occluded = effects.occlusion(scorer, answer, grid)
+    assert occluded.shape == (grid.groups, grid.token_rows, grid.token_cols)
+    assert occluded.reshape(-1)[5] == pytest.approx(alone[1] - scorer.log_probs()[answer], abs=1e-4)
+
+
+def test_two_shards_read_as_one_process(measured, tmp_path):
+    """`interpret --shard 1/2` and `--shard 2/2` (as two machines sharing the run folder would
+    run them) split the videos; their records read as one, and the report, regions.csv and
+    heat maps they leave are byte for byte those of one process."""
+    one, two = copy_run(measured, tmp_path / "one"), copy_run(measured, tmp_path / "two")
+    _interpret(one, "--limit", 4, "--pictures", 2, "--models", "tiny-vlm")
+    said = [
+        _interpret(two, "--limit", 4, "--pictures", 2, "--models", "tiny-vlm", "--shard", s) for s in ("1/2", "2/2")
+    ]
+    assert all(f"interpret (shard {s}/2): " in x for s, x in zip((1, 2), said))
+    halves = [{r.video_id for r in stage_records(two, s)} for s in (1, 2)]
+    assert all(halves) and not halves[0] & halves[1]
+    assert sorted(x.key for x in runs.load(two).attention) == sorted(x.key for x in runs.load(one).attention)
+    for name in ("report.md", "report.json", "interpret/regions.csv"):
+        assert (two.root / name).read_bytes() == (one.root / name).read_bytes(), name
+    pictures = lambda run: sorted(p.relative_to(run.root) for p in run.interpret.rglob("*.png"))  # noqa: E731
+    assert pictures(two) == pictures(one) and pictures(one)
+    bad = cli("interpret", two.root, "--shard", "3/2")
+    assert bad.returncode == 2 and "'3/2': use I/N with 1 <= I <= N" in bad.stderr
+
+
+def stage_records(layout: RunLayout, shard: int) -> list:
+    from core.records import attention_from_dict, key_of
+    from core.store import JsonlStore
+
+    return list(JsonlStore(layout.attention_shard(shard, 2), attention_from_dict, key_of).load().values())

@@ -222,3 +222,21 @@ def test_batch_invariance_is_set_where_vllm_has_it_and_refused_on_a_cpu(tmp_path
     )
     assert r.returncode == 2 and r.stderr.strip().count("\n") == 0, r.stderr
     assert r.stderr.startswith("error: --batch-invariant:") and "not on the CPU backend" in r.stderr
+
+
+def test_pixels_are_normalised_as_the_model_was_trained_and_float32_stays_float32(tiny, tmp_path):
+    """vLLM normalises videos on the device with the image processor's mean and std: a model
+    whose two processors disagree (the tiny models built before: CLIP's mean for images) is
+    served with the processor normalising each modality; one that agrees keeps vLLM's default.
+    On a CPU, `--dtype auto` is a local checkpoint's own (vLLM would downcast float32)."""
+    argv = command.build_argv(Settings(model=str(tiny.model)))
+    assert "--no-mm-device-do-normalize" not in argv and _opt(argv, "--dtype") == "float32"
+    old = shutil.copytree(tiny.model, tmp_path / "old")
+    config = json.loads((old / "processor_config.json").read_text())
+    config["image_processor"] |= {"image_mean": [0.48145466, 0.4578275, 0.40821073]}
+    (old / "processor_config.json").write_text(json.dumps(config))
+    assert "--no-mm-device-do-normalize" in command.build_argv(Settings(model=str(old)))
+    hub = command.build_argv(Settings(model=GPU_MODEL))
+    assert "--no-mm-device-do-normalize" not in hub and _opt(hub, "--dtype") == "auto"
+    assert _opt(command.build_argv(Settings(model=str(tiny.model)), gpus=1), "--dtype") == "auto"
+    assert _opt(command.build_argv(Settings(model=str(tiny.model), dtype="bfloat16")), "--dtype") == "bfloat16"

@@ -260,10 +260,11 @@ def test_view_refuses_a_folder_without_predictions(tmp_path):
 
 
 def test_the_viewer_shows_interprets_heat_maps_of_every_variant(runs, browser, tmp_path):
+    """Attention and, beside it, the occlusion map (`--effects ablation`) of every variant."""
     root, _, _ = runs
     shutil.copytree(root / "a", tmp_path / "a")
     measured = RunLayout(tmp_path / "a")
-    r = cli("interpret", measured.root, "--limit", 1, "--pictures", 1)
+    r = cli("interpret", measured.root, "--limit", 1, "--pictures", 1, "--effects", "ablation", "--models", "tiny-vlm")
     assert r.returncode == 0, r.stderr[-3000:]
     assert cli("measure", "view", measured.root).returncode == 0
     run = load(measured)
@@ -273,11 +274,13 @@ def test_the_viewer_shows_interprets_heat_maps_of_every_variant(runs, browser, t
     errors: list[str] = []
     page, _ = _open(browser, measured.root / "index.html", errors)
     _go(page, measured.root / "index.html", f"#sample/{index}")
-    images = page.locator("#heatmaps img")
+    images = page.locator("#heatmaps img[data-variant]")
     assert sorted(images.evaluate_all("els => els.map(e => e.dataset.variant)")) == drawn
     loaded = "[...document.querySelectorAll('#heatmaps img')].every(i => i.complete && i.naturalWidth > 0)"
     page.wait_for_function(loaded)
     assert all(src.endswith(".mean.png") for src in images.evaluate_all("els => els.map(e => e.src)"))
+    effects = page.locator("#heatmaps figure.effect img").evaluate_all("els => els.map(e => e.src)")
+    assert sorted(src.rsplit("/", 1)[1] for src in effects) == [f"{v}.effect.png" for v in drawn]
     page.select_option("#heatmaps select", "L0")
     page.wait_for_function(loaded)
     assert all(src.endswith(".L0.png") for src in images.evaluate_all("els => els.map(e => e.src)"))

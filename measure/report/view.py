@@ -170,6 +170,7 @@ def compact(run: Run, r: Report, thumbs: dict[str, object], other: Run | None) -
         "predictions": p_rows,
         "thumbs": thumbs,
         "heatmaps": heatmaps(run),
+        "effects": effect_maps(run),
         "verdicts": verdicts,
         "report": asdict(render.record(r)),
         "parents": run.parents,
@@ -188,6 +189,15 @@ def heatmaps(run: Run) -> dict[str, list[str]]:
         if drawn:
             out[f"{rec.model}/{rec.question_id}/{rec.variant}"] = drawn
     return dict(sorted(out.items()))
+
+
+def effect_maps(run: Run) -> list[str]:
+    """The "model/question/variant"s whose occlusion map `interpret --effects` drew
+    (interpret/heatmaps/<model>/<question>/<variant>.effect.png)."""
+    assert run.layout is not None
+    layout = run.layout
+    drawn = [r for r in run.attention if r.occlusion and layout.effect_map(r.model, r.question_id, r.variant).is_file()]
+    return sorted(f"{r.model}/{r.question_id}/{r.variant}" for r in drawn)
 
 
 def write(run: Run, other: Run | None = None, progress: Callable[[int, int], None] | None = None) -> Path:
