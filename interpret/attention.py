@@ -31,12 +31,26 @@ def grid_of(model: Any, enc: dict) -> Grid:
     return Grid.of(enc["video_grid_thw"][0], vc.patch_size, vc.spatial_merge_size, vc.temporal_patch_size)
 
 
-def forward(model: Any, enc: dict) -> Attention:
-    """One pass with the capturing attention; the captured rows become maps."""
-    CAPTURED.clear()
+def video_features(model: Any, enc: dict) -> Any:
+    """The vision tower's output for `enc`'s video (merger and deepstack levels), to pass again as
+    `mm_encoder_outputs`: a clip's questions share it, so the tower runs once per clip."""
+    inner = model.model if hasattr(model, "model") and hasattr(model.model, "get_video_features") else model
     device = next(model.parameters()).device
     with torch.no_grad():
-        out = model(**{k: v.to(device) for k, v in enc.items()})
+        return inner.get_video_features(
+            enc["pixel_values_videos"].to(device), enc["video_grid_thw"].to(device), return_dict=True
+        )
+
+
+def forward(model: Any, enc: dict, features: Any = None) -> Attention:
+    """One pass with the capturing attention; the captured rows become maps. With the clip's
+    `features` the vision tower is not run again (nothing captured in it: `vision` is empty)."""
+    CAPTURED.clear()
+    device = next(model.parameters()).device
+    given = {} if features is None else {"mm_encoder_outputs": {"video": features}}
+    inputs = {k: v.to(device) for k, v in enc.items() if not (given and k == "pixel_values_videos")}
+    with torch.no_grad():
+        out = model(**inputs, **given)
     grid = grid_of(model, enc)
     positions = video_positions(enc["input_ids"], model.config.video_token_id)
     llm, share = {}, {}

@@ -35,6 +35,7 @@ import torch
 from core.prompt import targets
 from core.records import Prediction
 from interpret import capture
+from interpret.attention import video_features
 from interpret.geometry import Grid, token_maps
 from interpret.regions import REGIONS, block_shares
 
@@ -89,10 +90,9 @@ class Scorer:
     video_positions: torch.Tensor  # where the video tokens are in the prompt
 
     @classmethod
-    def of(cls, model: Any, tokenizer: Any, enc: dict, choices: list[str], fmt: str) -> Scorer:
-        inner = model.model if hasattr(model, "model") and hasattr(model.model, "get_video_features") else model
-        with torch.no_grad():
-            features = inner.get_video_features(enc["pixel_values_videos"], enc["video_grid_thw"], return_dict=True)
+    def of(cls, model: Any, tokenizer: Any, enc: dict, choices: list[str], fmt: str, features: Any = None) -> Scorer:
+        """`features`: the clip's video features when known (`attention.video_features`)."""
+        features = video_features(model, enc) if features is None else features
         eos = tokenizer.convert_tokens_to_ids("<|im_end|>")
         replies = [
             torch.tensor(tokenizer(t, add_special_tokens=False).input_ids + [eos]) for t in targets(choices, fmt)

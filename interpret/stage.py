@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import csv
 import io
+import itertools
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -25,7 +26,7 @@ from core.runs import Run, in_key_order
 from core.store import attention_store
 from core.variants import CUED, INTERVENTIONS, PLAIN
 from interpret import capture, inputs
-from interpret.attention import Attention, forward, grid_of, region_rows
+from interpret.attention import Attention, forward, grid_of, region_rows, video_features
 from interpret.choice import choose, margin
 from interpret.effects import COLUMNS as EFFECT_COLUMNS
 from interpret.effects import Scorer, effects, occlusion
@@ -186,11 +187,11 @@ def one(
     sent = cache[key]
     fmt = run.record.ask.answer_format
     enc = inputs.encode(processor, question, sent, fmt)
-    att = only(forward(model, enc), layers)
     key = ("generic", pred.model, pred.video_id, pred.variant)
-    if key not in cache:
-        cache[key] = only(forward(model, inputs.encode(processor, None, sent)), layers)
-    generic: Attention = cache[key]
+    if key not in cache:  # the clip's vision tower, run once: its maps from the generic pass, its output kept
+        cache[key] = only(forward(model, inputs.encode(processor, None, sent)), layers), video_features(model, enc)
+    generic, features = cache[key]
+    att = replace(only(forward(model, enc, features), layers), vision=generic.vision)
     rows, control = [], []
     boxes = layout.boxes(pred.video_id)
     grid = grid_of(model, enc)
@@ -213,7 +214,7 @@ def one(
             ]
     removed, occluded = [], []
     if methods != "none" and pred.reply in pred.choices:
-        scorer = Scorer.of(model, processor.tokenizer, enc, pred.choices, fmt)
+        scorer = Scorer.of(model, processor.tokenizer, enc, pred.choices, fmt, features)
         occluded = np.round(occlusion(scorer, pred.choices.index(pred.reply), grid), 6).tolist()
         if boxes.is_file():
             shares = clip_shares(boxes, cues[0], question, sent.indices, grid.pixels)
@@ -311,12 +312,13 @@ def interpret_run(
     try:
         with progress.bar("interpreting", len(left), "predictions") as advance:
             for name in sorted({p.model for p in left}):
-                cache: dict = {}
                 with loaded(run, name, device) as (model, processor):
                     twin = redrawn(run, name, device)
-                    for pred in (p for p in left if p.model == name):
-                        store.append(one(pred, run, model, processor, cache, layers, twin, methods))
-                        advance()
+                    for _, clip in itertools.groupby((p for p in left if p.model == name), key=lambda p: p.video_id):
+                        cache: dict = {}  # one video's frames, vision output and generic passes
+                        for pred in clip:
+                            store.append(one(pred, run, model, processor, cache, layers, twin, methods))
+                            advance()
     finally:
         store.close()
     write_regions(run)

@@ -24,7 +24,7 @@ from core.layout import DataLayout, RunLayout
 from core.profiles import IDEFICS3
 from core.records import read_questions
 from interpret import capture, effects, inputs, stage
-from interpret.attention import forward, grid_of, region_rows
+from interpret.attention import forward, grid_of, region_rows, video_features
 from interpret.geometry import video_positions
 from interpret.regions import REGIONS, ClipBoxes, block_shares, clip_shares, strokes
 from prepare.variants import GREY, RENDERERS, CueOptions, Source
@@ -360,7 +360,8 @@ def test_effects_remove_regions_inside_the_model_against_baselines(measured, tmp
 
 def test_occlusion_batches_score_as_one_ablation_at_a_time(measured):
     """The occlusion map's batched passes give each token's ablation the log-probability the
-    cached scorer gives it alone."""
+    cached scorer gives it alone; a question's pass on the clip's kept vision output is the
+    whole pass's."""
     run = runs.load(measured)
     pred = next(p for p in run.predictions if p.model == "tiny-vlm" and p.status == "ok" and p.frame_indices)
     fmt = run.record.ask.answer_format
@@ -373,6 +374,9 @@ def test_occlusion_batches_score_as_one_ablation_at_a_time(measured):
         alone = [scorer.log_probs(c)[answer] for c in cut]
         grid = grid_of(model, enc)
         assert effects.reply_log_probs(scorer, cut, answer) == pytest.approx(alone, abs=1e-4)
+        whole, reused = forward(model, enc), forward(model, enc, video_features(model, enc))  # the tower run once
+        assert torch.allclose(whole.logits, reused.logits, atol=1e-5) and not reused.vision
+        assert all(np.allclose(whole.llm[k], reused.llm[k], atol=1e-6) for k in whole.llm)
         occluded = effects.occlusion(scorer, answer, grid)
     assert occluded.shape == (grid.groups, grid.token_rows, grid.token_cols)
     assert occluded.reshape(-1)[5] == pytest.approx(alone[1] - scorer.log_probs()[answer], abs=1e-4)
