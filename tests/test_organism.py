@@ -144,8 +144,11 @@ def test_the_organism_has_learned_and_random_weights_have_not(organism, organism
     control = [x.removeprefix("control: ") for x in said if x.startswith("control: ")]
     assert lines[0].startswith(f"organism: {organism} (") and control[0].startswith(f"model: {tiny.model} (no")
     acc, low, _ = _accuracy(lines, "plain", "verb")
-    random_acc, random_low, random_high = _accuracy(control, "plain", "verb")
-    assert low > 25 and random_low <= 25 <= random_high and acc > random_acc, (lines, control)
+    random_acc, random_low, _ = _accuracy(control, "plain", "verb")
+    assert low > 25 and random_low <= 25 and acc > random_acc, (
+        lines,
+        control,
+    )  # random weights: never above chance (a random model can sit below it, biased to a wrong choice)
     assert sum(x.startswith("target ") for x in lines) == 5
     # What the organism's construction guarantees, found by the report's own tests (Holm): blind
     # and masked objects do worse, masked context not; the same report on random weights finds
