@@ -329,6 +329,16 @@ def names(help: str, shown: str) -> Any:
     return option(None, help, parser=comma_list, metavar="NAME,...", shown=shown)
 
 
+def shard_spec(value: str | tuple[int, int]) -> tuple[int, int]:
+    """`i/n` with 0 <= i < n: shard i of n (`prepare --shard`, `interpret --shard`)."""
+    if isinstance(value, tuple):
+        return value
+    i, sep, n = value.partition("/")
+    if not (sep and i.isdigit() and n.isdigit() and 0 <= int(i) < int(n)):
+        raise ValueError(f"{value!r}: use i/n with 0 <= i < n, e.g. 0/4")
+    return int(i), int(n)
+
+
 def positive_ints(value: str | typing.Sequence[int]) -> tuple[int, ...]:
     """`4,8,16` as (4, 8, 16): positive whole numbers, comma-separated."""
     if not isinstance(value, str):

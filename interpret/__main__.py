@@ -16,7 +16,7 @@ from typing import Literal
 import typer
 
 from core import cli, runs
-from core.cli import comma_list, command, fail, group, main, names, option
+from core.cli import comma_list, command, fail, group, main, names, option, shard_spec
 from core.groups import OneRun
 
 app = cli.app(__doc__)
@@ -30,16 +30,6 @@ def layer_list(value: str | Sequence[int]) -> tuple[int, ...]:
     if not all(p.isdigit() for p in parts):
         raise ValueError(f"{value!r}: use layer indices from 0, comma-separated, e.g. 0,13,27")
     return tuple(int(p) for p in parts)
-
-
-def shard_spec(value: str | tuple[int, int]) -> tuple[int, int]:
-    """`2/4` as (2, 4): shard 2 of 4, from 1."""
-    if not isinstance(value, str):
-        return value
-    index, _, count = value.partition("/")
-    if not (index.isdigit() and count.isdigit() and 1 <= int(index) <= int(count)):
-        raise ValueError(f"{value!r}: use I/N with 1 <= I <= N, e.g. 1/2")
-    return int(index), int(count)
 
 
 @dataclass
@@ -68,8 +58,8 @@ class InterpretOptions:
     )
     shard: tuple[int, int] | None = option(
         None,
-        "Interpret shard I of N only (every N-th video from the I-th): N processes, GPUs or machines sharing "
-        "the run folder split the work; their records read as one.",
+        "Interpret shard i of n only (every n-th video from the i-th, from 0): n processes, GPUs or machines "
+        "sharing the run folder split the work; their records read as one.",
         parser=shard_spec,
         metavar="I/N",
         shown="all",

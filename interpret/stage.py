@@ -277,12 +277,12 @@ def check_layers(run: Run, models: list[str], layers: Sequence[int] | None, done
 
 
 def shard_of(todo: list[Prediction], shard: tuple[int, int] | None) -> list[Prediction]:
-    """Shard i of n (from 1): every n-th video of the chosen predictions, so a clip's questions
+    """Shard i of n (from 0): every n-th video of the chosen predictions, so a clip's questions
     and variants stay in one process (its vision tower and generic question computed once)."""
     if shard is None:
         return todo
     index, count = shard
-    mine = set(sorted({p.video_id for p in todo})[index - 1 :: count])
+    mine = set(sorted({p.video_id for p in todo})[index::count])
     return [p for p in todo if p.video_id in mine]
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Literal, get_args
 
 from core import progress, runfiles
-from core.cli import comma_list, group, option
+from core.cli import comma_list, group, option, shard_spec
 from core.errors import DataError
 from core.files import atomic_path, atomic_write, read_json, write_json
 from core.layout import DataLayout
@@ -31,16 +31,6 @@ from prepare.video import probe_video, read_video, write_mp4
 VIDEO_SUFFIXES = (".webm", ".mp4")
 Distractors = Literal["random", "hard"]
 DISTRACTORS: tuple[str, ...] = get_args(Distractors)
-
-
-def shard_spec(value: str | tuple[int, int]) -> tuple[int, int]:
-    """`i/n` with 0 <= i < n."""
-    if isinstance(value, tuple):
-        return value
-    i, sep, n = value.partition("/")
-    if not (sep and i.isdigit() and n.isdigit() and 0 <= int(i) < int(n)):
-        raise ValueError(f"{value!r}: use i/n with 0 <= i < n, e.g. 0/4")
-    return int(i), int(n)
 
 
 def seed_option() -> Any:

@@ -58,6 +58,7 @@ TABLE = {
     ("interpret", "--models"): ("tiny-vlm,tiny-cued", "", ("tiny-vlm", "tiny-cued")),
     ("interpret", "--variants"): ("plain,trajectory", "", ("plain", "trajectory")),
     ("interpret", "--layers"): ("0,1", "first", (0, 1)),
+    ("interpret", "--shard"): ("1/2", "2/2", (1, 2)),
 }
 REQUIRED = {  # what each command needs besides the option under test, to parse at all
     "measure report": [NOWHERE],

@@ -169,10 +169,10 @@ TABLE = {
         "organism --videos 14 --steps 3 --seed 7 --out {tmp}/organism --world {tmp}/organism-world --batch 4",
     ),
     "python -m interpret RUN [--limit N] [--models a,b] [--variants plain,trajectory] [--layers 0,1] "
-    "[--device cpu|cuda] [--pictures 8] [--data DIR] [--effects none|ablation|all] [--shard I/N]": (
+    "[--device cpu|cuda] [--pictures 8] [--data DIR] [--effects none|ablation|all] [--shard i/n]": (
         "interpret",
         "{runs}/b --limit 1 --models {base},{adapter} --variants plain,trajectory --layers 0,1 --device cpu "
-        "--pictures 8 --data {data} --effects ablation --shard 1/1",
+        "--pictures 8 --data {data} --effects ablation --shard 0/1",
     ),
     ".venv/bin/python scripts/compare_vllm.py [--model data/models/tiny-vlm] "
     "[--normalise served|device|processor] [--clip-images]": (

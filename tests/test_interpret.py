@@ -383,24 +383,24 @@ def test_occlusion_batches_score_as_one_ablation_at_a_time(measured):
 
 
 def test_two_shards_read_as_one_process(measured, tmp_path):
-    """`interpret --shard 1/2` and `--shard 2/2` (as two machines sharing the run folder would
+    """`interpret --shard 0/2` and `--shard 1/2` (as two machines sharing the run folder would
     run them) split the videos; their records read as one, and the report, regions.csv and
     heat maps they leave are byte for byte those of one process."""
     one, two = copy_run(measured, tmp_path / "one"), copy_run(measured, tmp_path / "two")
     _interpret(one, "--limit", 4, "--pictures", 2, "--models", "tiny-vlm")
     said = [
-        _interpret(two, "--limit", 4, "--pictures", 2, "--models", "tiny-vlm", "--shard", s) for s in ("1/2", "2/2")
+        _interpret(two, "--limit", 4, "--pictures", 2, "--models", "tiny-vlm", "--shard", s) for s in ("0/2", "1/2")
     ]
-    assert all(f"interpret (shard {s}/2): " in x for s, x in zip((1, 2), said))
-    halves = [{r.video_id for r in stage_records(two, s)} for s in (1, 2)]
+    assert all(f"interpret (shard {s}/2): " in x for s, x in zip((0, 1), said))
+    halves = [{r.video_id for r in stage_records(two, s)} for s in (0, 1)]
     assert all(halves) and not halves[0] & halves[1]
     assert sorted(x.key for x in runs.load(two).attention) == sorted(x.key for x in runs.load(one).attention)
     for name in ("report.md", "report.json", "interpret/regions.csv"):
         assert (two.root / name).read_bytes() == (one.root / name).read_bytes(), name
     pictures = lambda run: sorted(p.relative_to(run.root) for p in run.interpret.rglob("*.png"))  # noqa: E731
     assert pictures(two) == pictures(one) and pictures(one)
-    bad = cli("interpret", two.root, "--shard", "3/2")
-    assert bad.returncode == 2 and "'3/2': use I/N with 1 <= I <= N" in bad.stderr
+    bad = cli("interpret", two.root, "--shard", "2/2")
+    assert bad.returncode == 2 and "'2/2': use i/n with 0 <= i < n" in bad.stderr
 
 
 def stage_records(layout: RunLayout, shard: int) -> list:
