@@ -24,26 +24,27 @@ def allowed(targets: list[str], text: str, texts: tuple[str, ...], eos: int) -> 
     return sorted(set(ok) | ({eos} if "" in alive else set()))
 
 
-def choose(model: Any, tokenizer: Any, enc: dict, targets: list[str]) -> str | None:
-    """The target the model replies on `enc` under the choice constraint (None: it ended on none)."""
+def choose(model: Any, tokenizer: Any, enc: dict, targets: list[str], features: Any = None) -> str | None:
+    """The target the model replies on `enc` under the choice constraint (None: it ended on none):
+    greedy, each step's best allowed token, continued from the prompt's cache. With the clip's
+    `features` (`attention.video_features`) the vision tower is not run again."""
     texts = pieces(tokenizer)
     eos = tokenizer.eos_token_id if tokenizer.eos_token_id is not None else tokenizer.pad_token_id
-    start = enc["input_ids"].shape[1]
     device = next(model.parameters()).device
-
-    def allow(_batch: int, seq: torch.Tensor) -> list[int]:
-        return allowed(targets, "".join(texts[i] for i in seq[start:].tolist()), texts, eos)
-
+    given = {} if features is None else {"mm_encoder_outputs": {"video": features}}
+    inputs = {k: v.to(device) for k, v in enc.items() if not (given and k == "pixel_values_videos")}
+    text = ""
     with torch.no_grad():
-        out = model.generate(
-            **{k: v.to(device) for k, v in enc.items()},
-            do_sample=False,
-            max_new_tokens=max(len(t) for t in targets) + 1,
-            prefix_allowed_tokens_fn=allow,
-            pad_token_id=eos,
-        )
-    reply = "".join(texts[i] for i in out[0, start:].tolist() if i != eos)
-    return reply if reply in targets else None
+        out = model(**inputs, **given, use_cache=True)
+        for _ in range(max(len(t) for t in targets) + 1):
+            ok = allowed(targets, text, texts, eos)
+            token = ok[int(torch.argmax(out.logits[0, -1, ok]))]
+            if token == eos:
+                break
+            text += texts[token]
+            step = torch.tensor([[token]], device=device)
+            out = model(input_ids=step, past_key_values=out.past_key_values, use_cache=True)
+    return text if text in targets else None
 
 
 def margin(logits: torch.Tensor, tokenizer: Any, targets: list[str]) -> float | None:

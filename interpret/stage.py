@@ -221,7 +221,7 @@ def one(
             seed = seed_for("effects", pred.question_id, pred.variant)
             removed = effects(pred, scorer, shares, grid, cues[0], question.answer, seed, methods)
     options = targets(pred.choices, fmt)
-    said = choose(model, processor.tokenizer, enc, options)
+    said = choose(model, processor.tokenizer, enc, options, features)
     groups = layer_groups(sorted(att.llm))
     record = AttentionRecord(
         question_id=pred.question_id,

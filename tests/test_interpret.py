@@ -22,9 +22,11 @@ from core.decoding import decord
 from core.errors import UserError
 from core.layout import DataLayout, RunLayout
 from core.profiles import IDEFICS3
+from core.prompt import targets
 from core.records import read_questions
 from interpret import capture, effects, inputs, stage
 from interpret.attention import forward, grid_of, region_rows, video_features
+from interpret.choice import allowed, choose, pieces
 from interpret.geometry import video_positions
 from interpret.regions import REGIONS, ClipBoxes, block_shares, clip_shares, strokes
 from prepare.variants import GREY, RENDERERS, CueOptions, Source
@@ -377,6 +379,17 @@ def test_occlusion_batches_score_as_one_ablation_at_a_time(measured):
         whole, reused = forward(model, enc), forward(model, enc, video_features(model, enc))  # the tower run once
         assert torch.allclose(whole.logits, reused.logits, atol=1e-5) and not reused.vision
         assert all(np.allclose(whole.llm[k], reused.llm[k], atol=1e-6) for k in whole.llm)
+        options = targets(pred.choices, fmt)
+        said = choose(model, processor.tokenizer, enc, options, video_features(model, enc))
+        texts, start, eos = pieces(processor.tokenizer), enc["input_ids"].shape[1], processor.tokenizer.eos_token_id
+
+        def allow(_batch, seq):
+            return allowed(options, "".join(texts[i] for i in seq[start:].tolist()), texts, eos)
+
+        longest = max(map(len, options)) + 1
+        ids = model.generate(**enc, do_sample=False, max_new_tokens=longest, prefix_allowed_tokens_fn=allow)
+        reply = "".join(texts[i] for i in ids[0, start:].tolist() if i != eos)
+        assert said == reply  # greedy from the cache, as transformers' constrained generate
         occluded = effects.occlusion(scorer, answer, grid)
     assert occluded.shape == (grid.groups, grid.token_rows, grid.token_cols)
     assert occluded.reshape(-1)[5] == pytest.approx(alone[1] - scorer.log_probs()[answer], abs=1e-4)
