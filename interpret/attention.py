@@ -42,15 +42,22 @@ def video_features(model: Any, enc: dict) -> Any:
         )
 
 
+def model_inputs(model: Any, enc: dict, features: Any = None) -> dict:
+    """`enc` on the model's device; with the clip's `features`, passed as `mm_encoder_outputs` in
+    place of the pixels (the vision tower is not run again)."""
+    device = next(model.parameters()).device
+    if features is None:
+        return {k: v.to(device) for k, v in enc.items()}
+    inputs = {k: v.to(device) for k, v in enc.items() if k != "pixel_values_videos"}
+    return inputs | {"mm_encoder_outputs": {"video": features}}
+
+
 def forward(model: Any, enc: dict, features: Any = None) -> Attention:
     """One pass with the capturing attention; the captured rows become maps. With the clip's
     `features` the vision tower is not run again (nothing captured in it: `vision` is empty)."""
     CAPTURED.clear()
-    device = next(model.parameters()).device
-    given = {} if features is None else {"mm_encoder_outputs": {"video": features}}
-    inputs = {k: v.to(device) for k, v in enc.items() if not (given and k == "pixel_values_videos")}
     with torch.no_grad():
-        out = model(**inputs, **given)
+        out = model(**model_inputs(model, enc, features))
     grid = grid_of(model, enc)
     positions = video_positions(enc["input_ids"], model.config.video_token_id)
     llm, share = {}, {}

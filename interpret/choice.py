@@ -10,6 +10,8 @@ from typing import Any
 
 import torch
 
+from interpret.attention import model_inputs
+
 
 @lru_cache(maxsize=4)
 def pieces(tokenizer: Any) -> tuple[str, ...]:
@@ -31,11 +33,9 @@ def choose(model: Any, tokenizer: Any, enc: dict, targets: list[str], features: 
     texts = pieces(tokenizer)
     eos = tokenizer.eos_token_id if tokenizer.eos_token_id is not None else tokenizer.pad_token_id
     device = next(model.parameters()).device
-    given = {} if features is None else {"mm_encoder_outputs": {"video": features}}
-    inputs = {k: v.to(device) for k, v in enc.items() if not (given and k == "pixel_values_videos")}
     text = ""
     with torch.no_grad():
-        out = model(**inputs, **given, use_cache=True)
+        out = model(**model_inputs(model, enc, features), use_cache=True)
         for _ in range(max(len(t) for t in targets) + 1):
             ok = allowed(targets, text, texts, eos)
             token = ok[int(torch.argmax(out.logits[0, -1, ok]))]

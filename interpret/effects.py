@@ -35,7 +35,7 @@ import torch
 from core.prompt import targets
 from core.records import Prediction
 from interpret import capture
-from interpret.attention import video_features
+from interpret.attention import model_inputs, video_features
 from interpret.geometry import Grid, token_maps
 from interpret.regions import REGIONS, block_shares
 
@@ -111,11 +111,10 @@ class Scorer:
         """Each choice's reply log-probability (teacher-forced) with these video features: the
         prompt computed once, the replies continued from its cache side by side (right-padded:
         a reply's tokens never see the padding after them)."""
-        enc = {k: v for k, v in self.enc.items() if k != "pixel_values_videos"}
         longest = max(len(r) for r in self.replies)
         padded = torch.stack([torch.cat([r, r.new_full((longest - len(r),), r[-1])]) for r in self.replies])
         with torch.no_grad():
-            out = self.model(**enc, mm_encoder_outputs={"video": features or self.features}, use_cache=True)
+            out = self.model(**model_inputs(self.model, self.enc, features or self.features), use_cache=True)
             steps = [torch.log_softmax(out.logits[0, -1].float(), dim=-1).expand(len(self.replies), -1)[:, None]]
             if longest > 1:
                 cache = copy.deepcopy(out.past_key_values)
