@@ -7,7 +7,10 @@ machine, one core each, and the one-server baseline gets the same one core. Ever
 frames are decoded into a frame store before it is timed, so the client costs little.
 
 - two servers / one server: requests/s of measure's own sender (`measure.ask.client.run_items`)
-  over two base URLs vs one (goal >= 1.6x); each server's share of the items (goal: none
+  over two base URLs vs one (goal >= 1.6x), and the same held at one server's CPU per request
+  (the servers' process groups' CPU seconds, from /proc, per answer: side by side on one
+  machine each spends more, for what its cores share; separate machines would not); the
+  sender's own CPU share; each server's share of the items (goal: none
   below 40 %); the share of prompt tokens served from vLLM's prefix cache (goal: two within 5
   points of one) and the video prefills per clip x model (goal 1.0): clip affinity at work;
 - vLLM's own data parallel (`serve run --data-parallel-size 2`, each engine on its own core)
@@ -48,6 +51,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from bench_measure import SPLIT, fresh_seeds, make_dataset  # noqa: E402  (this folder is on sys.path)
+from bench_media import server_cpu_s  # noqa: E402
 
 from core import cli  # noqa: E402
 from core.ask import AskConfig  # noqa: E402
@@ -133,6 +137,8 @@ class Sent:
 
     seconds: float
     preds: list[Prediction]
+    client_cpu: float = 0.0  # CPU seconds this process (measure's sender) used meanwhile
+    server_cpu: float = 0.0  # CPU seconds the servers started here used meanwhile (0: not seen here)
 
     @property
     def served(self) -> Counter[str]:
@@ -148,7 +154,12 @@ class Sent:
         return cached_share(self.preds) or 0.0
 
     def __str__(self) -> str:
-        return f"{self.rate:.1f} req/s, {self.cached:.1f} % cached, {prefills_per_clip(self.preds)} prefills/clip"
+        cpu = f", servers {1000 * self.server_cpu / len(self.preds):.0f} ms CPU per request" if self.server_cpu else ""
+        return (
+            f"{self.rate:.1f} req/s, {self.cached:.1f} % cached, {prefills_per_clip(self.preds)} prefills/clip, "
+            f"sender {100 * self.client_cpu / self.seconds:.0f} % of a core"
+            f"{cpu}"
+        )
 
 
 def warm(todo: list[Item], cfg: AskConfig, store: FrameStore, pool) -> None:
@@ -166,9 +177,11 @@ def send(todo: list[Item], urls: list[ServerUrl], cfg: AskConfig, concurrency: i
         preds.append(asked(item, reply))
 
     servers = Servers(urls, None, cfg.down_timeout_s, concurrency)
-    start = time.perf_counter()
+    ports = [u.port for u in dict.fromkeys(urls)]
+    start, cpu, served = time.perf_counter(), time.process_time(), sum(map(server_cpu_s, ports))
     asyncio.run(run_items(todo, servers, cfg, on_result, pool, store))
-    return Sent(time.perf_counter() - start, preds)
+    used = sum(map(server_cpu_s, ports)) - served
+    return Sent(time.perf_counter() - start, preds, time.process_time() - cpu, used)
 
 
 def round_robin(todo: list[Item], urls: list[ServerUrl], cfg: AskConfig, concurrency: int, pool, store=None) -> float:
@@ -305,6 +318,13 @@ def show(m: Measured, args: Bench, pinned: tuple[str, str] | None) -> None:
     shares = _shares(m.two, m.urls)
     print(f"one server: {m.one}; two servers: {m.two} (items per server {'/'.join(map(str, shares))})")
     print(f"two servers / one: {m.two.rate / m.one.rate:.2f}x throughput (goal >= 1.6)")
+    if m.one.server_cpu and m.two.server_cpu:
+        one, two = (1000 * s.server_cpu / len(s.preds) for s in (m.one, m.two))
+        print(
+            f"two servers / one at one server's CPU per request: {m.two.rate / m.one.rate * two / one:.2f}x "
+            f"(goal >= 1.6; side by side each server spent {two:.0f} ms of CPU per request, alone {one:.0f} ms: "
+            "the parts of this machine its cores share, which separate machines do not)"
+        )
     print(f"smallest server share: {100 * min(shares) / sum(shares):.1f} % of the items (goal >= 40)")
     print(
         f"prefills per clip x model: one server {prefills_per_clip(m.one.preds)}, two servers "
