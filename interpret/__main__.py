@@ -46,7 +46,7 @@ class InterpretOptions:
     device: Literal["cpu", "cuda"] = option(
         "cpu", "Where the model runs (in the dtype the server computed in; unknown: float32 on cpu, bfloat16 on cuda)."
     )
-    pictures: int = option(8, "Questions to draw heat maps for (0: none).")
+    pictures: int = option(8, "Questions to draw heat maps for, and with --effects occlusion maps (0: none).")
     effects: Literal["none", "ablation", "all"] = option(
         "none",
         "What each region does inside the model: ablation (its visual tokens replaced by the clip's mean "
@@ -80,10 +80,10 @@ def interpret(o: InterpretOptions) -> None:
     todo = stage.chosen(run, o.models, o.variants, o.limit)
     if not todo:
         fail(f"{run.id}: no answered multiple-choice prediction of the chosen models and variants to interpret")
-    done = stage.interpret_run(run, todo, o.device, o.layers, o.effects, o.shard)
+    first = set(sorted({p.question_id for p in todo})[: o.pictures])  # the questions drawn
+    done = stage.interpret_run(run, todo, o.device, o.layers, o.effects, o.shard, first)
     run = runs.load(o.target.layout, data=o.data)
     mine = {p.key for p in stage.shard_of(todo, o.shard)}
-    first = set(sorted({p.question_id for p in todo})[: o.pictures])
     drawn = pictures.draw(run, [r for r in run.attention if r.key in mine], first)
     r = report.write(run)
     typer.echo(render.attention_markdown(r, pairs=False))

@@ -9,7 +9,7 @@ import contextlib
 import csv
 import io
 import itertools
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -173,11 +173,13 @@ def one(
     layers: Sequence[int] | None = None,
     twin: Any = None,
     methods: str = "none",
+    occlude: bool = True,
 ) -> AttentionRecord:
     """One prediction: its input rebuilt, attention captured on it and on the generic question,
     its region rows for every cue its regions can be drawn for (language `layers` only, all
     when None), its reply under the constraint; on an object question, the same rows (language
-    model, mean of layers) from `twin`, the architecture with its weights redrawn."""
+    model, mean of layers) from `twin`, the architecture with its weights redrawn. With
+    `methods`, the region removals and, when `occlude`, the occlusion map."""
     assert run.record is not None and run.data is not None
     layout = DataLayout(run.data)
     question = run.questions[pred.question_id]
@@ -215,7 +217,8 @@ def one(
     removed, occluded = [], []
     if methods != "none" and pred.reply in pred.choices:
         scorer = Scorer.of(model, processor.tokenizer, enc, pred.choices, fmt, features)
-        occluded = np.round(occlusion(scorer, pred.choices.index(pred.reply), grid), 6).tolist()
+        if occlude:
+            occluded = np.round(occlusion(scorer, pred.choices.index(pred.reply), grid), 6).tolist()
         if boxes.is_file():
             shares = clip_shares(boxes, cues[0], question, sent.indices, grid.pixels)
             seed = seed_for("effects", pred.question_id, pred.variant)
@@ -293,10 +296,12 @@ def interpret_run(
     layers: Sequence[int] | None = None,
     methods: str = "none",
     shard: tuple[int, int] | None = None,
+    mapped: Collection[str] | None = None,
 ) -> Interpreted:
     """Interpret what is left of `todo` (of its `shard`; records already written are kept),
     appending each record as it comes (`methods`: the region removals to measure,
-    `interpret.effects`); then regions.csv and effects.csv are written whole from every
+    `interpret.effects`, with an occlusion map for the questions in `mapped`, every one when
+    None: the maps drawn); then regions.csv and effects.csv are written whole from every
     shard's records."""
     check(run)
     assert run.layout is not None
@@ -317,7 +322,8 @@ def interpret_run(
                     for _, clip in itertools.groupby((p for p in left if p.model == name), key=lambda p: p.video_id):
                         cache: dict = {}  # one video's frames, vision output and generic passes
                         for pred in clip:
-                            store.append(one(pred, run, model, processor, cache, layers, twin, methods))
+                            occlude = mapped is None or pred.question_id in mapped
+                            store.append(one(pred, run, model, processor, cache, layers, twin, methods, occlude))
                             advance()
     finally:
         store.close()

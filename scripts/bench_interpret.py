@@ -10,8 +10,8 @@ Then how the attention kept grows from the small size to the large, against how 
 grows (capture: linearly; eager: with the square). The last line: what one prediction costs
 `interpret` at the small size (its question's pass with the capture, the generic question's,
 the constrained reply; with `--effects ablation`, also each of 4 regions of a quarter of the
-tokens ablated against its 3 baselines, and every token ablated alone for the occlusion map)
-against one plain forward pass of the same input.
+tokens ablated against its 3 baselines, and, for a question whose maps are drawn, every token
+ablated alone for the occlusion map) against one plain forward pass of the same input.
 
 Usage: .venv/bin/python scripts/bench_interpret.py [--model data/models/tiny-vlm] [--sizes 128,512]
 """
@@ -72,7 +72,7 @@ def measure(model_dir: str, size: int, frames: int, samples: int, eager: bool) -
 
 def cost(model_dir: str, size: int, frames: int, samples: int) -> dict:
     """In a fresh process: seconds of one plain forward pass, of interpret's work for one
-    prediction, and of that work with region ablation and the occlusion map."""
+    prediction, of that work with region ablation, and with the occlusion map too."""
     import numpy as np
     import torch
     from transformers import AutoModelForImageTextToText, AutoProcessor
@@ -92,7 +92,7 @@ def cost(model_dir: str, size: int, frames: int, samples: int) -> dict:
     enc = inputs.encode(processor, None, inputs.Sent(pixels, list(range(frames)), 4.0, frames))
     choices = ["pushing", "pulling", "dropping", "lifting"]
 
-    def interpret(ablate: bool) -> None:
+    def interpret(ablate: bool, occlude: bool = False) -> None:
         forward(model, enc)  # the question's pass
         forward(model, enc)  # the generic question's (the same length here)
         choose(model, processor.tokenizer, enc, choices)
@@ -102,7 +102,8 @@ def cost(model_dir: str, size: int, frames: int, samples: int) -> dict:
             for region in quarters:
                 for draws in effects.targets_of(scorer, np.sort(region), 0).values():
                     list(effects.removals(scorer, draws, {}, "ablation"))
-            effects.occlusion(scorer, 0, grid_of(model, enc))
+            if occlude:
+                effects.occlusion(scorer, 0, grid_of(model, enc))
 
     def seconds(work) -> float:
         start = time.perf_counter()
@@ -112,7 +113,12 @@ def cost(model_dir: str, size: int, frames: int, samples: int) -> dict:
 
     with torch.no_grad():
         once = seconds(lambda: plain(**enc))
-    return {"plain": once, "interpret": seconds(lambda: interpret(False)), "effects": seconds(lambda: interpret(True))}
+    return {
+        "plain": once,
+        "interpret": seconds(lambda: interpret(False)),
+        "effects": seconds(lambda: interpret(True)),
+        "drawn": seconds(lambda: interpret(True, True)),
+    }
 
 
 def fresh(*args, work=None) -> dict:
@@ -152,7 +158,8 @@ def bench(o: BenchOptions) -> None:
     print(
         f"one prediction at {o.sizes[0]} px: plain forward pass {c['plain']:.3f} s; interpret {c['interpret']:.3f} s "
         f"(x{c['interpret'] / c['plain']:.1f}); with --effects ablation {c['effects']:.3f} s "
-        f"(x{c['effects'] / c['plain']:.1f})"
+        f"(x{c['effects'] / c['plain']:.1f}), drawn (its occlusion map too) {c['drawn']:.3f} s "
+        f"(x{c['drawn'] / c['plain']:.1f})"
     )
 
 

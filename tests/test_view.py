@@ -260,15 +260,18 @@ def test_view_refuses_a_folder_without_predictions(tmp_path):
 
 
 def test_the_viewer_shows_interprets_heat_maps_of_every_variant(runs, browser, tmp_path):
-    """Attention and, beside it, the occlusion map (`--effects ablation`) of every variant."""
+    """Attention and, beside it, the occlusion map (`--effects ablation`) of every variant; an
+    occlusion map is computed only for the questions drawn (`--pictures`)."""
     root, _, _ = runs
     shutil.copytree(root / "a", tmp_path / "a")
     measured = RunLayout(tmp_path / "a")
-    r = cli("interpret", measured.root, "--limit", 1, "--pictures", 1, "--effects", "ablation", "--models", "tiny-vlm")
+    r = cli("interpret", measured.root, "--limit", 2, "--pictures", 1, "--effects", "ablation", "--models", "tiny-vlm")
     assert r.returncode == 0, r.stderr[-3000:]
     assert cli("measure", "view", measured.root).returncode == 0
     run = load(measured)
     rec = next(r for r in run.attention if r.maps)
+    occluded = {r.question_id for r in run.attention if r.occlusion}
+    assert occluded == {rec.question_id} and len({r.question_id for r in run.attention}) == 2
     drawn = sorted(r.variant for r in run.attention if (r.model, r.question_id) == (rec.model, rec.question_id))
     index = next(i for i, p in enumerate(run.predictions) if p.key == rec.key)
     errors: list[str] = []
