@@ -150,15 +150,19 @@ class Sent:
         return len(self.preds) / self.seconds
 
     @property
+    def server_ms(self) -> float:
+        """Milliseconds of the servers' CPU per answer (0: the servers were not seen here)."""
+        return 1000 * self.server_cpu / len(self.preds)
+
+    @property
     def cached(self) -> float:
         return cached_share(self.preds) or 0.0
 
     def __str__(self) -> str:
-        cpu = f", servers {1000 * self.server_cpu / len(self.preds):.0f} ms CPU per request" if self.server_cpu else ""
+        cpu = f", servers {self.server_ms:.0f} ms CPU per request" if self.server_cpu else ""
         return (
             f"{self.rate:.1f} req/s, {self.cached:.1f} % cached, {prefills_per_clip(self.preds)} prefills/clip, "
-            f"sender {100 * self.client_cpu / self.seconds:.0f} % of a core"
-            f"{cpu}"
+            f"sender {100 * self.client_cpu / self.seconds:.0f} % of a core{cpu}"
         )
 
 
@@ -319,7 +323,7 @@ def show(m: Measured, args: Bench, pinned: tuple[str, str] | None) -> None:
     print(f"one server: {m.one}; two servers: {m.two} (items per server {'/'.join(map(str, shares))})")
     print(f"two servers / one: {m.two.rate / m.one.rate:.2f}x throughput (goal >= 1.6)")
     if m.one.server_cpu and m.two.server_cpu:
-        one, two = (1000 * s.server_cpu / len(s.preds) for s in (m.one, m.two))
+        one, two = m.one.server_ms, m.two.server_ms
         print(
             f"two servers / one at one server's CPU per request: {m.two.rate / m.one.rate * two / one:.2f}x "
             f"(goal >= 1.6; side by side each server spent {two:.0f} ms of CPU per request, alone {one:.0f} ms: "

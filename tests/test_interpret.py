@@ -376,11 +376,12 @@ def test_occlusion_batches_score_as_one_ablation_at_a_time(measured):
         alone = [scorer.log_probs(c)[answer] for c in cut]
         grid = grid_of(model, enc)
         assert effects.reply_log_probs(scorer, cut, answer) == pytest.approx(alone, abs=1e-4)
-        whole, reused = forward(model, enc), forward(model, enc, video_features(model, enc))  # the tower run once
+        features = video_features(model, enc)  # the tower run once
+        whole, reused = forward(model, enc), forward(model, enc, features)
         assert torch.allclose(whole.logits, reused.logits, atol=1e-5) and not reused.vision
         assert all(np.allclose(whole.llm[k], reused.llm[k], atol=1e-6) for k in whole.llm)
         options = targets(pred.choices, fmt)
-        said = choose(model, processor.tokenizer, enc, options, video_features(model, enc))
+        said = choose(model, processor.tokenizer, enc, options, features)
         texts, start, eos = pieces(processor.tokenizer), enc["input_ids"].shape[1], processor.tokenizer.eos_token_id
 
         def allow(_batch, seq):
