@@ -27,9 +27,10 @@ import pandas as pd
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from bench_report import scored  # noqa: E402  (this folder is on sys.path)
+
 from core import cli  # noqa: E402
 from core.cli import command, option  # noqa: E402
-from core.records import Prediction  # noqa: E402
 from core.runs import Run  # noqa: E402
 from measure.report import calibrate, stats  # noqa: E402
 
@@ -59,23 +60,8 @@ def demo_shaped(videos: int, seed: int = 0) -> Run:
                     p = accuracy(model, variant, qtype)
                     same = p == accuracy(model, "plain", qtype) and rng.random() < 0.8
                     right = plain if same else bool(rng.random() < p)
-                    preds.append(_pred(f"v{v:04d}-{i}", f"v{v:04d}", qtype, model, variant, right))
+                    preds.append(scored(f"v{v:04d}-{i}", f"v{v:04d}", qtype, model, variant, right))
     return Run(preds, parents={BASE: None, ADAPTER: BASE})
-
-
-def _pred(qid: str, video: str, qtype: str, model: str, variant: str, right: bool) -> Prediction:
-    return Prediction(
-        question_id=qid,
-        video_id=video,
-        type=qtype,
-        model=model,
-        variant=variant,
-        choices=["a", "b", "c", "d"],
-        answer="a",
-        reply="a" if right else "b",
-        status="ok",
-        correct=right,
-    )
 
 
 def summary(rec) -> str:

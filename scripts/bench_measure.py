@@ -93,25 +93,41 @@ STARTED = "a `serve run` of the embedded default started here"
 
 
 @contextlib.contextmanager
+def started(*runs: list[str]) -> Iterator[list[ServerUrl]]:
+    """`serve run`s started here, each with its own extra options (the embedded default unless
+    they name a model), ready before this yields and stopped afterwards."""
+    procs, urls = [], []
+    try:
+        for extra in runs:
+            port = free_port()
+            urls.append(ServerUrl.local(port))
+            procs.append(
+                subprocess.Popen(
+                    [sys.executable, "-m", "serve", "run", "--port", str(port), *extra],
+                    cwd=REPO,
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                )
+            )
+        for url, proc in zip(urls, procs):
+            poll_ready(url, 900, proc=proc)
+        yield urls
+    finally:
+        for proc in procs:
+            proc.terminate()
+        for proc in procs:
+            proc.wait(60)
+
+
+@contextlib.contextmanager
 def running_server(url: ServerUrl | None, model: Path | None = None) -> Iterator[tuple[ServerUrl, list[dict]]]:
     """(URL, its /v1/models) of the server at `url`, or of a `serve run` (of `model`, else the
     embedded default) started here and stopped afterwards."""
-    server = None
-    if url is None:
-        port = free_port()
-        url = ServerUrl.local(port)
-        server = subprocess.Popen(
-            [sys.executable, "-m", "serve", "run", "--port", str(port), *(["--model", str(model)] if model else [])],
-            cwd=REPO,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-    try:
-        yield url, poll_ready(url, 600, proc=server)
-    finally:
-        if server is not None:
-            server.terminate()
-            server.wait(60)
+    if url is not None:
+        yield url, poll_ready(url, 600)
+        return
+    with started(["--model", str(model)] if model else []) as (url,):
+        yield url, poll_ready(url, 60)
 
 
 async def bare(url: ServerUrl, reqs: list[dict], concurrency: int) -> float:

@@ -44,21 +44,24 @@ def predictions(videos: int, seed: int = 0) -> list[Prediction]:
             for model, bonus in (("base", 0.0), ("adapter", 0.05)):
                 for variant, skill in SKILL.items():
                     ok = bool(rng.random() < 1 / (1 + np.exp(-(ease + 4 * (skill + bonus - 0.5)))))
-                    out.append(
-                        Prediction(
-                            question_id=f"{v}-{k}",
-                            video_id=str(v),
-                            type=qtype,
-                            model=model,
-                            variant=variant,
-                            choices=["a", "b", "c", "d"],
-                            answer="a",
-                            reply="a" if ok else "b",
-                            status="ok",
-                            correct=ok,
-                        )
-                    )
+                    out.append(scored(f"{v}-{k}", str(v), qtype, model, variant, ok))
     return out
+
+
+def scored(qid: str, video: str, qtype: str, model: str, variant: str, right: bool) -> Prediction:
+    """A simulated prediction of 4 choices, right or wrong."""
+    return Prediction(
+        question_id=qid,
+        video_id=video,
+        type=qtype,
+        model=model,
+        variant=variant,
+        choices=["a", "b", "c", "d"],
+        answer="a",
+        reply="a" if right else "b",
+        status="ok",
+        correct=right,
+    )
 
 
 def whole_number_mcnemar(b: int, c: int) -> float:

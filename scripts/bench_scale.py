@@ -35,12 +35,10 @@ import asyncio
 import contextlib
 import os
 import re
-import subprocess
 import sys
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -50,7 +48,7 @@ import httpx
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from bench_measure import SPLIT, fresh_seeds, make_dataset  # noqa: E402  (this folder is on sys.path)
+from bench_measure import SPLIT, fresh_seeds, make_dataset, started  # noqa: E402  (this folder is on sys.path)
 from bench_media import server_cpu_s  # noqa: E402
 
 from core import cli  # noqa: E402
@@ -68,36 +66,7 @@ from measure.ask.framestore import GB, FrameStore  # noqa: E402
 from measure.ask.plan import ask_config, asked, plan  # noqa: E402
 from measure.ask.servers import Servers  # noqa: E402
 from measure.report.health import cached_share, prefills_per_clip  # noqa: E402
-from serve.__main__ import poll_ready  # noqa: E402
-from serve.command import free_port  # noqa: E402
 from tests.faultproxy import FaultProxy  # noqa: E402
-
-
-@contextlib.contextmanager
-def started(*runs: list[str]) -> Iterator[list[ServerUrl]]:
-    """`serve run`s of the embedded default started here, each with its own extra options, and
-    stopped afterwards."""
-    procs, urls = [], []
-    try:
-        for extra in runs:
-            port = free_port()
-            urls.append(ServerUrl.local(port))
-            procs.append(
-                subprocess.Popen(
-                    [sys.executable, "-m", "serve", "run", "--port", str(port), *extra],
-                    cwd=REPO,
-                    stdout=subprocess.DEVNULL,
-                    stderr=subprocess.DEVNULL,
-                )
-            )
-        for url, proc in zip(urls, procs):
-            poll_ready(url, 900, proc=proc)
-        yield urls
-    finally:
-        for proc in procs:
-            proc.terminate()
-        for proc in procs:
-            proc.wait(60)
 
 
 def halves() -> tuple[str, str]:

@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from core.files import atomic_dir
 from core.layout import AdapterLayout
+from serve.shapes import TINY, Shape
 
 SPECIAL_TOKENS = [
     "<|endoftext|>",
@@ -114,27 +114,6 @@ def build_tokenizer(
     return PreTrainedTokenizerFast(
         tokenizer_object=tok, eos_token=eos, pad_token=pad, chat_template=chat_template, model_max_length=4096
     )
-
-
-@dataclass(frozen=True)
-class Shape:
-    """How big a tiny Qwen3-VL is: its language model, vision tower and frame size."""
-
-    hidden: int = 128
-    layers: int = 2
-    heads: int = 4
-    kv_heads: int = 2
-    intermediate: int = 256
-    vision_hidden: int = 64
-    vision_depth: int = 2
-    vision_heads: int = 2
-    max_video_tokens: int = 64  # vision tokens per frame pair at most: the frames' size as sent
-    prompt_words: bool = False  # a tokenizer that also knows the prompt's words (`prompt_lines`)
-
-
-TINY = Shape()
-# The organism (`python -m train organism`): the embedded shape made deeper, with smaller frames.
-ORGANISM = Shape(layers=4, intermediate=384, max_video_tokens=24, prompt_words=True)
 
 
 def build_config(tokenizer, vocab_size: int, shape: Shape = TINY):

@@ -25,6 +25,7 @@ from core.frames import FrameSpec
 from core.layout import DataLayout
 from core.records import read_questions
 from core.variants import PLAIN
+from serve.shapes import SHAPES
 
 RECORD = "organism.json"  # how it was built, beside its weights
 
@@ -43,7 +44,7 @@ class OrganismOptions:
     object_weight: int = option(
         2, "Times each object question is used per epoch (they are the ones that need the pixels)."
     )
-    shape: Literal["organism", "tiny"] = option(
+    shape: Literal[tuple(SHAPES)] = option(
         "organism", "organism (deeper, smaller frames) or tiny (the embedded default's shape)."
     )
 
@@ -84,8 +85,7 @@ def _train(o: OrganismOptions, tmp: Path, started: float) -> None:
     from serve import tiny
     from train import fit
 
-    shape = {"organism": tiny.ORGANISM, "tiny": tiny.TINY}[o.shape]
-    model, processor, tokenizer = tiny.initial(shape, o.seed, name=o.out.name, std=None)
+    model, processor, tokenizer = tiny.initial(SHAPES[o.shape], o.seed, name=o.out.name, std=None)
     tiny.save(tmp, model, processor, tokenizer)  # the processor measure will use: frames sized by it
     world = _world(o)
     splits = sorted({q.split for q in read_questions(DataLayout(world).questions)})  # its own world: all of it
