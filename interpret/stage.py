@@ -298,21 +298,23 @@ def interpret_run(
     shard: tuple[int, int] | None = None,
     mapped: Collection[str] | None = None,
 ) -> Interpreted:
-    """Interpret what is left of `todo` (of its `shard`; records already written are kept),
-    appending each record as it comes (`methods`: the region removals to measure,
-    `interpret.effects`, with an occlusion map for the questions in `mapped`, every one when
-    None: the maps drawn); then regions.csv and effects.csv are written whole from every
-    shard's records."""
+    """Interpret what is left of `todo` (of its `shard`; records already written are kept, but
+    those now drawn that were made without their occlusion map are made again), appending each
+    record as it comes (`methods`: the region removals to measure, `interpret.effects`, with an
+    occlusion map for the questions in `mapped`, every one when None: the maps drawn); then
+    regions.csv and effects.csv are written whole from every shard's records."""
     check(run)
     assert run.layout is not None
     store = attention_store(run.layout, shard)
     done = store.load()
     todo = shard_of(todo, shard)
-    left = [p for p in todo if p.key not in done]
+    again = unmapped(todo, done, methods, mapped)
+    left = [p for p in todo if p.key not in done or p.key in again]
     check_layers(run, sorted({p.model for p in todo}), layers, list(done.values()))
     missing = sorted({p.question_id for p in left if p.question_id not in run.questions})
     if missing:
         raise UserError(f"{run.data}: questions {missing[:5]} of the run are not in its dataset (give --data)")
+    store.drop(again)
     store.open()
     try:
         with progress.bar("interpreting", len(left), "predictions") as advance:
@@ -330,6 +332,15 @@ def interpret_run(
     write_regions(run)
     write_effects(run)
     return Interpreted(len(left), len(todo) - len(left))
+
+
+def unmapped(todo: list[Prediction], done: dict, methods: str, mapped: Collection[str] | None) -> set:
+    """Keys recorded without the occlusion map they are now to be drawn with (a resume with a
+    larger --pictures): made again."""
+    if methods == "none":
+        return set()
+    drawn = [p for p in todo if p.key in done and (mapped is None or p.question_id in mapped)]
+    return {p.key for p in drawn if p.reply in p.choices and not done[p.key].occlusion}
 
 
 def write_effects(run: Run) -> Path:

@@ -272,6 +272,15 @@ def test_the_viewer_shows_interprets_heat_maps_of_every_variant(runs, browser, t
     rec = next(r for r in run.attention if r.maps)
     occluded = {r.question_id for r in run.attention if r.occlusion}
     assert occluded == {rec.question_id} and len({r.question_id for r in run.attention}) == 2
+    again = cli(
+        "interpret", measured.root, "--limit", 2, "--pictures", 2, "--effects", "ablation", "--models", "tiny-vlm"
+    )
+    assert again.returncode == 0, again.stderr[-3000:]  # resumed with more drawn: theirs made again
+    before, run = run, load(measured)
+    assert {r.question_id for r in run.attention if r.occlusion} == {r.question_id for r in before.attention}
+    assert len(run.attention) == len(before.attention) and len(measured.attention.read_text().splitlines()) == len(
+        run.attention
+    )
     drawn = sorted(r.variant for r in run.attention if (r.model, r.question_id) == (rec.model, rec.question_id))
     index = next(i for i, p in enumerate(run.predictions) if p.key == rec.key)
     errors: list[str] = []
