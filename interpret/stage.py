@@ -324,7 +324,7 @@ def interpret_run(
                     for _, clip in itertools.groupby((p for p in left if p.model == name), key=lambda p: p.video_id):
                         cache: dict = {}  # one video's frames, vision output and generic passes
                         for pred in clip:
-                            occlude = mapped is None or pred.question_id in mapped
+                            occlude = occludes(pred, methods, mapped)
                             store.append(one(pred, run, model, processor, cache, layers, twin, methods, occlude))
                             advance()
     finally:
@@ -334,13 +334,16 @@ def interpret_run(
     return Interpreted(len(left), len(todo) - len(left))
 
 
+def occludes(pred: Prediction, methods: str, mapped: Collection[str] | None) -> bool:
+    """Whether `pred`'s record carries an occlusion map: effects measured, an answered choice, a
+    question drawn (in `mapped`; every one when None)."""
+    return methods != "none" and pred.reply in pred.choices and (mapped is None or pred.question_id in mapped)
+
+
 def unmapped(todo: list[Prediction], done: dict, methods: str, mapped: Collection[str] | None) -> set:
     """Keys recorded without the occlusion map they are now to be drawn with (a resume with a
     larger --pictures): made again."""
-    if methods == "none":
-        return set()
-    drawn = [p for p in todo if p.key in done and (mapped is None or p.question_id in mapped)]
-    return {p.key for p in drawn if p.reply in p.choices and not done[p.key].occlusion}
+    return {p.key for p in todo if p.key in done and occludes(p, methods, mapped) and not done[p.key].occlusion}
 
 
 def write_effects(run: Run) -> Path:
