@@ -97,36 +97,42 @@ def started(*runs: list[str]) -> Iterator[list[ServerUrl]]:
     """`serve run`s started here, each with its own extra options (the embedded default unless
     they name a model), ready before this yields and stopped afterwards."""
     procs, urls = [], []
+    with contextlib.ExitStack() as logs:
+        try:
+            for extra in runs:
+                port = free_port()
+                urls.append(ServerUrl.local(port))
+                log = logs.enter_context(tempfile.TemporaryFile())
+                argv = [sys.executable, "-m", "serve", "run", "--port", str(port), *extra]
+                procs.append((subprocess.Popen(argv, cwd=REPO, stdout=subprocess.DEVNULL, stderr=log), log))
+            for url, (proc, log) in zip(urls, procs):
+                ready(url, proc, log)
+            yield urls
+        finally:
+            for proc, _ in procs:
+                proc.terminate()
+            for proc, _ in procs:
+                proc.wait(60)
+
+
+def ready(url: ServerUrl, proc: subprocess.Popen, log) -> None:
+    """Wait for a server started here; if it exits first, say why (the last lines it wrote)."""
     try:
-        for extra in runs:
-            port = free_port()
-            urls.append(ServerUrl.local(port))
-            procs.append(
-                subprocess.Popen(
-                    [sys.executable, "-m", "serve", "run", "--port", str(port), *extra],
-                    cwd=REPO,
-                    stdout=subprocess.DEVNULL,
-                    stderr=subprocess.DEVNULL,
-                )
-            )
-        for url, proc in zip(urls, procs):
-            poll_ready(url, 900, proc=proc)
-        yield urls
-    finally:
-        for proc in procs:
-            proc.terminate()
-        for proc in procs:
-            proc.wait(60)
+        poll_ready(url, 900, proc=proc)
+    except RuntimeError as e:
+        log.seek(0)
+        said = log.read().decode(errors="replace").strip().splitlines()[-3:]
+        raise RuntimeError(f"{e}: {' / '.join(said)}") from None
 
 
 @contextlib.contextmanager
 def running_server(url: ServerUrl | None, model: Path | None = None) -> Iterator[tuple[ServerUrl, list[dict]]]:
-    """(URL, its /v1/models) of the server at `url`, or of a `serve run` (of `model`, else the
-    embedded default) started here and stopped afterwards."""
+    """(URL, its /v1/models) of the server at `url`, or of a `serve run` (of `model` alone, else
+    the embedded default with its adapters) started here and stopped afterwards."""
     if url is not None:
         yield url, poll_ready(url, 600)
         return
-    with started(["--model", str(model)] if model else []) as (url,):
+    with started(["--model", str(model), "--adapters", ""] if model else []) as (url,):
         yield url, poll_ready(url, 60)
 
 

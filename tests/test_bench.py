@@ -39,6 +39,14 @@ def test_bench_measure_sends_what_measure_sends(server, synthetic):
     assert all(r["extra_body"]["structured_outputs"]["choice"] for r in reqs)
 
 
+def test_a_server_a_benchmark_starts_says_why_it_exited():
+    """A `serve run` started by a benchmark that exits before it is ready: the error carries
+    what it said (the server's output is not thrown away)."""
+    with pytest.raises(RuntimeError, match=r"exited with code 2 before it was ready: .*'broken': expected name=path"):
+        with _load("bench_measure").started(["--adapters", "broken"]):
+            pass
+
+
 def _bench(command: str, process: bool = False) -> list[str]:
     """A benchmark script's command line as documented (`python scripts/bench_X.py ...`), run
     in this process through its own command line (in a process of its own for one that starts

@@ -137,9 +137,9 @@ def test_the_organism_has_learned_and_random_weights_have_not(organism, organism
     """bench_organism in its small setting, on videos neither model saw (another seed): the
     organism answers above chance with a CI; the random-weight model, on the same questions, not."""
     said = _bench(
-        f"scripts/bench_organism.py --model {organism} --videos 120 --seed 4242 --base-url {organism_server.v1} "
-        f"--control {tiny.model} --control-url {server.base_url}"
-    )  # its test split: 30 videos
+        f"scripts/bench_organism.py --model {organism} --videos 40 --seed 4242 --split train "
+        f"--base-url {organism_server.v1} --control {tiny.model} --control-url {server.base_url}"
+    )  # its train split: 30 videos
     lines = [x for x in said if not x.startswith("control: ")]
     control = [x.removeprefix("control: ") for x in said if x.startswith("control: ")]
     assert lines[0].startswith(f"organism: {organism} (") and control[0].startswith(f"model: {tiny.model} (no")
