@@ -140,3 +140,10 @@ def load(clip: Path, spec: FrameSpec, processor: str | None = None, sizer: str |
     if sizer is not None:
         w, h = processed_size(sizer, len(idx), h, w)
     return Sampled(resize(pixels, (w, h)), idx, fps, len(vr))
+
+
+def still(clip: Path) -> np.ndarray:
+    """The image an image variant (the single-frame control) is sent as: its clip's first frame."""
+    from core.decoding import decord
+
+    return decord.VideoReader(str(clip), ctx=decord.cpu(0))[0].asnumpy()

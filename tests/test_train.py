@@ -119,3 +119,24 @@ def test_trained_adapter_is_served_unmerged_and_changes_the_answers(trained, ser
     )
     assert json.loads((tmp_path / "other-frames" / "run.json").read_text())["warnings"] == [said]
     assert said in (tmp_path / "other-frames" / "report.md").read_text() and said in r.stderr
+
+
+def test_image_and_blind_variants_are_trained_as_measure_asks_them(tiny, server, tmp_path):
+    """The single-frame control as one image (its clip's first frame), blind as the text alone:
+    each example's prompt is as many tokens as the server counted for measure's request, and a
+    few steps train on them (a one-frame video once crashed in transformers; blind asked for a
+    clip no dataset has)."""
+    data = tmp_path / "d"
+    cli(f"prepare synthetic --out {data} --videos 4 --variants plain,single-frame,blind --workers 2", check=True)
+    exs = examples(data, ["single-frame", "blind"], "train")
+    collator = Collator(AutoProcessor.from_pretrained(tiny.model), FrameSpec(), str(tiny.model))
+    items = [Item(ex.question, "tiny-vlm", "single-frame" if ex.image else "blind", ex.clip) for ex in exs]
+    preds = {(p.question_id, p.variant): p for p in run_all([server.base_url], items, AskConfig(), 4)}
+    for ex, item in zip(exs, items):
+        batch = collator([ex])
+        prompt_len = int((batch["labels"][0] == IGNORE).sum())
+        assert preds[ex.question.id, item.variant].prompt_tokens == prompt_len, (item.variant, ex.question.id)
+        assert ("pixel_values" in batch) == ex.image and "pixel_values_videos" not in batch
+    out = tmp_path / "adapter"
+    r = cli(f"train --model {tiny.model} --data {data} --out {out} --variants single-frame,blind --max-steps 2")
+    assert r.returncode == 0 and "(single-frame,blind)" in r.stderr, r.stderr[-3000:]

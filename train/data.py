@@ -1,6 +1,7 @@
 """Training examples: each train question once per clip variant, asked exactly as `measure`
 asks it (same prompt text and chat template, the frames its frame spec chooses, by the same
-function: `core.frames.load`), with the loss on the answer tokens only."""
+function: `core.frames.load`; an image variant's first frame as an image, `core.frames.still`;
+blind, the text alone), with the loss on the answer tokens only."""
 
 from __future__ import annotations
 
@@ -13,9 +14,10 @@ from transformers.video_utils import VideoMetadata
 from core import prompt
 from core.ask import AnswerFormat
 from core.errors import DataError
-from core.frames import NEEDS_PROCESSOR, FrameSpec, load
+from core.frames import NEEDS_PROCESSOR, FrameSpec, load, still
 from core.layout import DataLayout
 from core.records import Question, read_questions
+from core.variants import BLIND, IMAGE_VARIANTS
 
 IGNORE = -100
 
@@ -23,8 +25,14 @@ IGNORE = -100
 @dataclass(frozen=True)
 class Example:
     question: Question
-    clip: Path
+    clip: Path | None  # None: blind, the question asked without media
     answer: str  # the reply the model should give: the choice string, or its letter
+    image: bool = False  # the clip sent as one image (its first frame), as measure sends an image variant
+
+    @property
+    def media(self) -> list[dict]:
+        """The chat's media part, as measure places it: a video, an image, or none."""
+        return [] if self.clip is None else [{"type": "image" if self.image else "video"}]
 
 
 def examples(data: Path, variants: list[str], split: str = "train", fmt: AnswerFormat = "text") -> list[Example]:
@@ -35,10 +43,11 @@ def examples(data: Path, variants: list[str], split: str = "train", fmt: AnswerF
     out = []
     for v in variants:
         for q in qs:
-            clip = layout.clip(v, q.video_id)
-            if not clip.is_file():
+            clip = None if v == BLIND else layout.clip(v, q.video_id)
+            if clip is not None and not clip.is_file():
                 raise DataError(f"{clip}: clip missing (prepare the dataset with --variants {','.join(variants)})")
-            out.append(Example(q, clip, prompt.targets(q.choices, fmt)[q.choices.index(q.answer)]))
+            answer = prompt.targets(q.choices, fmt)[q.choices.index(q.answer)]
+            out.append(Example(q, clip, answer, v in IMAGE_VARIANTS))
     return out
 
 
@@ -66,22 +75,23 @@ class Collator:
 
     def texts(self, ex: Example) -> tuple[str, str]:
         """(prompt, prompt + answer) in the chat template, the video as a placeholder part."""
-        messages = prompt.messages(ex.question, self.fmt, [{"type": "video"}])
+        messages = prompt.messages(ex.question, self.fmt, ex.media)
         text = self.processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
         return text, text + ex.answer
 
+    def pixels(self, batch: list[Example]) -> dict:
+        """The processor's media arguments for `batch`, in the order the chats name them."""
+        images = [still(ex.clip) for ex in batch if ex.clip is not None and ex.image]
+        videos = [self.frames(ex.clip) for ex in batch if ex.clip is not None and not ex.image]
+        out: dict = {"images": images} if images else {}
+        if videos:
+            out.update(videos=[v for v, _ in videos], video_metadata=[m for _, m in videos], do_sample_frames=False)
+        return out
+
     def __call__(self, batch: list[Example]) -> dict[str, torch.Tensor]:
-        videos, metas = zip(*(self.frames(ex.clip) for ex in batch))
         full = [self.texts(ex)[1] for ex in batch]
         self.tokenizer.padding_side = "right"
-        enc = self.processor(
-            text=full,
-            videos=list(videos),
-            video_metadata=list(metas),
-            do_sample_frames=False,
-            padding=True,
-            return_tensors="pt",
-        )
+        enc = self.processor(text=full, padding=True, return_tensors="pt", **self.pixels(batch))
         labels = torch.full_like(enc["input_ids"], IGNORE)
         lengths = enc["attention_mask"].sum(dim=1)
         for row, ex in enumerate(batch):

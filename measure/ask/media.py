@@ -37,9 +37,8 @@ import cv2
 import numpy as np
 
 from core.ask import Media
-from core.decoding import decord
 from core.files import sha256
-from core.frames import FrameSpec, load, video_processor
+from core.frames import FrameSpec, load, still, video_processor
 from core.procs import die_with
 from core.prompt import frame_label, video_intro
 from core.variants import IMAGE_VARIANTS
@@ -169,8 +168,7 @@ def cache_key(spec: MediaSpec, content: str, size: tuple[int, int] | None, indic
 
 def _image(spec: MediaSpec, content: str) -> Prepared:
     """One frame (the single-frame control): an image."""
-    vr = decord.VideoReader(str(spec.clip), ctx=decord.cpu(0))
-    frame = vr[0].asnumpy()
+    frame = still(spec.clip)
     size = (frame.shape[1], frame.shape[0])
     part = {
         "type": "image_url",
