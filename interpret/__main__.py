@@ -18,6 +18,7 @@ import typer
 from core import cli, runs
 from core.cli import comma_list, command, fail, group, main, names, option, shard_spec
 from core.groups import OneRun
+from core.variants import BLIND, IMAGE_VARIANTS
 
 app = cli.app(__doc__)
 
@@ -75,6 +76,11 @@ def interpret(o: InterpretOptions) -> None:
 
     if o.limit is not None and o.limit < 1 or o.pictures < 0:
         fail("--limit must be a positive number and --pictures 0 or more")
+    if unmapped := [v for v in o.variants or () if v in IMAGE_VARIANTS or v == BLIND]:
+        fail(
+            f"--variants {','.join(unmapped)}: asked with an image or with no media, where interpret maps a "
+            "video's frames (plain, the cues, the interventions)"
+        )
     run = runs.load(o.target.layout, data=o.data)
     stage.check(run)
     todo = stage.chosen(run, o.models, o.variants, o.limit)

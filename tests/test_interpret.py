@@ -263,6 +263,8 @@ def test_interpret_refuses_what_it_cannot_map_in_one_line(measured, server, synt
     lines = r.stderr.strip().splitlines()
     assert r.returncode == 2 and lines[-1].startswith("error: ") and "Traceback" not in r.stderr
     assert f"{pred.video_id}" in lines[-1] and "missing" in lines[-1]
+    r = cli("interpret", measured.root, "--variants", "plain,single-frame,blind")  # once a KeyError
+    assert r.returncode == 2 and "--variants single-frame,blind: asked with an image or with no media" in r.stderr
     r = cli("interpret", measured.root, "--layers", "0,9", "--limit", 1)
     assert r.returncode == 2 and "has language layers 0..1" in r.stderr and "--layers [9]: tiny-" in r.stderr
     data_run = cli(
