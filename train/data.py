@@ -74,7 +74,7 @@ class Collator:
         return load_frames(clip, self.spec, self.model)
 
     def texts(self, ex: Example) -> tuple[str, str]:
-        """(prompt, prompt + answer) in the chat template, the video as a placeholder part."""
+        """(prompt, prompt + answer) in the chat template, its media as placeholder parts."""
         messages = prompt.messages(ex.question, self.fmt, ex.media)
         text = self.processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
         return text, text + ex.answer
