@@ -84,10 +84,7 @@ class TrainOptions:
 def train(o: TrainOptions) -> None:
     """Train a LoRA adapter; writes the adapter, train_args.json and the loss curve to OUT."""
     import torch
-    from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForImageTextToText, AutoProcessor, Trainer, TrainingArguments, set_seed
 
-    from train import bar
     from train.data import Collator, examples
 
     if o.frames.problems():
@@ -103,6 +100,11 @@ def train(o: TrainOptions) -> None:
         err=True,
     )
     require_model(model)
+    from peft import LoraConfig, get_peft_model  # what is needed to train: loaded once there is a model
+    from transformers import AutoModelForImageTextToText, AutoProcessor, Trainer, TrainingArguments, set_seed
+
+    from train import bar
+
     set_seed(o.seed)
     processor = AutoProcessor.from_pretrained(model)
     base = AutoModelForImageTextToText.from_pretrained(model, dtype=torch.bfloat16 if gpu else torch.float32)

@@ -9,7 +9,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from transformers.video_utils import VideoMetadata
 
 from core import prompt
 from core.ask import AnswerFormat
@@ -55,6 +54,8 @@ def load_frames(clip: Path, spec: FrameSpec, model: str):
     """The frames the model sees (`core.frames.load`, as measure sends them; the model's own
     processor sizes them) with the metadata Qwen3-VL needs for its frame timestamps."""
     s = load(clip, spec, processor=model if spec.sampling in NEEDS_PROCESSOR else None)
+    from transformers.video_utils import VideoMetadata
+
     meta = VideoMetadata(total_num_frames=s.total, fps=s.fps, frames_indices=s.indices, duration=s.total / s.fps)
     return s.pixels, meta
 
