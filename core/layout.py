@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from core.defaults import RUNS_ROOT
-from core.variants import PLAIN
+from core.variants import BLIND, PLAIN
 
 
 @dataclass(frozen=True)
@@ -58,6 +58,10 @@ class DataLayout:
 
     def clip(self, variant: str, video_id: str) -> Path:
         return self.clips_dir(variant) / f"{video_id}{self.clip_suffix}"
+
+    def asked_with(self, variant: str, video_id: str) -> Path | None:
+        """The clip a question on `variant` is asked with: None for blind (the text alone)."""
+        return None if variant == BLIND else self.clip(variant, video_id)
 
     def boxes(self, video_id: str) -> Path:
         """A clip's boxes per frame, as its cues were drawn from them (datasets with boxes)."""

@@ -76,9 +76,9 @@ def interpret(o: InterpretOptions) -> None:
 
     if o.limit is not None and o.limit < 1 or o.pictures < 0:
         fail("--limit must be a positive number and --pictures 0 or more")
-    if unmapped := [v for v in o.variants or () if v in IMAGE_VARIANTS or v == BLIND]:
+    if no_video := [v for v in o.variants or () if v in IMAGE_VARIANTS or v == BLIND]:
         fail(
-            f"--variants {','.join(unmapped)}: asked with an image or with no media, where interpret maps a "
+            f"--variants {','.join(no_video)}: asked with an image or with no media, where interpret maps a "
             "video's frames (plain, the cues, the interventions)"
         )
     run = runs.load(o.target.layout, data=o.data)

@@ -16,7 +16,7 @@ from core.errors import DataError
 from core.frames import NEEDS_PROCESSOR, FrameSpec, load, still
 from core.layout import DataLayout
 from core.records import Question, read_questions
-from core.variants import BLIND, IMAGE_VARIANTS
+from core.variants import IMAGE_VARIANTS
 
 IGNORE = -100
 
@@ -42,7 +42,7 @@ def examples(data: Path, variants: list[str], split: str = "train", fmt: AnswerF
     out = []
     for v in variants:
         for q in qs:
-            clip = None if v == BLIND else layout.clip(v, q.video_id)
+            clip = layout.asked_with(v, q.video_id)
             if clip is not None and not clip.is_file():
                 raise DataError(f"{clip}: clip missing (prepare the dataset with --variants {','.join(variants)})")
             answer = prompt.targets(q.choices, fmt)[q.choices.index(q.answer)]

@@ -27,7 +27,6 @@ from core.records import Prediction, load_questions
 from core.runfiles import DatasetRecord, ReferenceRecord, RunRecord, ServedModel, ServerRecord, Session, TrainArgs
 from core.store import PredictionStore
 from core.urls import ServerUrl
-from core.variants import BLIND
 from measure import score
 from measure.ask import client, health, media
 from measure.ask.client import Item, Reply
@@ -69,12 +68,7 @@ def plan(
         questions = questions[:limit]
     if not questions:
         raise DataError(f"{layout.questions}: no questions in split {split!r}")
-    items = [
-        Item(q, m, v, None if v == BLIND else layout.clip(v, q.video_id))
-        for v in variants
-        for q in questions
-        for m in models
-    ]
+    items = [Item(q, m, v, layout.asked_with(v, q.video_id)) for v in variants for q in questions for m in models]
     return sorted(items, key=lambda i: (i.variant, i.question.video_id, i.model, i.question.id))
 
 
