@@ -122,7 +122,15 @@ def run(settings: Settings, ctx: typer.Context) -> None:
 
     proc = subprocess.Popen(
         argv,
-        env=server.build_env(dict(os.environ), model, gpu, settings.runtime_adapters, bind, settings.batch_invariant),
+        env=server.build_env(
+            dict(os.environ),
+            model,
+            gpu,
+            settings.runtime_adapters,
+            bind,
+            settings.batch_invariant,
+            uni=server.executor(settings, gpus) == "uni",
+        ),
         start_new_session=True,
         preexec_fn=child,
         stdout=subprocess.PIPE,

