@@ -54,7 +54,8 @@ def engine(argv: list[str]):
 
     args = make_arg_parser(FlexibleArgumentParser()).parse_args(argv[argv.index("serve") + 1 :])
     args.model = args.model_tag
-    os.environ.update(build_env(dict(os.environ), args.model, gpu=False))
+    uni = args.distributed_executor_backend == "uni"  # as serve run set it up (`--executor`)
+    os.environ.update(build_env(dict(os.environ), args.model, gpu=False, uni=uni))
     settings = AsyncEngineArgs.from_cli_args(args)
     return LLM(**{f.name: getattr(settings, f.name) for f in dataclasses.fields(EngineArgs)})
 
