@@ -230,9 +230,9 @@ class Settings:
     executor: Literal["auto", "uni", "mp"] = option(
         "auto",
         "Where vLLM's engine runs the model (vLLM --distributed-executor-backend): uni, in the engine's "
-        "own process; mp, in a worker process of its own. auto: uni on a CPU serving one engine on "
-        "unpinned cores (one interpreter fewer to import vLLM: ready in 24 s instead of 39 on 2 cores), "
-        "else vLLM's own choice (a CPU's is mp).",
+        "own process, on one thread; mp, in a worker process of its own. auto: uni on a CPU serving one "
+        "engine on at most 2 cores, where vLLM's own binding leaves the model one core anyway (one "
+        "interpreter fewer to import vLLM: ready in 24 s instead of 39), else vLLM's own choice (a CPU's is mp).",
     )
     runtime_adapters: int = option(
         0,
@@ -248,13 +248,16 @@ class Settings:
 
 
 def executor(s: Settings, gpus: int) -> str | None:
-    """The executor asked of vLLM, None for its own choice: `auto` is uni on a CPU serving one
-    engine on unpinned cores (vLLM's CPU platform keeps uni only with VLLM_ENABLE_V1_MULTIPROCESSING=0:
-    `build_env`)."""
+    """The executor asked of vLLM, None for its own choice. `auto` is uni on a CPU serving one
+    engine on at most 2 cores, where vLLM's own binding leaves its worker one core and uni runs
+    the model on one thread too (vLLM's CPU platform keeps uni only with
+    VLLM_ENABLE_V1_MULTIPROCESSING=0: `build_env`)."""
     if s.executor != "auto":
         return s.executor
-    alone = s.data_parallel_size == 1 and s.tensor_parallel_size == 1 and s.cpus is None
-    return "uni" if alone and not gpus else None
+    if gpus or s.data_parallel_size > 1 or s.tensor_parallel_size > 1:
+        return None
+    usable = cores(s.cpus) if s.cpus else os.sched_getaffinity(0)
+    return "uni" if len(usable) <= 2 else None
 
 
 def max_lora_rank(adapters: dict[str, Path]) -> int:
