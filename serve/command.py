@@ -231,7 +231,7 @@ class Settings:
         "auto",
         "Where vLLM's engine runs the model (vLLM --distributed-executor-backend): uni, in the engine's "
         "own process, on one thread; mp, in a worker process of its own. auto: uni on a CPU serving one "
-        "engine on at most 2 cores, where vLLM's own binding leaves the model one core anyway (one "
+        "engine on at most 2 unpinned cores, where vLLM's own binding leaves the model one core anyway (one "
         "interpreter fewer to import vLLM: ready in 24 s instead of 39), else vLLM's own choice (a CPU's is mp).",
     )
     runtime_adapters: int = option(
@@ -249,15 +249,14 @@ class Settings:
 
 def executor(s: Settings, gpus: int) -> str | None:
     """The executor asked of vLLM, None for its own choice. `auto` is uni on a CPU serving one
-    engine on at most 2 cores, where vLLM's own binding leaves its worker one core and uni runs
-    the model on one thread too (vLLM's CPU platform keeps uni only with
-    VLLM_ENABLE_V1_MULTIPROCESSING=0: `build_env`)."""
+    engine on at most 2 unpinned cores, where vLLM's own binding leaves its worker one core and
+    uni runs the model on one thread too (vLLM's CPU platform keeps uni only with
+    VLLM_ENABLE_V1_MULTIPROCESSING=0: `build_env`); pinned (`--cpus`), vLLM binds the threads."""
     if s.executor != "auto":
         return s.executor
-    if gpus or s.data_parallel_size > 1 or s.tensor_parallel_size > 1:
+    if gpus or s.cpus or s.data_parallel_size > 1 or s.tensor_parallel_size > 1:
         return None
-    usable = cores(s.cpus) if s.cpus else os.sched_getaffinity(0)
-    return "uni" if len(usable) <= 2 else None
+    return "uni" if len(os.sched_getaffinity(0)) <= 2 else None
 
 
 def max_lora_rank(adapters: dict[str, Path]) -> int:

@@ -135,9 +135,11 @@ def test_bench_limit_runs_small(server):
     lines = _bench(f"scripts/bench_limit.py --videos 12 --base-url {server.base_url}", process=True)
     same = re.fullmatch(r"replies and prompt token counts identical: (\d+)/(\d+)", lines[-2])  # stdout: figures only
     assert same and same.group(1) == same.group(2) != "0", lines
-    # Its goal is >= 0.85 at the default size (80 videos); at 12 videos both sides send for
-    # about 2 s, and measure's first clips wait for decoding: 0.91 to 1.25 measured here.
-    assert _ratio(lines[-1], "measure/offline throughput ratio:") >= 0.7
+    # Its goal is >= 0.85 at the default size (80 videos: 0.87). At 12 videos both sides send
+    # for about 2 s and measure's first clips wait for decoding: 0.91 to 1.25 measured here
+    # while the offline engine ran its model in a worker process, 0.61 since it runs whole in
+    # this process (the server's executor, uni: no IPC at all on its side).
+    assert _ratio(lines[-1], "measure/offline throughput ratio:") >= 0.5
 
 
 @pytest.mark.slow

@@ -46,7 +46,7 @@ def test_adapters_get_lora_flags_and_a_spare_slot(tiny):
 
 
 def test_a_cpu_server_of_one_engine_runs_the_model_in_the_engines_process(tmp_path):
-    """auto: the uni executor on a CPU serving one engine on at most 2 cores, with what keeps
+    """auto: the uni executor on a CPU serving one engine on at most 2 unpinned cores, with what keeps
     vLLM's CPU platform from turning it into mp; else vLLM's own choice, unless asked."""
 
     def chosen(gpus: int = 0, **settings) -> str | None:
@@ -54,8 +54,8 @@ def test_a_cpu_server_of_one_engine_runs_the_model_in_the_engines_process(tmp_pa
         return _opt(argv, "--distributed-executor-backend") if "--distributed-executor-backend" in argv else None
 
     assert chosen() == ("uni" if len(os.sched_getaffinity(0)) <= 2 else None)
-    assert chosen(cpus="0") == "uni" and chosen(cpus="0", executor="mp") == "mp"
-    assert chosen(data_parallel_size=2) is chosen(gpus=1) is None
+    assert chosen(executor="mp") == "mp" and chosen(cpus="0", executor="uni") == "uni"
+    assert chosen(cpus="0") is chosen(data_parallel_size=2) is chosen(gpus=1) is None
     env = command.build_env({}, str(tmp_path), gpu=False, uni=True)
     assert env["VLLM_ENABLE_V1_MULTIPROCESSING"] == "0"
     assert "VLLM_ENABLE_V1_MULTIPROCESSING" not in command.build_env({}, str(tmp_path), gpu=False)
