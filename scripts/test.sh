@@ -1,10 +1,28 @@
 #!/bin/sh
-# Install what is missing, lint, then run the test suite (it starts a real vLLM server once).
-# Arguments go to pytest, e.g. `sh scripts/test.sh -m "not slow"` for the fast lane (no server,
-# nothing over about 2 s: under 2 minutes).
+# Install what is missing, lint, then run the test suite (it starts a real vLLM server once per
+# worker). Arguments go to pytest, e.g. `sh scripts/test.sh -m "not slow"` for the fast lane (no
+# server, nothing over about 2 s: under 2 minutes).
+#
+# Two runs: first every test whose figure is not a time, on two workers (pytest-xdist; each
+# test module on one worker, each worker with its own session server: most tests wait on a
+# server, so one process used one core of two), then the benchmarks whose figures are time or
+# CPU ratios (`alone`), with nothing beside them. The exit status is the first failure's, or
+# pytest's 5 if neither run had a test to run.
 set -eu
 cd "$(dirname "$0")/.."
 sh scripts/setup.sh
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .
-exec .venv/bin/python -m pytest "$@"
+status=5
+for phase in shared alone; do
+    workers=""
+    [ "$phase" = shared ] && workers="-n ${TEST_WORKERS:-2} --dist loadscope"
+    code=0
+    # shellcheck disable=SC2086  # $workers is two options or none
+    .venv/bin/python -m pytest $workers --phase "$phase" "$@" || code=$?
+    # 5: no test of this phase was selected (the fast lane has no `alone` test)
+    if [ "$code" != 5 ] && { [ "$status" = 0 ] || [ "$status" = 5 ]; }; then
+        status=$code
+    fi
+done
+exit "$status"

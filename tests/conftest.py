@@ -428,6 +428,18 @@ def run_all(base_urls: list[str], items, cfg, concurrency: int) -> list:
     return out
 
 
+PHASES = ("all", "shared", "alone")  # `--phase`: what scripts/test.sh runs in each of its two runs
+
+
+def pytest_addoption(parser) -> None:
+    parser.addoption(
+        "--phase",
+        choices=PHASES,
+        default="all",
+        help="shared: every test but the `alone` ones (they may run on several workers); alone: only those",
+    )
+
+
 def pytest_configure(config) -> None:
     """A suite told to stop (SIGTERM, as CI or a supervisor sends it) stops as Ctrl-C stops it:
     its fixtures are torn down, so no server it started is left behind."""
@@ -438,11 +450,12 @@ def pytest_configure(config) -> None:
     signal.signal(signal.SIGTERM, interrupt)
 
 
-def pytest_collection_modifyitems(items) -> None:
+def pytest_collection_modifyitems(config, items) -> None:
     """Mark every test that needs a real vLLM server `server` and `slow` (by the fixtures it
     uses, or a `server` mark of its own), and every test on a module fixture of more than about
     2 s `slow`, so `pytest -m "not slow"` is the fast lane; every test that reads the shared SSV2
-    sample `sample`, skipped with the reason when it is missing."""
+    sample `sample`, skipped with the reason when it is missing. Then keep the `--phase`'s tests,
+    in the order they run (`_order`)."""
     for item in items:
         fixtures = set(getattr(item, "fixturenames", ()))
         if SERVER_FIXTURES & fixtures or item.get_closest_marker("server"):
@@ -454,16 +467,24 @@ def pytest_collection_modifyitems(items) -> None:
             item.add_marker(pytest.mark.sample)
             if not SAMPLE.is_dir():
                 item.add_marker(pytest.mark.skip(reason=WHY))
+    _phase(config, items)
+    _order(items)
 
 
-@pytest.hookimpl(trylast=True)
-def pytest_collection_finish(session) -> None:
-    """Modules without a slow test run first (each group in the random order it came in), a
-    test that ends its module's server (`ends_server`) after the module's others; then note
-    each server fixture's last test that runs (not skipped), to stop it there, and start the
-    session server if one needs it (`Early`)."""
-    global _EARLY
-    items = session.items
+def _phase(config, items: list) -> None:
+    """Only the `alone` tests (`--phase alone`), or all but them (`shared`), or every test."""
+    phase = config.getoption("phase")
+    if phase == "all":
+        return
+    keep = [i for i in items if (i.get_closest_marker("alone") is not None) == (phase == "alone")]
+    config.hook.pytest_deselected(items=[i for i in items if i not in keep])
+    items[:] = keep
+
+
+def _order(items: list) -> None:
+    """Modules without a slow test first (each group in the random order it came in), a test
+    that ends its module's server (`ends_server`) after the module's others. Here, not later:
+    pytest-xdist's workers run the tests in the order collection left them."""
     first: dict[str, int] = {}
     slow: set[str] = set()
     for n, item in enumerate(items):
@@ -471,8 +492,15 @@ def pytest_collection_finish(session) -> None:
         if item.get_closest_marker("slow"):
             slow.add(_module(item))
     items.sort(key=lambda i: (_module(i) in slow, first[_module(i)], i.get_closest_marker("ends_server") is not None))
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_collection_finish(session) -> None:
+    """Note each server fixture's last test that runs (not skipped), to stop it there, and
+    start the session server if one needs it (`Early`)."""
+    global _EARLY
     _LAST.clear()
-    for item in (i for i in items if not i.get_closest_marker("skip")):
+    for item in (i for i in session.items if not i.get_closest_marker("skip")):
         for name in set(getattr(item, "fixturenames", ())) & SERVER_FIXTURES:
             _LAST["server" if name in ("measured", "open_measured") else name] = item.nodeid
     if "server" in _LAST and not session.config.option.collectonly:

@@ -69,6 +69,7 @@ def _ratio(line: str, prefix: str) -> float:
     return float(m.group(1))
 
 
+@pytest.mark.alone
 def test_bench_measure_runs_small(server):
     """measure keeps up with the best bare client (goal >= 0.9: the client is never the bottleneck)."""
     lines = _bench(f"scripts/bench_measure.py --videos 16 --sweep 4 --base-url {server.base_url}")
@@ -76,6 +77,7 @@ def test_bench_measure_runs_small(server):
     assert any(x.startswith("measure client CPU per request:") for x in lines)
 
 
+@pytest.mark.alone
 @needs_sample
 @pytest.mark.slow
 def test_bench_prepare_runs_small():
@@ -84,6 +86,7 @@ def test_bench_prepare_runs_small():
     assert any("streamed peak RSS" in x for x in lines)
 
 
+@pytest.mark.alone
 def test_bench_media_runs_small(server):
     lines = _bench(
         f"scripts/bench_media.py --clips 12 --questions 3 --concurrency 16 --rss-questions 8,16 "
@@ -105,6 +108,7 @@ def test_bench_report_runs_small():
     assert same and float(same.group(1)) < 1e-9, lines[1]  # log space gives the whole-number answer
 
 
+@pytest.mark.alone
 @pytest.mark.slow
 def test_bench_scale_runs_small():
     """Two servers on a core each do the work of nearly two, each takes a fair share, clip
@@ -130,6 +134,7 @@ def test_bench_scale_runs_small():
     assert dp and min(int(dp[1]), int(dp[2])) > 0, lines
 
 
+@pytest.mark.alone
 def test_bench_limit_runs_small(server):
     """The offline engine built from the server's own settings gives the replies measure gets."""
     lines = _bench(f"scripts/bench_limit.py --videos 12 --base-url {server.base_url}", process=True)

@@ -32,6 +32,28 @@ def test_without_the_shared_sample_its_tests_skip_with_the_reason(tmp_path):
     assert int(summary.split(" skipped")[0].split()[-1]) >= 15 and f"{missing} is missing" in r.stdout
 
 
+def _collected(*args: str) -> set[str]:
+    r = subprocess.run(
+        [sys.executable, "-m", "pytest", "--collect-only", "-q", "-p", "no:randomly", *args, "tests/test_bench.py"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    return {line for line in r.stdout.splitlines() if "::" in line}
+
+
+@pytest.mark.slow
+def test_the_two_runs_of_test_sh_split_the_suite_between_them():
+    """`--phase shared` (run on two workers) and `--phase alone` (the benchmarks whose figures
+    are time ratios, run by themselves) are disjoint and together the whole suite."""
+    shared, alone, every = _collected("--phase", "shared"), _collected("--phase", "alone"), _collected()
+    assert shared and alone and not shared & alone and shared | alone == every
+    assert "tests/test_bench.py::test_bench_scale_runs_small" in alone
+    assert "tests/test_bench.py::test_bench_report_runs_small" in shared  # its figure is no time
+
+
 CHILD = """
 import time
 import pytest
