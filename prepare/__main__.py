@@ -18,7 +18,7 @@ from prepare.arrow import build_arrow
 from prepare.openqa import OpenOptions, prepare_open
 from prepare.pipeline import Options, prepare_ssv2, seed_option, variants_option, workers_option
 from prepare.probes import KINDS, ProbeOptions, prepare_probes
-from prepare.synthetic import generate_open, generate_raw
+from prepare.synthetic import WORLDS, generate_open, generate_raw
 from prepare.visualcues import VisualCuesOptions, prepare_visual_cues
 
 app = cli.app(__doc__, no_args_is_help=True)
@@ -40,6 +40,11 @@ class Synthetic:
     seed: int = seed_option()
     variants: Sequence[str] = variants_option()
     workers: int = workers_option()
+    templates: Literal[tuple(WORLDS)] = option(
+        "default",
+        "The world: default (14 SSV2 templates, many told apart by their sentence) or one-sentence "
+        "(4 verbs of one sentence frame: a verb question's text alone is worth chance).",
+    )
 
 
 def _report(out: Path, manifest: Manifest, opts: Options) -> None:
@@ -65,7 +70,7 @@ def ssv2(a: Ssv2) -> None:
 @command(app, Synthetic)
 def synthetic(a: Synthetic) -> None:
     """Generate raw data in the real SSV2 + Something-Else formats, then run the ssv2 step on it."""
-    raw = generate_raw(DataLayout(a.out).raw, a.videos, a.seed, a.workers)
+    raw = generate_raw(DataLayout(a.out).raw, a.videos, a.seed, a.workers, a.templates)
     opts = Options(test_videos=max(1, a.videos // 4), seed=a.seed, variants=a.variants, workers=a.workers)
     _report(a.out, prepare_ssv2(raw["videos"], raw["labels"], [raw["boxes"]], a.out, opts), opts)
 

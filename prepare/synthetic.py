@@ -113,8 +113,9 @@ def _poke(p: dict, t: float) -> dict[str, Box]:
 
 
 def _squeeze(p: dict, t: float) -> dict[str, Box]:
-    squash = 1 - 0.45 * (
-        min(1.0, (t - 0.25) / 0.25) if 0.25 < t < 0.75 else 0.0 if t <= 0.25 else max(0.0, 1 - (t - 0.75) / 0.2)
+    """Pressed flat from above (to a third of its height) for most of the clip, then let go."""
+    squash = 1 - 0.65 * (
+        min(1.0, (t - 0.15) / 0.15) if 0.15 < t < 0.85 else 0.0 if t <= 0.15 else max(0.0, 1 - (t - 0.85) / 0.1)
     )
     h = p["h0"] * squash
     cy = p["y"] + (p["h0"] - h) / 2  # pressed down from above, bottom stays put
@@ -135,12 +136,28 @@ def _tear(p: dict, t: float) -> dict[str, Box]:
 
 
 def _throw(p: dict, t: float) -> dict[str, Box]:
-    cx = _lerp(0.15 * W, 0.85 * W, t)
-    cy = 0.75 * H - 4 * 0.5 * H * t * (1 - t)  # a parabola
-    boxes = {"object 0": _box(cx, cy, p["w0"], p["h0"])}
+    cx = _lerp(0.15 * W, 1.4 * W, t)  # thrown out of the frame: gone, unannotated, by the end
+    cy = 0.75 * H - 4 * 0.6 * H * t * (1 - t)  # a parabola
+    boxes = {"object 0": _box(cx, cy, p["w0"], p["h0"])} if cx - p["w0"] / 2 < W else {}
     if t < 0.25:
         boxes["object hand"] = _box(cx - p["w0"] / 2 - 12, cy + 8, 26, 26)
     return boxes
+
+
+def _open(p: dict, t: float) -> dict[str, Box]:
+    """The hand lifts the top quarter (a lid) up and aside; the object's box holds both parts."""
+    x1, y1, x2, y2 = _box(p["x"], p["y"], p["w0"], p["h0"])
+    lid_h = (y2 - y1) / 4
+    u = 0.0 if t < 0.3 else min(1.0, (t - 0.3) / 0.4)
+    lift = min(60.0, y1 - 4) * u  # never out of the frame
+    aside = (70.0 if x2 + 70 < W else -70.0) * u
+    lid = (x1 + aside, y1 - lift, x2 + aside, y1 + lid_h - lift)
+    return {
+        "object 0": (min(x1, lid[0]), lid[1], max(x2, lid[2]), y2),
+        "_body": (x1, y1 + lid_h, x2, y2),
+        "_lid": lid,
+        "object hand": _box((lid[0] + lid[2]) / 2, lid[1] - 14, 28, 28),
+    }
 
 
 def _uncover(p: dict, t: float) -> dict[str, Box]:
@@ -173,7 +190,17 @@ TEMPLATES: tuple[Template, ...] = (
     Template("Squeezing [something]", _squeeze),
     Template("Tearing [something] into two pieces", _tear),
     Template("Throwing [something]", _throw),
+    Template("Opening [something]", _open),
 )
+# The worlds `prepare synthetic --templates` draws: `default`, the 14 templates above that many
+# sentences tell apart (a verb question's sentence often fits one verb only: "... onto ..."), and
+# `one-sentence`, four verbs of one sentence frame ("Verbing [something]"), so every verb
+# question's choices fit its sentence and only the video tells them apart (the organism's world).
+ONE_SENTENCE = ("Squeezing [something]", "Throwing [something]", "Uncovering [something]", "Opening [something]")
+WORLDS: dict[str, tuple[int, ...]] = {  # indices into TEMPLATES
+    "default": tuple(k for k, t in enumerate(TEMPLATES) if t.text != "Opening [something]"),
+    "one-sentence": tuple(k for k, t in enumerate(TEMPLATES) if t.text in ONE_SENTENCE),
+}
 
 
 def _draw(frame: np.ndarray, shape: str, colour: tuple[int, int, int], box: Box) -> None:
@@ -206,6 +233,7 @@ def make_video(vid: str, template: Template, objects: list[tuple[str, str]], rng
         frame = background.copy()
         gap = boxes.pop("_gap", None)
         cloth = boxes.pop("_cloth", None)
+        body, lid = boxes.pop("_body", None), boxes.pop("_lid", None)  # an object opened: two parts
         order = sorted(boxes, key=lambda s: (s == "object hand", s))  # hand on top
         for slot in order:
             if slot == "object hand" and cloth is not None:
@@ -217,7 +245,9 @@ def make_video(vid: str, template: Template, objects: list[tuple[str, str]], rng
                 )
             else:
                 colour, shape = objects[int(slot[-1])]
-                _draw(frame, shape, COLOURS[colour], boxes[slot])
+                _draw(frame, shape, COLOURS[colour], boxes[slot] if body is None else body)
+                if lid is not None and slot == "object 0":
+                    _draw(frame, "bottle" if shape == "bottle" else "box", COLOURS[colour], lid)
                 if gap is not None and slot == "object 0" and gap[1] > 0:  # torn: two pieces
                     x = int(round(gap[0]))
                     half = int(round(gap[1] / 2))
@@ -246,7 +276,7 @@ def make_video(vid: str, template: Template, objects: list[tuple[str, str]], rng
     return np.stack(frames), annotations
 
 
-GENERATOR_VERSION = 3  # bump when the generated data changes
+GENERATOR_VERSION = 4  # bump when the generated data changes
 
 
 @dataclass(frozen=True)
@@ -279,20 +309,21 @@ def _write_videos(jobs: list[VideoJob], workers: int) -> None:
                 advance()
 
 
-def generate_raw(raw: Path, n_videos: int, seed: int, workers: int = 1) -> dict[str, Path]:
-    """Write raw SSV2-format data under `raw` (clips encoded in `workers` processes); returns
-    the paths the `ssv2` step reads.
+def generate_raw(raw: Path, n_videos: int, seed: int, workers: int = 1, templates: str = "default") -> dict[str, Path]:
+    """Write raw SSV2-format data of the world `templates` (`WORLDS`) under `raw` (clips encoded
+    in `workers` processes); returns the paths the `ssv2` step reads.
 
-    Raw data made with the same (seed, videos, version) is reused as it is; any other is
-    replaced whole, so videos, labels and boxes always belong together.
+    Raw data made with the same (seed, videos, templates, version) is reused as it is; any
+    other is replaced whole, so videos, labels and boxes always belong together.
     """
     videos_dir, labels_dir = raw / "videos", raw / "labels"
     paths = {"videos": videos_dir, "labels": labels_dir, "boxes": raw / "bounding_box_smthsmth_part1.json"}
-    spec = {"seed": seed, "videos": n_videos, "version": GENERATOR_VERSION}
+    spec = {"seed": seed, "videos": n_videos, "templates": templates, "version": GENERATOR_VERSION}
     marker = raw / "generator.json"
     if marker.is_file() and json.loads(marker.read_text()) == spec:
         return paths
     marker.unlink(missing_ok=True)
+    world = WORLDS[templates]
     for old in videos_dir.glob("*.webm") if videos_dir.is_dir() else []:
         old.unlink()
     rng = random.Random(f"{seed}/synthetic")
@@ -303,10 +334,11 @@ def generate_raw(raw: Path, n_videos: int, seed: int, workers: int = 1) -> dict[
     n_unlabeled = max(1, n_videos // 20)  # like real SSV2: test.json ids come without labels
     for i in range(n_videos + n_unlabeled):
         vid = str(1000 + i)
-        template = TEMPLATES[i % len(TEMPLATES)]
+        k = world[i % len(world)]
+        template = TEMPLATES[k]
         n_objects = template.text.count("[something]")
         objects = rng.sample(names, n_objects)
-        jobs.append(VideoJob(videos_dir / f"{vid}.webm", i % len(TEMPLATES), objects, rng.getstate()))
+        jobs.append(VideoJob(videos_dir / f"{vid}.webm", k, objects, rng.getstate()))
         _, annotations = make_video(vid, template, objects, rng)  # the draws the job repeats
         boxes[vid] = annotations
         placeholders = [" ".join(o) for o in objects]
@@ -325,7 +357,7 @@ def generate_raw(raw: Path, n_videos: int, seed: int, workers: int = 1) -> dict[
         write_json(labels_dir / f"{name}.json", rows)
     write_json(
         labels_dir / "labels.json",
-        {t.text.replace("[something]", "something"): str(k) for k, t in enumerate(TEMPLATES)},
+        {TEMPLATES[k].text.replace("[something]", "something"): str(n) for n, k in enumerate(world)},
     )
     atomic_write(paths["boxes"], json.dumps(boxes))
     write_json(marker, spec)
@@ -380,8 +412,9 @@ def generate_open(raw: Path, n_videos: int, seed: int, kind: str) -> dict[str, P
     rng = random.Random(f"{seed}/synthetic-open/{kind}")
     choices = [(c, s) for c in COLOURS for s in SHAPES]
     rows = []
+    world = WORLDS["default"]
     for i in range(n_videos):
-        template = TEMPLATES[i % len(TEMPLATES)]
+        template = TEMPLATES[world[i % len(world)]]
         objects = rng.sample(choices, template.text.count("[something]"))
         frames, _ = make_video(str(i), template, objects, rng)
         clip = f"synth{i:04d}_0.0_{N_FRAMES / FPS:.1f}" if kind == "egotempo" else str(i)

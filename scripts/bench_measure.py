@@ -65,12 +65,12 @@ def make_dataset(root: Path, seed: int, videos: int) -> Path:
     return make_variants(root, seed, videos, (PLAIN,))
 
 
-def make_variants(root: Path, seed: int, videos: int, variants: Sequence[str]) -> Path:
-    """A synthetic dataset of its own seed with these clip variants, made by `prepare
-    synthetic` in this process (quietly)."""
+def make_variants(root: Path, seed: int, videos: int, variants: Sequence[str], templates: str = "default") -> Path:
+    """A synthetic dataset of its own seed and world (`templates`) with these clip variants,
+    made by `prepare synthetic` in this process (quietly)."""
     out = root / f"seed{seed}"
     argv = ["synthetic", "--out", str(out), "--videos", str(videos), "--seed", str(seed)]
-    argv += ["--variants", ",".join(variants)]
+    argv += ["--variants", ",".join(variants), "--templates", templates]
     said = io.StringIO()
     with contextlib.redirect_stdout(said), contextlib.redirect_stderr(said):
         code = cli.run(prepare_app, argv)

@@ -152,6 +152,13 @@ def figures(model: Path, url: ServerUrl | None, data: Path, runs: Path, o: Bench
     return lines + known_effects(run_dir)
 
 
+def world(model: Path) -> str:
+    """The synthetic world the organism was trained on (`prepare synthetic --templates`): its
+    unseen videos are drawn from the same one."""
+    record = model / "organism.json"
+    return json.loads(record.read_text())["options"].get("templates", "default") if record.is_file() else "default"
+
+
 def header(model: Path) -> str:
     """How the organism was built (its organism.json), or that this model is no organism."""
     record = model / "organism.json"
@@ -160,7 +167,7 @@ def header(model: Path) -> str:
     built = json.loads(record.read_text())
     return (
         f"organism: {model} ({built['parameters'] / 1e6:.2f} M parameters, trained in {built['seconds']:.0f} s "
-        f"on {built['examples']} examples, final loss {built['loss']:.3f})"
+        f"on {built['examples']} examples of the {world(model)} world, final loss {built['loss']:.3f})"
     )
 
 
@@ -173,7 +180,7 @@ def bench(o: BenchOptions) -> None:
     if not o.model.exists():
         subprocess.run([sys.executable, "-m", "train", "organism", "--out", str(o.model)], cwd=REPO, check=True)
     with tempfile.TemporaryDirectory() as d:
-        data = make_variants(Path(d), o.seed, o.videos, VARIANTS)
+        data = make_variants(Path(d), o.seed, o.videos, VARIANTS, world(o.model))
         lines = figures(o.model, o.server.base_url, data, Path(d) / "runs", o)
         if o.control is not None:
             lines += [f"control: {x}" for x in figures(o.control, o.control_url, data, Path(d) / "runs", o)]

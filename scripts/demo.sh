@@ -16,18 +16,19 @@ URL="http://127.0.0.1:$PORT/v1"
 # The base model: the model organism, a tiny Qwen3-VL trained on a synthetic world of its own
 # (seed 7), so what the run finds can be checked against what it learned (built once, kept).
 # The tests ship it as `train organism` builds it by default (test_organism checks its record);
-# a fresh machine starts from that copy. To train it here (~6 min): rm -r data/models/organism
+# a fresh machine starts from that copy. To train it here (~10 min): rm -r data/models/organism
 mkdir -p data/models
 [ -e data/models/organism ] || cp -r tests/data/organism data/models/organism
 $PY -m train organism
 # plain and trajectory clips (a cue it never saw), the blind and single-frame controls of the
 # shortcut audit, and the interventions (objects masked, context masked, the cue alone), on
-# videos of another seed: where the evidence is.
-$PY -m prepare synthetic --out data/synthetic --videos 200 \
+# videos of another seed of the organism's world (one sentence frame: a verb question's text
+# alone is worth chance): where the evidence is.
+$PY -m prepare synthetic --out data/synthetic --videos 200 --templates one-sentence \
     --variants plain,trajectory,blind,single-frame,object-masked,context-masked,cue-only
 # The study's recipe in miniature: a LoRA on the language model plus the vision merger (its
-# tune_mm_mlp), trained on plain and cued clips (kept once trained).
-[ -f data/adapters/organism-cued/train_args.json ] || $PY -m train --model data/models/organism \
+# tune_mm_mlp), trained on plain and cued clips (kept once trained on this organism).
+[ data/adapters/organism-cued/train_args.json -nt data/models/organism/organism.json ] || $PY -m train --model data/models/organism \
     --data data/synthetic --out data/adapters/organism-cued --variants plain,trajectory --tune-merger \
     --rank 64 --alpha 64 --lr 1e-3 --epochs 2 --batch 16 --per-device-batch 8
 

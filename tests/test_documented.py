@@ -107,9 +107,10 @@ TABLE = {
         "--test-videos 1000 --variants plain,bbox,trajectory,both,side-by-side --distractors hard --cue-hand "
         "--thickness auto --seed 0 --limit 2 --workers 2 --shard 0/1",
     ),
-    "python -m prepare synthetic --out data/synthetic [--videos 60] [--seed 0] [--variants plain,trajectory]": (
+    "python -m prepare synthetic --out data/synthetic [--videos 60] [--seed 0] [--variants plain,trajectory] "
+    "[--templates default|one-sentence]": (
         "prepare",
-        "synthetic --out {tmp}/synthetic --videos 8 --seed 0 --variants plain,reversed",
+        "synthetic --out {tmp}/synthetic --videos 8 --seed 0 --variants plain,reversed --templates default",
     ),
     "python -m prepare arrow-of-time --from data/<name>": ("prepare", "arrow-of-time --from {tmp}/synthetic"),
     "python -m prepare probes --out data/probes [--per-kind 24] [--seed 0] [--frames 8] [--size 224x160]": (
@@ -164,7 +165,7 @@ TABLE = {
         "train --model data/models/organism --data data/synthetic --out data/adapters/organism-cued --tune-merger",
     ),
     "python -m train --help": ("train", "--help"),
-    "python -m train organism [--videos 1200] [--steps 800] [--seed 7] [--out data/models/organism]": (
+    "python -m train organism [--videos 1200] [--steps 1200] [--seed 7] [--out data/models/organism]": (
         "train",
         "organism --videos 14 --steps 3 --seed 7 --out {tmp}/organism --world {tmp}/organism-world --batch 4",
     ),

@@ -182,7 +182,11 @@ def test_what_the_organism_learned_is_found_inside_it_and_not_in_random_weights(
     ablating the object's tokens costs the right answer more than ablating as many random
     tokens: significant on the organism, not on random weights. The replica answers as the
     server did (the issue's goal: 99 %), on the organism and on random weights alike."""
-    cli(f"prepare synthetic --out {tmp_path / 'data'} --videos 40 --seed 99 --variants plain --workers 2", check=True)
+    cli(
+        f"prepare synthetic --out {tmp_path / 'data'} --videos 40 --seed 99 --variants plain --workers 2 "
+        "--templates one-sentence",
+        check=True,
+    )
     learned = _interpreted(tmp_path, tmp_path / "data", organism_server.v1, "organism")
     control = _interpreted(tmp_path, tmp_path / "data", server.base_url, "tiny-vlm")
     sane = _line(learned, "- sanity (model randomisation, Adebayo et al. 2018), organism:")

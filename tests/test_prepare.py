@@ -267,3 +267,22 @@ def test_parquet_export_matches_the_jsonl(synthetic):
     layout = DataLayout(synthetic)
     ds = load_dataset("parquet", data_files=str(synthetic / "questions.parquet"))["train"]
     assert [Question(**row) for row in ds] == read_questions(layout.questions)
+
+
+@pytest.mark.slow
+def test_in_the_one_sentence_world_a_verb_question_has_only_the_video_to_go_by(tmp_path):
+    """`--templates one-sentence`: every verb question blanks the same sentence ("_____ <the
+    object>") and offers the same four verbs, so its text alone is worth chance; a thrown object
+    has left the frame (and its boxes) by the end."""
+    out = tmp_path / "one"
+    cli(f"prepare synthetic --out {out} --videos 8 --variants plain --templates one-sentence --workers 2", check=True)
+    questions = read_questions(DataLayout(out).questions)
+    verbs = [q for q in questions if q.type == "verb"]
+    four = {"squeezing", "throwing", "uncovering", "opening"}
+    assert {q.answer for q in verbs} == four and all(set(q.choices) == four for q in verbs)
+    for q in verbs:
+        obj = next(p.answer for p in questions if p.video_id == q.video_id and p.type == "object")
+        assert q.question == f"_____ {obj}"
+    boxes = json.loads((DataLayout(out).raw / "bounding_box_smthsmth_part1.json").read_text())
+    thrown = [q.video_id for q in verbs if q.answer == "throwing"]
+    assert thrown and all(not [b for b in boxes[v][-1]["labels"] if b["gt_annotation"] == "object 0"] for v in thrown)

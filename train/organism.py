@@ -25,6 +25,7 @@ from core.frames import FrameSpec
 from core.layout import DataLayout
 from core.records import read_questions
 from core.variants import PLAIN
+from prepare.synthetic import WORLDS
 from serve.shapes import SHAPES
 
 RECORD = "organism.json"  # how it was built, beside its weights
@@ -38,7 +39,7 @@ class OrganismOptions:
     world: Path = option(DATA_ROOT / "organism-world", "Where its synthetic training world is prepared.")
     videos: int = option(1200, "Synthetic videos in its world.")
     seed: int = option(7, "Seed of its world, its initialisation and its data order.")
-    steps: int = option(800, "Optimizer steps.")
+    steps: int = option(1200, "Optimizer steps.")
     batch: int = option(16, "Examples per step.")
     lr: float = option(3e-3, "Peak learning rate (warm-up, then cosine).")
     object_weight: int = option(
@@ -46,6 +47,11 @@ class OrganismOptions:
     )
     shape: Literal[tuple(SHAPES)] = option(
         "organism", "organism (deeper, smaller frames) or tiny (the embedded default's shape)."
+    )
+    templates: Literal[tuple(WORLDS)] = option(
+        "one-sentence",
+        "Its world (`prepare synthetic --templates`): one-sentence (a verb question's text alone is "
+        "worth chance) or default.",
     )
 
 
@@ -76,6 +82,7 @@ def _world(o: OrganismOptions) -> Path:
     from prepare.__main__ import app as prepare_app
 
     argv = ["synthetic", "--out", str(o.world), "--videos", str(o.videos), "--seed", str(o.seed), "--variants", PLAIN]
+    argv += ["--templates", o.templates]
     if cli.run(prepare_app, argv) != 0:
         raise UserError(f"{o.world}: preparing the organism's world failed (see above)")
     return o.world
