@@ -166,7 +166,7 @@ def build_tiny(root: Path) -> Tiny:
 
 
 # The model organism every learning check stands on: `python -m train organism` with its defaults
-# (seed 7; 12 minutes on 2 cores), built on this project's machine and shipped with the tests, so
+# (seed 7; 10 minutes on 2 cores), built on this project's machine and shipped with the tests, so
 # the suite checks its methods on the full organism without training it again (its organism.json
 # says how it was built; test_organism.py checks that these are the command's defaults).
 ORGANISM = Path(__file__).parent / "data" / "organism"
@@ -497,13 +497,18 @@ def _order(items: list) -> None:
 @pytest.hookimpl(trylast=True)
 def pytest_collection_finish(session) -> None:
     """Note each server fixture's last test that runs (not skipped), to stop it there, and
-    start the session server if one needs it (`Early`)."""
+    start the session server if one needs it (`Early`). A pytest-xdist worker runs its share
+    of the modules in the scheduler's order (the largest first), not in this one: its servers
+    stay up until its session ends."""
     global _EARLY
     _LAST.clear()
     for item in (i for i in session.items if not i.get_closest_marker("skip")):
         for name in set(getattr(item, "fixturenames", ())) & SERVER_FIXTURES:
             _LAST["server" if name in ("measured", "open_measured") else name] = item.nodeid
-    if "server" in _LAST and not session.config.option.collectonly:
+    needed = "server" in _LAST
+    if hasattr(session.config, "workerinput"):  # a pytest-xdist worker
+        _LAST.clear()
+    if needed and not session.config.option.collectonly:
         with contextlib.suppress(Exception):  # else the fixtures build it all again, and fail the tests saying why
             _EARLY = Early.start(Path(tempfile.mkdtemp(prefix="visual-cues-tests-")))
 
