@@ -17,8 +17,8 @@ status=5
 for phase in shared alone; do
     code=0
     if [ "$phase" = shared ]; then
-        # Each worker's own torch on one thread: OpenMP threads spinning for a core the other
-        # worker holds made a test 4x slower.
+        # Each worker's own torch on one thread: on two threads each, waiting for a core the
+        # other worker held, the suite spent 40 % more CPU and a test ran 3x slower.
         OMP_NUM_THREADS=1 .venv/bin/python -m pytest -n "${TEST_WORKERS:-2}" --dist loadscope --phase shared "$@" \
             || code=$?
     else
