@@ -476,15 +476,15 @@ def _phase(config, items: list) -> None:
     phase = config.getoption("phase")
     if phase == "all":
         return
-    keep = [i for i in items if (i.get_closest_marker("alone") is not None) == (phase == "alone")]
-    config.hook.pytest_deselected(items=[i for i in items if i not in keep])
-    items[:] = keep
+    alone = [i.get_closest_marker("alone") is not None for i in items]
+    config.hook.pytest_deselected(items=[i for i, a in zip(items, alone) if a != (phase == "alone")])
+    items[:] = [i for i, a in zip(items, alone) if a == (phase == "alone")]
 
 
 def _order(items: list) -> None:
     """Modules without a slow test first (each group in the random order it came in), a test
     that ends its module's server (`ends_server`) after the module's others. Here, not later:
-    pytest-xdist's workers run the tests in the order collection left them."""
+    a pytest-xdist worker runs a module's tests in the order collection left them."""
     first: dict[str, int] = {}
     slow: set[str] = set()
     for n, item in enumerate(items):
