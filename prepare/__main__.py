@@ -18,8 +18,9 @@ from prepare.arrow import build_arrow
 from prepare.openqa import OpenOptions, prepare_open
 from prepare.pipeline import Options, prepare_ssv2, seed_option, variants_option, workers_option
 from prepare.probes import KINDS, ProbeOptions, prepare_probes
-from prepare.synthetic import WORLDS, generate_open, generate_raw
+from prepare.synthetic import generate_open, generate_raw
 from prepare.visualcues import VisualCuesOptions, prepare_visual_cues
+from prepare.worlds import WORLDS
 
 app = cli.app(__doc__, no_args_is_help=True)
 

@@ -21,6 +21,7 @@ import numpy as np
 from core import progress
 from core.files import atomic_write, write_json
 from prepare.video import encode
+from prepare.worlds import OPENING, WORLDS
 
 FPS = 12
 N_FRAMES = 36
@@ -190,17 +191,13 @@ TEMPLATES: tuple[Template, ...] = (
     Template("Squeezing [something]", _squeeze),
     Template("Tearing [something] into two pieces", _tear),
     Template("Throwing [something]", _throw),
-    Template("Opening [something]", _open),
+    Template(OPENING, _open),
 )
-# The worlds `prepare synthetic --templates` draws: `default`, the 14 templates above that many
-# sentences tell apart (a verb question's sentence often fits one verb only: "... onto ..."), and
-# `one-sentence`, four verbs of one sentence frame ("Verbing [something]"), so every verb
-# question's choices fit its sentence and only the video tells them apart (the organism's world).
-ONE_SENTENCE = ("Squeezing [something]", "Throwing [something]", "Uncovering [something]", "Opening [something]")
-WORLDS: dict[str, tuple[int, ...]] = {  # indices into TEMPLATES
-    "default": tuple(k for k, t in enumerate(TEMPLATES) if t.text != "Opening [something]"),
-    "one-sentence": tuple(k for k, t in enumerate(TEMPLATES) if t.text in ONE_SENTENCE),
-}
+
+
+def world(name: str) -> tuple[int, ...]:
+    """The indices into TEMPLATES of the world `name` (`prepare.worlds`)."""
+    return tuple(k for k, t in enumerate(TEMPLATES) if WORLDS[name](t.text))
 
 
 def _draw(frame: np.ndarray, shape: str, colour: tuple[int, int, int], box: Box) -> None:
@@ -310,7 +307,7 @@ def _write_videos(jobs: list[VideoJob], workers: int) -> None:
 
 
 def generate_raw(raw: Path, n_videos: int, seed: int, workers: int = 1, templates: str = "default") -> dict[str, Path]:
-    """Write raw SSV2-format data of the world `templates` (`WORLDS`) under `raw` (clips encoded
+    """Write raw SSV2-format data of the world `templates` (`prepare.worlds`) under `raw` (clips encoded
     in `workers` processes); returns the paths the `ssv2` step reads.
 
     Raw data made with the same (seed, videos, templates, version) is reused as it is; any
@@ -323,7 +320,7 @@ def generate_raw(raw: Path, n_videos: int, seed: int, workers: int = 1, template
     if marker.is_file() and json.loads(marker.read_text()) == spec:
         return paths
     marker.unlink(missing_ok=True)
-    world = WORLDS[templates]
+    chosen = world(templates)
     for old in videos_dir.glob("*.webm") if videos_dir.is_dir() else []:
         old.unlink()
     rng = random.Random(f"{seed}/synthetic")
@@ -334,7 +331,7 @@ def generate_raw(raw: Path, n_videos: int, seed: int, workers: int = 1, template
     n_unlabeled = max(1, n_videos // 20)  # like real SSV2: test.json ids come without labels
     for i in range(n_videos + n_unlabeled):
         vid = str(1000 + i)
-        k = world[i % len(world)]
+        k = chosen[i % len(chosen)]
         template = TEMPLATES[k]
         n_objects = template.text.count("[something]")
         objects = rng.sample(names, n_objects)
@@ -357,7 +354,7 @@ def generate_raw(raw: Path, n_videos: int, seed: int, workers: int = 1, template
         write_json(labels_dir / f"{name}.json", rows)
     write_json(
         labels_dir / "labels.json",
-        {TEMPLATES[k].text.replace("[something]", "something"): str(n) for n, k in enumerate(world)},
+        {TEMPLATES[k].text.replace("[something]", "something"): str(n) for n, k in enumerate(chosen)},
     )
     atomic_write(paths["boxes"], json.dumps(boxes))
     write_json(marker, spec)
@@ -412,9 +409,9 @@ def generate_open(raw: Path, n_videos: int, seed: int, kind: str) -> dict[str, P
     rng = random.Random(f"{seed}/synthetic-open/{kind}")
     choices = [(c, s) for c in COLOURS for s in SHAPES]
     rows = []
-    world = WORLDS["default"]
+    chosen = world("default")
     for i in range(n_videos):
-        template = TEMPLATES[world[i % len(world)]]
+        template = TEMPLATES[chosen[i % len(chosen)]]
         objects = rng.sample(choices, template.text.count("[something]"))
         frames, _ = make_video(str(i), template, objects, rng)
         clip = f"synth{i:04d}_0.0_{N_FRAMES / FPS:.1f}" if kind == "egotempo" else str(i)

@@ -167,7 +167,8 @@ def header(model: Path) -> str:
     built = json.loads(record.read_text())
     return (
         f"organism: {model} ({built['parameters'] / 1e6:.2f} M parameters, trained in {built['seconds']:.0f} s "
-        f"on {built['examples']} examples of the {world(model)} world, final loss {built['loss']:.3f})"
+        f"on {built['examples']} examples of the {built['options'].get('templates', 'default')} world, "
+        f"final loss {built['loss']:.3f})"
     )
 
 

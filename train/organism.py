@@ -25,7 +25,7 @@ from core.frames import FrameSpec
 from core.layout import DataLayout
 from core.records import read_questions
 from core.variants import PLAIN
-from prepare.synthetic import WORLDS
+from prepare.worlds import WORLDS
 from serve.shapes import SHAPES
 
 RECORD = "organism.json"  # how it was built, beside its weights
