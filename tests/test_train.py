@@ -85,6 +85,25 @@ def test_a_clips_questions_are_encoded_as_its_processor_encodes_them(tiny, synth
         assert row.keys() == ref.keys() and all(torch.equal(row[k], ref[k]) for k in ref), ex.question.id
 
 
+def test_training_computes_the_answers_logits_alone_and_the_same_loss(tiny, synthetic):
+    """train.fit's batches ask the model for the logits the loss needs (the positions before an
+    answer token) and nothing else; the loss is the one every position's logits give."""
+    from transformers import Qwen3VLForConditionalGeneration
+
+    model = Qwen3VLForConditionalGeneration.from_pretrained(tiny.model, dtype=torch.float32)
+    rows = fit.encoded(synthetic, ["train"], tiny.model, FrameSpec())[:5]
+    batch = fit.collate(rows, model.config.text_config.pad_token_id)
+    kept = batch.pop("logits_to_keep")
+    answers = int((batch["labels"] != IGNORE).sum())
+    assert int((batch["shift_labels"] != IGNORE).sum()) == answers and len(kept) < batch["labels"].shape[1] // 4
+    with torch.no_grad():
+        full = model(**{k: v for k, v in batch.items() if k != "shift_labels"})
+        alone = model(**batch, logits_to_keep=kept)
+    assert alone.logits.shape == (5, len(kept), full.logits.shape[2])
+    assert torch.allclose(alone.loss, full.loss, rtol=1e-5), (alone.loss, full.loss)
+    assert torch.allclose(alone.logits, full.logits[:, kept], atol=1e-5)
+
+
 def test_resume_continues_at_the_right_step(trained, tiny, synthetic, tmp_path):
     out = tmp_path / "resumed"  # a copy: the trained adapter other tests serve stays as it was
     shutil.copytree(trained[0], out)

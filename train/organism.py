@@ -39,7 +39,7 @@ class OrganismOptions:
     world: Path = option(DATA_ROOT / "organism-world", "Where its synthetic training world is prepared.")
     videos: int = option(1200, "Synthetic videos in its world.")
     seed: int = option(7, "Seed of its world, its initialisation and its data order.")
-    steps: int = option(1200, "Optimizer steps.")
+    steps: int = option(1000, "Optimizer steps.")
     batch: int = option(16, "Examples per step.")
     lr: float = option(3e-3, "Peak learning rate (warm-up, then cosine).")
     object_weight: int = option(
