@@ -165,7 +165,7 @@ TABLE = {
         "train --model data/models/organism --data data/synthetic --out data/adapters/organism-cued --tune-merger",
     ),
     "python -m train --help": ("train", "--help"),
-    "python -m train organism [--videos 1200] [--steps 1200] [--seed 7] [--out data/models/organism]": (
+    "python -m train organism [--videos 1200] [--steps 1000] [--seed 7] [--out data/models/organism]": (
         "train",
         "organism --videos 14 --steps 3 --seed 7 --out {tmp}/organism --world {tmp}/organism-world --batch 4",
     ),
