@@ -155,7 +155,7 @@ def test_bench_limit_runs_small(server):
 @pytest.mark.slow
 def test_bench_interpret_runs_small(tiny):
     """What the capture keeps grows with the prompt, what eager attention keeps with its square."""
-    lines = _bench(f"scripts/bench_interpret.py --model {tiny.model} --sizes 64,128 --samples 1")
+    lines = _bench(f"scripts/bench_interpret.py --model {tiny.model} --sizes 64,128 --samples 3")
     assert len(lines) == 4 and all("samples/s" in x for x in lines[:2])
     m = re.fullmatch(r"prompt x(\d+\.\d+) .*capture x(\d+\.\d+), eager x(\d+\.\d+); peak RSS: .*", lines[2])
     assert m, lines[2]
