@@ -16,7 +16,7 @@ URL="http://127.0.0.1:$PORT/v1"
 # The base model: the model organism, a tiny Qwen3-VL trained on a synthetic world of its own
 # (seed 7), so what the run finds can be checked against what it learned (built once, kept).
 # The tests ship it as `train organism` builds it by default (test_organism checks its record);
-# a fresh machine starts from that copy. To train it here (about 9 min): rm -r data/models/organism
+# a fresh machine starts from that copy. To train it here (9-10 min): rm -r data/models/organism
 mkdir -p data/models
 [ -e data/models/organism ] || cp -r tests/data/organism data/models/organism
 $PY -m train organism

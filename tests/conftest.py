@@ -166,7 +166,7 @@ def build_tiny(root: Path) -> Tiny:
 
 
 # The model organism every learning check stands on: `python -m train organism` with its defaults
-# (seed 7; about 9 minutes on 2 cores), built on this project's machine and shipped with the tests, so
+# (seed 7; 9-10 minutes on 2 cores), built on this project's machine and shipped with the tests, so
 # the suite checks its methods on the full organism without training it again (its organism.json
 # says how it was built; test_organism.py checks that these are the command's defaults).
 ORGANISM = Path(__file__).parent / "data" / "organism"

@@ -83,7 +83,7 @@ def answered(labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """(the positions whose next token is labelled in some row, those next tokens per row): the
     model computes logits there alone (`logits_to_keep`) and the loss on them (`shift_labels`),
     the same loss as on every position, without the vocabulary's logits for the prompt's ~160
-    tokens (a tenth of a CPU step)."""
+    tokens (about a twentieth of a CPU step)."""
     following = labels[:, 1:]
     keep = (following != IGNORE).any(0).nonzero().flatten()
     return keep, following[:, keep]
