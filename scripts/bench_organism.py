@@ -41,6 +41,7 @@ from core.variants import BLIND, PLAIN  # noqa: E402
 from measure import report  # noqa: E402
 from measure.report import stats  # noqa: E402
 from measure.report.tables import to_frame, verdict  # noqa: E402
+from train.organism import RECORD  # noqa: E402
 
 VARIANTS = (PLAIN, BLIND, "object-masked", "context-masked")
 CHANCE = 25.0  # 4 choices
@@ -152,23 +153,26 @@ def figures(model: Path, url: ServerUrl | None, data: Path, runs: Path, o: Bench
     return lines + known_effects(run_dir)
 
 
-def world(model: Path) -> str:
+def built(model: Path) -> dict | None:
+    """How the organism was built (its organism.json), or None for a model that is no organism."""
+    record = model / RECORD
+    return json.loads(record.read_text()) if record.is_file() else None
+
+
+def world(record: dict | None) -> str:
     """The synthetic world the organism was trained on (`prepare synthetic --templates`): its
     unseen videos are drawn from the same one."""
-    record = model / "organism.json"
-    return json.loads(record.read_text())["options"].get("templates", "default") if record.is_file() else "default"
+    return record["options"].get("templates", "default") if record else "default"
 
 
 def header(model: Path) -> str:
-    """How the organism was built (its organism.json), or that this model is no organism."""
-    record = model / "organism.json"
-    if not record.is_file():
+    """How the organism was built, or that this model is no organism."""
+    record = built(model)
+    if record is None:
         return f"model: {model} (no organism.json: not an organism, e.g. the random-weight control)"
-    built = json.loads(record.read_text())
     return (
-        f"organism: {model} ({built['parameters'] / 1e6:.2f} M parameters, trained in {built['seconds']:.0f} s "
-        f"on {built['examples']} examples of the {built['options'].get('templates', 'default')} world, "
-        f"final loss {built['loss']:.3f})"
+        f"organism: {model} ({record['parameters'] / 1e6:.2f} M parameters, trained in {record['seconds']:.0f} s "
+        f"on {record['examples']} examples of the {world(record)} world, final loss {record['loss']:.3f})"
     )
 
 
@@ -181,7 +185,7 @@ def bench(o: BenchOptions) -> None:
     if not o.model.exists():
         subprocess.run([sys.executable, "-m", "train", "organism", "--out", str(o.model)], cwd=REPO, check=True)
     with tempfile.TemporaryDirectory() as d:
-        data = make_variants(Path(d), o.seed, o.videos, VARIANTS, world(o.model))
+        data = make_variants(Path(d), o.seed, o.videos, VARIANTS, world(built(o.model)))
         lines = figures(o.model, o.server.base_url, data, Path(d) / "runs", o)
         if o.control is not None:
             lines += [f"control: {x}" for x in figures(o.control, o.control_url, data, Path(d) / "runs", o)]
