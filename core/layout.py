@@ -19,7 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from core.defaults import RUNS_ROOT
-from core.variants import BLIND, PLAIN
+from core.files import read_json
+from core.variants import BLIND, CUED, DRAWINGS_V1, PLAIN, STUDY_PUBLISHED
 
 
 @dataclass(frozen=True)
@@ -55,6 +56,18 @@ class DataLayout:
     def clip_settings(self, variant: str) -> Path:
         """What the clips of a variant were rendered with: reused only under equal settings."""
         return self.clips_dir(variant) / ".settings.json"
+
+    def drawing(self, variant: str) -> str | None:
+        """The drawing a cued variant's clips were made with (`core.variants.DRAWINGS`), as its
+        clips' settings record it; a dataset of before schema v4 by the name it used then, the
+        study's import by its kind. None for a variant without a cue, or clips nobody recorded."""
+        marker = self.clip_settings(variant)
+        if marker.is_file():
+            recorded = read_json(marker)
+            return recorded.get("drawing") or (DRAWINGS_V1.get(variant) if variant in DRAWINGS_V1 else None)
+        if variant in CUED and self.manifest.is_file() and read_json(self.manifest).get("kind") == "visual-cues":
+            return STUDY_PUBLISHED
+        return None
 
     def clip(self, variant: str, video_id: str) -> Path:
         return self.clips_dir(variant) / f"{video_id}{self.clip_suffix}"

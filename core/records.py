@@ -19,11 +19,13 @@ from typing import Any, Literal
 from core.errors import DataError
 from core.variants import REVERSED
 
-SCHEMA_VERSION = 3
-QuestionType = Literal["verb", "object", "arrow", "open", "probe"]
+SCHEMA_VERSION = 4
+QuestionType = Literal["verb", "object", "arrow", "open", "probe", "mcq"]
 # arrow: the arrow-of-time task; open: a free-form question (no choices) scored by a judge;
-# probe: a synthetic temporal probe (its kind in `category`)
-QUESTION_TYPES: tuple[str, ...] = ("verb", "object", "arrow", "open", "probe")
+# probe: a synthetic temporal probe (its kind in `category`); mcq: a user's own multiple-choice
+# question, any text, no blank needed (its own type, if any, in `category`)
+QUESTION_TYPES: tuple[str, ...] = ("verb", "object", "arrow", "open", "probe", "mcq")
+MCQ = "mcq"
 OPEN = "open"
 PROBE = "probe"
 DUPLICATE_CHOICES, ANSWER_NOT_IN_CHOICES = "duplicate_choices", "answer_not_in_choices"
@@ -105,7 +107,7 @@ class Question:
                 )
                 if bad
             ]
-        if self.type != "arrow" and self.question.count("_____") != 1:
+        if self.type not in ("arrow", MCQ) and self.question.count("_____") != 1:
             out.append("question must hold exactly one _____")
         if len(self.choices) < 2:
             out.append("fewer than 2 choices")

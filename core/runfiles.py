@@ -48,6 +48,8 @@ class Manifest:
     categories: dict[str, str] = field(default_factory=dict)
     probes: dict[str, dict[str, Any]] = field(default_factory=dict)  # temporal probes: construction per clip
     flagged: dict[str, list[str]] = field(default_factory=dict)  # imported questions kept though flawed, and how
+    subset: dict[str, Any] = field(default_factory=dict)  # `prepare ssv2 --subset`: its rule, counts, differences
+    no_regions: dict[str, str] = field(default_factory=dict)  # imported clips kept without boxes: video -> why
     schema_version: int = SCHEMA_VERSION
 
     @staticmethod
@@ -179,6 +181,9 @@ class RunRecord:
     judges: list[JudgeRecord] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)  # what measure warned of when it started (e.g. frame specs)
     client_packages: dict[str, str] = field(default_factory=dict)  # what shaped what was sent (`measure.ask.plan`)
+    # cued variant -> the drawing its clips were made with (`core.variants.DRAWINGS`); None: a run
+    # of before v4, which recorded none (the run reader names its variants: `core.runs`)
+    drawings: dict[str, str] | None = None
     ended: str | None = None
     complete: bool = False
     schema_version: int = SCHEMA_VERSION
@@ -310,6 +315,7 @@ class ReportRecord:
     judge_agreement: list[dict[str, Any]] = field(default_factory=list)
     probes: list[dict[str, Any]] = field(default_factory=list)  # temporal probes per model x kind
     reference: list[dict[str, Any]] = field(default_factory=list)  # published numbers beside ours
+    reference_notes: list[str] = field(default_factory=list)  # what our cued clips were drawn as
     interventions: list[dict[str, Any]] = field(default_factory=list)  # plain vs masked / cue-only
     attention: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # where the model looked (interpret)
     health: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # run health tables (measure.report.health)

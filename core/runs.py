@@ -3,7 +3,7 @@ judge, the viewer (and anything later) reads. A report is a function of this alo
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from core import reference, runfiles
@@ -13,6 +13,7 @@ from core.layout import DataLayout, RunLayout
 from core.records import AttentionRecord, Judgement, Prediction, Question, load_questions
 from core.runfiles import CalibrationRecord, ReferenceRecord, RunRecord
 from core.store import PredictionStore, attention_store, judgement_store
+from core.variants import DRAWINGS_V1, STUDY_PUBLISHED, named
 
 
 @dataclass
@@ -30,6 +31,7 @@ class Run:
     questions: dict[str, Question] = field(default_factory=dict)  # the dataset's valid questions, by id
     attention: list[AttentionRecord] = field(default_factory=list)  # interpret/records.jsonl: where it looked
     calibration: CalibrationRecord | None = None  # calibration.json: whether the statistics keep their promises
+    renamed: dict[str, str] = field(default_factory=dict)  # a run of before v4: a variant's name in its files -> now
 
     @property
     def id(self) -> str:
@@ -75,10 +77,14 @@ def load(run: Path | str | RunLayout, runs_dir: Path = RUNS_ROOT, data: Path | N
     ref = reference.resolved(record.reference, parents) if record and record.reference else None
     found = dataset(record, data)
     questions = {q.id: q for q in load_questions(DataLayout(found).questions)[0]} if found else {}
+    predictions = in_key_order(store.load())
+    names: dict[str, str] = {}
+    if record is not None and record.drawings is None:
+        record, names = drawn_before_v4(record, predictions)
     return Run(  # every list in key order, whatever order its lines arrived in
-        attention=in_key_order(attention_store(layout).load()),
-        predictions=in_key_order(store.load()),
-        judgements=in_key_order(judgement_store(layout).load()),
+        attention=renamed(in_key_order(attention_store(layout).load()), names),
+        predictions=renamed(predictions, names),
+        judgements=renamed(in_key_order(judgement_store(layout).load()), names),
         record=record,
         parents=parents,
         reference=ref,
@@ -86,4 +92,25 @@ def load(run: Path | str | RunLayout, runs_dir: Path = RUNS_ROOT, data: Path | N
         data=found,
         questions=questions,
         calibration=runfiles.read(CalibrationRecord, layout.calibration) if layout.calibration.is_file() else None,
+        renamed=names,
     )
+
+
+def drawn_before_v4(record: RunRecord, predictions: list[Prediction]) -> tuple[RunRecord, dict[str, str]]:
+    """A run of before v4 (no drawings recorded), its cued variants named by what drew them:
+    `prepare ssv2` then drew the path alone as `trajectory` and boxes with paths as `both`
+    (`DRAWINGS_V1`); the study's imported clips kept `trajectory` (their questions are the study's
+    rows, whose template is the question itself, blank and all). Returns the record with its
+    drawings and variants so named, and old name -> new name."""
+    imported = {p.variant for p in predictions if "_____" in p.template}
+    drawings = {v: STUDY_PUBLISHED if v in imported else DRAWINGS_V1[v] for v in record.variants if v in DRAWINGS_V1}
+    names = {v: named(d) for v, d in drawings.items() if named(d) != v}
+    variants = [names.get(v, v) for v in record.variants]
+    return replace(record, drawings={names.get(v, v): d for v, d in drawings.items()}, variants=variants), names
+
+
+def renamed(records: list, names: dict[str, str]) -> list:
+    """Records (predictions, judgements, attention) with their variants renamed, in key order."""
+    if not names:
+        return records
+    return sorted((replace(r, variant=names.get(r.variant, r.variant)) for r in records), key=lambda r: r.key)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Callable, Hashable, Iterable, Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import IO, Any, Generic, TypeVar
 
@@ -69,6 +70,20 @@ class JsonlStore(Generic[R]):
             if self._key(json.loads(line)) not in keys
         ]
         atomic_write(self.path, "".join(kept))
+
+    def update(self, records: Mapping[Hashable, R], renamed: Mapping[str, str] | None = None) -> None:
+        """Replace the lines of `records` (by key) where they stand, every other line kept byte
+        for byte, atomically. `renamed`: a variant's name in the file -> in the keys (a run of
+        before v4); a replaced line keeps the file's name."""
+        if not records:
+            return
+        names = renamed or {}
+        out = []
+        for line in self.path.read_text(encoding="utf-8").splitlines(keepends=True):
+            row = json.loads(line) if line.strip() else None
+            k = None if row is None else self._key(row | {"variant": names.get(row["variant"], row["variant"])})
+            out.append(to_json_line(replace(records[k], variant=row["variant"])) if k in records else line)
+        atomic_write(self.path, "".join(out))
 
     def rewrite(self, records: Iterable[R]) -> None:
         """Replace the whole file with `records`, one line each, atomically."""

@@ -36,16 +36,18 @@ class ClipBoxes:
     """What boxes/<video>.json holds."""
 
     frames: int
-    size: tuple[int, int]  # (W, H) before padding to even
+    size: tuple[int, int]  # (W, H) of the decoded source, before it was padded or cropped to even
     thickness: int
     cue_hand: bool
     boxes: tuple[FrameBoxes | None, ...]
+    cropped: bool = False  # written cropped to even size (`--encoding study`), not padded
 
     @classmethod
     def load(cls, path: Path) -> ClipBoxes:
         raw = read_json(path)
         boxes = tuple(None if b is None else {s: tuple(v) for s, v in b.items()} for b in raw["boxes"])
-        return cls(raw["frames"], tuple(raw["size"]), raw["thickness"], raw["cue_hand"], boxes)
+        cropped = any(raw.get("cropped", ()))
+        return cls(raw["frames"], tuple(raw["size"]), raw["thickness"], raw["cue_hand"], boxes, cropped)
 
 
 @lru_cache(maxsize=32)
@@ -81,14 +83,16 @@ def frame_regions(boxes: FrameBoxes | None, stroke: np.ndarray, slots: set[str],
     return np.stack([stroke, edge, obj, ~(stroke | edge | obj)])
 
 
-def sent_shares(regions: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+def sent_shares(regions: np.ndarray, size: tuple[int, int], cropped: bool = False) -> np.ndarray:
     """(4, h, w) float: each sent pixel's share of each region (area-weighted resize), after
-    the bottom/right padding the clip was encoded with."""
+    the bottom/right padding (or cropping) to even size the clip was encoded with."""
     w, h = size
     _, rh, rw = regions.shape
-    pad_h, pad_w = (-rh) % 2, (-rw) % 2
-    padded = np.pad(regions.astype(np.float32), ((0, 0), (0, pad_h), (0, pad_w)), mode="edge")
-    out = np.stack([cv2.resize(r, (w, h), interpolation=cv2.INTER_AREA) for r in padded])
+    if cropped:
+        even = regions[:, : rh // 2 * 2, : rw // 2 * 2].astype(np.float32)
+    else:
+        even = np.pad(regions.astype(np.float32), ((0, 0), (0, rh % 2), (0, rw % 2)), mode="edge")
+    out = np.stack([cv2.resize(r, (w, h), interpolation=cv2.INTER_AREA) for r in even])
     return out / np.maximum(out.sum(axis=0, keepdims=True), 1e-9)
 
 
@@ -100,7 +104,7 @@ def clip_shares(path: Path, cue: str, question: Question, indices: list[int], si
     for t in indices:
         boxes = clip.boxes[t] if t < len(clip.boxes) else None
         slots = asked(question, boxes) if boxes else set()
-        out.append(sent_shares(frame_regions(boxes, lines[t], slots, clip.thickness), size))
+        out.append(sent_shares(frame_regions(boxes, lines[t], slots, clip.thickness), size, clip.cropped))
     return np.stack(out)
 
 

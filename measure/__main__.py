@@ -120,9 +120,12 @@ def compare_cmd(o: CompareOptions) -> None:
     from measure.report import render, tables
 
     a, b = runs.load(o.where.find(o.run_a)), runs.load(o.where.find(o.run_b))
-    table = tables.compare_runs(a.predictions, b.predictions)
+    apart = drawn_apart(a, b)
+    table = tables.compare_runs(*([p for p in run.predictions if p.variant not in apart] for run in (a, b)))
     if table.empty:
-        fail(f"{a.id} and {b.id} share no scored (question, model, variant)")
+        fail(f"{a.id} and {b.id} share no scored (question, model, variant) drawn alike")
+    for v, (da, db) in sorted(apart.items()):
+        typer.echo(f"`{v}` left out: its clips were drawn as {da} in {a.id} and as {db} in {b.id}.", err=True)
     typer.echo(
         f"# {b.id} − {a.id} (95 % CI resampling videos; p_mcnemar on questions, p_video sign-flip on videos, "
         f"p_holm over these {len(table)} tests)\n"
@@ -136,6 +139,12 @@ def compare_cmd(o: CompareOptions) -> None:
             + ". Outside batch invariance an answer can change with its batch and with prefix-cache hits, "
             "so part of a difference may be the serving, not the model."
         )
+
+
+def drawn_apart(a: runs.Run, b: runs.Run) -> dict[str, tuple[str, str]]:
+    """The variants two runs share whose clips were drawn differently: variant -> (a's, b's)."""
+    da, db = (run.record.drawings or {} if run.record else {} for run in (a, b))
+    return {v: (da[v], db[v]) for v in set(da) & set(db) if da[v] != db[v]}
 
 
 @dataclass

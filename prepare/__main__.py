@@ -10,11 +10,13 @@ from typing import Literal
 import typer
 
 from core import cli
-from core.cli import command, group, main, option
+from core.cli import argument, command, group, main, option
 from core.defaults import DATASET, OPEN_DATASET
 from core.layout import DataLayout
 from core.runfiles import Manifest
+from prepare import subset as subsets
 from prepare.arrow import build_arrow
+from prepare.clips import ClipsOptions, prepare_clips
 from prepare.openqa import OpenOptions, prepare_open
 from prepare.pipeline import Options, prepare_ssv2, seed_option, variants_option, workers_option
 from prepare.probes import KINDS, ProbeOptions, prepare_probes
@@ -60,6 +62,8 @@ def _report(out: Path, manifest: Manifest, opts: Options) -> None:
         f"{out}: {c['questions']} questions on {c['videos']} videos {c['by_split']} {c['by_type']}; "
         f"variants {', '.join(c['variants'])}; dropped {len(manifest.dropped)} {manifest.dropped_by_reason}"
     )
+    if manifest.subset:
+        typer.echo("\n".join(subsets.describe(manifest.subset)))
 
 
 @command(app, Ssv2)
@@ -164,6 +168,11 @@ class VisualCues:
     videos_trajectory: Path = option(help="Folder of the study's trajectory clips.")
     out: Path = option(help="Output dataset directory, e.g. data/visual-cues.")
     train: Path | None = option(None, "The study's train rows, same format.", shown="none")
+    boxes: list[Path] = option(
+        factory=list,
+        help="Something-Else box file(s) holding the clips' boxes (repeat the option): regions for interpret.",
+        shown="none",
+    )
     options: VisualCuesOptions = group(VisualCuesOptions)
 
 
@@ -172,12 +181,37 @@ def visual_cues(a: VisualCues) -> None:
     """Import the visual-cues study's questions and clips (4g/visual_cues) as they were published:
     its choices in their order, its clips linked, flawed rows kept and flagged."""
     m = prepare_visual_cues(
-        a.test, {"plain": a.videos_plain, "trajectory": a.videos_trajectory}, a.out, a.options, a.train
+        a.test, {"plain": a.videos_plain, "trajectory": a.videos_trajectory}, a.out, a.options, a.train, a.boxes
     )
     c = m.counts
     typer.echo(
         f"{a.out}: {c['questions']} questions on {c['videos']} videos {c['by_split']} {c['by_type']}; "
         f"flagged {c['flagged']}; dropped {len(m.dropped)} {m.dropped_by_reason}"
+    )
+    if a.boxes:
+        typer.echo(f"boxes: {c['videos_with_regions']} of {c['videos']} clips have regions for interpret")
+    for vid, why in sorted(m.no_regions.items()):
+        typer.secho(f"no regions for {vid}: {why}", fg="yellow", err=True)
+    _show_dropped(m)
+
+
+@dataclass
+class Clips:
+    folder: Path = argument(help="A folder of videos (mp4, webm, mov, mkv; nested folders too).")
+    out: Path = option(help="Output dataset directory, e.g. data/NAME.")
+    options: ClipsOptions = group(ClipsOptions)
+
+
+@command(app, Clips)
+def clips(a: Clips) -> None:
+    """One's own videos as a dataset: the arrow of time on every clip (forward and reversed), or
+    one's own multiple-choice questions (--questions); bad files and rows named and skipped."""
+    m = prepare_clips(a.folder, a.out, a.options)
+    c = m.counts
+    task = "arrow-of-time" if a.options.questions is None else "multiple-choice"
+    typer.echo(
+        f"{a.out}: {c['questions']} {task} questions on {c['videos']} clips {c['by_split']}; "
+        f"variants {', '.join(c['variants'])}; skipped {len(m.dropped)} {m.dropped_by_reason}"
     )
     _show_dropped(m)
 

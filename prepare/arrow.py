@@ -122,6 +122,35 @@ def _link(src: Path, dst: Path) -> None:
     os.replace(tmp, dst)
 
 
+def question(qid: str, split: str, direction: str, template: str = "", label: str = "", cat: str = "") -> Question:
+    """The arrow-of-time question on clip `qid` (playing `direction`); its category from
+    `cat`, else from its SSV2 template (`category`)."""
+    return Question(
+        id=qid,
+        video_id=qid,
+        split=split,
+        type="arrow",
+        question=QUESTION,
+        choices=list(CHOICES),
+        answer=direction,
+        template=template,
+        label=label,
+        slot=None,
+        verb=template_verb(template),
+        category=cat or category(template),
+    )
+
+
+def counts(questions: list[Question]) -> dict:
+    """An arrow-of-time dataset's counts: questions, by answer, by category."""
+    cats = [q.category for q in questions]
+    return {
+        "questions": len(questions),
+        "by_answer": {c: sum(q.answer == c for q in questions) for c in CHOICES},
+        "by_category": {c: cats.count(c) for c in sorted(set(cats))},
+    }
+
+
 def build_arrow(source: Path, out: Path | None = None) -> Manifest:
     """Write the arrow-of-time dataset for the prepared dataset `source`; returns its manifest."""
     src = DataLayout(source)
@@ -139,33 +168,13 @@ def build_arrow(source: Path, out: Path | None = None) -> Manifest:
         for direction, clip in clips.items():
             qid = f"{q.video_id}-{direction}"
             _link(clip, layout.clip(VARIANT, qid))
-            questions.append(
-                Question(
-                    id=qid,
-                    video_id=qid,
-                    split=q.split,
-                    type="arrow",
-                    question=QUESTION,
-                    choices=list(CHOICES),
-                    answer=direction,
-                    template=q.template,
-                    label=q.label,
-                    slot=None,
-                    verb=template_verb(q.template),
-                    category=category(q.template),
-                )
-            )
+            questions.append(question(qid, q.split, direction, q.template, q.label))
     questions.sort(key=lambda q: (q.split, q.id))
     atomic_write(layout.questions, "".join(to_json_line(q) for q in questions))
-    cats = [q.category for q in questions]
     manifest = Manifest(
         kind="arrow-of-time",
         source=str(source),
-        counts={
-            "questions": len(questions),
-            "by_answer": {c: sum(q.answer == c for q in questions) for c in CHOICES},
-            "by_category": {c: cats.count(c) for c in sorted(set(cats))},
-        },
+        counts=counts(questions),
         videos_without_both_clips=missing,
         categories={t: category(t) for t in sorted({q.template for q in questions})},
     )

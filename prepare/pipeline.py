@@ -23,10 +23,11 @@ from core.records import Question, safe_id, to_json_line
 from core.runfiles import Manifest
 from core.variants import BLIND, PLAIN, VARIANTS, variant_names
 from prepare import questions as qb
+from prepare import subset as subsets
 from prepare.cues import auto_thickness
 from prepare.sources import FrameBoxes, read_boxes, read_labels, read_templates
 from prepare.variants import RENDERERS, CueOptions, Source, aligned, fit_boxes, settings
-from prepare.video import probe_video, read_video, write_mp4
+from prepare.video import Encoding, probe_video, read_video, write_mp4
 
 VIDEO_SUFFIXES = (".webm", ".mp4")
 Distractors = Literal["random", "hard"]
@@ -56,12 +57,23 @@ class Options:
     )
     test_videos: int = option(1000, "Videos in our test split.")
     limit: int | None = option(None, "Use only the first N labelled videos.", shown="all")
+    subset: Literal["all", "visual-cues"] = option(
+        "all",
+        "Which labelled videos: all, or visual-cues (the reference study's subset by its rule: the first "
+        "10,000 annotated ids, [something]-only templates, test = the first --test-videos of them).",
+    )
     seed: int = seed_option()
     variants: Sequence[str] = variants_option()
     distractors: Distractors = option(
         "random", "Object distractors: random (whole vocabulary) or hard (same template)."
     )
     cues: CueOptions = group(CueOptions)
+    encoding: Encoding | None = option(
+        None,
+        "How clips are written: ours (padded to even size, the source fps) or study (cropped to even "
+        "size, 12 fps, x264's default preset: as the study wrote its clips).",
+        shown="study with --subset visual-cues, else ours",
+    )
     workers: int = workers_option()
     shard: tuple[int, int] | None = option(
         None,
@@ -83,6 +95,11 @@ class Options:
 EXECUTION = ("workers", "shard", "ray")  # how a dataset is computed, not what it is: left out of its manifest
 
 
+def encoding_of(opts: Options) -> Encoding:
+    """The clip writer: as given, else the study's for the study's subset."""
+    return opts.encoding or ("study" if opts.subset == subsets.NAME else "ours")
+
+
 @dataclass
 class RenderJob:
     video_id: str
@@ -91,6 +108,7 @@ class RenderJob:
     outputs: dict[str, Path]  # variant -> clip path
     cues: CueOptions
     seed: int
+    encoding: Encoding = "ours"
 
 
 def render(job: RenderJob) -> dict[str, Any]:
@@ -112,7 +130,8 @@ def render(job: RenderJob) -> dict[str, Any]:
         "frames": n,
         "fps": fps,
         "frames_without_cues": sum(b is None for b in per_frame),
-        "padding": [h % 2, w % 2],
+        "padding": [h % 2, w % 2] if job.encoding == "ours" else [0, 0],
+        "cropped": [h % 2, w % 2] if job.encoding == "study" else [0, 0],
         "boxes_clamped": clamped,
         "boxes_dropped": dropped,
         "size": [w, h],
@@ -122,7 +141,7 @@ def render(job: RenderJob) -> dict[str, Any]:
     if todo:
         src = Source(frames, per_frame, job.video_id, job.seed)
         for variant, path in todo.items():
-            write_mp4(path, RENDERERS[variant](src, job.cues), fps)
+            write_mp4(path, RENDERERS[variant](src, job.cues), fps, job.encoding)
     return info
 
 
@@ -162,7 +181,7 @@ def _ray_jobs(jobs: list[RenderJob], address: str, workers: int) -> Iterator[dic
         ray.shutdown()
 
 
-def _run_jobs(jobs: list[RenderJob], workers: int, ray_address: str | None = None) -> Iterator[dict[str, Any]]:
+def run_jobs(jobs: list[RenderJob], workers: int, ray_address: str | None = None) -> Iterator[dict[str, Any]]:
     with progress.bar("rendering clips", len(jobs), "clips") as advance:
         if ray_address is not None and jobs:
             for info in _ray_jobs(jobs, ray_address, workers):
@@ -230,6 +249,10 @@ def prepare_ssv2(videos: Path, labels: Path, boxes: Sequence[Path], out: Path, o
         drop(vid, reason)
     for vid in unlabeled:
         drop(vid, "unlabeled (only in test.json)")
+    subset = None
+    if opts.subset == subsets.NAME:
+        subset = subsets.visual_cues(subsets.annotated_ids(boxes), entries, opts.test_videos)
+        entries = subset.entries
     if opts.limit is not None:
         entries = entries[: opts.limit]
     sources: dict[str, Path] = {}
@@ -249,7 +272,7 @@ def prepare_ssv2(videos: Path, labels: Path, boxes: Sequence[Path], out: Path, o
     usable = [e for e in entries if e.id in sources and e.id in box_map]
 
     vocab = qb.Vocabulary.from_entries(entries, read_templates(labels))
-    splits = qb.split_videos((e.id for e in usable), opts.test_videos, opts.seed)
+    splits = subset.splits if subset else qb.split_videos((e.id for e in usable), opts.test_videos, opts.seed)
     questions: list[Question] = []
     for e in usable:
         qs, bad = qb.build(e, splits[e.id], vocab, opts.seed, opts.distractors)
@@ -258,8 +281,9 @@ def prepare_ssv2(videos: Path, labels: Path, boxes: Sequence[Path], out: Path, o
             drop(qid, reason)
 
     asked = {q.video_id: sources[q.video_id] for q in questions if in_shard(q.video_id, opts.shard)}
+    encoding = encoding_of(opts)
     clips, rerendered = render_clips(
-        layout, asked, box_map, opts.variants, opts.cues, opts.seed, opts.workers, drop, opts.ray
+        layout, asked, box_map, opts.variants, opts.cues, opts.seed, opts.workers, drop, opts.ray, encoding
     )
     failed = {vid for vid, info in clips.items() if "error" in info}
     questions = [q for q in questions if q.video_id not in failed]
@@ -269,9 +293,10 @@ def prepare_ssv2(videos: Path, labels: Path, boxes: Sequence[Path], out: Path, o
         kind="ssv2",
         sources={"videos": str(videos), "labels": str(labels), "boxes": [str(b) for b in boxes]},
         options={k: v for k, v in asdict(opts).items() if k not in EXECUTION}
-        | {"variants": list(opts.variants), "label_files": list(opts.label_files)},
+        | {"variants": list(opts.variants), "label_files": list(opts.label_files), "encoding": encoding},
         seed=opts.seed,
-        render_settings={v: settings(v, opts.cues, opts.seed) for v in opts.variants},
+        render_settings={v: settings(v, opts.cues, opts.seed, encoding) for v in opts.variants},
+        subset=subset.record() if subset else {},
         counts=_counts(questions, opts.variants, clips)
         | {"clips_rendered": sum(len(i["rendered"]) for i in clips.values()), "stale_clips_removed": rerendered},
         dropped=dropped,
@@ -304,18 +329,19 @@ def render_clips(
     workers: int,
     drop: Callable[[str, str], None],
     ray_address: str | None = None,
+    encoding: Encoding = "ours",
 ) -> tuple[dict, dict[str, int]]:
     """Every variant of every source clip (video id -> path) rendered or reused (in `workers`
-    processes, or as a Ray Data job at `ray_address`), a bad clip dropped with its reason;
-    returns (per-video render info, stale clips removed per variant)."""
-    rerendered = {v: sync_settings(layout, v, settings(v, cues, seed)) for v in variants}
+    processes, or as a Ray Data job at `ray_address`) and written as `encoding` says, a bad
+    clip dropped with its reason; returns (per-video render info, stale clips removed per variant)."""
+    rerendered = {v: sync_settings(layout, v, settings(v, cues, seed, encoding)) for v in variants}
     rendered = [v for v in variants if v != BLIND]  # blind: no clip, the text alone
     jobs = [
-        RenderJob(vid, path, boxes.get(vid, []), {v: layout.clip(v, vid) for v in rendered}, cues, seed)
+        RenderJob(vid, path, boxes.get(vid, []), {v: layout.clip(v, vid) for v in rendered}, cues, seed, encoding)
         for vid, path in sorted(sources.items())
     ]
     clips: dict[str, dict[str, Any]] = {}
-    for info in _run_jobs(jobs, workers, ray_address):
+    for info in run_jobs(jobs, workers, ray_address):
         clips[info["video_id"]] = info
         if "error" in info:
             drop(info["video_id"], info["error"])
@@ -328,7 +354,7 @@ def write_clip_boxes(layout: DataLayout, info: dict[str, Any], cues: CueOptions)
     """boxes/<video>.json: each frame's boxes as the clips were drawn from them (aligned to the
     frames, fitted to the frame), the stroke width and frame size: what `interpret` maps
     attention onto."""
-    keep = ("frames", "fps", "size", "thickness", "boxes")
+    keep = ("frames", "fps", "size", "cropped", "thickness", "boxes")
     write_json(layout.boxes(info["video_id"]), {k: info[k] for k in keep} | {"cue_hand": cues.cue_hand})
 
 

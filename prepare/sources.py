@@ -85,7 +85,7 @@ def read_boxes(
                 for vid, frames in ijson.kvitems(f, "", use_float=True):
                     seen += 1
                     if vid in keep:
-                        out[vid] = _frames(frames)
+                        out[vid] = frame_boxes(frames)
         except ijson.JSONError as e:
             raise DataError(f"{path}: malformed JSON: {e}") from None
         except (KeyError, TypeError, ValueError) as e:
@@ -95,7 +95,8 @@ def read_boxes(
     return out
 
 
-def _frames(frames: list[dict]) -> list[FrameBoxes]:
+def frame_boxes(frames: list[dict]) -> list[FrameBoxes]:
+    """One video's Something-Else frames as boxes per frame (frame i: `<video>/<i+1:04d>.jpg`)."""
     by_index: dict[int, FrameBoxes] = {}
     for pos, frame in enumerate(frames):
         m = _FRAME_NO.search(str(frame.get("name", "")))

@@ -3,6 +3,7 @@ variant. `shuffled` permutes frames with a per-video seeded RNG; `blind` has no 
 
 from __future__ import annotations
 
+import random
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -10,9 +11,19 @@ from dataclasses import dataclass
 import numpy as np
 
 from core.cli import option
-from core.variants import BLIND, CUED, PLAIN, SINGLE_FRAME, VARIANTS
-from prepare.cues import auto_thickness, box_mask, draw_boxes, draw_trajectory, objects
+from core.variants import BLIND, CUED, DRAWINGS, PLAIN, SINGLE_FRAME, STUDY_CUE, VARIANTS
+from prepare.cues import (
+    annotated_slots,
+    auto_thickness,
+    box_mask,
+    draw_boxes,
+    draw_study,
+    draw_trajectory,
+    objects,
+    study_colours,
+)
 from prepare.sources import FrameBoxes
+from prepare.video import ENCODINGS, Encoding
 
 ANNOTATION_FPS = 12.0  # Something-Else annotation i belongs to frame i of a 12 fps clip
 
@@ -31,12 +42,13 @@ def thickness(value: str | int | None) -> int | None:
 class CueOptions:
     thickness: int | None = option(
         None,
-        "Stroke width: auto (scales with frame height) or pixels.",
+        "Stroke width of this project's cues: auto (scales with frame height) or pixels (`trajectory`, "
+        "the study's cue, keeps the study's widths).",
         parser=thickness,
         metavar="auto|PX",
         shown="auto",
     )
-    cue_hand: bool = option(False, "Also cue the hand.")
+    cue_hand: bool = option(False, "Also cue the hand (this project's cues; the study's skips it).")
 
 
 @dataclass(frozen=True)
@@ -114,6 +126,21 @@ def _cued(draw_box: bool, draw_path: bool) -> Renderer:
 
 
 _both = _cued(draw_box=True, draw_path=True)
+
+
+def palette_rng(video_id: str, seed: int) -> random.Random:
+    """The study's colours for one video: drawn at random per video as it drew them, here from
+    (seed, video id), so a clip is the same on every run."""
+    return random.Random(f"{seed}/{video_id}/palette")
+
+
+def _study(src: Source, opts: CueOptions) -> np.ndarray:
+    """The study's cue (`prepare.cues.draw_study`), its colours drawn per video."""
+    out = src.frames.copy()
+    draw_study(out, src.per_frame, study_colours(annotated_slots(src.per_frame), palette_rng(src.video_id, src.seed)))
+    return out
+
+
 GREY = 128  # the flat background of `cue-only`
 
 
@@ -152,9 +179,10 @@ def shuffle_order(n: int, video_id: str, seed: int) -> np.ndarray:
 
 RENDERERS: dict[str, Renderer] = {
     PLAIN: lambda src, opts: src.frames,
+    STUDY_CUE: _study,
     "bbox": _cued(draw_box=True, draw_path=False),
-    "trajectory": _cued(draw_box=False, draw_path=True),
-    "both": _both,
+    "path": _cued(draw_box=False, draw_path=True),
+    "box-path": _both,
     "side-by-side": _side_by_side,
     SINGLE_FRAME: lambda src, opts: src.frames[[len(src.frames) // 2]],
     "shuffled": lambda src, opts: src.frames[shuffle_order(len(src.frames), src.video_id, src.seed)],
@@ -164,13 +192,18 @@ RENDERERS: dict[str, Renderer] = {
     "cue-only": _cue_only,
 }
 assert set(RENDERERS) == set(VARIANTS) - {BLIND}, "every variant but blind has a renderer"
-RENDER_VERSION = 1  # bump when a renderer's output changes: clips made before are re-rendered
+RENDER_VERSION = 2  # bump when a renderer's output changes: clips made before are re-rendered
 
 
-def settings(variant: str, opts: CueOptions, seed: int) -> dict:
-    """Everything that decides a variant's pixels; clips are reused only under equal settings."""
-    out = {"variant": variant, "render_version": RENDER_VERSION, "codec": "libx264 yuv420p crf=18 preset=veryfast"}
-    if variant in CUED or variant == "cue-only":
+def settings(variant: str, opts: CueOptions, seed: int, encoding: Encoding = "ours") -> dict:
+    """Everything that decides a variant's pixels; clips are reused only under equal settings.
+    A cued variant's `drawing` names what drew it (`core.variants.DRAWINGS`)."""
+    out = {"variant": variant, "render_version": RENDER_VERSION, "encoding": ENCODINGS[encoding]}
+    if variant in CUED:
+        out["drawing"] = DRAWINGS[variant]
+    if variant == STUDY_CUE:
+        out["seed"] = seed  # its colours
+    elif variant in CUED or variant == "cue-only":
         out |= {"thickness": opts.thickness or "auto", "cue_hand": opts.cue_hand}
     if variant == "shuffled":
         out["seed"] = seed

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from fractions import Fraction
 from pathlib import Path
+from typing import Literal, get_args
 
 import av
 import numpy as np
@@ -45,12 +46,12 @@ def probe_video(path: Path) -> tuple[int, float, int, int]:
     return frames, fps, h, w
 
 
-def pad_even(frames: np.ndarray) -> tuple[np.ndarray, tuple[int, int]]:
-    """Pad bottom/right by 0 or 1 px so H and W are even (yuv420p); returns (frames, (dy, dx))."""
+def pad_even(frames: np.ndarray) -> np.ndarray:
+    """Pad bottom/right by 0 or 1 px so H and W are even (yuv420p)."""
     dy, dx = frames.shape[1] % 2, frames.shape[2] % 2
     if dy or dx:
         frames = np.pad(frames, ((0, 0), (0, dy), (0, dx), (0, 0)), mode="edge")
-    return frames, (dy, dx)
+    return frames
 
 
 def encode(path: Path, frames: np.ndarray, fps: float, codec: str = "libx264", **options: str) -> None:
@@ -70,8 +71,24 @@ def encode(path: Path, frames: np.ndarray, fps: float, codec: str = "libx264", *
             out.mux(packet)
 
 
-def write_mp4(path: Path, frames: np.ndarray, fps: float) -> tuple[int, int]:
-    """H.264 yuv420p mp4 at the source fps, padded to even size; returns the padding."""
-    frames, pad = pad_even(frames)
-    encode(path, frames, fps, "libx264", crf="18", preset="veryfast")
-    return pad
+Encoding = Literal["ours", "study"]
+ENCODINGS: dict[str, str] = {  # how a clip is written, in words (kept in each variant's settings)
+    "ours": "H.264 yuv420p crf 18 preset veryfast at the source fps, padded to even size",
+    "study": "H.264 yuv420p crf 18 (x264's default preset) at 12 fps, cropped to even size: "
+    "as the study's annotate.py wrote its clips",
+}
+assert set(ENCODINGS) == set(get_args(Encoding))
+STUDY_FPS = 12.0
+
+
+def crop_even(frames: np.ndarray) -> np.ndarray:
+    """The last row/column dropped where H/W is odd (the study's way to yuv420p)."""
+    return frames[:, : frames.shape[1] // 2 * 2, : frames.shape[2] // 2 * 2]
+
+
+def write_mp4(path: Path, frames: np.ndarray, fps: float, encoding: Encoding = "ours") -> None:
+    """H.264 yuv420p mp4 as `encoding` says (`ENCODINGS`)."""
+    if encoding == "study":
+        encode(path, crop_even(frames), STUDY_FPS, "libx264", crf="18")
+    else:
+        encode(path, pad_even(frames), fps, "libx264", crf="18", preset="veryfast")

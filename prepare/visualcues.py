@@ -8,6 +8,11 @@ order; clips are hard-linked (copied across filesystems) into `clips/<variant>/`
 re-rendered. A row whose own distractors are flawed (two choices equal after normalisation,
 or the answer not among them) is kept as published and flagged, so a comparison with the
 study stays on its questions; a row that cannot be read is dropped with file[index] and why.
+
+With the Something-Else box files (`--boxes`), each clip's boxes are kept as `prepare ssv2`
+keeps them (`boxes/<video>.json`), so `interpret` splits attention and removal effects by
+region on the study's own clips; a clip whose boxes do not fit it (more annotated frames than
+it has, boxes beyond its size) is named and kept without regions.
 """
 
 from __future__ import annotations
@@ -23,12 +28,15 @@ from typing import Any
 
 from core.cli import option
 from core.errors import DataError
-from core.files import atomic_path
+from core.files import atomic_path, write_json
 from core.layout import DataLayout
 from core.records import ANSWER_NOT_IN_CHOICES, DUPLICATE_CHOICES, Question, normalize, safe_id
 from core.runfiles import Manifest
-from core.variants import PLAIN
-from prepare.pipeline import write_dataset
+from core.variants import PLAIN, STUDY_PUBLISHED
+from prepare.cues import STUDY_BOX_PX
+from prepare.pipeline import write_clip_boxes, write_dataset
+from prepare.sources import FrameBoxes, read_boxes
+from prepare.variants import CueOptions, aligned, fit_boxes
 from prepare.video import probe_video
 
 TYPES = ("object", "verb")
@@ -126,11 +134,17 @@ def _bring(src: Path, dst: Path, copy: bool) -> None:
 
 
 def prepare_visual_cues(
-    test: Path, videos: dict[str, Path], out: Path, opts: VisualCuesOptions, train: Path | None = None
+    test: Path,
+    videos: dict[str, Path],
+    out: Path,
+    opts: VisualCuesOptions,
+    train: Path | None = None,
+    boxes: list[Path] | None = None,
 ) -> Manifest:
     """Import the study's test (and train) rows with the clips of each variant (variant -> its
-    folder) into data/NAME; returns the manifest. A question is kept only when every variant
-    has its clip, and that clip reads."""
+    folder) into data/NAME, with each clip's boxes from `boxes` (Something-Else files) when
+    given; returns the manifest. A question is kept only when every variant has its clip, and
+    that clip reads."""
     if PLAIN not in videos:
         raise DataError("the study's plain clips are needed (--videos-plain)")
     layout = DataLayout(out)
@@ -160,6 +174,10 @@ def prepare_visual_cues(
     for vid, video in sorted(video_of.items()):
         for variant, folder in videos.items():
             _bring(folder / video, layout.clip(variant, vid), opts.copy)
+    for variant in videos:
+        if variant != PLAIN:
+            write_json(layout.clip_settings(variant), drawn(variant))
+    no_regions = attach_boxes(layout, sorted(video_of), list(videos), boxes) if boxes else {}
     kept.sort(key=lambda q: (q.split, q.video_id, q.id))
     manifest = Manifest(
         kind="visual-cues",
@@ -167,8 +185,11 @@ def prepare_visual_cues(
             "test": str(test),
             "train": str(train) if train else None,
             "videos": {v: str(p) for v, p in videos.items()},
+            "boxes": [str(b) for b in boxes or []],
         },
-        options={"variants": list(videos), "copy": opts.copy},
+        options={"variants": list(videos), "copy": opts.copy, "boxes": bool(boxes)},
+        render_settings={v: drawn(v) for v in videos if v != PLAIN},
+        no_regions=no_regions,
         counts={
             "questions": len(kept),
             "videos": len({q.video_id for q in kept}),
@@ -176,6 +197,7 @@ def prepare_visual_cues(
             "by_type": dict(collections.Counter(q.type for q in kept)),
             "variants": list(videos),
             "flagged": dict(collections.Counter(f for fs in flagged.values() for f in fs)),
+            "videos_with_regions": len(video_of) - len(no_regions) if boxes else 0,
         },
         dropped=dropped,
         dropped_by_reason=dict(collections.Counter(d["reason"].split(": ")[0] for d in dropped)),
@@ -196,3 +218,51 @@ def _check_clips(video: str, videos: dict[str, Path]) -> str:
         except DataError as e:
             return f"clip unreadable: {variant}/{video} ({e})"
     return ""
+
+
+def drawn(variant: str) -> dict[str, str]:
+    """What an imported cued variant's clips are: the study's own, drawn by its annotate.py."""
+    return {"variant": variant, "drawing": STUDY_PUBLISHED}
+
+
+def attach_boxes(layout: DataLayout, video_ids: list[str], variants: list[str], files: list[Path]) -> dict[str, str]:
+    """boxes/<video>.json for every imported clip whose Something-Else boxes fit it (as `prepare
+    ssv2` writes them: aligned to its frames, fitted to its size, the study's stroke width);
+    returns video -> why not, for the rest."""
+    found = read_boxes(files, set(video_ids))
+    why_not = {}
+    for vid in video_ids:
+        if vid not in found:
+            why_not[vid] = f"no boxes for it in {', '.join(f.name for f in files)}"
+            continue
+        info = fitted(found[vid], [layout.clip(v, vid) for v in variants])
+        if isinstance(info, str):
+            why_not[vid] = info
+        else:
+            write_clip_boxes(layout, info | {"video_id": vid}, CueOptions())
+    return why_not
+
+
+def fitted(annotations: list[FrameBoxes], clips: list[Path]) -> dict | str:
+    """The boxes of one video checked against each of its clips (frame count, size: the study
+    cropped an odd side by 1 px, so a box may reach 1 px past it, and box files hold floats that
+    miss a border by a hair) and fitted to them; or why they do not fit."""
+    sizes = {probe_video(c) for c in clips}
+    if len(sizes) > 1:
+        return f"its clips differ in frames or size: {sorted(sizes)}"
+    (n, fps, h, w) = sizes.pop()
+    if len(annotations) > n:
+        return f"{len(annotations)} annotated frames, but its clip has {n}"
+    boxes = [b for frame in annotations for b in frame.values()]
+    reach = (max((b[2] for b in boxes), default=0.0), max((b[3] for b in boxes), default=0.0))
+    if reach[0] > w + 1.01 or reach[1] > h + 1.01:
+        return f"boxes reach x {reach[0]:.1f}, y {reach[1]:.1f}: beyond its clip's {w}x{h}"
+    per_frame, _, _ = fit_boxes(aligned(annotations, n, fps), h, w)
+    return {
+        "frames": n,
+        "fps": fps,
+        "size": [w, h],
+        "cropped": [0, 0],
+        "thickness": STUDY_BOX_PX,
+        "boxes": [None if b is None else {slot: list(box) for slot, box in b.items()} for b in per_frame],
+    }

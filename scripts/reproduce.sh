@@ -16,9 +16,14 @@
 #   SAMPLING=processor  the processor's 2 fps for every clip (what current vLLM does).
 # The choice is recorded in run.json (`ask.sampling`) and every prediction's frame_indices.
 #
+# The adapter is served as it holds: the study's script trains the vision merger too, and
+# `serve run` then turns vLLM's tower/connector LoRA on (or refuses it in one line where vLLM
+# cannot apply it). BOXES (Something-Else box files, space-separated; not in the study's dataset)
+# gives the imported clips their regions, so `interpret` can ask its open question of them.
+#
 # Usage: sh scripts/reproduce.sh [--dry-run]     (--dry-run prints every command, runs none)
 # Settings (env): SAMPLING, MODEL, DATASET (hub dataset id), REF_DIR (where it is downloaded),
-# TEST_FILE, PLAIN_DIR, TRAJECTORY_DIR, ADAPTER_DIR (paths inside REF_DIR), OUT, PORT.
+# TEST_FILE, PLAIN_DIR, TRAJECTORY_DIR, ADAPTER_DIR (paths inside REF_DIR), OUT, PORT, BOXES.
 set -eu
 cd "$(dirname "$0")/.."
 DRY=0
@@ -54,8 +59,10 @@ for f in "$TEST_FILE" "$PLAIN_DIR" "$TRAJECTORY_DIR" "$ADAPTER_DIR/adapter_confi
         exit 2
     fi
 done
+BOX_ARGS=""
+for b in ${BOXES:-}; do BOX_ARGS="$BOX_ARGS --boxes $b"; done
 run $PY -m prepare visual-cues --test "$REF_DIR/$TEST_FILE" --videos-plain "$REF_DIR/$PLAIN_DIR" \
-    --videos-trajectory "$REF_DIR/$TRAJECTORY_DIR" --out "$OUT"
+    --videos-trajectory "$REF_DIR/$TRAJECTORY_DIR" --out "$OUT" $BOX_ARGS
 echo "+ $PY -m serve run --model $MODEL --adapters finetuned=$REF_DIR/$ADAPTER_DIR --port $PORT &"
 if [ "$DRY" = 0 ]; then
     mkdir -p runs

@@ -71,6 +71,30 @@ def _describe(models: list[dict]) -> str:
     return ", ".join(m["id"] + (f" (adapter of {m['parent']})" if m.get("parent") else "") for m in models)
 
 
+def tower_lora(adapters: dict[str, Path], model: str, extra: list[str]) -> list[str]:
+    """vLLM's arguments with its tower/connector LoRA on when an adapter holds LoRA weights on
+    the vision merger or tower (the study's recipe trains the merger); one error line when
+    vLLM cannot apply them to this model (it would drop them with only a warning)."""
+    vision = [name for name, path in adapters.items() if server.vision_modules(path)]
+    if not vision:
+        return extra
+    supported, arch = server.tower_lora_support(model)
+    if supported is False:
+        fail(
+            f"adapter(s) {', '.join(vision)} hold LoRA on the vision merger/tower, which vLLM cannot apply to "
+            f"{model} ({arch}): retrain on the language model only"
+        )
+    if server.TOWER_LORA in extra:
+        return extra
+    said = "" if supported else f" (whether vLLM supports it on {arch} could not be read here)"
+    typer.echo(
+        f"serve: {', '.join(vision)} hold(s) LoRA on the vision merger/tower: vLLM's tower/connector LoRA "
+        f"on ({server.TOWER_LORA}){said}",
+        err=True,
+    )
+    return [*extra, server.TOWER_LORA]
+
+
 @command(app, Settings, pass_on=True, context_settings={"allow_extra_args": True})
 def run(settings: Settings, ctx: typer.Context) -> None:
     """Start vLLM with the model and its adapters; arguments after `--` go to `vllm serve`
@@ -91,8 +115,8 @@ def run(settings: Settings, ctx: typer.Context) -> None:
         typer.echo(f"serve: {model} is missing; building the embedded tiny model (offline, seeded)", err=True)
         build_tiny(Tiny())
     adapters = settings.adapters if settings.adapters is not None else server.discover_adapters(model)
-    settings = replace(settings, model=model, adapters=adapters, extra=cli.passed_on(ctx))
-    server.check_adapters(adapters, model, tower_lora="--enable-tower-connector-lora" in settings.extra)
+    server.check_adapters(adapters, model, tower_lora=True)  # all but the vision LoRA, which is checked next
+    settings = replace(settings, model=model, adapters=adapters, extra=tower_lora(adapters, model, cli.passed_on(ctx)))
     argv = server.build_argv(settings, gpus=gpus)
     host, port, api_key = settings.host, settings.port, settings.api_key
     local = server.loopback(host)  # an unknown host name: one error line, before anything else

@@ -30,6 +30,7 @@ from serve import normalise
 
 VISION_PARTS = {"visual", "vision_tower", "vision_model", "vision_encoder", "image_encoder"}  # module path parts
 LORA_RANKS = (8, 16, 32, 64, 128, 256, 320, 512)  # what vLLM's --max-lora-rank accepts
+TOWER_LORA = "--enable-tower-connector-lora"  # vLLM applies an adapter's vision-tower and merger LoRA only with it
 
 
 class SettingsError(UserError, ValueError):
@@ -122,6 +123,29 @@ def require_dirs(adapters: dict[str, Path]) -> None:
         raise SettingsError(f"adapter directory not found: {', '.join(missing)}")
 
 
+def vision_modules(path: Path) -> list[str]:
+    """The modules of an adapter that sit in the vision tower or its merger (connector)."""
+    return [m for m in lora_modules(path, adapter_config(path)) if VISION_PARTS & set(re.split(r"[.\\|()*]+", m))]
+
+
+def tower_lora_support(model: str) -> tuple[bool | None, str]:
+    """(whether vLLM applies LoRA to `model`'s vision tower and merger, its architecture): what
+    vLLM's class for the architecture says; None when the model's config cannot be read here."""
+    try:
+        if Path(model).is_dir():
+            arch = (read_json(Path(model) / "config.json").get("architectures") or [""])[0]
+        else:
+            from transformers import AutoConfig
+
+            arch = (AutoConfig.from_pretrained(model).architectures or [""])[0]
+    except (OSError, ValueError):
+        return None, "unknown"
+    from vllm.model_executor.models.registry import ModelRegistry
+
+    cls = ModelRegistry._try_load_model_cls(arch)  # vLLM's own answer: the attribute its LoRA manager reads
+    return (None if cls is None else bool(getattr(cls, "supports_tower_connector_lora", False))), arch
+
+
 def check_adapters(adapters: dict[str, Path], model: str, tower_lora: bool = False) -> None:
     """Refuse adapters vLLM would serve wrongly, all named at once (SettingsError): made for
     another base model; with PEFT `modules_to_save` (fully trained modules beside the LoRA);
@@ -139,13 +163,13 @@ def check_adapters(adapters: dict[str, Path], model: str, tower_lora: bool = Fal
                 f"adapter {name} ({path}) has modules_to_save {cfg['modules_to_save']}: fully trained "
                 "modules vLLM does not serve; merge them into the model or retrain without them"
             )
-        vision = [m for m in lora_modules(path, cfg) if VISION_PARTS & set(re.split(r"[.\\|()*]+", m))]
+        vision = vision_modules(path)
         if vision and not tower_lora:
             shown = ", ".join(vision[:3]) + (f" and {len(vision) - 3} more" if len(vision) > 3 else "")
             problems.append(
-                f"adapter {name} ({path}) puts LoRA on vision-tower modules ({shown}), which vLLM drops "
-                "with only a warning: retrain on the language model only, or pass "
-                "-- --enable-tower-connector-lora if this model supports it"
+                f"adapter {name} ({path}) puts LoRA on vision-tower modules ({shown}), which vLLM applies only "
+                f"with {TOWER_LORA}: serve it with that flag where the model supports it, or retrain on the "
+                "language model only"
             )
     if problems:
         raise SettingsError("; ".join(problems))

@@ -27,7 +27,7 @@ SHARED = REPO.parent / "shared"
 SAMPLE = Path(os.environ.get("VISUAL_CUES_SAMPLE", SHARED / "data" / "ssv2-sample"))  # the variable: for a test
 WHY = f"{SAMPLE} is missing: the real SSV2 sample that ../shared/ holds beside the repository"
 needs_sample = pytest.mark.sample  # a test that reads the sample (so do the SAMPLE_FIXTURES' users)
-SAMPLE_FIXTURES = {"controls", "sample", "real"}  # module fixtures built from the sample
+SAMPLE_FIXTURES = {"controls", "sample", "real", "sample_study"}  # module fixtures built from the sample
 SERVER_FIXTURES = {"server", "smol_server", "measured", "open_measured"}  # they start (or need) a real vLLM server
 SLOW_FIXTURES = {
     "probes",
@@ -36,6 +36,7 @@ SLOW_FIXTURES = {
     "controls",
     "sample",
     "organism",
+    "sample_study",
 }  # module fixtures of more than about 2 s
 
 

@@ -42,7 +42,8 @@ TABLE = {
     ("measure report", "--reference-models"): ("pretrained=a", "x", {"pretrained": "a"}),
     ("measure judge", "--base-url"): ("http://127.0.0.1:9", "localhost:9", URL9),
     ("prepare ssv2", "--label-files"): ("train,validation", "", ("train", "validation")),
-    ("prepare ssv2", "--variants"): ("plain,bbox,trajectory", "plain,nope", ("plain", "bbox", "trajectory")),
+    ("prepare ssv2", "--variants"): ("plain,bbox,trajectory", "plain,both", ("plain", "bbox", "trajectory")),
+    ("prepare clips", "--variants"): ("plain,trajectory", "nope", ("plain", "trajectory")),
     ("prepare ssv2", "--thickness"): ("4", "thick", 4),
     ("prepare ssv2", "--shard"): ("0/2", "2/2", (0, 2)),
     ("prepare synthetic", "--variants"): ("plain", "nope", ("plain",)),
@@ -70,6 +71,7 @@ REQUIRED = {  # what each command needs besides the option under test, to parse 
     "prepare synthetic": ["--out", NOWHERE],
     "prepare synthetic-open": ["--out", NOWHERE],
     "prepare probes": ["--out", NOWHERE],
+    "prepare clips": [NOWHERE, "--out", NOWHERE],
 }
 
 

@@ -99,13 +99,28 @@ TABLE = {
     ),
     "python -m prepare ssv2 --videos DIR --labels DIR --boxes bounding_box_smthsmth_part1.json --boxes ...part2.json "
     "--out data/<name> [--label-files train,validation] [--test-videos 1000] "
-    "[--variants plain,bbox,trajectory,both,side-by-side] [--distractors random|hard] [--cue-hand] "
-    "[--thickness auto|PX] [--seed 0] [--limit N] [--workers N] [--shard i/n | --ray auto|ADDRESS|local]": (
+    "[--variants plain,trajectory,bbox,path,box-path,side-by-side] [--distractors random|hard] [--cue-hand] "
+    "[--thickness auto|PX] [--seed 0] [--limit N] [--subset all|visual-cues] [--encoding ours|study] "
+    "[--workers N] [--shard i/n | --ray auto|ADDRESS|local]": (
         "prepare",
         "ssv2 --videos {sample}/videos --labels {sample}/labels --boxes {sample}/bounding_box_smthsmth_sample.json "
         "--boxes {sample}/bounding_box_smthsmth_sample.json --out {tmp}/ssv2 --label-files train,validation "
-        "--test-videos 1000 --variants plain,bbox,trajectory,both,side-by-side --distractors hard --cue-hand "
-        "--thickness auto --seed 0 --limit 2 --workers 2 --shard 0/1",
+        "--test-videos 1000 --variants plain,trajectory,bbox,path,box-path,side-by-side --distractors hard --cue-hand "
+        "--thickness auto --seed 0 --limit 2 --subset visual-cues --encoding study --workers 2 --shard 0/1",
+    ),
+    "python -m prepare ssv2 --videos DIR --labels DIR --boxes FILE --out data/<name> --subset visual-cues": (
+        "prepare",
+        "ssv2 --videos {sample}/videos --labels {sample}/labels --boxes {sample}/bounding_box_smthsmth_sample.json "
+        "--out {tmp}/subset --subset visual-cues",
+    ),
+    "python -m prepare clips DIR --out data/<name> [--labels labels.csv] [--max-seconds 120] [--test-videos N] "
+    "[--seed 0]": (
+        "prepare",
+        "clips {clips} --out {tmp}/own --labels {tmp}/labels.csv --max-seconds 120 --test-videos 1 --seed 0",
+    ),
+    "python -m prepare clips DIR --out data/<name> --questions questions.csv [--variants plain,trajectory]": (
+        "prepare",
+        "clips {clips} --out {tmp}/own-mcq --questions {tmp}/questions.csv --variants plain,box-path",
     ),
     "python -m prepare synthetic --out data/synthetic [--videos 60] [--seed 0] [--variants plain,trajectory] "
     "[--templates default|one-sentence]": (
@@ -132,10 +147,10 @@ TABLE = {
     ),
     "sh scripts/reproduce.sh [--dry-run]": ("reproduce", ""),
     "python -m prepare visual-cues --test FILE --videos-plain DIR --videos-trajectory DIR [--train FILE] "
-    "--out data/<name>": (
+    "[--boxes FILE ...] --out data/<name>": (
         "prepare",
         "visual-cues --test {study}/test.json --videos-plain {study}/plain --videos-trajectory {study}/trajectory "
-        "--train {study}/test.json --out {tmp}/vc",
+        "--train {study}/test.json --boxes {data}/raw/bounding_box_smthsmth_part1.json --out {tmp}/vc",
     ),
     f"python -m measure --data data/<name> --reference {CSV} [--reference-models pretrained=A,finetuned=B]": (
         "measure",
@@ -155,6 +170,7 @@ TABLE = {
     "--data-parallel-backend ray --host 0.0.0.0": SERVE_SH,
     "DATA=data/<name> OUT=data/adapters/cued VARIANTS=plain,trajectory sh scripts/lora.sh": ("lora.sh", ""),
     "GPUS=4 DATA=data/<name> sh scripts/lora.sh": ("lora.sh", ""),
+    "LLM_ONLY=1 DATA=data/<name> OUT=data/adapters/cued sh scripts/lora.sh": ("lora.sh", ""),
     "python -m train --model data/models/tiny-vlm --data data/synthetic --out data/adapters/tiny-trained": (
         "in:home",
         "train --model data/models/tiny-vlm --data data/synthetic --out data/adapters/tiny-trained",
@@ -226,6 +242,16 @@ def places(server, measured, synthetic, tiny, tmp_path_factory):
         for v in vids
     ]
     (study / "test.json").write_text(json.dumps(rows))
+    own = tmp / "own clips" / "kitchen"
+    own.mkdir(parents=True)
+    for v in vids:
+        shutil.copy(src.clip("plain", v), own / f"{v}.mp4")
+    (tmp / "labels.csv").write_text(f"video,category\nkitchen/{vids[0]}.mp4,irreversible\n")
+    boxes = json.loads((synthetic / "raw" / "bounding_box_smthsmth_part1.json").read_text())
+    (tmp / "boxes.json").write_text(json.dumps({vids[0]: boxes[vids[0]]}))
+    (tmp / "questions.csv").write_text(
+        f"video,question,choices,answer,type,boxes\n{vids[0]},What moves?,a cup|a ball,a ball,object,boxes.json\n"
+    )
     cli(f"prepare synthetic-open --format egotextvqa --out {tmp}/textvqa --videos 4", check=True)
     (tmp / "home" / "data" / "models").mkdir(parents=True)
     (tmp / "home" / "data" / "models" / "tiny-vlm").symlink_to(tiny.model)
@@ -242,6 +268,7 @@ def places(server, measured, synthetic, tiny, tmp_path_factory):
         "study": study,
         "sample": SAMPLE,
         "model": tiny.model,
+        "clips": shlex.quote(str(tmp / "own clips")),
     }
 
 
@@ -298,9 +325,12 @@ def _lora_sh(line: str, data: Path, tmp: Path) -> None:
     processes = int(env_words.get("GPUS", "1"))
     plans = [x for x in r.stderr.splitlines() if re.search(r"train: \S+ on \d+ examples", x)]
     assert r.returncode != 0 and len(plans) == processes, r.stderr[-3000:]
+    where = (
+        "on the language model;" if env_words.get("LLM_ONLY") == "1" else "on the language model and the vision merger;"
+    )
     for plan in plans:
         assert "Qwen/Qwen3-VL-2B-Instruct on " in plan and f"of {data} ({variants}) -> {out};" in plan, plan
-        assert f"x {processes} process(es)" in plan, plan
+        assert f"x {processes} process(es)" in plan and f"LoRA r 64 alpha 64 {where}" in plan, plan
     assert r.stderr.count("error: --model Qwen/Qwen3-VL-2B-Instruct: not a local model directory") == processes
 
 

@@ -145,7 +145,7 @@ def test_a_planted_model_is_found_where_it_was_planted(tiny, box_clip):
 
 
 @needs_sample
-@pytest.mark.parametrize("cue", ["bbox", "trajectory", "both"])
+@pytest.mark.parametrize("cue", ["bbox", "trajectory", "path", "box-path"])
 def test_stroke_masks_are_the_pixels_the_renderer_changes(sample_boxes, cue):
     """On real SSV2 sample clips: the cue drawn on the real frames changes only pixels of the
     stroke mask, and all but the few already of the stroke's colour."""
@@ -204,7 +204,7 @@ def test_interventions_mask_what_they_name(box_clip):
     context = RENDERERS["context-masked"](src, opts)[t]
     assert (context[~inside_any] == mean).all() and (context[inside_any] == frames[t][inside_any]).all()
     alone = RENDERERS["cue-only"](src, opts)
-    stroke = strokes(path, "both")
+    stroke = strokes(path, "box-path")
     assert (alone[~stroke] == GREY).all() and (alone[stroke] != GREY).any(axis=-1).mean() > 0.9
 
 

@@ -269,3 +269,31 @@ def test_a_clips_questions_go_where_its_prefix_is_within_the_slack():
     assert [asyncio.run(take("clip")) is a for _ in range(4)] == [True, True, True, False]
     servers.lost(a)
     assert "clip" not in servers.homes and asyncio.run(take("clip")) is b
+
+
+def test_clips_drawn_otherwise_than_their_name_says_are_refused(tmp_path):
+    """A dataset of before v4, whose `trajectory` clips draw the path alone (render version 1,
+    no drawing recorded), is refused with the reason; clips drawn as their name says pass, each
+    with its drawing for run.json; a run resumed on clips drawn otherwise is refused, and so is
+    one of before v4 (it recorded no drawing)."""
+    from core.runfiles import DatasetRecord, RunRecord
+    from measure.ask.plan import drawings_of, same_drawings
+
+    layout = DataLayout(tmp_path / "old")
+    layout.clips_dir("trajectory").mkdir(parents=True)
+    layout.clip_settings("trajectory").write_text(json.dumps({"variant": "trajectory", "render_version": 1}))
+    with pytest.raises(DataError, match=r"clips/trajectory: drawn as `path` \(centre paths alone"):
+        drawings_of(layout, ["plain", "trajectory"])
+    new = DataLayout(tmp_path / "new")
+    for v, drawing in (("trajectory", "visual-cues/annotate.py"), ("path", "path/1")):
+        new.clips_dir(v).mkdir(parents=True)
+        new.clip_settings(v).write_text(json.dumps({"variant": v, "render_version": 2, "drawing": drawing}))
+    found = drawings_of(new, ["plain", "trajectory", "path"])
+    assert found == {"trajectory": "visual-cues/annotate.py", "path": "path/1"}
+    record = RunRecord("r", "t", DatasetRecord("d"), "test", ["m"], ["plain", "trajectory"], AskConfig(), [])
+    same_drawings(record, {})  # a run of before v4 asking no cue again
+    with pytest.raises(DataError, match="asked before drawings were recorded"):
+        same_drawings(record, found)
+    record.drawings = {"trajectory": "visual-cues/published"}
+    with pytest.raises(DataError, match="asked `trajectory` on clips drawn as visual-cues/published"):
+        same_drawings(record, found)

@@ -133,3 +133,36 @@ def test_hard_object_distractors_come_from_the_same_template(real):
         shares[mode] = hits / (3 * len(objs))
         assert all(q.problems() == [] for q in objs)
     assert shares["hard"] > 0.95 and shares["random"] < 0.5, shares
+
+
+def test_the_study_subset_by_its_rule_on_real_labels():
+    """`prepare ssv2 --subset visual-cues`'s rule (`prepare.subset`) on the ~19,000 real label
+    entries (their ids standing for the annotated ids), against the rule counted here from its
+    words: the first 10,000 ids in sorted order, labelled ones in file order, [something]-only
+    templates with a word ending in -ing, test = the first 1,000; and its account of the
+    counts beside the study's."""
+    import re
+
+    from prepare import subset
+
+    entries = _entries()
+    first = set(sorted({e.id for e in entries})[:10_000])
+    by_id: dict[str, LabelEntry] = {}
+    for e in entries:
+        if e.id in first:
+            by_id[e.id] = e
+    words = [e for e in by_id.values() if set(re.findall(r"\[(.*?)\]", e.template.lower())) == {"something"}]
+    kept = [e for e in words if any(w.endswith("ing") for w in e.template.lower().replace("something", "").split())]
+    found = subset.visual_cues((e.id for e in entries), entries)
+    assert [e.id for e in found.entries] == [e.id for e in kept] and len(kept) > 9000
+    assert [vid for vid, split in found.splits.items() if split == "test"] == [e.id for e in kept[:1000]]
+    record = found.record()
+    verbs = {next(w for w in e.template.lower().replace("something", "").split() if w.endswith("ing")) for e in kept}
+    assert record["found"]["verbs"] == len(verbs)
+    assert record["found"]["objects"] == len({p for e in kept for p in e.placeholders})
+    assert (record["found"]["test"], record["found"]["train"]) == (1000, len(kept) - 1000)
+    assert 40 <= len(verbs) <= 60  # the study's ~50 verbs: the same rule on real labels finds as many
+    lines = subset.describe(record)
+    assert lines[0].startswith(f"subset visual-cues: {len(kept):,} videos (1,000 test : {len(kept) - 1000:,} train)")
+    assert "the study reported ~9,500 videos (1,000 test : 8,500 train), 50 verbs, ~4,000 objects" in lines[0]
+    assert sum(line.startswith("  deliberate difference: ") for line in lines) == len(subset.DIFFERENCES)

@@ -114,35 +114,66 @@ def _rescore(run: Path) -> subprocess.CompletedProcess:
 
 
 @pytest.mark.parametrize("fixture", [V1, V2])
-def test_rescore_of_an_old_run_keeps_every_score_and_then_changes_nothing(tmp_path, fixture):
+def test_rescore_of_an_old_run_keeps_every_score_and_its_file(tmp_path, fixture):
+    """An old run rescored by the current scorer: every score as stored, so predictions.jsonl is
+    not written at all (the same bytes, the same mtime), then or on a second rescore."""
     run = tmp_path / "run"
     shutil.copytree(fixture, run)
     before = runs.load(run).predictions
+    stat = (run / "predictions.jsonl").stat()
+    data = (run / "predictions.jsonl").read_bytes()
     first = _rescore(run)
     assert first.returncode == 0, first.stderr[-2000:]
-    assert "0 changed" in first.stdout
-    after = runs.load(run).predictions
-    assert [(p.status, p.reply, p.correct, p.probs) for p in after] == [
+    assert " 0 changed" in first.stdout
+    assert [(p.status, p.reply, p.correct, p.probs) for p in runs.load(run).predictions] == [
         (p.status, p.reply, p.correct, p.probs) for p in before
     ]
-    assert all(p.text is not None for p in after if p.status != "error")  # the replies as a v3 row keeps them
-    data, report = (run / "predictions.jsonl").read_bytes(), (run / "report.json").read_bytes()
+    report = (run / "report.json").read_bytes()
     second = _rescore(run)
-    assert second.returncode == 0 and "0 changed" in second.stdout
-    assert (run / "predictions.jsonl").read_bytes() == data and (run / "report.json").read_bytes() == report
+    assert second.returncode == 0 and " 0 changed" in second.stdout
+    assert (run / "predictions.jsonl").read_bytes() == data and (
+        run / "predictions.jsonl"
+    ).stat().st_mtime_ns == stat.st_mtime_ns
+    assert (run / "report.json").read_bytes() == report
 
 
-def test_rescore_applies_a_fixed_scorer_to_stored_replies(tmp_path):
-    """A row scored wrongly (as a buggy scorer would have) is fixed from its stored text alone."""
+def _out_of_key_order(run: Path) -> list[str]:
+    """The run's lines shuffled (seeded) into an order that is not the key order, as answers come."""
+    import random
+
+    lines = (run / "predictions.jsonl").read_text().splitlines(keepends=True)
+    keys = [tuple(json.loads(x)[f] for f in ("question_id", "model", "variant")) for x in lines]
+    order = list(range(len(lines)))
+    random.Random(0).shuffle(order)
+    assert [keys[i] for i in order] != sorted(keys)
+    (run / "predictions.jsonl").write_text("".join(lines[i] for i in order))
+    return [lines[i] for i in order]
+
+
+def test_rescore_writes_only_the_lines_it_changes_where_they_stand(tmp_path, monkeypatch):
+    """Issue 50: a run answered out of key order, rescored with an unchanged scorer: the file as it
+    was (bytes and mtime); with a changed scorer: only the changed lines differ, in their places,
+    each the same record with its new score."""
+    import measure.score.rescore as module
+
     run = tmp_path / "run"
     shutil.copytree(V2, run)
-    rescore(runs.load(run))  # v2 rows -> v3, their replies stored as sent
-    loaded = runs.load(run)
-    first = loaded.predictions[0]
-    broken = replace(first, correct=not first.correct)
-    loaded.store.rewrite([broken, *loaded.predictions[1:]])
+    lines = _out_of_key_order(run)
+    mtime = (run / "predictions.jsonl").stat().st_mtime_ns
+    assert rescore(runs.load(run)).changed == 0
+    assert (run / "predictions.jsonl").read_text().splitlines(keepends=True) == lines
+    assert (run / "predictions.jsonl").stat().st_mtime_ns == mtime
+
+    def strict(p, fmt):  # a changed scorer: an answer that is the first choice counts as wrong
+        s = scored(p, fmt)
+        return replace(s, correct=False) if s.correct and s.reply == s.choices[0] else s
+
+    monkeypatch.setattr(module, "scored", strict)
     done = rescore(runs.load(run))
-    assert (done.rows, done.changed, done.flipped) == (len(loaded.predictions), 1, 1)
-    assert runs.load(run).predictions[0].correct == first.correct
-    row = json.loads((run / "predictions.jsonl").read_text().splitlines()[0])
-    assert row["schema_version"] == 3 and row["text"] == first.text
+    after = (run / "predictions.jsonl").read_text().splitlines(keepends=True)
+    moved = [i for i, (a, b) in enumerate(zip(lines, after)) if a != b]
+    assert len(after) == len(lines) and done.changed == done.flipped == len(moved) > 0
+    for i in moved:
+        was, now = json.loads(lines[i]), json.loads(after[i])
+        assert (now["question_id"], now["model"], now["variant"]) == (was["question_id"], was["model"], was["variant"])
+        assert was["correct"] and not now["correct"] and now["reply"] == now["choices"][0]

@@ -205,7 +205,30 @@ def test_adapters_vllm_would_serve_wrongly_are_refused_by_name(tiny, tmp_path):
         timeout=120,
     )
     assert r.returncode == 2, r.stderr[-2000:]
-    assert "adapter vis" in r.stderr and "adapter kept" in r.stderr and "Traceback" not in r.stderr
+    assert "adapter kept" in r.stderr and "adapter vis" not in r.stderr and "Traceback" not in r.stderr
+
+
+@pytest.mark.slow  # reads vLLM's model classes (an import of vLLM's model code)
+def test_an_adapter_with_vision_lora_is_served_with_it_or_refused(tiny, tmp_path, capsys):
+    """An adapter with LoRA on the vision tower or merger (the study's recipe trains the merger):
+    `serve run` turns vLLM's tower/connector LoRA on where vLLM's class for the model supports it,
+    and refuses in one line where it does not (vLLM would drop the weights with a warning)."""
+    import typer
+
+    from serve.__main__ import tower_lora
+
+    vision = _vision_lora(tiny, tmp_path / "vision")
+    assert tower_lora({"vis": vision}, str(tiny.model), ["--seed", "3"]) == ["--seed", "3", command.TOWER_LORA]
+    assert "vis hold(s) LoRA on the vision merger/tower: vLLM's tower/connector LoRA on" in capsys.readouterr().err
+    assert tower_lora({"vis": vision}, str(tiny.model), [command.TOWER_LORA]) == [command.TOWER_LORA]
+    assert tower_lora({"cued": tiny.adapter}, str(tiny.model), []) == []  # language model only: nothing to add
+    text_only = tmp_path / "text-only"
+    text_only.mkdir()
+    (text_only / "config.json").write_text(json.dumps({"architectures": ["Qwen2ForCausalLM"]}))
+    with pytest.raises(typer.Exit):
+        tower_lora({"vis": vision}, str(text_only), [])
+    said = capsys.readouterr().err
+    assert "cannot apply to" in said and "(Qwen2ForCausalLM): retrain on the language model only" in said
 
 
 def test_cpus_pin_a_server_and_give_each_engine_its_share(tmp_path):

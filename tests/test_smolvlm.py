@@ -92,6 +92,33 @@ def test_api_key_is_required_and_measure_says_so(smol_server, synthetic, tmp_pat
     assert r.returncode == 2 and "HTTP 401" in r.stderr and "--api-key" in r.stderr
 
 
+def test_an_arrow_of_time_dataset_of_own_clips_scored_end_to_end(smol_server, synthetic, tmp_path):
+    """The arrow-of-time study as its author ran it: a folder of one's own short clips (nested,
+    beside a corrupt file and a note) -> `prepare clips` -> SmolVLM2's architecture answers
+    forward/backward for every clip both ways, reported per category."""
+    import shutil
+
+    from core.layout import DataLayout
+
+    own = tmp_path / "my clips"
+    plain = sorted(DataLayout(synthetic).clips_dir("plain").glob("*.mp4"))[:3]
+    for i, clip in enumerate(plain):
+        (own / f"take {i}" / "raw").mkdir(parents=True)
+        shutil.copy(clip, own / f"take {i}" / "raw" / f"clip{i}.mp4")
+    (own / "corrupt.mp4").write_bytes(plain[0].read_bytes()[:500])
+    (own / "README.txt").write_text("my clips")
+    (tmp_path / "labels.csv").write_text("video,category\nclip0,reversible\nclip1,irreversible\n")
+    made = cli("prepare clips", own, "--out", tmp_path / "arrow", "--labels", tmp_path / "labels.csv", "--workers", 1)
+    assert made.returncode == 0 and "6 arrow-of-time questions on 3 clips" in made.stdout, made.stderr[-2000:]
+    assert "dropped corrupt.mp4" in made.stderr and "dropped README.txt" in made.stderr
+    r = _measure(smol_server, tmp_path / "arrow", tmp_path, "arrow", "--frames 6 --answer-format letters")
+    assert r.returncode == 0, r.stderr[-3000:]
+    rows = [json.loads(line) for line in (tmp_path / "arrow" / "predictions.jsonl").read_text().splitlines()]
+    assert len(rows) == 6 and all(row["status"] == "ok" and row["reply"] in ("forward", "backward") for row in rows)
+    assert {row["category"] for row in rows} == {"reversible", "irreversible", "unknown"}
+    assert "## Arrow of time" in (tmp_path / "arrow" / "report.md").read_text()
+
+
 @pytest.mark.ends_server
 def test_serve_killed_outright_takes_its_vllm_with_it(smol_server):
     """SIGKILL of `serve run` (as the OOM killer would): within 15 s no process of the vLLM it

@@ -20,7 +20,7 @@ from core.records import load_questions
 from core.runs import Run
 from measure import report
 from prepare.visualcues import VisualCuesOptions, prepare_visual_cues
-from tests.conftest import REPO, cli, pred
+from tests.conftest import REPO, SAMPLE, cli, pred
 
 SHIPPED = reference.SHIPPED / "visual_cues_qwen3_vl_2b.csv"
 
@@ -132,8 +132,24 @@ def test_published_numbers_sit_beside_ours_with_our_ci():
     assert overall["ours"] == 62.5 and overall["n"] == 80
     verb = t.loc[("pretrained", "plain", "verb_acc")]
     assert verb["ours"] == 50.0 and verb["inside_ci"] == (verb["ci_low"] <= 63.90 <= verb["ci_high"])
-    assert pd.isna(t.loc[("finetuned", "trajectory", "object_acc")]["ours"])  # not asked: left empty
     assert t.loc[("finetuned", "plain", "object_acc")]["model"] == "lora"
+    # no trajectory clips drawn as the study drew them: no trajectory row, and the report says why
+    assert "trajectory" not in set(r.reference["variant"])
+    assert r.reference_notes == [
+        "No published `trajectory` row is shown: this run has no `trajectory` clips drawn as the study drew "
+        "them (its cued clips: none)."
+    ]
+    from measure.report.reference import notes, table
+
+    frame = pd.DataFrame([p.__dict__ for p in preds])
+    drawn = {"trajectory": "visual-cues/annotate.py"}
+    t = table(frame, reference.record(SHIPPED, parents, None), drawn).set_index(["reference", "variant", "metric"])
+    assert pd.isna(t.loc[("finetuned", "trajectory", "object_acc")]["ours"])  # drawn as the study's, not asked: empty
+    assert notes(reference.record(SHIPPED, parents, None), drawn)[0].startswith(
+        "Our `trajectory` clips: the study's cue"
+    )
+    path = {"path": "path/1"}
+    assert "its cued clips: `path`: centre paths alone" in notes(reference.record(SHIPPED, parents, None), path)[0]
     with pytest.raises(DataError, match="give --reference-models"):
         reference.model_names(rows, {"a": None, "b": None}, None)
 
@@ -257,3 +273,124 @@ def test_imported_study_scored_on_the_real_server_with_its_frames_and_table(serv
         assert p["n"] == len(cell) and p["ours"] == pytest.approx(100 * sum(r["correct"] for r in cell) / len(cell))
     again = cli("measure report", str(tmp_path / "vc"), timeout=300)
     assert again.returncode == 0 and "## Published numbers beside ours" in again.stdout
+
+
+# ---------- the study's own format, made from the real SSV2 sample ----------
+
+
+@pytest.fixture(scope="module")
+def sample_study(tmp_path_factory):
+    """The study's published shape made from the real SSV2 sample: `prepare ssv2 --subset
+    visual-cues` (its subset rule, its cue drawn by its rule, its clip encoding), then its clips
+    laid out as the study's folders and its questions as the study's rows."""
+    root = tmp_path_factory.mktemp("sample-study")
+    made = cli(
+        f"prepare ssv2 --videos {SAMPLE / 'videos'} --labels {SAMPLE / 'labels'} --boxes {BOXES} "
+        f"--out {root / 'ours'} --subset visual-cues --variants plain,trajectory --workers 2"
+    )
+    assert made.returncode == 0, made.stderr[-2000:]
+    ours = DataLayout(root / "ours")
+    rows = []
+    for q in load_questions(ours.questions)[0]:
+        meta = {"question": q.question, "choices": q.choices, "answer": q.answer, "type": q.type}
+        rows.append({"video": f"{q.video_id}.mp4", "metadata": meta})
+        for variant in ("plain", "trajectory"):
+            (root / variant).mkdir(exist_ok=True)
+            shutil.copy(ours.clip(variant, q.video_id), root / variant / f"{q.video_id}.mp4")
+    (root / "qwen_format_test.json").write_text(json.dumps(rows))
+    return root, made
+
+
+BOXES = SAMPLE / "bounding_box_smthsmth_sample.json"
+
+
+def _frames(path) -> np.ndarray:
+    import decord
+
+    vr = decord.VideoReader(str(path))
+    return vr.get_batch(list(range(len(vr)))).asnumpy()
+
+
+def test_the_study_subset_and_cue_on_the_real_sample(sample_study):
+    """`prepare ssv2 --subset visual-cues` on the real sample: its counts printed beside the
+    study's, the study's split (test: the first videos in label-file order), clips written as
+    the study wrote them (cropped to even size, 12 fps), and in every decoded `trajectory` clip
+    the pixels the cue changed lie on the study's strokes (within the codec's 2 px), most of
+    the strokes visibly drawn."""
+    import cv2
+
+    from interpret.regions import strokes
+
+    root, made = sample_study
+    assert "subset visual-cues: 4 videos (4 test : 0 train), 3 verbs, 5 objects" in made.stdout
+    assert "the study reported ~9,500 videos" in made.stdout and made.stdout.count("deliberate difference") == 3
+    ours = DataLayout(root / "ours")
+    manifest = json.loads(ours.manifest.read_text())
+    assert manifest["subset"]["found"]["videos"] == 4 and manifest["options"]["encoding"] == "study"
+    assert manifest["render_settings"]["trajectory"]["drawing"] == "visual-cues/annotate.py"
+    for vid in ("57082", "80962", "2", "13201"):
+        plain, cued = _frames(ours.clip("plain", vid)), _frames(ours.clip("trajectory", vid))
+        source = _frames(SAMPLE / "videos" / f"{vid}.webm")
+        assert plain.shape[1:3] == (source.shape[1] // 2 * 2, source.shape[2] // 2 * 2) and len(plain) == len(source)
+        mask = strokes(ours.boxes(vid), "trajectory")[:, : cued.shape[1], : cued.shape[2]]
+        changed = np.abs(cued.astype(int) - plain.astype(int)).max(axis=-1) > 60
+        near = np.stack([cv2.dilate(m.astype(np.uint8), np.ones((5, 5), np.uint8)) > 0 for m in mask])
+        assert changed.sum() > 1000 and not (changed & ~near).any(), vid
+        assert (changed & mask).sum() >= 0.75 * mask.sum(), vid  # measured 0.83-1.0: a stroke near the frame's colour
+    assert [json.loads(x)["split"] for x in ours.questions.read_text().splitlines()] == ["test"] * 9
+
+
+def test_the_study_clips_get_their_boxes_or_are_named(sample_study, tmp_path):
+    """`prepare visual-cues --boxes`: every imported clip whose Something-Else boxes fit it gets
+    boxes/<video>.json (the study's stroke width); one whose boxes do not fit (another video's
+    52 annotated frames on a clip of 38) or that has none is named and kept without regions."""
+    root, _ = sample_study
+    args = (
+        f"prepare visual-cues --test {root / 'qwen_format_test.json'} --videos-plain {root / 'plain'} "
+        f"--videos-trajectory {root / 'trajectory'}"
+    )
+    good = cli(f"{args} --out {tmp_path / 'vc'} --boxes {BOXES}")
+    assert good.returncode == 0 and "boxes: 4 of 4 clips have regions for interpret" in good.stdout, good.stderr
+    layout = DataLayout(tmp_path / "vc")
+    assert all(layout.boxes(v).is_file() for v in ("57082", "80962", "2", "13201"))
+    assert json.loads(layout.boxes("57082").read_text())["thickness"] == 2
+    assert layout.drawing("trajectory") == "visual-cues/published"
+    boxes = json.loads(BOXES.read_text())
+    (tmp_path / "wrong.json").write_text(json.dumps({"57082": boxes["22983"], "80962": boxes["80962"]}))
+    wrong = cli(f"{args} --out {tmp_path / 'vc2'} --boxes {tmp_path / 'wrong.json'}")
+    assert wrong.returncode == 0 and "boxes: 1 of 4 clips have regions for interpret" in wrong.stdout
+    assert "no regions for 57082: 52 annotated frames, but its clip has 38" in wrong.stderr
+    assert "no regions for 2: no boxes for it in wrong.json" in wrong.stderr
+    manifest = json.loads((tmp_path / "vc2" / "manifest.json").read_text())
+    assert manifest["counts"]["questions"] == 9 and set(manifest["no_regions"]) == {"57082", "2", "13201"}
+
+
+def test_interpret_splits_the_study_clips_by_region(sample_study, server, tmp_path):
+    """The study's left-open question asked of its own clips: imported with their boxes, scored
+    on the real server beside its published table (its `trajectory` row shown, saying whose
+    clips these are), then `interpret` maps attention and removal effects onto the regions of
+    the study's strokes."""
+    root, _ = sample_study
+    cli(
+        f"prepare visual-cues --test {root / 'qwen_format_test.json'} --videos-plain {root / 'plain'} "
+        f"--videos-trajectory {root / 'trajectory'} --out {tmp_path / 'vc'} --boxes {BOXES}",
+        check=True,
+    )
+    cli(
+        f"measure --data {tmp_path / 'vc'} --base-url {server.base_url} --runs-dir {tmp_path} --run-id vc "
+        f"--models {server.base_model} --reference {SHIPPED} --reference-models pretrained={server.base_model},"
+        f"finetuned={server.base_model}",
+        check=True,
+    )
+    record = json.loads((tmp_path / "vc" / "run.json").read_text())
+    assert record["drawings"] == {"trajectory": "visual-cues/published"}
+    report_md = (tmp_path / "vc" / "report.md").read_text()
+    assert "Our `trajectory` clips: the study's own published clips." in report_md
+    reported = json.loads((tmp_path / "vc" / "report.json").read_text())["reference"]
+    assert {r["variant"] for r in reported} == {"plain", "trajectory"} and all(r["n"] > 0 for r in reported)
+    cli(f"interpret {tmp_path / 'vc'} --limit 2 --effects ablation --pictures 0", check=True, timeout=900)
+    regions = pd.read_csv(tmp_path / "vc" / "interpret" / "regions.csv")
+    cued = regions[(regions["variant"] == "trajectory") & (regions["cue_of"] == "trajectory")]
+    assert len(cued) and (cued[cued["region"] == "cue"]["area"] > 0).all()
+    effects = pd.read_csv(tmp_path / "vc" / "interpret" / "effects.csv")
+    assert {"trajectory", "plain"} <= set(effects["variant"])

@@ -64,8 +64,8 @@ class TrainOptions:
     )
     tune_merger: bool = option(
         False,
-        "Also put the LoRA on the vision merger, as the study's tune_mm_mlp trains it "
-        "(serve it with -- --enable-tower-connector-lora).",
+        "Also put the LoRA on the vision merger, as the study's training script does (its tune_mm_mlp; "
+        "its README says LLM only); `serve` applies it with vLLM's tower/connector LoRA.",
     )
     lr: float = option(1e-4, "Peak learning rate (cosine schedule).")
     warmup: float = option(0.03, "Warm-up share of the steps.")
@@ -94,9 +94,11 @@ def train(o: TrainOptions) -> None:
     chosen = list(o.variants)
     train_set = examples(o.data, chosen, "train", o.answer_format)
     accumulation = max(1, o.batch // (o.per_device_batch * _world_size()))
+    where = "the language model and the vision merger" if o.tune_merger else "the language model"
     typer.echo(
-        f"train: {model} on {len(train_set)} examples of {o.data} ({','.join(chosen)}) -> {o.out}; batch "
-        f"{o.batch} = {o.per_device_batch} per device x {accumulation} steps x {_world_size()} process(es)",
+        f"train: {model} on {len(train_set)} examples of {o.data} ({','.join(chosen)}) -> {o.out}; LoRA r "
+        f"{o.rank} alpha {o.alpha} on {where}; batch {o.batch} = {o.per_device_batch} per device x "
+        f"{accumulation} steps x {_world_size()} process(es)",
         err=True,
     )
     require_model(model)

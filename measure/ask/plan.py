@@ -27,6 +27,7 @@ from core.records import Prediction, load_questions
 from core.runfiles import DatasetRecord, ReferenceRecord, RunRecord, ServedModel, ServerRecord, Session, TrainArgs
 from core.store import PredictionStore
 from core.urls import ServerUrl
+from core.variants import CUED, DESCRIBED, DRAWINGS, DRAWINGS_V1, named
 from measure import score
 from measure.ask import client, health, media
 from measure.ask.client import Item, Reply
@@ -48,6 +49,7 @@ class Plan:
     reference: ReferenceRecord | None = None  # --reference, read and matched to the served models
     warnings: list[str] | None = None  # recorded in run.json and shown in the report
     down: list[ServerUrl] = field(default_factory=list)  # unreachable at start: taken in once they answer
+    drawings: dict[str, str] = field(default_factory=dict)  # cued variant -> the drawing of its clips
 
 
 def plan(
@@ -93,13 +95,53 @@ def check(opts: RunOptions) -> Plan:
     missing = sorted(set(chosen) - set(on_disk))
     if missing or not chosen:
         raise DataError(f"{opts.data}: no clips for variant(s) {missing or chosen}; on disk: {on_disk}")
+    drawings = drawings_of(layout, chosen)
     parents = {m["id"]: m.get("parent") for m in first}
     pub = opts.published
     ref = None if pub.reference is None else reference.record(pub.reference, parents, pub.reference_models)
     rejected: list[str] = []
     items = plan(layout, wanted, chosen, opts.split, opts.limit, rejected)
     cfg = ask_config(opts.ask, first, wanted)
-    return Plan(items, wanted, chosen, served, rejected, cfg, ref, adapter_frames(first, wanted, cfg), down)
+    return Plan(items, wanted, chosen, served, rejected, cfg, ref, adapter_frames(first, wanted, cfg), down, drawings)
+
+
+def drawings_of(layout: DataLayout, variants: list[str]) -> dict[str, str]:
+    """The drawing of each cued variant's clips; DataError when a variant's clips were drawn as
+    another variant is now named (a dataset of before v4, whose `trajectory` drew the path
+    alone), or nothing says how they were drawn."""
+    out = {}
+    for v in (v for v in variants if v in CUED or v in DRAWINGS_V1):
+        drawing = layout.drawing(v)
+        if drawing is None:
+            raise DataError(
+                f"{layout.clips_dir(v)}: nothing records how these clips were drawn; prepare the dataset again"
+            )
+        if named(drawing) != v:
+            raise DataError(
+                f"{layout.clips_dir(v)}: drawn as `{named(drawing)}` ({DESCRIBED[drawing]}), not as `{v}` is drawn "
+                f"now ({DESCRIBED.get(DRAWINGS.get(v, ''), 'a name no longer used')}): prepare the dataset again "
+                "(its clips are drawn anew), or leave the variant out (--variants)"
+            )
+        out[v] = drawing
+    return out
+
+
+def same_drawings(earlier: RunRecord, drawings: dict[str, str]) -> None:
+    """A run resumed on clips drawn as its earlier sessions' were; DataError naming the variant
+    whose drawing changed (or a run of before v4, which recorded none)."""
+    before = earlier.drawings
+    if before is None and set(earlier.variants) & set(drawings):
+        raise DataError(
+            f"run {earlier.run_id} was asked before drawings were recorded (its cued clips may have been "
+            "drawn otherwise): start a new run"
+        )
+    changed = sorted(v for v in drawings if v in (before or {}) and before[v] != drawings[v])
+    if changed:
+        v = changed[0]
+        raise DataError(
+            f"run {earlier.run_id} asked `{v}` on clips drawn as {before[v]}; the dataset's are now drawn as "
+            f"{drawings[v]}: start a new run"
+        )
 
 
 def reachable(urls: list[ServerUrl], api_key: str | None) -> tuple[list[list[dict]], list[ServerUrl]]:
@@ -243,6 +285,8 @@ def open_run(opts: RunOptions, p: Plan) -> Opened:
     store.drop(retry)  # asked again below; the file keeps one line per item
     todo = [i for i in p.items if i.key not in done or i.key in retry]
     earlier = store.read_run()
+    if earlier is not None:
+        same_drawings(earlier, p.drawings)
     session = Session(started=now(), to_send=len(todo), retried_errors=len(retry))
     record = RunRecord(
         run_id=rid,
@@ -261,6 +305,7 @@ def open_run(opts: RunOptions, p: Plan) -> Opened:
         judges=earlier.judges if earlier else [],
         warnings=p.warnings or [],
         client_packages=client_packages(),
+        drawings=(earlier.drawings or {} if earlier else {}) | p.drawings,
     )
     store.write_run(record)
     return Opened(store, record, todo)

@@ -61,6 +61,7 @@ class Report:
     judge_agreement: pd.DataFrame
     probes: pd.DataFrame = field(default_factory=pd.DataFrame)  # temporal probes per model x kind
     reference: pd.DataFrame = field(default_factory=pd.DataFrame)  # published numbers beside ours
+    reference_notes: list[str] = field(default_factory=list)  # what our cued clips were drawn as
     frames: str = ""  # how the clips were sent (from run.json): what a published number is compared under
     serving: str = ""  # whether the servers answered independently of the batch (run.json)
     health: dict[str, pd.DataFrame] = field(default_factory=dict)  # run health, from run.json
@@ -106,6 +107,7 @@ def build(run: Run) -> Report:
         grouped.setdefault(family, []).append(line)
     inputs, off = attention.inputs(run.attention)
     record = run.record
+    drawings = (record.drawings or {}) if record else {}
     return Report(
         verdicts=[line for _, line in lines],
         verdict_families=grouped,
@@ -130,7 +132,8 @@ def build(run: Run) -> Report:
         open_audit=open_audit,
         judge_agreement=opentables.agreement(run.judgements),
         probes=empty if df.empty else temporal_probes(df),
-        reference=empty if run.reference is None else reference.table(df, run.reference),
+        reference=empty if run.reference is None else reference.table(df, run.reference, drawings),
+        reference_notes=[] if run.reference is None else reference.notes(run.reference, drawings),
         health=health.tables(run.predictions, record) if record is not None else {},
         frames="" if record is None else record.ask.describe_frames(),
         serving="" if record is None else record.serving(),

@@ -247,11 +247,13 @@ def render_markdown(r: Report) -> str:
             markdown(r.arrow),
             "\n",
         ]
-    if not r.reference.empty:
+    if not r.reference.empty or r.reference_notes:
         parts += [
             "\n## Published numbers beside ours (%; our 95 % CI resamples videos; inside_ci: the published "
-            f"number lies in it)\n\nOurs sent {r.frames or 'clips as run.json records'}.\n\n",
-            markdown(r.reference),
+            f"number lies in it)\n\nOurs sent {r.frames or 'clips as run.json records'}. "
+            + " ".join(r.reference_notes)
+            + "\n\n",
+            markdown(r.reference) if not r.reference.empty else "",
             "\n",
         ]
     if not r.probes.empty:
@@ -317,6 +319,7 @@ def record(r: Report) -> ReportRecord:
         judge_agreement=_records(r.judge_agreement),
         probes=_records(r.probes),
         reference=_records(r.reference),
+        reference_notes=r.reference_notes,
         health={name: _records(t) for name, t in r.health.items()},
         calibration=[] if r.calibration is None else calibration_lines(r.calibration),
         interventions=_records(r.interventions),

@@ -1,5 +1,6 @@
 """`measure rescore`: every stored reply of a run scored again with the current scorer, no
-server needed. Idempotent: the same scorer on the same replies writes the same bytes."""
+server needed. predictions.jsonl is the user's record of what the server said: it is written
+only when a scored field changed, and then only the changed lines, where they stood."""
 
 from __future__ import annotations
 
@@ -38,17 +39,18 @@ def rescore_one(p: Prediction, fmt: AnswerFormat) -> Prediction:
 
 
 def rescore(run: Run) -> Rescored:
-    """Score every prediction of `run` again and rewrite predictions.jsonl atomically (in key
-    order, as the run reader gives them); the rows of `run` are updated too."""
+    """Score every prediction of `run` again; the lines whose scored fields changed are replaced
+    in predictions.jsonl where they stand (atomically; nothing written when none changed), and
+    the rows of `run` are updated too."""
     if run.record is None:
         raise UserError(f"{run.layout.run_json if run.layout else 'run'}: missing (rescoring needs the answer format)")
     fmt = run.record.ask.answer_format
     new = [rescore_one(p, fmt) for p in run.predictions]
-    changed = sum(_scored_fields(a) != _scored_fields(b) for a, b in zip(run.predictions, new))
+    changed = {b.key: b for a, b in zip(run.predictions, new) if _scored_fields(a) != _scored_fields(b)}
     flipped = sum(a.correct != b.correct for a, b in zip(run.predictions, new))
-    run.store.rewrite(new)
-    run.predictions = new
-    return Rescored(len(new), changed, flipped)
+    run.store.update(changed, run.renamed)
+    run.predictions = [changed.get(p.key, p) for p in run.predictions]
+    return Rescored(len(new), len(changed), flipped)
 
 
 def _scored_fields(p: Prediction) -> tuple:
