@@ -326,7 +326,7 @@ class ReportRecord:
 @dataclass
 class CalibrationRecord:
     """What `measure calibrate` simulated on a run (runs/RUN/calibration.json): per paired
-    comparison, the null rejection rate, the interval's coverage of 0 and of a planted effect,
+    comparison, the rejection rate under the null and the weak null, the interval's coverage,
     and power beside its prediction (percentages); per Holm family, the family-wise rate."""
 
     __pydantic_config__ = _STRICT
@@ -337,7 +337,14 @@ class CalibrationRecord:
     comparisons: list[dict[str, Any]]
     familywise: dict[str, float]  # share of null simulations in which Holm rejects any test of the family
     tests: dict[str, int]  # tests per family
+    weak_familywise: dict[str, float] = field(default_factory=dict)  # the same under the weak null
+    procedure: str = "report"  # whose statistics were simulated: the report's, or a broken one (a check's check)
     schema_version: int = SCHEMA_VERSION
+
+    @staticmethod
+    def upgrade(raw: dict[str, Any], version: int) -> dict[str, Any]:
+        """Before v4 the null was the sign-flip test's own randomisation: kept as it was, said so."""
+        return raw | {"procedure": "report (v3: sign-flip null)"} if version < 4 else raw
 
 
 def read(cls: type[T], path: Path) -> T:

@@ -217,10 +217,11 @@ class CalibrateOptions:
 
 @command(app, CalibrateOptions, name="calibrate")
 def calibrate_cmd(o: CalibrateOptions) -> None:
-    """Simulate the run's own comparisons (its videos, their question counts and changed
-    answers) with no difference and with a planted one: the tests' false-positive rate
-    (per comparison and per Holm family), power beside its prediction, and how often the 95 %
-    intervals cover the truth. Writes calibration.json and the report's Calibration section."""
+    """Simulate runs like this one (a model fitted to each comparison: per-video accuracy and
+    discordance as observed) with no difference, with a mean-zero but skewed one and with a
+    planted one, and score each as the report does: the tests' false-positive rate (per
+    comparison and per Holm family), power beside its prediction, and how often the 95 %
+    intervals hold the truth. Writes calibration.json and the report's Calibration section."""
     from core import progress, runfiles
     from measure import report
     from measure.report import calibrate, render
@@ -228,11 +229,11 @@ def calibrate_cmd(o: CalibrateOptions) -> None:
     if o.sims < 1 or (o.effect is not None and not 0 < o.effect <= 100):
         fail(f"--sims ({o.sims}) must be at least 1 and --effect ({o.effect}) in (0, 100] points")
     run = runs.load(o.target.layout)
-    chosen = calibrate.pairings(run)
+    chosen = calibrate.groups(run)
     with progress.bar("calibrating", len(chosen), "pairings") as advance:
         run.calibration = calibrate.calibrate(run, o.sims, o.effect, o.seed, advance, chosen)
     if not run.calibration.comparisons:
-        fail(f"{run.id}: no paired comparison of closed questions to calibrate")
+        fail(f"{run.id}: no paired comparison to calibrate")
     runfiles.write(run.layout.calibration, run.calibration)
     r = report.write(run)
     typer.echo(render.calibration_markdown(r))

@@ -115,11 +115,23 @@ def test_sign_flip_with_one_question_per_video_is_exact_mcnemar(b, c):
     assert sign_flip_p(diffs, [f"v{i}" for i in range(len(diffs))]) == pytest.approx(mcnemar_exact(b, c))
 
 
-def test_sign_flip_monte_carlo_agrees_with_the_exact_test_and_is_seeded():
-    diffs = [-1] * 12 + [1] * 26  # 38 differing videos: past EXACT_PERM, so drawn
-    p = sign_flip_p(diffs)
-    assert abs(p - mcnemar_exact(12, 26)) < 0.01
-    assert p >= 1 / (N_PERM + 1)
+def test_sign_flip_is_exact_for_whole_number_sums_at_any_size():
+    """0/1 outcomes sum to whole numbers per video: the test is exact however many videos
+    changed (38 here: past the enumeration's EXACT_PERM), by the binomials' convolution, the
+    same as enumerating every sign pattern; measured (float) differences past EXACT_PERM are
+    drawn, seeded."""
+    diffs = [-1] * 12 + [1] * 26
+    assert sign_flip_p(diffs) == pytest.approx(mcnemar_exact(12, 26), abs=1e-12)
+    rng = np.random.default_rng(3)
+    for _ in range(20):
+        k = int(rng.integers(1, 13))
+        d = rng.integers(-3, 4, size=k).astype(float)
+        signs = 1 - 2 * ((np.arange(2**k)[:, None] >> np.arange(k)) & 1)
+        by_hand = float((np.abs(signs @ d) >= abs(d.sum()) - 1e-9).mean())
+        assert stats.sign_flip_exact(d[None])[0] == pytest.approx(by_hand, abs=1e-12)
+    floats = rng.random(30) - 0.3
+    p = sign_flip_p(floats, seed=4)
+    assert p == sign_flip_p(floats, seed=4) and p >= 1 / (N_PERM + 1)
 
 
 def test_every_statistic_is_the_same_whatever_the_order_of_its_pairs():

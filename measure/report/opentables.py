@@ -12,8 +12,8 @@ Cohen's kappa on the predictions both judged.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from dataclasses import asdict
+from collections.abc import Iterable, Iterator
+from dataclasses import asdict, dataclass, field
 
 import pandas as pd
 
@@ -66,22 +66,57 @@ def accuracy(f: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["judge", "model", "variant", "category", *ACC_COLUMNS])
 
 
-def _delta(f: pd.DataFrame, a: tuple[str, str], b: tuple[str, str], labels: dict) -> list[dict]:
+@dataclass(frozen=True)
+class OpenPairing:
+    """One open-question comparison before its statistics: side a vs side b (model, variant)
+    of one judge, on the questions both have a valid verdict for; its parts are its categories
+    and all of them (as `tables.Pairing`'s are its question types)."""
+
+    table: str  # open_adapter_vs_base or open_audit
+    labels: dict
+    joined: pd.DataFrame = field(repr=False)  # question_id, video_id, category, yes_a/_b, score_a/_b
+
+    def parts(self) -> Iterator[tuple[str, pd.DataFrame, int]]:
+        """(category, its pairs as correct_a, correct_b, video_id, its seed) per category and all."""
+        j = self.joined
+        for cat in [*sorted(j["category"].unique()), "all"]:
+            c = j if cat == "all" else j[j["category"] == cat]
+            if len(c):
+                pairs = c.assign(correct_a=c["yes_a"], correct_b=c["yes_b"])
+                yield cat, pairs, stats.seed_for(*sorted(self.labels.items()), cat)
+
+
+def pairings(f: pd.DataFrame, parents: dict[str, str | None]) -> list[OpenPairing]:
+    """Adapter vs base per judge x variant, and control vs plain per judge x model (secondary)."""
+    out = []
+    for judge, g in f.groupby("judge", sort=True):
+        present = set(zip(g["model"], g["variant"]))
+        for model, variant in sorted(present):
+            base = parents.get(model)
+            if base and (base, variant) in present:
+                labels = {"judge": judge, "adapter": model, "base": base, "variant": variant, "family": "secondary"}
+                out.append(OpenPairing("open_adapter_vs_base", labels, _joined(g, (base, variant), (model, variant))))
+            if variant in AUDIT_CONTROLS and (model, PLAIN) in present:
+                labels = {"judge": judge, "model": model, "control": variant, "family": "secondary"}
+                out.append(OpenPairing("open_audit", labels, _joined(g, (model, PLAIN), (model, variant))))
+    return out
+
+
+def _joined(f: pd.DataFrame, a: tuple[str, str], b: tuple[str, str]) -> pd.DataFrame:
     keys = ["question_id"]
     side = lambda m, v: f[(f["model"] == m) & (f["variant"] == v) & f["valid"]]  # noqa: E731
-    j = side(*a)[[*keys, "video_id", "category", "yes", "score"]].merge(
+    return side(*a)[[*keys, "video_id", "category", "yes", "score"]].merge(
         side(*b)[[*keys, "yes", "score"]], on=keys, suffixes=("_a", "_b")
     )
+
+
+def _delta(p: OpenPairing) -> list[dict]:
     rows = []
-    for cat in [*sorted(j["category"].unique()), "all"]:
-        c = j if cat == "all" else j[j["category"] == cat]
-        if not len(c):
-            continue
-        seed = stats.seed_for(*sorted(labels.items()), cat)
+    for cat, c, seed in p.parts():
         r = stats.paired(c["yes_a"], c["yes_b"], c["video_id"], seed=seed).as_dict()
         low, high = stats.bootstrap_ci((c["score_b"] - c["score_a"]).to_numpy(), c["video_id"].to_numpy(), seed=seed)
         rows.append(
-            labels
+            p.labels
             | {"category": cat}
             | r
             | {
@@ -97,25 +132,9 @@ def _delta(f: pd.DataFrame, a: tuple[str, str], b: tuple[str, str], labels: dict
 
 def deltas(f: pd.DataFrame, parents: dict[str, str | None]) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(adapter − base per judge x variant x category, control − plain per judge x model x category)."""
-    adapters, audit = [], []
-    for judge, g in f.groupby("judge", sort=True):
-        present = set(zip(g["model"], g["variant"]))
-        for model, variant in sorted(present):
-            base = parents.get(model)
-            if base and (base, variant) in present:
-                adapters += _delta(
-                    g,
-                    (base, variant),
-                    (model, variant),
-                    {"judge": judge, "adapter": model, "base": base, "variant": variant, "family": "secondary"},
-                )
-            if variant in AUDIT_CONTROLS and (model, PLAIN) in present:
-                audit += _delta(
-                    g,
-                    (model, PLAIN),
-                    (model, variant),
-                    {"judge": judge, "model": model, "control": variant, "family": "secondary"},
-                )
+    found = pairings(f, parents)
+    adapters = [row for p in found if p.table == "open_adapter_vs_base" for row in _delta(p)]
+    audit = [row for p in found if p.table == "open_audit" for row in _delta(p)]
     return (
         pd.DataFrame(adapters, columns=["judge", "adapter", "base", "variant", "category", *DELTA_COLUMNS]),
         pd.DataFrame(audit, columns=["judge", "model", "control", "category", *DELTA_COLUMNS]),

@@ -105,21 +105,34 @@ def bootstrap_ci(
     """Percentile CI of the mean of `values`, resampling whole clusters (`groups`, e.g.
     video ids; single values when None) with a seeded RNG."""
     sums, sizes = clusters(values, groups)
-    k = len(sums)
-    if k == 0:
+    if len(sums) == 0:
         return (float("nan"), float("nan"))
+    low, high = bootstrap_bounds(sums[None], sizes[None], n_boot, seed, level)
+    return float(low[0]), float(high[0])
+
+
+def bootstrap_bounds(
+    sums: np.ndarray, sizes: np.ndarray, n_boot: int = N_BOOT, seed: int = SEED, level: float = 0.95
+) -> tuple[np.ndarray, np.ndarray]:
+    """The interval of the mean for each row of per-cluster `sums` (rows: datasets of the same
+    k clusters, e.g. a run and its simulations; `sizes` per row), by one set of seeded
+    resamples of clusters: each row's clusters taken in order of (sum, size), so what a row's
+    interval is depends on its clusters alone, not on their labels or order. The report's
+    interval is this function's on one row (`bootstrap_ci`)."""
+    order = np.lexsort((sizes, sums), axis=-1)
+    sums, sizes = np.take_along_axis(sums, order, -1), np.take_along_axis(sizes, order, -1)
+    k = sums.shape[-1]
     rng = np.random.default_rng(seed)
     # Drawn in chunks of about a million indices: the same draws as one (n_boot, k) array,
     # without its n_boot x k memory (160 MB at k = 10,000).
     chunk = max(1, CHUNK_DRAWS // k)
-    means = np.concatenate(
-        [
-            resampled_means(sums, sizes, rng.integers(0, k, size=(min(chunk, n_boot - i), k)))
-            for i in range(0, n_boot, chunk)
-        ]
-    )
-    low, high = interval_bounds(means, k, level)
-    return float(low), float(high)
+    means = []
+    for i in range(0, n_boot, chunk):
+        draws = rng.integers(0, k, size=(min(chunk, n_boot - i), k))
+        counts = np.zeros((len(draws), k))
+        np.add.at(counts, (np.arange(len(draws))[:, None], draws), 1.0)
+        means.append((sums @ counts.T) / (sizes @ counts.T))
+    return interval_bounds(np.concatenate(means, axis=-1), k, level)
 
 
 def interval_bounds(means: np.ndarray, k: int, level: float = 0.95) -> tuple[np.ndarray, np.ndarray]:
@@ -164,15 +177,17 @@ def sign_flip_p(
 ) -> float:
     """Two-sided paired permutation test of a zero mean difference: under the null, A and B
     are exchangeable within a cluster, so each cluster's summed difference keeps or flips
-    its sign. Exact (every pattern) up to EXACT_PERM non-zero clusters, else `n_perm` seeded
-    draws with p = (1 + hits) / (1 + n_perm). With one question per cluster this is the
-    exact sign test, i.e. McNemar's."""
+    its sign. Exact when the sums are whole numbers (0/1 outcomes: `sign_flip_exact`) or at
+    most EXACT_PERM are not 0; else `n_perm` seeded draws with p = (1 + hits) / (1 + n_perm).
+    With one question per cluster this is the exact sign test, i.e. McNemar's."""
     sums, _ = clusters(diffs, groups)
     d = sums[sums != 0]
     k = len(d)
     if k == 0:
         return 1.0
-    observed = abs(d.sum()) - 1e-9  # sums of -1/0/1 are whole numbers: no rounding at stake
+    if np.array_equal(d, np.round(d)):
+        return float(sign_flip_exact(d[None])[0])
+    observed = abs(d.sum()) - 1e-9
     if k <= EXACT_PERM:
         signs = 1 - 2 * ((np.arange(2**k)[:, None] >> np.arange(k)) & 1)
         return float((np.abs(signs @ d) >= observed).mean())
@@ -185,6 +200,38 @@ def sign_flip_p(
         flips = np.unpackbits(np.frombuffer(rng.bytes(-(-rows * k // 8)), dtype=np.uint8), count=rows * k)
         hits += int((np.abs(total - 2 * (flips.reshape(rows, k).astype(float) @ d)) >= observed).sum())
     return (1 + hits) / (1 + n_perm)
+
+
+def sign_flip_exact(sums: np.ndarray) -> np.ndarray:
+    """The exact sign-flip p-value of each row of whole-number cluster sums (rows: datasets of
+    the same clusters, e.g. a run and its simulations): the chance that flipping each cluster's
+    sign at random gives a total at least as far from 0 as the row's. Only how many clusters
+    have each |sum| matters, so a row's null distribution is a convolution of binomials,
+    computed once per pattern of counts."""
+    sums = np.rint(sums).astype(np.int64)
+    observed = np.abs(sums.sum(axis=-1))
+    out = np.ones(len(sums))
+    for row, values in enumerate(np.abs(sums)):
+        pattern = tuple((int(m), int(c)) for m, c in enumerate(np.bincount(values)) if m and c)
+        if pattern:
+            out[row] = _flip_tail(pattern, int(observed[row]))
+    return out
+
+
+@lru_cache(maxsize=65536)
+def _flip_tail(pattern: tuple[tuple[int, int], ...], observed: int) -> float:
+    """P(|sum of s_i m_i| >= observed) with fair random signs s_i, for `pattern`: (magnitude m,
+    how many clusters have it), by convolving each magnitude's scaled binomial."""
+    pmf = np.ones(1)
+    for m, c in pattern:
+        x = np.arange(1, c + 1)
+        log = np.concatenate([[0.0], np.cumsum(np.log((c - x + 1) / x))]) - c * np.log(2)  # log C(c, j) / 2^c
+        spaced = np.zeros(2 * m * c + 1)
+        spaced[:: 2 * m] = np.exp(log)  # total m (2j - c) for j of c flipped up
+        pmf = np.convolve(pmf, spaced)
+    half = (len(pmf) - 1) // 2
+    values = np.abs(np.arange(len(pmf)) - half)
+    return float(min(1.0, pmf[values >= observed].sum()))
 
 
 def changed(diffs: Sequence[float], groups: Sequence | None = None) -> int:

@@ -105,6 +105,11 @@ class Pairing:
     def seed(self, qtype: str) -> int:
         return stats.seed_for(*sorted(self.labels.items()), qtype)
 
+    def parts(self) -> Iterator[tuple[str, pd.DataFrame, int]]:
+        """(question type, its joined pairs, its seed) per type with pairs, and all types."""
+        for qtype, j in self.by_type():
+            yield qtype, j, self.seed(qtype)
+
 
 def _compare(pairing: Pairing) -> list[dict]:
     return [
