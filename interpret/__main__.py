@@ -47,12 +47,18 @@ class InterpretOptions:
     device: Literal["cpu", "cuda"] = option(
         "cpu", "Where the model runs (in the dtype the server computed in; unknown: float32 on cpu, bfloat16 on cuda)."
     )
-    pictures: int = option(8, "Questions to draw heat maps for, and with --effects occlusion maps (0: none).")
+    pictures: int = option(8, "Questions to draw heat maps for (0: none).")
     effects: Literal["none", "ablation", "all"] = option(
         "none",
         "What each region does inside the model: ablation (its visual tokens replaced by the clip's mean "
         "token) or all (ablation and attention knockout in the early, middle, late and all layers), each "
         "against as many random and highest-norm tokens: interpret/effects.csv and the causal verdicts.",
+    )
+    occlusion: bool = option(
+        False,
+        "With --effects, also draw an occlusion map for each question drawn: UNVALIDATED, it fails its "
+        "known-answer check on the model organism (the asked object's tokens are not its most effective "
+        "on 80 % of object questions: docs/interpret.md).",
     )
     data: Path | None = option(
         None, "The dataset, when run.json's path no longer points to it.", shown="the run's dataset"
@@ -86,13 +92,17 @@ def interpret(o: InterpretOptions) -> None:
     todo = stage.chosen(run, o.models, o.variants, o.limit)
     if not todo:
         fail(f"{run.id}: no answered multiple-choice prediction of the chosen models and variants to interpret")
+    if o.occlusion and o.effects == "none":
+        fail("--occlusion ablates windows of tokens: give --effects ablation (or all)")
     first = set(sorted({p.question_id for p in todo})[: o.pictures])  # the questions drawn
-    done = stage.interpret_run(run, todo, o.device, o.layers, o.effects, o.shard, first)
+    done = stage.interpret_run(run, todo, o.device, o.layers, o.effects, o.shard, first if o.occlusion else set())
     run = runs.load(o.target.layout, data=o.data)
     mine = {p.key for p in stage.shard_of(todo, o.shard)}
     drawn = pictures.draw(run, [r for r in run.attention if r.key in mine], first)
     r = report.write(run)
     typer.echo(render.attention_markdown(r, pairs=False))
+    if o.occlusion:
+        typer.echo(f"occlusion maps (unvalidated): {stage.occlusion_check(run)}", err=True)
     same, agree = attention.agreement(run.attention)
     typer.echo(
         f"interpret{'' if o.shard is None else ' (shard {}/{})'.format(*o.shard)}: {done.asked} prediction(s) "

@@ -2,9 +2,11 @@
 input (token ablation) or hidden from the answer (attention knockout), against the same number
 of random visual tokens and of the highest-norm ones.
 
-- A region's tokens: the visual tokens (a merged patch block of a frame group) at least
-  THRESHOLD of whose pixels lie inside it (`interpret.regions`: cue strokes, box edges, the
-  asked object, the rest; regions then overlap at their borders).
+- A region's tokens: the visual tokens (a merged patch block of a frame group) that overlap it
+  at all (`interpret.regions`: cue strokes, box edges, the asked object, the rest; regions then
+  overlap at their borders). The rule was fixed before looking at any effect: the vision tower
+  mixes every pixel of a patch into its token and the merger mixes 2 x 2 patches, so a token
+  that sees any of a region carries some of it.
 - Ablation (Neo et al., ICLR 2025): those tokens' embeddings — the merger's output and each
   deepstack level's — replaced by the clip's mean visual token (in distribution: what an
   average token of this clip carries), passed to the model as its video features
@@ -12,19 +14,23 @@ of random visual tokens and of the highest-norm ones.
 - Knockout (Kaduri et al., CVPR 2025; "Map the Flow", ICLR 2026): the answer's positions (the
   last prompt position and the reply's tokens) may not attend to those tokens, in the language
   layers of one window: the early, middle or late third, or all layers.
-- Baselines: RANDOM_DRAWS seeded draws of as many random visual tokens (their mean effect), and
-  the as many visual tokens of the highest embedding norm (attention sinks carry large norms).
+- Baselines, each of as many tokens, all from outside the region (a baseline that shares the
+  region's tokens is pulled toward its effect): RANDOM_DRAWS seeded draws of random tokens
+  (their mean effect and its spread across draws), and the tokens of the highest embedding
+  norm (attention sinks carry large norms).
 - Outcome: the change in the log-probability of the run's answer and of the right answer (each
   choice's full reply, teacher-forced, end token included), and whether the preferred choice
   (the highest of those log-probabilities) changes.
-- Occlusion map: every visual token ablated alone, the change in the run's answer's
-  log-probability (groups x token rows x token columns), drawn beside the attention maps.
+- Each row records the tokens actually removed (counted from the ablated features, or the keys
+  hidden), so a baseline of another size shows.
 """
 
 from __future__ import annotations
 
 import contextlib
 import copy
+import itertools
+import math
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -39,12 +45,8 @@ from interpret.attention import model_inputs, video_features
 from interpret.geometry import Grid, token_maps
 from interpret.regions import REGIONS, block_shares
 
-# A token is a region's when at least 1 % of its pixels are: a token the object only touches still
-# carries it (measured on the organism, 36 object questions: ablating the tokens at least half inside
-# the object, 3.9 of them, cost the right answer 0.15 nats; those at least a quarter inside, 7.1, 0.74;
-# every token it touches, 17.8, 2.56 nats, against 0.08 for as many random tokens).
-THRESHOLD = 0.01
-RANDOM_DRAWS = 2
+RANDOM_DRAWS = 16  # draws of random tokens per removal: the baseline's mean and its spread
+BATCH = 16  # ablated inputs per forward pass
 WINDOWS = ("early", "middle", "late", "all")
 COLUMNS = [
     "question_id",
@@ -60,15 +62,17 @@ COLUMNS = [
     "target",
     "d_answer",
     "d_right",
+    "spread",
     "flipped",
 ]
 
 
 def region_tokens(shares: np.ndarray, grid: Grid) -> dict[str, np.ndarray]:
-    """Per region, the indices of the video tokens at least THRESHOLD inside it (token order:
-    group, token row, token column, as the prompt holds them)."""
+    """Per region, the indices of the video tokens that overlap it at all (token order: group,
+    token row, token column, as the prompt holds them); a share below 1e-6 is resampling's
+    rounding, not overlap."""
     blocks = block_shares(shares, grid, grid.patch * grid.merge)  # (groups, 4, rows, cols)
-    return {r: np.flatnonzero(blocks[:, i].reshape(-1) >= THRESHOLD) for i, r in enumerate(REGIONS)}
+    return {r: np.flatnonzero(blocks[:, i].reshape(-1) > 1e-6) for i, r in enumerate(REGIONS)}
 
 
 def windows(layers: int) -> dict[str, set[int]]:
@@ -150,22 +154,42 @@ def knocked_out(layers: set[int], keys: torch.Tensor, first_query: int) -> Itera
         capture.KNOCKOUT.clear()
 
 
-def random_tokens(n: int, k: int, seed: int) -> np.ndarray:
-    return np.sort(np.random.default_rng(seed).choice(n, size=k, replace=False))
+def random_tokens(pool: np.ndarray, k: int, seed: int) -> np.ndarray:
+    return np.sort(np.random.default_rng(seed).choice(pool, size=k, replace=False))
 
 
 def targets_of(scorer: Scorer, region: np.ndarray, seed: int) -> dict[str, list[np.ndarray]]:
-    """The region's tokens and its baselines of the same count."""
-    k, n = len(region), scorer.tokens
-    norms = scorer.embeddings().norm(dim=-1).numpy()
-    return {
-        "region": [region],
-        "random": [random_tokens(n, k, seed + d) for d in range(RANDOM_DRAWS)],
-        "norm": [np.sort(np.argsort(-norms, kind="stable")[:k])],
-    }
+    """The region's tokens and its baselines of the same count, drawn from outside it (none when
+    fewer tokens are left outside it than it holds)."""
+    k, outside = len(region), np.setdiff1d(np.arange(scorer.tokens), region)
+    out = {"region": [region]}
+    if len(outside) >= k:
+        norms = scorer.embeddings().norm(dim=-1).numpy()[outside]
+        if math.comb(len(outside), k) <= RANDOM_DRAWS:  # every possible draw
+            out["random"] = [np.array(c) for c in itertools.combinations(outside.tolist(), k)]
+        else:
+            out["random"] = [random_tokens(outside, k, seed + d) for d in range(RANDOM_DRAWS)]
+        out["norm"] = [np.sort(outside[np.argsort(-norms, kind="stable")[:k]])]
+    return out
 
 
-METHODS = ("none", "ablation", "all")  # `interpret --effects`: none, token ablation, ablation and knockout
+def removed(features: Any, cut: Any) -> int:
+    """How many video tokens an ablation changed (counted, not assumed)."""
+    return int((cut.pooler_output[0] != features.pooler_output[0]).any(dim=-1).sum())
+
+
+def ablations(scorer: Scorer, draws: list[np.ndarray]) -> tuple[np.ndarray, list[int]]:
+    """(each draw's choices' log-probabilities, tokens it removed), the ablated inputs built a
+    batch at a time (memory grows with the batch, not with the number of draws)."""
+    done = [_batch(scorer, draws[i : i + BATCH]) for i in range(0, len(draws), BATCH)]
+    return np.concatenate([lp for lp, _ in done]), [n for _, counts in done for n in counts]
+
+
+def _batch(scorer: Scorer, draws: list[np.ndarray]) -> tuple[np.ndarray, list[int]]:
+    """One batch of ablations scored (its ablated inputs freed on return)."""
+    cut = [ablated(scorer.features, d) for d in draws]
+    lp = np.stack([reply_log_probs(scorer, cut, c) for c in range(len(scorer.replies))], axis=1)
+    return lp, [removed(scorer.features, c) for c in cut]
 
 
 def effects(
@@ -173,7 +197,7 @@ def effects(
 ) -> list[dict]:
     """Every region x method x window x target of one prediction (`methods`: ablation alone, or
     all), as rows of effects.csv."""
-    base = scorer.log_probs()
+    base = ablations(scorer, [np.array([], dtype=int)])[0][0]  # the same computation, nothing removed
     answer, correct = pred.choices.index(pred.reply), pred.choices.index(right)
     preferred = int(base.argmax())
     layers = windows(scorer.model.config.text_config.num_hidden_layers)
@@ -182,7 +206,7 @@ def effects(
         if not len(tokens) or len(tokens) >= scorer.tokens:
             continue
         for target, draws in targets_of(scorer, tokens, seed).items():
-            for method, window, lp in removals(scorer, draws, layers, methods):
+            for method, window, lp, counts in removals(scorer, draws, layers, methods):
                 rows.append(
                     {
                         "question_id": pred.question_id,
@@ -194,28 +218,57 @@ def effects(
                         "region": region,
                         "method": method,
                         "window": window,
-                        "tokens": len(tokens),
+                        "tokens": float(np.mean(counts)),
                         "target": target,
-                        "d_answer": float(np.mean([x[answer] for x in lp]) - base[answer]),
-                        "d_right": float(np.mean([x[correct] for x in lp]) - base[correct]),
-                        "flipped": float(np.mean([int(x.argmax()) != preferred for x in lp])),
+                        "d_answer": float(np.mean(lp[:, answer]) - base[answer]),
+                        "d_right": float(np.mean(lp[:, correct]) - base[correct]),
+                        "spread": float(np.std(lp[:, correct])),
+                        "flipped": float(np.mean(lp.argmax(axis=1) != preferred)),
                     }
                 )
     return rows
 
 
-OCCLUSION_BATCH = 16  # ablated inputs per forward pass
+WINDOW = (2, 2)  # token rows x columns of the occlusion window where no region gives its size
 
 
-def occlusion(scorer: Scorer, answer: int, grid: Grid) -> np.ndarray:
-    """Per visual token, the change in the run's answer's log-probability when that token alone
-    is ablated (groups x token rows x token cols)."""
-    base = scorer.log_probs()[answer]
-    cut = [ablated(scorer.features, np.array([t])) for t in range(scorer.tokens)]
-    lp = np.concatenate(
-        [reply_log_probs(scorer, cut[i : i + OCCLUSION_BATCH], answer) for i in range(0, len(cut), OCCLUSION_BATCH)]
-    )
-    return token_maps(lp - base, grid)
+def window_size(tokens: np.ndarray, grid: Grid) -> tuple[int, int]:
+    """A region's size in tokens (rows, columns): the largest extent it has in any frame group."""
+    if not len(tokens):
+        return WINDOW
+    blocks = np.array([grid.token_block(int(t)) for t in tokens])
+    extents = [np.ptp(blocks[blocks[:, 0] == g][:, 1:], axis=0) + 1 for g in np.unique(blocks[:, 0])]
+    rows, cols = np.max(extents, axis=0)
+    return int(rows), int(cols)
+
+
+def centered(grid: Grid, size: tuple[int, int]) -> list[np.ndarray]:
+    """Per video token (prompt order), the tokens of a window of `size` centred on it in its
+    frame group, shifted inside the frame at the borders."""
+    rows, cols = grid.token_rows, grid.token_cols
+    h, w = min(size[0], rows), min(size[1], cols)
+    out = []
+    for t in range(grid.groups * rows * cols):
+        g, r, c = grid.token_block(t)
+        r0, c0 = min(max(r - h // 2, 0), rows - h), min(max(c - w // 2, 0), cols - w)
+        out.append(np.array([(g * rows + r0 + i) * cols + c0 + j for i in range(h) for j in range(w)]))
+    return out
+
+
+def occlusion(scorer: Scorer, answer: int, grid: Grid, size: tuple[int, int] = WINDOW) -> np.ndarray:
+    """Occlusion sensitivity (Zeiler & Fergus 2014) with a window of `size` tokens (the asked
+    region's, when known): each token's value is the change in the run's answer's
+    log-probability when the window centred on it is ablated (groups x token rows x token
+    cols). Ablated inputs are built a batch at a time."""
+    base = ablations(scorer, [np.array([], dtype=int)])[0][0, answer]
+    lp, _ = ablations(scorer, centered(grid, size))
+    return token_maps(lp[:, answer] - base, grid)
+
+
+def found(occluded: np.ndarray, region: np.ndarray) -> bool:
+    """The known-answer check of one occlusion map: its most effective token (the largest drop)
+    is one of the region's tokens."""
+    return bool(len(region)) and int(np.argmin(np.asarray(occluded).reshape(-1))) in set(region.tolist())
 
 
 def reply_log_probs(scorer: Scorer, variants: list[Any], choice: int) -> np.ndarray:
@@ -237,9 +290,13 @@ def reply_log_probs(scorer: Scorer, variants: list[Any], choice: int) -> np.ndar
     return torch.log_softmax(logits, -1).gather(2, reply.expand(n, -1)[:, :, None])[..., 0].sum(1).numpy()
 
 
-def removals(scorer: Scorer, draws: list[np.ndarray], layers: dict[str, set[int]], methods: str) -> Iterator[tuple]:
-    """(method, window, each draw's log-probabilities) for ablation and every knockout window."""
-    yield "ablation", "all", [scorer.log_probs(ablated(scorer.features, d)) for d in draws]
+def removals(
+    scorer: Scorer, draws: list[np.ndarray], layers: dict[str, set[int]], methods: str
+) -> Iterator[tuple[str, str, np.ndarray, list[int]]]:
+    """(method, window, each draw's choices' log-probabilities, tokens each removed) for ablation
+    and every knockout window."""
+    lp, counts = ablations(scorer, draws)
+    yield "ablation", "all", lp, counts
     if methods != "all":
         return
     first = int(scorer.enc["input_ids"].shape[1]) - 1  # the answer position, then the reply's tokens
@@ -248,4 +305,4 @@ def removals(scorer: Scorer, draws: list[np.ndarray], layers: dict[str, set[int]
         for d in draws:
             with knocked_out(layers[window], scorer.video_positions[torch.as_tensor(d, dtype=torch.long)], first):
                 lps.append(scorer.log_probs())
-        yield "knockout", window, lps
+        yield "knockout", window, np.stack(lps), [len(d) for d in draws]

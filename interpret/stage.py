@@ -29,7 +29,8 @@ from interpret import capture, inputs
 from interpret.attention import Attention, forward, grid_of, region_rows, video_features
 from interpret.choice import choose, margin
 from interpret.effects import COLUMNS as EFFECT_COLUMNS
-from interpret.effects import Scorer, effects, occlusion
+from interpret.effects import Scorer, effects, found, occlusion, region_tokens, window_size
+from interpret.geometry import Grid
 from interpret.regions import clip_shares
 from measure.report.stats import seed_for
 
@@ -217,10 +218,12 @@ def one(
     removed, occluded = [], []
     if methods != "none" and pred.reply in pred.choices:
         scorer = Scorer.of(model, processor.tokenizer, enc, pred.choices, fmt, features)
+        shares = clip_shares(boxes, cues[0], question, sent.indices, grid.pixels) if boxes.is_file() else None
         if occlude:
-            occluded = np.round(occlusion(scorer, pred.choices.index(pred.reply), grid), 6).tolist()
-        if boxes.is_file():
-            shares = clip_shares(boxes, cues[0], question, sent.indices, grid.pixels)
+            asked = region_tokens(shares, grid)["object"] if shares is not None else np.array([], dtype=int)
+            size = window_size(asked, grid)
+            occluded = np.round(occlusion(scorer, pred.choices.index(pred.reply), grid, size), 6).tolist()
+        if shares is not None:
             seed = seed_for("effects", pred.question_id, pred.variant)
             removed = effects(pred, scorer, shares, grid, cues[0], question.answer, seed, methods)
     options = targets(pred.choices, fmt)
@@ -344,6 +347,30 @@ def unmapped(todo: list[Prediction], done: dict, methods: str, mapped: Collectio
     """Keys recorded without the occlusion map they are now to be drawn with (a resume with a
     larger --pictures): made again."""
     return {p.key for p in todo if p.key in done and occludes(p, methods, mapped) and not done[p.key].occlusion}
+
+
+def occlusion_check(run: Run) -> str:
+    """The occlusion maps' known-answer check on this run, in words: on how many object questions
+    (with boxes) the asked object's tokens hold the map's most effective token."""
+    assert run.data is not None
+    layout, preds, hits = DataLayout(run.data), {p.key: p for p in run.predictions}, []
+    for rec in run.attention:
+        path = layout.boxes(rec.video_id)
+        if rec.type != "object" or not rec.occlusion or not path.is_file() or rec.variant not in MAPPED:
+            continue
+        occ, pred = np.asarray(rec.occlusion), preds[rec.key]
+        if not pred.frame_size:
+            continue
+        grid = Grid(occ.shape[0], 2 * occ.shape[1], 2 * occ.shape[2], patch=pred.frame_size[0] // (2 * occ.shape[2]))
+        cue = rec.variant if rec.variant in STROKES else "bbox"
+        shares = clip_shares(path, cue, run.questions[rec.question_id], pred.frame_indices, grid.pixels)
+        hits.append(found(occ, region_tokens(shares, grid)["object"]))
+    if not hits:
+        return "no object question with boxes among the maps: the known-answer check cannot be made"
+    return (
+        f"the asked object's tokens hold the most effective token on {sum(hits)} of {len(hits)} object "
+        f"questions ({100 * sum(hits) / len(hits):.0f} %; the known-answer check asks 80 %)"
+    )
 
 
 def write_effects(run: Run) -> Path:

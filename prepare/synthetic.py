@@ -21,7 +21,7 @@ import numpy as np
 from core import progress
 from core.files import atomic_write, write_json
 from prepare.video import encode
-from prepare.worlds import OPENING, WORLDS
+from prepare.worlds import GENERATOR_VERSION, OPENING, WORLDS
 
 FPS = 12
 N_FRAMES = 36
@@ -271,9 +271,6 @@ def make_video(vid: str, template: Template, objects: list[tuple[str, str]], rng
             }
         )
     return np.stack(frames), annotations
-
-
-GENERATOR_VERSION = 4  # bump when the generated data changes
 
 
 @dataclass(frozen=True)

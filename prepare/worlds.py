@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+GENERATOR_VERSION = 4  # of the synthetic worlds' drawing: bump when the generated data changes
 OPENING = "Opening [something]"
 ONE_SENTENCE = ("Squeezing [something]", "Throwing [something]", "Uncovering [something]", OPENING)
 WORLDS: dict[str, Callable[[str], bool]] = {  # world -> whether it keeps a template (by its text)

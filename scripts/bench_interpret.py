@@ -10,8 +10,11 @@ Then how the attention kept grows from the small size to the large, against how 
 grows (capture: linearly; eager: with the square). The last line: what one prediction costs
 `interpret` at the small size (its question's pass with the capture, the generic question's,
 the constrained reply; with `--effects ablation`, also each of 4 regions of a quarter of the
-tokens ablated against its 3 baselines, and, for a question whose maps are drawn, every token
-ablated alone for the occlusion map) against one plain forward pass of the same input.
+tokens ablated against its baselines, and, for a question whose maps are drawn, the window
+centred on each token ablated for the occlusion map) against one plain forward pass of the
+same input. Before it, the occlusion map's peak memory at both sizes against their video token
+counts: its ablated inputs are built a batch at a time, so memory grows with the tokens, not
+with their square.
 
 Usage: .venv/bin/python scripts/bench_interpret.py [--model data/models/tiny-vlm] [--sizes 128,512]
 """
@@ -126,6 +129,45 @@ def cost(model_dir: str, size: int, frames: int, samples: int) -> dict:
     }
 
 
+def occlusion_peak(model_dir: str, size: int, frames: int, samples: int) -> dict:
+    """In a fresh process: video tokens, and the peak RSS (MiB) the occlusion map adds to what
+    the model's forward pass already took."""
+    import numpy as np
+    import torch
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+
+    from interpret import capture, effects, inputs
+    from interpret.attention import grid_of
+
+    torch.set_num_threads(1)
+    model = AutoModelForImageTextToText.from_pretrained(
+        model_dir, dtype=torch.float32, attn_implementation=capture.register()
+    ).eval()
+    processor = AutoProcessor.from_pretrained(model_dir)
+    pixels = np.random.default_rng(0).integers(0, 256, (frames, size, size, 3), dtype=np.uint8)
+    enc = inputs.encode(processor, None, inputs.Sent(pixels, list(range(frames)), 4.0, frames))
+    scorer = effects.Scorer.of(model, processor.tokenizer, enc, ["pushing", "pulling"], "text")
+    effects.ablations(scorer, [np.arange(effects.BATCH)] * effects.BATCH)  # one batch: what any pass needs
+    before = resident()
+    Path("/proc/self/clear_refs").write_text("5")  # the peak (VmHWM) from here on
+    effects.occlusion(scorer, 0, grid_of(model, enc))
+    return {"tokens": scorer.tokens, "added": peak() - before}
+
+
+def _status(field: str) -> float:
+    """A /proc/self/status figure (kB) in MiB."""
+    line = next(x for x in Path("/proc/self/status").read_text().splitlines() if x.startswith(field + ":"))
+    return int(line.split()[1]) / 1024
+
+
+def resident() -> float:
+    return _status("VmRSS")
+
+
+def peak() -> float:
+    return _status("VmHWM")
+
+
 def fresh(*args, work=None) -> dict:
     """`measure` in a process of its own (its peak RSS its own), forked from a fork server that
     has imported what every such process imports (torch, transformers) once."""
@@ -158,6 +200,12 @@ def bench(o: BenchOptions) -> None:
         f"prompt x{b['tokens'] / a['tokens']:.2f} from {o.sizes[0]} to {o.sizes[1]} px; language attention kept: "
         f"capture x{b['kept'] / a['kept']:.2f}, eager x{eb['kept'] / ea['kept']:.2f}; peak RSS: capture "
         f"x{b['peak'] / a['peak']:.2f}, eager x{eb['peak'] / ea['peak']:.2f}"
+    )
+    occ = [fresh(str(o.model), size, o.frames, 1, work=occlusion_peak) for size in o.sizes]
+    print(
+        f"occlusion map: video tokens x{occ[1]['tokens'] / occ[0]['tokens']:.2f} ({occ[0]['tokens']} -> "
+        f"{occ[1]['tokens']}); peak RSS it adds: {occ[0]['added']:.1f} -> {occ[1]['added']:.1f} MiB "
+        f"(every ablated input at once would hold tokens^2 x dim: x{(occ[1]['tokens'] / occ[0]['tokens']) ** 2:.0f})"
     )
     c = fresh(str(o.model), o.sizes[0], o.frames, o.samples, work=cost)
     print(

@@ -7,10 +7,12 @@ sampling parameters, choice constraints and LoRA adapters) go
     with its per-request media settings and multimodal uuids, every request added at once,
     no HTTP, no client, no JSON; timed from the first rendering to the last reply;
 (b) through `python -m measure` against that server: its sending phase, from run.json.
-The replies and prompt token counts must be identical (asserted). The last line reads
-`measure/offline throughput ratio: R` (goal >= 0.85 on the embedded default).
+The replies and prompt token counts must be identical (asserted). Both sides run --repeats
+times, each on a dataset of a fresh seed (no cache holds its clips); the last line reads
+`measure/offline throughput ratio: R`, the median of the repeats' ratios (goal >= 0.85 on the
+embedded default), the line before it each repeat's.
 
-Usage: .venv/bin/python scripts/bench_limit.py [--videos 80] [--base-url URL]
+Usage: .venv/bin/python scripts/bench_limit.py [--videos 80] [--repeats 3] [--base-url URL]
 (the server must be a `serve run` on this machine: its settings build the offline engine)
 """
 
@@ -19,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import os
+import statistics
 import sys
 import tempfile
 import time
@@ -118,11 +121,33 @@ def answers(run: Path) -> dict[Key, tuple[str | None, int | None]]:
 
 @dataclass
 class Bench:
-    videos: int = option(80, "Synthetic videos (a dataset of its own).")
+    videos: int = option(80, "Synthetic videos (a dataset of its own per repeat).")
+    repeats: int = option(3, "Times both sides run (each on fresh clips): the ratio is their median.")
     server: Server = group(Server, shown={"base_url": STARTED})
 
 
 app = cli.app(__doc__)
+
+
+def one_repeat(url, listed, cfg, llm, loras, root: Path, seed: int, videos: int) -> dict:
+    """Both sides on one fresh dataset: their rates, the offline engine's rendering time, and how
+    many replies (and prompt token counts) are identical."""
+    models = [m["id"] for m in listed]
+    data = make_dataset(root, seed, videos)
+    session, _ = run_measure(url, data, root / "runs", f"limit-{seed}", "--variants", PLAIN)
+    measured = answers(root / "runs" / f"limit-{seed}")
+    items = plan(DataLayout(data), models, [PLAIN], SPLIT, None)
+    seconds, rendering, outputs = offline(llm, [build(i, cfg) for i in items], loras)
+    same = sum(measured[i.key] == (o.outputs[0].text, len(o.prompt_token_ids)) for i, o in zip(items, outputs))
+    assert same == len(items) == len(measured), f"{same} of {len(items)} replies identical"
+    return {
+        "items": len(items),
+        "measure": session["answered"] / session["send_s"],
+        "offline": len(items) / seconds,
+        "seconds": seconds,
+        "rendering": rendering,
+        "same": same,
+    }
 
 
 @command(app, Bench)
@@ -135,26 +160,25 @@ def bench(args: Bench) -> None:
         models = [m["id"] for m in listed]
         cfg = ask_config(AskConfig(), listed, models)
         seeds = fresh_seeds()
-        data = make_dataset(Path(d), next(seeds), args.videos)
         assert asyncio.run(self_test(url, None, models[0])) is None
-        session, _ = run_measure(url, data, Path(d) / "runs", "limit", "--variants", PLAIN)
-        measured = answers(Path(d) / "runs" / "limit")
-        items = plan(DataLayout(data), models, [PLAIN], SPLIT, None)
         llm, loras = engine(info.argv), adapters(listed)
         warm = plan(DataLayout(make_dataset(Path(d), next(seeds), 2)), models, [PLAIN], SPLIT, None)[:4]
         offline(llm, [build(i, cfg) for i in warm], loras)  # as measure's self-test: the first requests are slow
-        seconds, rendering, outputs = offline(llm, [build(i, cfg) for i in items], loras)
-    same = sum(measured[i.key] == (o.outputs[0].text, len(o.prompt_token_ids)) for i, o in zip(items, outputs))
-    assert same == len(items) == len(measured), f"{same} of {len(items)} replies identical"
-    rate, ceiling = session["answered"] / session["send_s"], len(items) / seconds
-    print(f"items: {len(items)} ({len(models)} models, split {SPLIT}, plain); measure at concurrency 32")
+        done = [
+            one_repeat(url, listed, cfg, llm, loras, Path(d), next(seeds), args.videos) for _ in range(args.repeats)
+        ]
+    ratios = [r["measure"] / r["offline"] for r in done]
+    last = done[-1]
+    print(f"items: {last['items']} per repeat ({len(models)} models, split {SPLIT}, plain); measure at concurrency 32")
     print(
-        f"offline engine (LLM in-process, the server's settings): {ceiling:.1f} req/s ({seconds:.1f} s, of which "
-        f"{rendering:.1f} s rendering: media decoded, processor, chat template)"
+        f"offline engine (LLM in-process, the server's settings): {statistics.median(r['offline'] for r in done):.1f} "
+        f"req/s median ({last['seconds']:.1f} s the last repeat, of which {last['rendering']:.1f} s rendering: media "
+        "decoded, processor, chat template)"
     )
-    print(f"measure against serve: {rate:.1f} req/s (its sending phase, from run.json)")
-    print(f"replies and prompt token counts identical: {same}/{len(items)}")
-    print(f"measure/offline throughput ratio: {rate / ceiling:.2f}")
+    print(f"measure against serve: {statistics.median(r['measure'] for r in done):.1f} req/s median (sending phase)")
+    print(f"replies and prompt token counts identical: {sum(r['same'] for r in done)}/{sum(r['items'] for r in done)}")
+    print(f"each repeat's ratio: {', '.join(f'{x:.2f}' for x in ratios)}")
+    print(f"measure/offline throughput ratio: {statistics.median(ratios):.2f}")
 
 
 if __name__ == "__main__":

@@ -16,8 +16,14 @@ URL="http://127.0.0.1:$PORT/v1"
 # The base model: the model organism, a tiny Qwen3-VL trained on a synthetic world of its own
 # (seed 7), so what the run finds can be checked against what it learned (built once, kept).
 # The tests ship it as `train organism` builds it by default (test_organism checks its record);
-# a fresh machine starts from that copy. To train it here (9-10 min): rm -r data/models/organism
+# a fresh machine starts from that copy, and so does one whose copy was built by an earlier
+# default (it is moved aside, not lost). To train it here (~8 min): rm -r data/models/organism
 mkdir -p data/models
+if [ -e data/models/organism ] && ! cmp -s tests/data/organism/organism.json data/models/organism/organism.json; then
+    OLD=data/models/organism.before-$(date +%Y%m%d-%H%M%S)
+    echo "demo: data/models/organism was built otherwise than the shipped one: moved to $OLD" >&2
+    mv data/models/organism "$OLD"
+fi
 [ -e data/models/organism ] || cp -r tests/data/organism data/models/organism
 $PY -m train organism
 # plain and trajectory clips (a cue it never saw), the blind and single-frame controls of the

@@ -181,15 +181,15 @@ TABLE = {
         "train --model data/models/organism --data data/synthetic --out data/adapters/organism-cued --tune-merger",
     ),
     "python -m train --help": ("train", "--help"),
-    "python -m train organism [--videos 1200] [--steps 1000] [--seed 7] [--out data/models/organism]": (
+    "python -m train organism [--videos 1200] [--steps 2000] [--seed 7] [--out data/models/organism]": (
         "train",
         "organism --videos 14 --steps 3 --seed 7 --out {tmp}/organism --world {tmp}/organism-world --batch 4",
     ),
     "python -m interpret RUN [--limit N] [--models a,b] [--variants plain,trajectory] [--layers 0,1] "
-    "[--device cpu|cuda] [--pictures 8] [--data DIR] [--effects none|ablation|all] [--shard i/n]": (
+    "[--device cpu|cuda] [--pictures 8] [--data DIR] [--effects none|ablation|all] [--occlusion] [--shard i/n]": (
         "interpret",
         "{runs}/b --limit 1 --models {base},{adapter} --variants plain,trajectory --layers 0,1 --device cpu "
-        "--pictures 8 --data {data} --effects ablation --shard 0/1",
+        "--pictures 8 --data {data} --effects ablation --occlusion --shard 0/1",
     ),
     ".venv/bin/python scripts/compare_vllm.py [--model data/models/tiny-vlm] "
     "[--normalise served|device|processor] [--clip-images]": (

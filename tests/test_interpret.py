@@ -339,10 +339,13 @@ def test_effects_remove_regions_inside_the_model_against_baselines(measured, tmp
         ("knockout", w) for w in ("early", "middle", "late", "all")
     }
     assert {r["target"] for r in rows} == {"region", "random", "norm"} and {r["model"] for r in rows} == {"tiny-vlm"}
-    for _, same in pd.DataFrame(rows).groupby(["question_id", "variant", "region"]):
-        assert same["tokens"].nunique() == 1  # baselines of the same count
+    frame = pd.DataFrame(rows).astype({"tokens": float, "spread": float})
+    for _, same in frame.groupby(["question_id", "variant", "region"]):
+        assert same["tokens"].nunique() == 1  # each removal counted from what it changed: baselines of the same count
+    random_rows = frame[(frame["target"] == "random") & (frame["method"] == "ablation")]
+    assert len(random_rows) and (random_rows["spread"] > 0).all()  # 16 draws from outside the region differ
     report = measured.report_md.read_text()
-    assert "## What each region does (interpret --effects)" in report and "in the causal family of" in report
+    assert "## What each region does (interpret --effects)" in report and "Holm within the declared contrasts" in report
     run = runs.load(measured)
     pred = next(p for p in run.predictions if p.model == "tiny-vlm" and p.status == "ok" and p.frame_indices)
     with stage.loaded(run, "tiny-vlm", "cpu") as (model, processor):
@@ -393,7 +396,10 @@ def test_occlusion_batches_score_as_one_ablation_at_a_time(measured):
         ids = model.generate(**enc, do_sample=False, max_new_tokens=longest, prefix_allowed_tokens_fn=allow)
         reply = "".join(texts[i] for i in ids[0, start:].tolist() if i != eos)
         assert said == reply  # greedy from the cache, as transformers' constrained generate
-        occluded = effects.occlusion(scorer, answer, grid)
+        occluded = effects.occlusion(scorer, answer, grid, (1, 1))  # a window of one token: each alone
+        windows = effects.centered(grid, (2, 3))
+        assert all(len(set(w.tolist())) == 6 and w.max() < scorer.tokens for w in windows)
+        assert all(t in w for t, w in enumerate(windows) if grid.token_rows >= 2 and grid.token_cols >= 3)
     assert occluded.shape == (grid.groups, grid.token_rows, grid.token_cols)
     assert occluded.reshape(-1)[5] == pytest.approx(alone[1] - scorer.log_probs()[answer], abs=1e-4)
 
@@ -424,3 +430,36 @@ def stage_records(layout: RunLayout, shard: int) -> list:
     from core.store import JsonlStore
 
     return list(JsonlStore(layout.attention_shard(shard, 2), attention_from_dict, key_of).load().values())
+
+
+def test_ablated_inputs_are_built_a_batch_at_a_time(monkeypatch):
+    """Memory grows with the tokens, not their square: however many removals are scored (an
+    occlusion map has one per token), at most one batch of ablated inputs is alive at a time;
+    each removal's count is what it changed."""
+    import gc
+    import weakref
+
+    class Features:
+        def __init__(self, rows):
+            self.pooler_output = (rows,)
+            self.deepstack_features = [(rows.clone(),)]
+
+    alive, most = set(), 0
+
+    def ablated(features, tokens):
+        nonlocal most
+        out = effects_ablated(features, tokens)
+        alive.add(id(out))
+        weakref.finalize(out, alive.discard, id(out))
+        most = max(most, len(alive))
+        return out
+
+    effects_ablated = effects.ablated
+    monkeypatch.setattr(effects, "ablated", ablated)
+    monkeypatch.setattr(effects, "reply_log_probs", lambda scorer, cut, choice: np.zeros(len(cut)))
+    scorer = effects.Scorer(None, {}, Features(torch.arange(200.0).reshape(100, 2)), [torch.tensor([1])] * 3, None)
+    draws = [np.array([t]) for t in range(100)] + [np.array([1, 2, 3])]
+    lp, counts = effects.ablations(scorer, draws)
+    gc.collect()
+    assert lp.shape == (101, 3) and most <= effects.BATCH, most
+    assert counts == [1] * 100 + [3]

@@ -260,20 +260,45 @@ def test_view_refuses_a_folder_without_predictions(tmp_path):
 
 
 def test_the_viewer_shows_interprets_heat_maps_of_every_variant(runs, browser, tmp_path):
-    """Attention and, beside it, the occlusion map (`--effects ablation`) of every variant; an
-    occlusion map is computed only for the questions drawn (`--pictures`)."""
+    """Attention and, beside it, the occlusion map (`--effects ablation --occlusion`) of every
+    variant, labelled unvalidated; an occlusion map is computed only for the questions drawn
+    (`--pictures`), and only when asked: by default there is none."""
     root, _, _ = runs
     shutil.copytree(root / "a", tmp_path / "a")
     measured = RunLayout(tmp_path / "a")
-    r = cli("interpret", measured.root, "--limit", 2, "--pictures", 1, "--effects", "ablation", "--models", "tiny-vlm")
-    assert r.returncode == 0, r.stderr[-3000:]
+    r = cli("interpret", measured.root, "--limit", 1, "--pictures", 1, "--effects", "ablation", "--models", "tiny-vlm")
+    assert r.returncode == 0 and not any(x.occlusion for x in load(measured).attention), r.stderr[-3000:]
+    r = cli(
+        "interpret",
+        measured.root,
+        "--limit",
+        2,
+        "--pictures",
+        1,
+        "--effects",
+        "ablation",
+        "--occlusion",
+        "--models",
+        "tiny-vlm",
+    )
+    assert r.returncode == 0 and "occlusion maps (unvalidated): " in r.stderr, r.stderr[-3000:]
     assert cli("measure", "view", measured.root).returncode == 0
     run = load(measured)
     rec = next(r for r in run.attention if r.maps)
     occluded = {r.question_id for r in run.attention if r.occlusion}
     assert occluded == {rec.question_id} and len({r.question_id for r in run.attention}) == 2
     again = cli(
-        "interpret", measured.root, "--limit", 2, "--pictures", 2, "--effects", "ablation", "--models", "tiny-vlm"
+        "interpret",
+        measured.root,
+        "--limit",
+        2,
+        "--pictures",
+        2,
+        "--effects",
+        "ablation",
+        "--occlusion",
+        "--models",
+        "tiny-vlm",
     )
     assert again.returncode == 0, again.stderr[-3000:]  # resumed with more drawn: theirs made again
     before, run = run, load(measured)
@@ -293,6 +318,8 @@ def test_the_viewer_shows_interprets_heat_maps_of_every_variant(runs, browser, t
     assert all(src.endswith(".mean.png") for src in images.evaluate_all("els => els.map(e => e.src)"))
     effects = page.locator("#heatmaps figure.effect img").evaluate_all("els => els.map(e => e.src)")
     assert sorted(src.rsplit("/", 1)[1] for src in effects) == [f"{v}.effect.png" for v in drawn]
+    captions = page.locator("#heatmaps figure.effect figcaption").all_inner_texts()
+    assert captions and all(c.startswith("occlusion (UNVALIDATED") for c in captions)
     page.select_option("#heatmaps select", "L0")
     page.wait_for_function(loaded)
     assert all(src.endswith(".L0.png") for src in images.evaluate_all("els => els.map(e => e.src)"))

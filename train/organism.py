@@ -25,7 +25,7 @@ from core.frames import FrameSpec
 from core.layout import DataLayout
 from core.records import read_questions
 from core.variants import PLAIN
-from prepare.worlds import WORLDS
+from prepare.worlds import GENERATOR_VERSION, WORLDS
 from serve.shapes import SHAPES
 
 RECORD = "organism.json"  # how it was built, beside its weights
@@ -39,7 +39,7 @@ class OrganismOptions:
     world: Path = option(DATA_ROOT / "organism-world", "Where its synthetic training world is prepared.")
     videos: int = option(1200, "Synthetic videos in its world.")
     seed: int = option(7, "Seed of its world, its initialisation and its data order.")
-    steps: int = option(1000, "Optimizer steps.")
+    steps: int = option(2000, "Optimizer steps.")
     batch: int = option(16, "Examples per step.")
     lr: float = option(3e-3, "Peak learning rate (warm-up, then cosine).")
     object_weight: int = option(
@@ -56,25 +56,37 @@ class OrganismOptions:
 
 
 def build(o: OrganismOptions) -> Path:
-    """The organism at `o.out`: kept when it was built with these options, else trained."""
+    """The organism at `o.out`: kept when it was built with these options, trained anew when only
+    its world's generator has changed since (it learned another world), else refused."""
     record = o.out / RECORD
     wanted = _options(o)
     if record.is_file():
         built = read_json(record)
-        if built.get("options") != wanted:
-            raise UserError(
-                f"{o.out}: an organism built with other options ({built.get('options')}); "
-                "remove it or choose another --out"
-            )
-        typer.echo(f"organism: kept {o.out} (built in {built['seconds']:.0f} s, final loss {built['loss']:.3f})")
-        return o.out
+        had = built.get("options", {})
+        if had == wanted:
+            typer.echo(f"organism: kept {o.out} (built in {built['seconds']:.0f} s, final loss {built['loss']:.3f})")
+            return o.out
+        if {k: v for k, v in had.items() if k != WORLD_VERSION} != {
+            k: v for k, v in wanted.items() if k != WORLD_VERSION
+        }:
+            raise UserError(f"{o.out}: an organism built with other options ({had}); remove it or choose another --out")
+        typer.echo(
+            f"organism: {o.out} learned world generator version {had.get(WORLD_VERSION, 'before 4')}, now "
+            f"{wanted[WORLD_VERSION]}: trained anew",
+            err=True,
+        )
     started = time.monotonic()
     atomic_dir(o.out, lambda tmp: _train(o, tmp, started))
     return o.out
 
 
+WORLD_VERSION = "world_version"  # the synthetic world's generator version: what the organism learned
+
+
 def _options(o: OrganismOptions) -> dict:
-    return {k: str(v) if isinstance(v, Path) else v for k, v in asdict(o).items() if k not in ("out", "world")}
+    """What decides the organism: its options (not where it goes) and its world's generator version."""
+    kept = {k: str(v) if isinstance(v, Path) else v for k, v in asdict(o).items() if k not in ("out", "world")}
+    return kept | {WORLD_VERSION: GENERATOR_VERSION}
 
 
 def _world(o: OrganismOptions) -> Path:

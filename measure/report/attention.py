@@ -24,9 +24,9 @@ from collections.abc import Iterable
 import pandas as pd
 
 from core.records import AttentionRecord
-from core.variants import PLAIN
+from core.variants import CUED, PLAIN
 from measure.report import stats
-from measure.report.tables import ATTENTION, CAUSAL_FAMILY, LAYERS, caveat, holm_words, p_text, points
+from measure.report.tables import ATTENTION, CAUSAL_FAMILY, EXPLORATORY, LAYERS, caveat, holm_words, p_text, points
 
 KEYS = ["question_id", "video_id", "model", "variant", "cue_of", "source", "layer"]
 PAIR = [
@@ -258,15 +258,26 @@ CAUSAL = [
     "baseline_effect",
     "baseline_low",
     "baseline_high",
+    "baseline_spread",
     *PAIR,
 ]
+
+
+def declared(labels: dict, baseline: str) -> bool:
+    """Whether a causal contrast is one declared before looking: token ablation against random
+    tokens, of the object on plain clips' object questions, or of a cue on its own clips."""
+    if labels["method"] != "ablation" or labels["window"] != "all" or baseline != "random":
+        return False
+    if labels["region"] == "object":
+        return labels["variant"] == PLAIN and labels["type"] == "object"
+    return labels["region"] == "cue" and labels["variant"] == labels["cue_of"] and labels["variant"] in CUED
 
 
 def causal(records: list[AttentionRecord]) -> pd.DataFrame:
     """`interpret --effects`: per model, variant, question type, region, method and window, the
     change in the right answer's log-probability when the region's tokens are removed (b) vs
     when as many random or highest-norm tokens are (a), paired by question, clustered by video;
-    the `causal` Holm family."""
+    the declared contrasts in the `causal` Holm family, the rest in `causal-exploratory`."""
     df = pd.DataFrame([row for r in records for row in r.effects])
     if df.empty:
         return pd.DataFrame(columns=CAUSAL)
@@ -286,27 +297,29 @@ def _causal_row(labels: dict, baseline: str, both: pd.DataFrame, g: pd.DataFrame
     t = stats.paired_mean(both[baseline], both["region"], videos, seed=seed)
     region_ci = stats.bootstrap_ci(both["region"].to_numpy(), videos, seed=seed)
     base_ci = stats.bootstrap_ci(both[baseline].to_numpy(), videos, seed=seed)
+    spread = g[g["target"] == baseline]["spread"] if "spread" in g else pd.Series(dtype=float)
     return (
         labels
         | {
             "baseline": baseline,
-            "tokens": float(g["tokens"].mean()),
+            "tokens": float(g[g["target"] == "region"]["tokens"].mean()),
             "region_effect": t.mean_b,
             "region_low": region_ci[0],
             "region_high": region_ci[1],
             "baseline_effect": t.mean_a,
             "baseline_low": base_ci[0],
             "baseline_high": base_ci[1],
-            "family": CAUSAL_FAMILY,
+            "baseline_spread": float(spread.mean()) if len(spread.dropna()) else float("nan"),
+            "family": CAUSAL_FAMILY if declared(labels, baseline) else EXPLORATORY,
         }
         | t.as_dict()
     )
 
 
 def causal_verdicts(table: pd.DataFrame, sizes: dict[str, int]) -> list[str]:
-    """One line per region x (ablation, or knockout in all layers) against random tokens."""
+    """One line per declared contrast (the `causal` family); the exploratory ones stay in the table."""
     rows = table.to_dict("records") if not table.empty else []
-    return [causal_line(r, sizes) for r in rows if r["baseline"] == "random" and r["window"] == "all"]
+    return [causal_line(r, sizes) for r in rows if r["family"] == CAUSAL_FAMILY]
 
 
 def causal_line(r: dict, sizes: dict[str, int]) -> str:
@@ -316,10 +329,16 @@ def causal_line(r: dict, sizes: dict[str, int]) -> str:
     return (
         f"{r['region']} tokens {how}, {r['model']} on {r['variant']} ({r['cue']} regions), {r['type']} questions: "
         f"right answer {nats(r['region_effect'])} nats [{nats(r['region_low'])}, {nats(r['region_high'])}] vs "
-        f"{r['baseline']} tokens of the same count {nats(r['baseline_effect'])} [{nats(r['baseline_low'])}, "
-        f"{nats(r['baseline_high'])}]: difference {nats(r['delta'])} [{nats(r['ci_low'])}, {nats(r['ci_high'])}], "
+        f"{r['baseline']} tokens of the same count from outside it {nats(r['baseline_effect'])} "
+        f"[{nats(r['baseline_low'])}, {nats(r['baseline_high'])}]{_spread(r)}: "
+        f"difference {nats(r['delta'])} [{nats(r['ci_low'])}, {nats(r['ci_high'])}], "
         f"{holm_words(r, sizes, stats.ALPHA)}; {r['n']} questions, {r['videos']} videos{caveat(r)}"
     )
+
+
+def _spread(r: dict) -> str:
+    spread = r.get("baseline_spread")
+    return "" if spread is None or spread != spread else f" (draws spread {spread:.2f} nats)"
 
 
 SANITY = ["model", "n", "videos", "videos_changed", "redrawn", "trained", "delta", "ci_low", "ci_high", "p_video"]

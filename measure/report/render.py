@@ -61,7 +61,9 @@ FAMILY_WORDS = {
     "secondary": "the adapter on other clips, controls and their audit, interventions, open questions",
     "attention": "where the model looked, means over layers",
     "layers": "where the model looked, per layer",
-    "causal": "what a region does: its tokens removed inside the model, against as many random or high-norm ones",
+    "causal": "what a region does, the contrasts declared before looking: per model, the object's tokens ablated "
+    "on plain object questions and each cue's tokens on its clips, against as many random tokens from outside them",
+    "causal-exploratory": "what a region does, every other region, method, window and baseline",
     "compare": "one run against another",
 }
 
@@ -94,7 +96,10 @@ def attention_markdown(r: Report, pairs: bool = True) -> str:
             "\n## What each region does (interpret --effects)\n\nThe change in the right answer's log-probability "
             "(nats) when a region's visual tokens are removed inside the model (ablation: replaced by the clip's "
             "mean token; knockout: hidden from the answer in a window of layers), b, against as many random or "
-            "highest-norm tokens, a; paired by question, CIs resample videos, Holm in the causal family.\n\n",
+            "highest-norm tokens from outside the region, a; paired by question, CIs resample videos. Holm "
+            f"within the declared contrasts (causal, {r.families.get('causal', 0)} tests: one line each below) "
+            f"and apart within the rest (causal-exploratory, {r.families.get('causal-exploratory', 0)} tests: "
+            "the table).\n\n",
             *(f"- {v}\n" for v in removed),
             "\n",
             markdown(r.causal),

@@ -35,8 +35,11 @@ PAIR_COLUMNS = (
 # `attention` where the model looked (means over layers); `layers` the same per layer; `causal`
 # what a region's tokens do when removed inside the model.
 PRIMARY, SECONDARY, ATTENTION, LAYERS = "primary", "secondary", "attention", "layers"
-CAUSAL_FAMILY = "causal"  # what a region does: its tokens removed inside the model (`interpret --effects`)
-FAMILIES = (PRIMARY, SECONDARY, ATTENTION, LAYERS, CAUSAL_FAMILY)
+# What a region does: its tokens removed inside the model (`interpret --effects`). `causal` holds
+# the contrasts declared before looking (per model: the object's tokens vs random ones on plain
+# object questions; each cue's tokens vs random ones on its clips), `causal-exploratory` the rest.
+CAUSAL_FAMILY, EXPLORATORY = "causal", "causal-exploratory"
+FAMILIES = (PRIMARY, SECONDARY, ATTENTION, LAYERS, CAUSAL_FAMILY, EXPLORATORY)
 
 
 def to_frame(predictions: Iterable[Prediction]) -> pd.DataFrame:

@@ -211,14 +211,14 @@
       img.src = src(img.dataset.variant, e.target.value))}, groups.map(g => el("option", {value: g, text: g})));
     const effect = v => (D.effects || []).includes(`${p.model}/${p.qid}/${v}`)
       ? el("figure", {class: "effect"}, el("img", {src: src(v, "effect"), alt: `${v} effect`}),
-           el("figcaption", {text: "effect: each token ablated alone, change in the answer's log-probability (blue: it lowers)"}))
+           el("figcaption", {text: "occlusion (UNVALIDATED: it fails its known-answer check on the model organism): the window centred on each token ablated, change in the answer's log-probability (blue: it lowers)"}))
       : null;
     return el("div", {id: "heatmaps"},
       el("h3", {text: "Where the model looked: attention from the answer position to each frame block, and what each block did"}),
       el("label", {}, "language layers ", pick),
       drawn.map((v, k) => el("div", {class: "strip"}, el("h4", {text: v}),
         el("div", {class: "side"}, el("figure", {}, imgs[k], el("figcaption", {text: "attention"})), effect(v)))),
-      el("p", {class: "note", text: "Attention is not explanation: the effect maps (python -m interpret RUN --effects ablation) and the masked variants are the causal checks."}));
+      el("p", {class: "note", text: "Attention is not explanation: the region ablations (python -m interpret RUN --effects ablation) and the masked variants are the causal checks."}));
   }
   function sample(i) {
     const p = P[i];
