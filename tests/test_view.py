@@ -268,38 +268,15 @@ def test_the_viewer_shows_interprets_heat_maps_of_every_variant(runs, browser, t
     measured = RunLayout(tmp_path / "a")
     r = cli("interpret", measured.root, "--limit", 1, "--pictures", 1, "--effects", "ablation", "--models", "tiny-vlm")
     assert r.returncode == 0 and not any(x.occlusion for x in load(measured).attention), r.stderr[-3000:]
-    r = cli(
-        "interpret",
-        measured.root,
-        "--limit",
-        2,
-        "--pictures",
-        1,
-        "--effects",
-        "ablation",
-        "--occlusion",
-        "--models",
-        "tiny-vlm",
-    )
+    occluded_with = f"interpret {measured.root} --limit 2 --effects ablation --occlusion --models tiny-vlm --pictures"
+    r = cli(occluded_with, 1)
     assert r.returncode == 0 and "occlusion maps (unvalidated): " in r.stderr, r.stderr[-3000:]
     assert cli("measure", "view", measured.root).returncode == 0
     run = load(measured)
     rec = next(r for r in run.attention if r.maps)
     occluded = {r.question_id for r in run.attention if r.occlusion}
     assert occluded == {rec.question_id} and len({r.question_id for r in run.attention}) == 2
-    again = cli(
-        "interpret",
-        measured.root,
-        "--limit",
-        2,
-        "--pictures",
-        2,
-        "--effects",
-        "ablation",
-        "--occlusion",
-        "--models",
-        "tiny-vlm",
-    )
+    again = cli(occluded_with, 2)
     assert again.returncode == 0, again.stderr[-3000:]  # resumed with more drawn: theirs made again
     before, run = run, load(measured)
     assert {r.question_id for r in run.attention if r.occlusion} == {r.question_id for r in before.attention}
