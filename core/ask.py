@@ -13,6 +13,7 @@ from core.profiles import QWEN_VL, Profile
 
 AnswerFormat = Literal["text", "letters"]
 Media = Literal["frames", "data", "file"]
+Reasoning = Literal["auto", "off", "server", "two-step"]
 
 
 @dataclass(frozen=True)
@@ -39,12 +40,29 @@ class AskConfig:
         flags=("--down-timeout",),
     )
     open_max_tokens: int = option(64, "Open questions: longest free-form answer, in tokens.")
+    reasoning: Reasoning = option(
+        "auto",
+        "A reasoning model's thinking, kept apart from its answer (stored, shown, never scored): server (vLLM's "
+        "reasoning parser separates it and the choice constraint applies after it), two-step (a free reply first, "
+        "then the answer constrained, the thinking in the conversation), off, or auto (server for a model whose "
+        "profile is a reasoning model's, which `serve` starts with its parser; off for the others).",
+    )
+    reasoning_tokens: int = option(
+        512,
+        "Thinking budget, in tokens (server: vLLM's thinking_token_budget ends it; two-step: the first reply's cap).",
+    )
     backoff_s: float = 0.5  # doubles per attempt, capped at 8 s, with jitter
     profiles: dict[str, Profile] = field(default_factory=dict)  # served model -> request profile
     processors: dict[str, str | None] = field(default_factory=dict)  # served model -> its video processor (model dir)
 
     def profile(self, model: str) -> Profile:
         return self.profiles.get(model, QWEN_VL)
+
+    def reasoning_of(self, model: str) -> str:
+        """How a model's thinking is asked for: as given, or (auto) by its profile."""
+        if self.reasoning != "auto":
+            return self.reasoning
+        return "server" if self.profile(model).reasoning_parser else "off"
 
     @property
     def client_samples(self) -> bool:

@@ -12,6 +12,7 @@ MODELS_DIR = DATA_ROOT / "models"
 ADAPTERS_DIR = DATA_ROOT / "adapters"
 TINY_MODEL = MODELS_DIR / "tiny-vlm"  # the embedded default: a tiny seeded Qwen3-VL built offline
 TINY_SMOLVLM = MODELS_DIR / "tiny-smolvlm"
+TINY_THINKING = MODELS_DIR / "tiny-thinking"  # a reasoning model: its chat template opens a think block
 ORGANISM = MODELS_DIR / "organism"  # `python -m train organism`: a tiny Qwen3-VL trained on the synthetic world
 GPU_MODEL = "Qwen/Qwen3-VL-2B-Instruct"  # the reference study's model, served on a GPU
 

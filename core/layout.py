@@ -10,7 +10,7 @@ data/NAME/                        runs/RUN/
   raw/             (prepare synthetic's SSV2-format input)
 
 data/adapters/NAME/  adapter_config.json + weights (PEFT), train_args.json (TrainArgs),
-                     loss.csv, loss.png, checkpoints/
+                     loss.csv, loss.png, tokens.png, checkpoints/
 """
 
 from __future__ import annotations
@@ -217,6 +217,11 @@ class AdapterLayout:
     @property
     def loss_png(self) -> Path:
         return self.root / "loss.png"
+
+    @property
+    def tokens_png(self) -> Path:
+        """The training examples' text lengths (a histogram)."""
+        return self.root / "tokens.png"
 
     @property
     def checkpoints(self) -> Path:

@@ -6,12 +6,15 @@ clip is put into a request).
 - SmolVLM / Idefics3 family: vLLM takes images only, so the client samples the frames and
   sends them as `image_url` parts with the text the model was trained with
   (`measure.ask.prompt`).
+- A reasoning model (Qwen3-VL-*-Thinking; a local model whose chat template opens a think
+  block) also names vLLM's reasoning parser for it: `serve` starts vLLM with it and `measure`
+  keeps the thinking apart from the answer (`core.ask.AskConfig.reasoning`).
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Literal
 
@@ -20,6 +23,7 @@ from typing import Literal
 class Profile:
     name: str
     video_as: Literal["video", "frames"]
+    reasoning_parser: str | None = None  # vLLM's --reasoning-parser for a reasoning model
 
     def limit_mm_per_prompt(self, frames: int) -> dict[str, int]:
         return {"video": 1, "image": 1} if self.video_as == "video" else {"image": frames}
@@ -31,15 +35,27 @@ _BY_ARCHITECTURE = {"Idefics3ForConditionalGeneration": IDEFICS3, "SmolVLMForCon
 
 
 def profile_for(model: str) -> Profile:
-    """The profile of a model dir (by its config's architecture) or hub id (by name)."""
+    """The profile of a model dir (by its config's architecture and its chat template) or hub
+    id (by name)."""
     config = Path(model) / "config.json"
     if config.is_file():
         for arch in json.loads(config.read_text()).get("architectures", []):
             if arch in _BY_ARCHITECTURE:
                 return _BY_ARCHITECTURE[arch]
-        return QWEN_VL
+        return replace(QWEN_VL, reasoning_parser="qwen3") if "<think>" in chat_template(Path(model)) else QWEN_VL
     name = model.lower()
-    return IDEFICS3 if ("smolvlm" in name or "idefics" in name) else QWEN_VL
+    if "smolvlm" in name or "idefics" in name:
+        return IDEFICS3
+    return replace(QWEN_VL, reasoning_parser="qwen3") if "thinking" in name else QWEN_VL
+
+
+def chat_template(folder: Path) -> str:
+    """A local model's chat template, as transformers keeps it (its own file, or in its tokenizer's config)."""
+    own = folder / "chat_template.jinja"
+    if own.is_file():
+        return own.read_text()
+    config = folder / "tokenizer_config.json"
+    return str(json.loads(config.read_text()).get("chat_template") or "") if config.is_file() else ""
 
 
 def served_name(model: str) -> str:

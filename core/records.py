@@ -88,6 +88,7 @@ class Question:
     category: str = ""  # a task's own grouping, e.g. reversible/irreversible for arrow of time
     reversed_answer: str | None = None  # probes: the right answer on the reversed clip (a choice)
     flags: list[str] = field(default_factory=list)  # an imported row kept as published though flawed (FLAWS)
+    subset: str = ""  # the source's own subset (EgoTextVQA's indoor / outdoor), reported apart
     schema_version: int = SCHEMA_VERSION
 
     def problems(self) -> list[str]:
@@ -151,6 +152,8 @@ class Prediction:
     reversed_answer: str | None = None  # the question's (probes): the right answer on the reversed clip
     text: str | None = None  # the reply exactly as the server sent it (None: no reply, or written before v3)
     top_logprobs: dict[str, float] | None = None  # the first reply token's alternatives (token -> logprob)
+    subset: str = ""  # the question's (its source's subset)
+    reasoning: str | None = None  # a reasoning model's thinking before its answer: kept, shown, never scored
     schema_version: int = SCHEMA_VERSION
 
     @property
@@ -265,6 +268,7 @@ class Judgement:
     latency_s: float | None = None
     attempts: int = 0
     prompt_version: int = 0
+    path: str = ""  # how the verdict was read: schema (JSON schema), text (parsed), exact (exact match)
     schema_version: int = SCHEMA_VERSION
 
     @property

@@ -135,6 +135,8 @@ class JudgeRecord:
     schema: dict[str, Any]
     system: str
     user: str
+    format: str = "schema"  # auto, schema or text (`measure judge --judge-format`)
+    user_text: str = ""  # the prompt of a text reply
 
 
 @dataclass
@@ -280,6 +282,9 @@ class TrainArgs:
     dataset_manifest_sha256: str | None
     command: list[str]
     tune_merger: bool = False  # LoRA on the vision merger too (the study's tune_mm_mlp)
+    mix: dict[str, dict[str, Any]] | None = None  # `--mix`: per dataset its share, examples taken and available
+    max_text_tokens: int | None = None
+    left_out_long: list[str] = field(default_factory=list)  # question ids over --max-text-tokens
     schema_version: int = SCHEMA_VERSION
 
     @staticmethod

@@ -6,6 +6,7 @@ from __future__ import annotations
 import webbrowser
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Literal
 
 import typer
 
@@ -109,17 +110,48 @@ def set_reference(run: runs.Run, table: Path | None, names: dict[str, str] | Non
 
 @dataclass
 class CompareOptions:
-    run_a: Path = argument(help="Run A (folder or id).")
-    run_b: Path = argument(help="Run B (folder or id).")
+    runs: list[Path] = argument(help="Two or more runs (folders or ids).")
     where: RunsDir = group(RunsDir)
 
 
 @command(app, CompareOptions, name="compare")
 def compare_cmd(o: CompareOptions) -> None:
-    """Run B − run A on the questions both scored (same model and variant names)."""
+    """Runs side by side: every run's models in one table (accuracy with CIs per variant and
+    question type; open questions per subset and category), refused when the runs asked
+    different questions; with two runs of the same models, also B − A on the same questions."""
+    import pandas as pd
+
+    from measure.report import opentables, render, tables
+    from measure.score.open import verdicts as open_verdicts
+
+    if len(o.runs) < 2:
+        fail("compare needs two or more runs")
+    loaded = [runs.load(o.where.find(r)) for r in o.runs]
+    if len({run.id for run in loaded}) < len(loaded):
+        fail(f"the runs must differ: {', '.join(run.id for run in loaded)}")
+    asked = {run.id: tables.asked_questions(run.predictions) for run in loaded}
+    shared = set.intersection(*asked.values())
+    if any(q != shared for q in asked.values()):
+        counts = ", ".join(f"{rid} {len(q)}" for rid, q in asked.items())
+        fail(f"the runs asked different questions ({counts}; {len(shared)} shared): compare runs of the same questions")
+    named = {}
+    for run in loaded:
+        of = open_verdicts(run.predictions, run.judgements)
+        named[run.id] = (run.predictions, opentables.accuracy(of) if not of.empty else pd.DataFrame())
+    typer.echo(
+        f"# {' vs '.join(named)}: accuracy % [95 % CI, videos resampled] on the {len(shared)} questions they share\n"
+    )
+    typer.echo(render.markdown(tables.side_by_side(named)))
+    if len(loaded) == 2 and set(loaded[0].record.models if loaded[0].record else []) & set(
+        loaded[1].record.models if loaded[1].record else []
+    ):
+        paired(*loaded)
+
+
+def paired(a: runs.Run, b: runs.Run) -> None:
+    """Run B − run A on the questions both scored (same model and variant names, drawn alike)."""
     from measure.report import render, tables
 
-    a, b = runs.load(o.where.find(o.run_a)), runs.load(o.where.find(o.run_b))
     apart = drawn_apart(a, b)
     table = tables.compare_runs(*([p for p in run.predictions if p.variant not in apart] for run in (a, b)))
     if table.empty:
@@ -127,7 +159,7 @@ def compare_cmd(o: CompareOptions) -> None:
     for v, (da, db) in sorted(apart.items()):
         typer.echo(f"`{v}` left out: its clips were drawn as {da} in {a.id} and as {db} in {b.id}.", err=True)
     typer.echo(
-        f"# {b.id} − {a.id} (95 % CI resampling videos; p_mcnemar on questions, p_video sign-flip on videos, "
+        f"\n# {b.id} − {a.id} (95 % CI resampling videos; p_mcnemar on questions, p_video sign-flip on videos, "
         f"p_holm over these {len(table)} tests)\n"
     )
     typer.echo(render.markdown(table))
@@ -243,8 +275,17 @@ def calibrate_cmd(o: CalibrateOptions) -> None:
 @dataclass
 class JudgeOptions:
     target: OneRun = group(OneRun)
-    judge_model: str | None = option(None, "Served model that judges.", shown="the run's base model")
+    judge_model: str | None = option(
+        None,
+        "Served model that judges, or exact-match (normalised exact match: no model).",
+        shown="the run's base model",
+    )
     server: Server = group(Server, shown={"base_url": "the run's first server"})
+    judge_format: Literal["auto", "schema", "text"] = option(
+        "auto",
+        "How the judge replies: schema (JSON schema, `response_format`), text (parsed from 'yes 4'), or auto "
+        "(the schema, read as text where the server ignores it, text from the first refusal on).",
+    )
     concurrency: int = option(16, "Judge calls in flight.")
     data: Path | None = option(
         None, "The dataset, when run.json's path no longer points to it.", shown="the run's dataset"
@@ -260,13 +301,13 @@ def judge_cmd(o: JudgeOptions) -> None:
     from measure.score import judge as judging
 
     run = runs.load(o.target.layout, data=o.data)
-    done = judging.judge_run(run, o.judge_model, o.server.base_url, o.server.api_key, o.concurrency)
+    done = judging.judge_run(run, o.judge_model, o.server.base_url, o.server.api_key, o.concurrency, o.judge_format)
     if done.unjudgeable:
         warn(f"{done.unjudgeable} prediction(s) not judged: their question is not in {run.data}")
     r = report.write(run)
     typer.echo(render.markdown(r.open_accuracy))
     typer.echo(
-        f"judge {done.judge} at {done.url}: {done.asked} judged; judgements: {run.layout.judgements}; "
+        f"judge {done.judge} at {done.url or 'no server'}: {done.asked} judged; judgements: {run.layout.judgements}; "
         f"reports: {run.layout.report_md}",
         err=True,
     )

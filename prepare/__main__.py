@@ -90,9 +90,9 @@ class EgoTempo:
 
 @dataclass
 class EgoTextVqa:
-    jsonl: Path = option(
-        help="EgoTextVQA's annotation JSONL (video_id, question_id, question_type, question, "
-        "correct_answer, timestamp)."
+    jsonl: list[Path] = option(
+        help="EgoTextVQA's annotation JSONL (video_id, question_id, question_type, question, correct_answer, "
+        "timestamp); repeat for its subsets' files (each file's name is its subset)."
     )
     videos: Path = option(help="Directory of <video_id>.mp4 clips.")
     out: Path = option(help="Output dataset directory, e.g. data/NAME.")

@@ -17,16 +17,18 @@ import collections
 import importlib.metadata
 import json
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from core.cli import option
 from core.errors import DataError
 from core.layout import DataLayout
 from core.records import OPEN, Question
 from core.runfiles import Manifest
 from core.variants import BLIND, FROM_BOXES, PLAIN, SINGLE_FRAME
 from prepare.pipeline import find_video, render_clips, seed_option, variants_option, workers_option, write_dataset
+from prepare.questions import split_videos
 from prepare.variants import CueOptions, settings
 
 Bad = tuple[str, str]  # (where, reason)
@@ -47,11 +49,18 @@ def _fields(row: Any, where: str, names: dict[str, str]) -> dict[str, str]:
     return out
 
 
-def _question(f: dict[str, str], qid: str, where: str) -> Question:
+def _optional(row: dict, name: str) -> str:
+    value = row.get(name)
+    return value.strip() if isinstance(value, str) else ""
+
+
+def _question(f: dict[str, str], qid: str, where: str, row: dict) -> Question:
+    """A row as an open question: its own split and subset when it names them (else the split
+    is drawn later, by video, and the subset is the file's)."""
     q = Question(
         id=qid,
         video_id=f["video"],
-        split="test",
+        split=_optional(row, "split"),
         type=OPEN,
         question=f["question"],
         choices=[],
@@ -60,6 +69,7 @@ def _question(f: dict[str, str], qid: str, where: str) -> Question:
         label="",
         slot=None,
         category=f["type"],
+        subset=_optional(row, "subset"),
     )
     problems = q.problems()
     if problems:
@@ -87,7 +97,7 @@ def read_egotempo(path: Path) -> tuple[list[Question], list[Bad]]:
         where = f"{path}:annotations[{i}]"
         try:
             f = _fields(row, where, names)
-            questions.append(_question(f, f["id"], where))
+            questions.append(_question(f, f["id"], where, row))
         except DataError as e:
             bad.append((where, str(e).removeprefix(f"{where}: ")))
     return questions, bad
@@ -117,10 +127,20 @@ def read_egotextvqa(path: Path) -> tuple[list[Question], list[Bad]]:
             except json.JSONDecodeError as e:
                 raise DataError(f"{where}: not JSON ({e.msg} at column {e.colno})") from e
             f = _fields(row, where, names)
-            questions.append(_question(f, f"{f['video']}-{f['id']}", where))
+            questions.append(_question(f, f"{f['video']}-{f['id']}", where, row))
         except DataError as e:
             bad.append((where, str(e).removeprefix(f"{where}: ")))
     return questions, bad
+
+
+def with_splits(questions: list[Question], opts: OpenOptions) -> list[Question]:
+    """Each question with a split: its row's, else its video's, drawn seeded with
+    `opts.test_share` of the videos in test."""
+    if not 0 <= opts.test_share <= 1:
+        raise DataError(f"--test-share {opts.test_share}: a share from 0 to 1")
+    unsplit = sorted({q.video_id for q in questions if not q.split})
+    splits = split_videos(unsplit, round(opts.test_share * len(unsplit)), opts.seed)
+    return [replace(q, split=q.split or splits[q.video_id]) for q in questions]
 
 
 READERS: dict[str, Callable[[Path], tuple[list[Question], list[Bad]]]] = {
@@ -134,18 +154,43 @@ class OpenOptions:
     """How an open-QA dataset's clips are made (the options of `prepare egotempo/egotextvqa`)."""
 
     variants: Sequence[str] = variants_option((PLAIN, BLIND, SINGLE_FRAME))
+    test_share: float = option(
+        0.2,
+        "Share of the videos in the test split, drawn by video (seeded) where a row names no split; "
+        "1 puts them all in test, 0 all in train (to train on one dataset and evaluate on another).",
+    )
+    subset: str = option(
+        "",
+        "The subset (e.g. indoor, outdoor) of rows that name none; with several annotation files, each file's "
+        "own name.",
+        shown="none (several files: each file's name)",
+    )
     seed: int = seed_option()
     workers: int = workers_option()
 
 
-def prepare_open(kind: str, annotations: Path, videos: Path, out: Path, opts: OpenOptions) -> Manifest:
-    """Build data/NAME from an open-QA annotation file and its clips; returns the manifest."""
+def read_files(kind: str, files: list[Path], subset: str) -> tuple[list[Question], list[Bad]]:
+    """Every file's questions, each file's marked with its subset (its rows' own, else `subset`,
+    else, of several files, the file's name: EgoTextVQA publishes its indoor and outdoor
+    subsets as files of their own)."""
+    questions, bad = [], []
+    for path in files:
+        found, wrong = READERS[kind](path)
+        own = subset or (path.stem if len(files) > 1 else "")
+        questions += [replace(q, subset=q.subset or own) for q in found]
+        bad += wrong
+    return questions, bad
+
+
+def prepare_open(kind: str, annotations: Path | list[Path], videos: Path, out: Path, opts: OpenOptions) -> Manifest:
+    """Build data/NAME from open-QA annotation file(s) and their clips; returns the manifest."""
     cued = sorted(set(opts.variants) & set(FROM_BOXES))
     if cued:
         raise DataError(
             f"--variants {','.join(cued)}: cues are drawn from boxes, and {kind} has none: use plain and the controls"
         )
-    questions, bad = READERS[kind](annotations)
+    files = annotations if isinstance(annotations, list) else [annotations]
+    questions, bad = read_files(kind, files, opts.subset)
     dropped = [{"item": where, "reason": reason} for where, reason in bad]
 
     def drop(item: str, reason: str) -> None:
@@ -170,11 +215,17 @@ def prepare_open(kind: str, annotations: Path, videos: Path, out: Path, opts: Op
     clips, rerendered = render_clips(layout, sources, {}, opts.variants, cues, opts.seed, opts.workers, drop)
     failed = {vid for vid, info in clips.items() if "error" in info}
     kept = sorted((q for q in kept if q.video_id not in failed), key=lambda q: (q.video_id, q.id))
+    kept = with_splits(kept, opts)
     videos_kept = {q.video_id for q in kept}
     manifest = Manifest(
         kind=f"open-qa:{kind}",
-        sources={"annotations": str(annotations), "videos": str(videos)},
-        options={"variants": list(opts.variants), "seed": opts.seed},  # not --workers: how, not what (EXECUTION)
+        sources={"annotations": [str(f) for f in files], "videos": str(videos)},
+        options={  # not --workers: how, not what (EXECUTION)
+            "variants": list(opts.variants),
+            "seed": opts.seed,
+            "test_share": opts.test_share,
+            "subset": opts.subset,
+        },
         seed=opts.seed,
         render_settings={v: settings(v, cues, opts.seed) for v in opts.variants},
         counts={
@@ -182,7 +233,8 @@ def prepare_open(kind: str, annotations: Path, videos: Path, out: Path, opts: Op
             "videos": len(videos_kept),
             "by_type": {OPEN: len(kept)},
             "by_category": dict(collections.Counter(q.category for q in kept)),
-            "by_split": {"test": len(kept)},
+            "by_split": dict(collections.Counter(q.split for q in kept)),
+            "by_subset": dict(collections.Counter(q.subset for q in kept if q.subset)),
             "variants": list(opts.variants),
             "clips_by_variant": {v: len(videos_kept) for v in opts.variants},
             "clips_rendered": sum(len(i["rendered"]) for i in clips.values()),

@@ -20,7 +20,7 @@ import typer
 
 from core import cli, serverinfo
 from core.cli import command, fail, group, main, option
-from core.defaults import ADAPTERS_DIR, TINY_MODEL, TINY_SMOLVLM, default_model
+from core.defaults import ADAPTERS_DIR, TINY_MODEL, TINY_SMOLVLM, TINY_THINKING, default_model
 from core.groups import Server
 from core.procs import die_with_parent
 from core.serverinfo import ServerInfo
@@ -255,19 +255,24 @@ class Tiny:
     model_dir: Path = option(TINY_MODEL, "Where the tiny model goes.")
     adapter_dir: Path = option(ADAPTERS_DIR / "tiny-cued", "Where its LoRA adapter goes.")
     smolvlm_dir: Path = option(TINY_SMOLVLM, "Where the tiny Idefics3 (SmolVLM family) model goes.")
+    thinking_dir: Path = option(
+        TINY_THINKING, "Where the tiny reasoning model goes (its chat template opens a think block)."
+    )
     seed: int = option(0, "Weight seed.")
 
 
 @command(app, Tiny, name="build-tiny")
 def build_tiny(o: Tiny) -> None:
     """Build the embedded default offline: a tiny random-weight Qwen3-VL, a non-zero LoRA for
-    it, and a tiny Idefics3 (SmolVLM's architecture, served with frames as images)."""
+    it, a tiny Idefics3 (SmolVLM's architecture, served with frames as images) and a tiny
+    reasoning Qwen3-VL (serve it with -- --reasoning-parser qwen3; measure --reasoning server)."""
     from serve import tiny
 
     tiny.build_model(o.model_dir, seed=o.seed, name=o.model_dir.name)
     tiny.build_adapter(o.model_dir, o.adapter_dir, seed=o.seed + 1, base_name=o.model_dir.name)
     tiny.build_idefics3(o.smolvlm_dir, seed=o.seed)
-    typer.echo(f"built {o.model_dir}, {o.adapter_dir} and {o.smolvlm_dir}")
+    tiny.build_model(o.thinking_dir, seed=o.seed, name=o.thinking_dir.name, thinking=True)
+    typer.echo(f"built {o.model_dir}, {o.adapter_dir}, {o.smolvlm_dir} and {o.thinking_dir}")
 
 
 if __name__ == "__main__":

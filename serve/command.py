@@ -354,6 +354,8 @@ def build_argv(s: Settings, python: str = sys.executable, gpus: int = 0) -> list
     argv += normalise.argv(s.model)
     profile = profile_for(s.model)
     argv += ["--limit-mm-per-prompt", json.dumps(profile.limit_mm_per_prompt(s.frames))]
+    if profile.reasoning_parser and "--reasoning-parser" not in s.extra:
+        argv += ["--reasoning-parser", profile.reasoning_parser]  # its thinking apart from its answer
     if profile.video_as == "video":
         argv += ["--media-io-kwargs", json.dumps({"video": {"min_frames": s.frames, "max_frames": s.frames}})]
     if s.runtime_adapters < 0:

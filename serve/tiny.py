@@ -49,6 +49,14 @@ CHAT_TEMPLATE = (
     "{% endif %}{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
 )
 
+# A reasoning model's: the generation prompt opens a think block (as Qwen3's thinking models'
+# templates do), which vLLM's `qwen3` reasoning parser reads up to </think>.
+THINK_TOKENS = ["<think>", "</think>"]
+THINKING_TEMPLATE = CHAT_TEMPLATE.replace(
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}",
+    "{% if add_generation_prompt %}<|im_start|>assistant\n<think>\n{% endif %}",
+)
+
 _CORPUS_WORDS = (
     "pushing moving dropping putting covering picking lifting pulling turning opening closing "
     "tearing holding showing taking throwing rolling sliding spinning poking squeezing folding "
@@ -161,7 +169,7 @@ def build_config(tokenizer, vocab_size: int, shape: Shape = TINY):
     )
 
 
-def build_processor(tokenizer, shape: Shape = TINY):
+def build_processor(tokenizer, shape: Shape = TINY, chat_template: str = CHAT_TEMPLATE):
     from transformers import Qwen2VLImageProcessor, Qwen3VLProcessor, Qwen3VLVideoProcessor
 
     px = 16 * 2  # patch x merge: the side of one vision token
@@ -182,7 +190,7 @@ def build_processor(tokenizer, shape: Shape = TINY):
         max_video_tokens=shape.max_video_tokens,
     )
     return Qwen3VLProcessor(
-        image_processor=image, video_processor=video, tokenizer=tokenizer, chat_template=CHAT_TEMPLATE
+        image_processor=image, video_processor=video, tokenizer=tokenizer, chat_template=chat_template
     )
 
 
@@ -199,12 +207,18 @@ def _redraw(module: torch.nn.Module, seed: int, std: float) -> None:
                 p.zero_()
 
 
-def initial(shape: Shape = TINY, seed: int = 0, name: str = "tiny-vlm", std: float | None = 0.05):
+def initial(
+    shape: Shape = TINY, seed: int = 0, name: str = "tiny-vlm", std: float | None = 0.05, thinking: bool = False
+):
     """(model, processor, tokenizer) of a tiny Qwen3-VL: weights redrawn from a seeded
-    N(0, std), or with `std=None` the model's own initialisation under the seed."""
+    N(0, std), or with `std=None` the model's own initialisation under the seed; `thinking`: a
+    reasoning model's tokenizer and chat template (THINK_TOKENS, THINKING_TEMPLATE)."""
     from transformers import GenerationConfig, Qwen3VLForConditionalGeneration
 
-    tokenizer = build_tokenizer(extra=prompt_lines() if shape.prompt_words else ())
+    template = THINKING_TEMPLATE if thinking else CHAT_TEMPLATE
+    special = SPECIAL_TOKENS + (THINK_TOKENS if thinking else [])
+    extra = prompt_lines() if shape.prompt_words else ()
+    tokenizer = build_tokenizer(extra=extra, special=special, chat_template=template)
     config = build_config(tokenizer, len(tokenizer), shape)
     config.name_or_path = name
     torch.manual_seed(seed)
@@ -216,7 +230,7 @@ def initial(shape: Shape = TINY, seed: int = 0, name: str = "tiny-vlm", std: flo
         eos_token_id=config.text_config.eos_token_id,
         pad_token_id=config.text_config.pad_token_id,
     )
-    return model, build_processor(tokenizer, shape), tokenizer
+    return model, build_processor(tokenizer, shape, template), tokenizer
 
 
 def save(tmp: Path, model, processor, tokenizer) -> None:
@@ -226,9 +240,10 @@ def save(tmp: Path, model, processor, tokenizer) -> None:
     tokenizer.save_pretrained(tmp)
 
 
-def build_model(out: Path, seed: int = 0, name: str = "tiny-vlm") -> Path:
-    """Write a tiny random-weight Qwen3-VL (weights, configs, tokenizer, processor) to `out`."""
-    return atomic_dir(out, lambda tmp: save(tmp, *initial(TINY, seed, name)))
+def build_model(out: Path, seed: int = 0, name: str = "tiny-vlm", thinking: bool = False) -> Path:
+    """Write a tiny random-weight Qwen3-VL (weights, configs, tokenizer, processor) to `out`;
+    `thinking`: a reasoning model's (its generation prompt opens a think block)."""
+    return atomic_dir(out, lambda tmp: save(tmp, *initial(TINY, seed, name, thinking=thinking)))
 
 
 def build_adapter(model_dir: Path, out: Path, seed: int = 1, rank: int = 8, base_name: str = "tiny-vlm") -> Path:

@@ -352,7 +352,10 @@ def open_measured(server, tmp_path_factory):
     from core.layout import RunLayout
 
     root = tmp_path_factory.mktemp("open")
-    cli(f"prepare synthetic-open --out {root}/data --videos 8 --variants plain,blind --workers 1", check=True)
+    cli(
+        f"prepare synthetic-open --out {root}/data --videos 8 --variants plain,blind --workers 1 --test-share 1",
+        check=True,
+    )
     cli(
         f"measure --data {root}/data --base-url {server.base_url} --runs-dir {root} --run-id open "
         "--limit 6 --open-max-tokens 12",

@@ -55,6 +55,7 @@ TABLE = {
     ("serve run", "--adapters"): ("a=/x", "a", {"a": Path("/x")}),
     ("serve wait", "--base-url"): ("http://127.0.0.1:9/v1", "127.0.0.1:9", URL9),
     ("train", "--variants"): ("plain,trajectory", "nope", ("plain", "trajectory")),
+    ("train", "--mix"): ("data/a:0.7,data/b:0.3", "data/a", {Path("data/a"): 0.7, Path("data/b"): 0.3}),
     ("train", "--frame-size"): ("64x64", "64 64", (64, 64)),
     ("interpret", "--models"): ("tiny-vlm,tiny-cued", "", ("tiny-vlm", "tiny-cued")),
     ("interpret", "--variants"): ("plain,trajectory", "", ("plain", "trajectory")),

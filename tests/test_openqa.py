@@ -100,7 +100,9 @@ def test_synthetic_open_data_in_each_format_prepares_with_controls(kind, tmp_pat
         }
     (raw["videos"] / sorted(raw["videos"].iterdir())[-1].name).unlink()  # one clip gone
     out = tmp_path / "data"
-    m = prepare_open(kind, raw["annotations"], raw["videos"], out, OpenOptions(("plain", "blind", "reversed"), 0, 1))
+    m = prepare_open(
+        kind, raw["annotations"], raw["videos"], out, OpenOptions(("plain", "blind", "reversed"), seed=0, workers=1)
+    )
     assert m.counts["videos"] == 5 and {c for c in m.counts["by_category"]} <= {"counting", "direction", "locating"}
     assert m.dropped and all(d["reason"].startswith("video missing") for d in m.dropped)
     assert sorted(p.name for p in (out / "clips").iterdir()) == ["blind", "plain", "reversed"]
@@ -108,7 +110,11 @@ def test_synthetic_open_data_in_each_format_prepares_with_controls(kind, tmp_pat
     assert all(r["type"] == "open" and r["choices"] == [] and r["answer"] for r in rows)
     with pytest.raises(DataError, match="cues are drawn from boxes"):
         prepare_open(
-            kind, raw["annotations"], raw["videos"], tmp_path / "x", OpenOptions(("plain", "trajectory"), 0, 1)
+            kind,
+            raw["annotations"],
+            raw["videos"],
+            tmp_path / "x",
+            OpenOptions(("plain", "trajectory"), seed=0, workers=1),
         )
 
 
@@ -253,3 +259,104 @@ def test_judge_failures_are_kept_apart_and_asked_again(open_run, server):
     same = [v[server.base_model] == v[server.adapter] for v in verdicts.values()]
     assert len(same) == agreement[0]["n"] == 24 and agreement[0]["agreement"] == pytest.approx(100 * sum(same) / 24)
     assert_order_free(RunLayout(run))  # predictions and judgements, shuffled
+
+
+def test_any_judge_reads_a_schema_or_text_and_says_which(open_run, server):
+    """A judge on any OpenAI-compatible server: with the JSON schema (`response_format`) its
+    verdicts are read as schema; asked in text (a server without structured outputs) they are
+    parsed from the text, and a reply that cannot be read is a judge error, counted apart and
+    never a "no"; a server that ignores the schema is read as text (auto). Each verdict says how."""
+    run, _ = open_run
+    schema = _judge(run, server.base_url, "--judge-model", server.base_model)
+    assert schema.returncode == 0, schema.stderr[-2000:]
+    lines = [json.loads(x) for x in (run / "judgements.jsonl").read_text().splitlines()]
+    assert {j["path"] for j in lines} == {"schema"} and {j["status"] for j in lines} == {"ok"}
+    text = _judge(run, server.base_url, "--judge-model", server.adapter, "--judge-format", "text")
+    mine = [json.loads(x) for x in (run / "judgements.jsonl").read_text().splitlines()]
+    mine = [j for j in mine if j["judge"] == server.adapter]
+    assert len(mine) == 24 and {j["path"] for j in mine} == {"text"}
+    failed = [j for j in mine if j["status"] == "judge_error"]
+    assert all(j["pred"] is None and "not readable" in j["error"] for j in failed)  # never a "no"
+    assert text.returncode == (1 if failed else 0)
+    rows = json.loads((run / "report.json").read_text())["open_accuracy"]
+    adapter_all = [r for r in rows if r["judge"] == server.adapter and r["category"] == "all" and r["subset"] == "all"]
+    assert sum(r["judge_failed"] for r in adapter_all) == len(failed)
+    record = json.loads((run / "run.json").read_text())
+    assert [j["format"] for j in record["judges"]] == ["auto", "text"]
+    ignored = copy_run(RunLayout(run), run.parent / "ignored")
+    ignored.judgements.unlink()
+
+    def no_schema(body: dict) -> dict:  # a server that ignores `response_format`
+        return {k: v for k, v in body.items() if k != "response_format"}
+
+    with FaultProxy(server.base_url, rate=0.0, rewrite=no_schema) as proxy:
+        cli(f"measure judge {ignored.root} --base-url {proxy.base_url} --judge-model {server.base_model}")
+    read = [json.loads(x) for x in ignored.judgements.read_text().splitlines()]
+    # the schema ignored: each reply read as text where it can be (random weights seldom write
+    # "yes 4"), else a judge error, never a "no"
+    assert len(read) == 24 and all(j["path"] == "text" for j in read if j["status"] == "ok")
+    assert all(j["pred"] is None and "neither the schema's JSON nor" in j["error"] for j in read if j["status"] != "ok")
+
+
+def test_a_verdict_is_read_from_the_schema_or_from_text():
+    from measure.score.judge import read_reply
+
+    assert read_reply('{"pred":"yes","score":4}', True)[1] == "schema"
+    assert read_reply("Yes. Score: 4", True) == (read_reply("yes 4", False)[0], "text")
+    assert read_reply("no, 1 - the colour differs", False)[0].model_dump() == {"pred": "no", "score": 1}
+    with pytest.raises(ValueError, match="neither the schema's JSON nor"):
+        read_reply("maybe", False)
+
+
+def test_the_exact_match_judge_needs_no_server(open_run):
+    run, _ = open_run
+    r = cli(f"measure judge {run} --judge-model exact-match")
+    assert r.returncode == 0 and "judge exact-match at no server" in r.stderr, r.stderr[-2000:]
+    preds = {
+        (p["question_id"], p["model"], p["variant"]): p
+        for p in map(json.loads, (run / "predictions.jsonl").read_text().splitlines())
+    }
+    for j in map(json.loads, (run / "judgements.jsonl").read_text().splitlines()):
+        p = preds[j["question_id"], j["model"], j["variant"]]
+        same = p["reply"].strip().lower().rstrip(".!") == p["answer"].strip().lower().rstrip(".!")
+        assert j["path"] == "exact" and (j["pred"] == "yes") == same and j["score"] == (5 if same else 0)
+
+
+def test_subsets_are_kept_and_reported_apart(server, tmp_path):
+    """EgoTextVQA's subsets as the study reports them: its indoor and outdoor files imported
+    together, each question keeping its file's subset; the open-QA table per subset (each with
+    its question types) and overall; and runs of different models side by side (`measure
+    compare`), refused when they asked different questions."""
+    cli(f"prepare synthetic-open --format egotextvqa --out {tmp_path / 'raw'} --videos 8 --variants plain", check=True)
+    rows = (tmp_path / "raw" / "raw" / "egotextvqa_annotation.jsonl").read_text().splitlines()
+    (tmp_path / "indoor.jsonl").write_text("\n".join(rows[: len(rows) // 2]) + "\n")
+    (tmp_path / "outdoor.jsonl").write_text("\n".join(rows[len(rows) // 2 :]) + "\n")
+    cli(
+        f"prepare egotextvqa --jsonl {tmp_path / 'indoor.jsonl'} --jsonl {tmp_path / 'outdoor.jsonl'} "
+        f"--videos {tmp_path / 'raw' / 'raw' / 'videos'} --out {tmp_path / 'both'} --variants plain --test-share 1",
+        check=True,
+    )
+    subsets = {json.loads(x)["subset"] for x in (tmp_path / "both" / "questions.jsonl").read_text().splitlines()}
+    assert subsets == {"indoor", "outdoor"}
+    for model in (server.base_model, server.adapter):
+        cli(
+            f"measure --data {tmp_path / 'both'} --base-url {server.base_url} --runs-dir {tmp_path} --run-id {model} "
+            f"--models {model} --open-max-tokens 8",
+            check=True,
+        )
+        cli(f"measure judge {tmp_path / model} --judge-model exact-match", check=True)
+    table = json.loads((tmp_path / server.base_model / "report.json").read_text())["open_accuracy"]
+    assert {(r["subset"], r["category"] == "all") for r in table} == {
+        (s, a) for s in ("indoor", "outdoor", "all") for a in (True, False)
+    }
+    side = cli(f"measure compare {tmp_path / server.base_model} {tmp_path / server.adapter}")
+    assert side.returncode == 0, side.stderr[-2000:]
+    assert f"{server.base_model}: {server.base_model} (judge exact-match)" in side.stdout
+    assert f"{server.adapter}: {server.adapter} (judge exact-match)" in side.stdout and "| indoor " in side.stdout
+    shorter = cli(
+        f"measure --data {tmp_path / 'both'} --base-url {server.base_url} --runs-dir {tmp_path} --run-id short "
+        f"--models {server.base_model} --open-max-tokens 8 --limit 2"
+    )
+    assert shorter.returncode == 0
+    refused = cli(f"measure compare {tmp_path / server.base_model} {tmp_path / 'short'}")
+    assert refused.returncode == 2 and "asked different questions" in refused.stderr and "shared" in refused.stderr

@@ -88,7 +88,8 @@ def organism_server(organism, tuned, synthetic, tmp_path_factory):
     port = free_port()
     log = tmp_path_factory.mktemp("organism-server") / "vllm.log"
     argv = ["--model", str(organism), "--port", str(port), "--allowed-media", str(synthetic)]
-    argv += ["--adapters", f"tuned={tuned[0]},merger-only={tuned[1]}", "--", "--enable-tower-connector-lora"]
+    argv += ["--adapters", f"tuned={tuned[0]},merger-only={tuned[1]}", "--runtime-adapters", "1"]
+    argv += ["--", "--enable-tower-connector-lora"]
     proc = start_server(argv, log, ServerUrl.local(port).v1)
     running("organism server", proc)
     yield ServerUrl.local(port)
@@ -244,3 +245,31 @@ def _delta_ci(line: str, before: str) -> tuple[float, float]:
     m = re.search(before + r"[+−][\d.]+ \[([+−]?[\d.]+), ([+−]?[\d.]+)\]", line)
     assert m, line
     return float(m[1].replace("−", "-")), float(m[2].replace("−", "-"))
+
+
+def test_an_adapter_trained_on_open_answers_raises_the_judges_score(organism, organism_server, tmp_path):
+    """The open-QA study's fine-tuned column on the embedded default: the organism trained (a
+    LoRA) on the train split of `prepare synthetic-open`'s reference answers answers its test
+    split better than without, by the judge (normalised exact match: no model on this machine
+    can grade free text), the paired difference's interval above 0."""
+    from tests.conftest import Server, loaded
+
+    data = tmp_path / "open"
+    cli(f"prepare synthetic-open --out {data} --videos 80 --variants plain --test-share 0.25", check=True)
+    cli(
+        f"train --model {organism} --data {data} --out {tmp_path / 'open-tuned'} --variants plain --rank 8 "
+        "--alpha 16 --lr 5e-3 --epochs 15 --batch 8 --per-device-batch 8",
+        check=True,
+    )
+    served = Server(organism_server.v1, "organism", "open-tuned", tmp_path / "none.log")
+    with loaded(served, "open-tuned", tmp_path / "open-tuned"):
+        cli(
+            f"measure --data {data} --base-url {organism_server.v1} --runs-dir {tmp_path} --run-id open "
+            "--models organism,open-tuned --variants plain --open-max-tokens 16",
+            check=True,
+        )
+    judged = cli(f"measure judge {tmp_path / 'open'} --judge-model exact-match", check=True)
+    assert "judge exact-match at no server" in judged.stderr
+    report = json.loads((tmp_path / "open" / "report.json").read_text())
+    gain = next(r for r in report["open_adapter_vs_base"] if r["category"] == "all")
+    assert gain["acc_b"] > gain["acc_a"] and gain["ci_low"] > 0, gain

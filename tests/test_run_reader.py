@@ -195,4 +195,6 @@ def test_compare_leaves_out_a_variant_the_two_runs_drew_differently(tmp_path):
     r = cli(f"measure compare {a} {b}")
     assert r.returncode == 0, r.stderr
     assert "`path` left out: its clips were drawn as path/1 in a and as box-path/1 in b." in r.stderr
-    assert "| path " not in r.stdout and "| plain " in r.stdout
+    side, pairs = r.stdout.split("\n# b − a ")
+    assert "| path " in side  # each run's own accuracy, side by side
+    assert "| path " not in pairs and "| plain " in pairs  # never paired across drawings

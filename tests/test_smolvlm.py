@@ -57,7 +57,9 @@ def test_idefics3_model_is_scored_from_sampled_frames(smol_server, synthetic, tm
     assert all(row["frame_size"] == [320, 240] for row in rows)
     assert all(abs(sum(row["probs"].values()) - 1) < 1e-3 for row in rows)
     run = json.loads((tmp_path / "smol" / "run.json").read_text())
-    assert run["ask"]["profiles"] == {"tiny-smolvlm": {"name": "idefics3", "video_as": "frames"}}
+    assert run["ask"]["profiles"] == {
+        "tiny-smolvlm": {"name": "idefics3", "video_as": "frames", "reasoning_parser": None}
+    }
     assert KEY not in (tmp_path / "smol" / "run.json").read_text()  # the key is never written down
 
 

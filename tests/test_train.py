@@ -159,3 +159,30 @@ def test_image_and_blind_variants_are_trained_as_measure_asks_them(tiny, server,
     out = tmp_path / "adapter"
     r = cli(f"train --model {tiny.model} --data {data} --out {out} --variants single-frame,blind --max-steps 2")
     assert r.returncode == 0 and "(single-frame,blind)" in r.stderr, r.stderr[-3000:]
+
+
+def test_a_mixture_trains_in_its_declared_ratio_and_long_examples_are_left_out(tiny, synthetic, tmp_path):
+    """`--mix`: two datasets (multiple-choice and open questions) in the declared shares of the
+    examples, counted within 1 %, each drawn without repeating one; `--max-text-tokens` leaves
+    out the longer examples, names them, and the histogram of lengths is kept beside the adapter."""
+    cli(f"prepare synthetic-open --out {tmp_path / 'open'} --videos 30 --variants plain --test-share 0.2", check=True)
+    r = cli(
+        f"train --model {tiny.model} --mix {synthetic}:0.7,{tmp_path / 'open'}:0.3 --out {tmp_path / 'mixed'} "
+        "--variants plain --rank 4 --alpha 8 --batch 4 --per-device-batch 4 --max-steps 1 --max-text-tokens 37"
+    )
+    assert r.returncode == 0, r.stderr[-3000:]
+    args = json.loads((tmp_path / "mixed" / "train_args.json").read_text())
+    taken = {path: part["taken"] for path, part in args["mix"].items()}
+    total = sum(taken.values())
+    assert abs(taken[str(synthetic)] / total - 0.7) <= 0.01 and abs(taken[str(tmp_path / "open")] / total - 0.3) <= 0.01
+    assert all(part["taken"] <= part["available"] for part in args["mix"].values())
+    assert "train: mixture " in r.stderr and args["max_text_tokens"] == 37
+    assert args["left_out_long"] and f"over --max-text-tokens 37: {args['left_out_long'][0]}" in r.stderr
+    assert args["examples"] == total - len(args["left_out_long"])
+    assert (tmp_path / "mixed" / "tokens.png").stat().st_size > 0
+
+
+def test_open_questions_train_on_their_reference_answer(tiny, tmp_path):
+    cli(f"prepare synthetic-open --out {tmp_path / 'open'} --videos 10 --variants plain --test-share 0.2", check=True)
+    found = examples(tmp_path / "open", ["plain"], "train")
+    assert found and all(ex.answer == ex.question.answer and ex.question.type == "open" for ex in found)

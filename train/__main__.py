@@ -43,12 +43,38 @@ def _world_size() -> int:
     return int(os.environ.get("WORLD_SIZE", "1"))
 
 
+def shares(value: str | dict) -> dict[Path, float]:
+    """`data/a:0.7,data/b:0.3` as {data/a: 0.7, data/b: 0.3}: datasets and their shares of the examples."""
+    if isinstance(value, dict):
+        return {Path(k): float(v) for k, v in value.items()}
+    out = {}
+    for item in cli.comma_list(value):
+        path, sep, share = item.rpartition(":")
+        try:
+            out[Path(path)] = float(share)
+        except ValueError:
+            raise ValueError(f"{item!r}: use DATASET:SHARE, comma-separated, e.g. data/a:0.7,data/b:0.3") from None
+        if not sep or not path or out[Path(path)] <= 0:
+            raise ValueError(f"{item!r}: use DATASET:SHARE with a share above 0, e.g. data/a:0.7")
+    return out
+
+
 @dataclass
 class TrainOptions:
     """Every option of `python -m train`."""
 
     model: str | None = option(None, "Base model dir or hub id.", shown="the tiny model on CPU, Qwen3-VL-2B on GPU")
-    data: Path = option(DATASET, "Prepared dataset directory.")
+    data: Path = option(DATASET, "Prepared dataset directory (multiple-choice or open questions).")
+    mix: dict[Path, float] | None = option(
+        None,
+        "Train on a mixture instead of --data: datasets and their shares of the examples.",
+        parser=shares,
+        metavar="DATA:SHARE,...",
+        shown="none",
+    )
+    max_text_tokens: int | None = option(
+        None, "Leave out examples whose question and answer run longer (tokens), saying which.", shown="none"
+    )
     out: Path = option(ADAPTERS_DIR / "trained", "Adapter directory to write.")
     variants: Sequence[str] = option(
         (PLAIN,),
@@ -85,22 +111,32 @@ def train(o: TrainOptions) -> None:
     """Train a LoRA adapter; writes the adapter, train_args.json and the loss curve to OUT."""
     import torch
 
-    from train.data import Collator, examples
+    from train.data import Collator, examples, mixture, shorter_than
 
     if o.frames.problems():
         fail("; ".join(o.frames.problems()))
     gpu = torch.cuda.is_available()
     model = o.model or default_model(gpu)
     chosen = list(o.variants)
-    train_set = examples(o.data, chosen, "train", o.answer_format)
+    mixed = mixture(o.mix, chosen, "train", o.answer_format, o.seed) if o.mix else None
+    train_set = mixed.examples if mixed else examples(o.data, chosen, "train", o.answer_format)
     accumulation = max(1, o.batch // (o.per_device_batch * _world_size()))
     where = "the language model and the vision merger" if o.tune_merger else "the language model"
+    source = "a mixture" if mixed else str(o.data)
     typer.echo(
-        f"train: {model} on {len(train_set)} examples of {o.data} ({','.join(chosen)}) -> {o.out}; LoRA r "
+        f"train: {model} on {len(train_set)} examples of {source} ({','.join(chosen)}) -> {o.out}; LoRA r "
         f"{o.rank} alpha {o.alpha} on {where}; batch {o.batch} = {o.per_device_batch} per device x "
         f"{accumulation} steps x {_world_size()} process(es)",
         err=True,
     )
+    if mixed:
+        typer.echo(
+            "train: mixture "
+            + ", ".join(
+                f"{p}: {n} of {mixed.available[p]} ({100 * mixed.shares()[p]:.1f} %)" for p, n in mixed.taken.items()
+            ),
+            err=True,
+        )
     require_model(model)
     from peft import LoraConfig, get_peft_model  # what is needed to train: loaded once there is a model
     from transformers import AutoModelForImageTextToText, AutoProcessor, Trainer, TrainingArguments, set_seed
@@ -109,6 +145,12 @@ def train(o: TrainOptions) -> None:
 
     set_seed(o.seed)
     processor = AutoProcessor.from_pretrained(model)
+    train_set, lengths, long = shorter_than(train_set, processor.tokenizer, o.answer_format, o.max_text_tokens)
+    if long:
+        shown = ", ".join(long[:5]) + (f" and {len(long) - 5} more" if len(long) > 5 else "")
+        warn(f"train: left out {len(long)} example(s) over --max-text-tokens {o.max_text_tokens}: {shown}")
+    if not train_set:
+        fail(f"no example of at most {o.max_text_tokens} text tokens to train on")
     base = AutoModelForImageTextToText.from_pretrained(model, dtype=torch.bfloat16 if gpu else torch.float32)
     lora = LoraConfig(r=o.rank, lora_alpha=o.alpha, lora_dropout=o.dropout, target_modules=targets(o))
     peft_model = get_peft_model(base, lora)
@@ -156,6 +198,7 @@ def train(o: TrainOptions) -> None:
             o.out,
             served_name(model),
             trainer.state.log_history,
+            lengths,
             TrainArgs(
                 model=model,
                 data=str(o.data),
@@ -182,8 +225,21 @@ def train(o: TrainOptions) -> None:
                 steps=trainer.state.global_step,
                 resumed_from=str(last) if last else None,
                 train_loss=result.training_loss,
-                dataset_manifest_sha256=sha256(DataLayout(o.data).manifest),
+                dataset_manifest_sha256=None if mixed else sha256(DataLayout(o.data).manifest),
                 command=list(cli.invoked()),
+                mix=None
+                if mixed is None
+                else {
+                    p: {
+                        "share": o.mix[Path(p)],
+                        "taken": n,
+                        "available": mixed.available[p],
+                        "manifest_sha256": sha256(DataLayout(Path(p)).manifest),
+                    }
+                    for p, n in mixed.taken.items()
+                },
+                max_text_tokens=o.max_text_tokens,
+                left_out_long=long,
             ),
         )
         typer.echo(f"adapter: {o.out} ({trainer.state.global_step} steps, mean loss {result.training_loss:.4f})")
@@ -220,9 +276,12 @@ def _last_checkpoint(folder: Path) -> Path | None:
     return found[-1] if found else None
 
 
-def _save(peft_model, out: Path, base_name: str, history: list[dict], train_args: TrainArgs) -> None:
-    """The adapter (never merged), named for its base's served name, with its run record.
-    Written into a temp folder, then each file renamed into place: never half an adapter."""
+def _save(
+    peft_model, out: Path, base_name: str, history: list[dict], lengths: list[int], train_args: TrainArgs
+) -> None:
+    """The adapter (never merged), named for its base's served name, with its run record, its
+    loss curve and its examples' text lengths. Written into a temp folder, then each file
+    renamed into place: never half an adapter."""
     out.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".adapter.", dir=out))
     try:
@@ -251,10 +310,24 @@ def _save(peft_model, out: Path, base_name: str, history: list[dict], train_args
     ax.plot([r[0] for r in rows], [r[1] for r in rows], marker=".")
     ax.set_xlabel("optimizer step")
     ax.set_ylabel("training loss (answer tokens)")
+    _png(fig, layout.loss_png)
+    fig, ax = plt.subplots(figsize=(5, 3))
+    ax.hist(lengths, bins=min(40, max(5, len(set(lengths)))), color="#4c72b0")
+    if train_args.max_text_tokens is not None:
+        ax.axvline(train_args.max_text_tokens, color="#c44e52", label=f"--max-text-tokens {train_args.max_text_tokens}")
+        ax.legend()
+    ax.set_xlabel("question + answer, tokens")
+    ax.set_ylabel("examples")
+    _png(fig, layout.tokens_png)
+
+
+def _png(fig, path: Path) -> None:
+    import matplotlib.pyplot as plt
+
     png = io.BytesIO()
     fig.savefig(png, format="png", dpi=110, bbox_inches="tight")
     plt.close(fig)
-    atomic_write(layout.loss_png, png.getvalue())
+    atomic_write(path, png.getvalue())
 
 
 if __name__ == "__main__":

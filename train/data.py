@@ -1,10 +1,13 @@
 """Training examples: each train question once per clip variant, asked exactly as `measure`
 asks it (same prompt text and chat template, the frames its frame spec chooses, by the same
 function: `core.frames.load`; an image variant's first frame as an image, `core.frames.still`;
-blind, the text alone), with the loss on the answer tokens only."""
+blind, the text alone), with the loss on the answer tokens only: a multiple-choice question's
+choice (or its letter), an open question's reference answer. Several datasets mix in chosen
+ratios (`mixture`); examples whose text runs long can be left out (`shorter_than`)."""
 
 from __future__ import annotations
 
+import random
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,7 +18,7 @@ from core.ask import AnswerFormat
 from core.errors import DataError
 from core.frames import NEEDS_PROCESSOR, FrameSpec, load, still
 from core.layout import DataLayout
-from core.records import Question, read_questions
+from core.records import OPEN, Question, read_questions
 from core.variants import IMAGE_VARIANTS
 
 IGNORE = -100
@@ -45,9 +48,56 @@ def examples(data: Path, variants: list[str], split: str = "train", fmt: AnswerF
             clip = layout.asked_with(v, q.video_id)
             if clip is not None and not clip.is_file():
                 raise DataError(f"{clip}: clip missing (prepare the dataset with --variants {','.join(variants)})")
-            answer = prompt.targets(q.choices, fmt)[q.choices.index(q.answer)]
+            answer = q.answer if q.type == OPEN else prompt.targets(q.choices, fmt)[q.choices.index(q.answer)]
             out.append(Example(q, clip, answer, v in IMAGE_VARIANTS))
     return out
+
+
+@dataclass(frozen=True)
+class Mixed:
+    """A mixture's examples and, per dataset, how many it gave of how many it had."""
+
+    examples: list[Example]
+    taken: dict[str, int]
+    available: dict[str, int]
+
+    def shares(self) -> dict[str, float]:
+        total = sum(self.taken.values())
+        return {name: n / total for name, n in self.taken.items()}
+
+
+def mixture(ratios: dict[Path, float], variants: list[str], split: str, fmt: AnswerFormat, seed: int) -> Mixed:
+    """Examples of several datasets in the declared ratios (by examples): as many as the
+    datasets allow without repeating one (the dataset shortest for its share sets the size),
+    each dataset's drawn at random without replacement, seeded."""
+    if not ratios or any(r <= 0 for r in ratios.values()):
+        raise DataError(f"--mix {ratios}: give each dataset a share above 0")
+    total = sum(ratios.values())
+    pools = {path: examples(path, variants, split, fmt) for path in ratios}
+    size = min(len(pool) / (ratios[path] / total) for path, pool in pools.items())
+    taken: dict[str, int] = {}
+    out: list[Example] = []
+    for path, pool in pools.items():
+        k = min(len(pool), round(size * ratios[path] / total))
+        out += random.Random(f"{seed}/mix/{path}").sample(pool, k)
+        taken[str(path)] = k
+    return Mixed(out, taken, {str(p): len(pool) for p, pool in pools.items()})
+
+
+def text_tokens(tokenizer, ex: Example, fmt: AnswerFormat) -> int:
+    """An example's text in tokens: its question as asked and its answer (the media left out)."""
+    return len(tokenizer(prompt.question_text(ex.question, fmt) + "\n" + ex.answer, add_special_tokens=False).input_ids)
+
+
+def shorter_than(
+    found: list[Example], tokenizer, fmt: AnswerFormat, most: int | None
+) -> tuple[list[Example], list[int], list[str]]:
+    """(the examples of at most `most` text tokens, every example's length, the ids left out)."""
+    lengths = [text_tokens(tokenizer, ex, fmt) for ex in found]
+    if most is None:
+        return found, lengths, []
+    kept = [ex for ex, n in zip(found, lengths) if n <= most]
+    return kept, lengths, [ex.question.id for ex, n in zip(found, lengths) if n > most]
 
 
 def load_frames(clip: Path, spec: FrameSpec, model: str):
@@ -74,11 +124,16 @@ class Collator:
         """(pixels, metadata) of a clip as the model sees it (`load_frames`)."""
         return load_frames(clip, self.spec, self.model)
 
+    def target(self, ex: Example) -> str:
+        """What the model learns to reply: the answer, and for an open question the end of its turn
+        too (a free reply must learn to stop; a choice is ended by the constraint)."""
+        return ex.answer + (self.tokenizer.eos_token if ex.question.type == OPEN else "")
+
     def texts(self, ex: Example) -> tuple[str, str]:
-        """(prompt, prompt + answer) in the chat template, its media as placeholder parts."""
+        """(prompt, prompt + reply) in the chat template, its media as placeholder parts."""
         messages = prompt.messages(ex.question, self.fmt, ex.media)
         text = self.processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
-        return text, text + ex.answer
+        return text, text + self.target(ex)
 
     def pixels(self, batch: list[Example]) -> dict:
         """The processor's media arguments for `batch`, in the order the chats name them."""
@@ -96,7 +151,7 @@ class Collator:
         labels = torch.full_like(enc["input_ids"], IGNORE)
         lengths = enc["attention_mask"].sum(dim=1)
         for row, ex in enumerate(batch):
-            answer = self.tokenizer(ex.answer, add_special_tokens=False)["input_ids"]
+            answer = self.tokenizer(self.target(ex), add_special_tokens=False)["input_ids"]
             end = int(lengths[row])
             labels[row, end - len(answer) : end] = torch.tensor(answer)
         enc["labels"] = labels

@@ -60,6 +60,11 @@ class Reply:
     server: str | None = None  # base URL of the server that answered
     frame_indices: list[int] | None = None
     frame_size: list[int] | None = None
+    reasoning: str | None = None  # a reasoning model's thinking, apart from its answer
+
+
+THINK_FIRST = "Think it through first."  # the two-step ask's first turn ends with this
+ANSWER_NOW = "Now answer."  # ... and its second turn asks for the answer
 
 
 def media_spec(item: Item, cfg: AskConfig) -> MediaSpec | None:
@@ -76,22 +81,38 @@ def media_spec(item: Item, cfg: AskConfig) -> MediaSpec | None:
     )
 
 
-def request(item: Item, cfg: AskConfig, prepared: Prepared | None) -> dict[str, Any]:
+def request(
+    item: Item, cfg: AskConfig, prepared: Prepared | None, thought: str | None = None, think: bool = False
+) -> dict[str, Any]:
     """The chat-completion arguments for one item with its media: temperature 0, the reply
     constrained to the targets (`structured_outputs`, never the removed `guided_choice`),
-    logprobs in letters mode, per-request media settings when the media has any."""
+    logprobs in letters mode, per-request media settings when the media has any. A reasoning
+    model (`cfg.reasoning`): `server` adds vLLM's thinking budget before the constrained answer;
+    `two-step` asks first for its thinking (`think`: free, capped), then for the answer with
+    that `thought` in the conversation."""
     open_ = item.question.type == OPEN  # free form: no constraint, a bounded answer
     targets = prompt.targets(item.question.choices, cfg.answer_format)
-    extra: dict[str, Any] = {} if open_ else {"structured_outputs": {"choice": targets}}
+    extra: dict[str, Any] = {} if open_ or think else {"structured_outputs": {"choice": targets}}
     if prepared is not None and prepared.media_io:
         extra["media_io_kwargs"] = {"video": prepared.media_io}
-    letters = cfg.answer_format == "letters" and not open_
+    letters = cfg.answer_format == "letters" and not open_ and not think
     parts = prepared.parts if prepared is not None else ()
+    messages = prompt.messages(item.question, cfg.answer_format, parts)
+    max_tokens = cfg.open_max_tokens if open_ else MAX_TOKENS
+    reasoning = cfg.reasoning_of(item.model)
+    if reasoning == "server":
+        extra["thinking_token_budget"] = cfg.reasoning_tokens
+        max_tokens += cfg.reasoning_tokens
+    elif think:
+        messages[-1]["content"][-1] = {"type": "text", "text": messages[-1]["content"][-1]["text"] + " " + THINK_FIRST}
+        max_tokens = cfg.reasoning_tokens
+    elif thought is not None:
+        messages += [{"role": "assistant", "content": thought}, {"role": "user", "content": ANSWER_NOW}]
     return dict(
         model=item.model,
-        messages=prompt.messages(item.question, cfg.answer_format, parts),
+        messages=messages,
         temperature=0.0,
-        max_tokens=cfg.open_max_tokens if open_ else MAX_TOKENS,
+        max_tokens=max_tokens,
         logprobs=letters or None,
         top_logprobs=len(targets) + 1 if letters else None,
         extra_body=extra,
@@ -128,24 +149,36 @@ def unreadable(problem: BaseException | None = None) -> Reply:
 async def ask(
     client: AsyncOpenAI, item: Item, cfg: AskConfig, prepared: Prepared | None, lost_when_refused: bool = False
 ) -> Reply:
-    """One question with its prepared media -> what the server said; never raises for server
-    trouble (the Reply's `error`), except ServerLost when asked to (`create`)."""
+    """One question with its prepared media -> what the server said (a reasoning model: its
+    thinking apart, `cfg.reasoning`); never raises for server trouble (the Reply's `error`),
+    except ServerLost when asked to (`create`)."""
     sent = dict(frame_indices=prepared.frame_indices, frame_size=prepared.frame_size) if prepared else {}
     start = time.perf_counter()
+    thought, attempts = None, 0
+    reasoning = cfg.reasoning_of(item.model)
+    if reasoning == "two-step":
+        first, attempts, error = await create(
+            client, request(item, cfg, prepared, think=True), cfg.max_attempts, cfg.backoff_s, lost_when_refused
+        )
+        if first is None:
+            return Reply(None, latency_s=time.perf_counter() - start, attempts=attempts, error=error, **sent)
+        thought = first.choices[0].message.content or ""
     resp, attempt, error = await create(
-        client, request(item, cfg, prepared), cfg.max_attempts, cfg.backoff_s, lost_when_refused
+        client, request(item, cfg, prepared, thought), cfg.max_attempts, cfg.backoff_s, lost_when_refused
     )
     latency = time.perf_counter() - start
     if resp is None:
-        return Reply(None, latency_s=latency, attempts=attempt, error=error, **sent)
+        return Reply(None, latency_s=latency, attempts=attempts + attempt, error=error, reasoning=thought, **sent)
     choice = resp.choices[0]
+    said = getattr(choice.message, "reasoning", None) or getattr(choice.message, "reasoning_content", None)
     return Reply(
         choice.message.content or "",
         top_logprobs=_top_logprobs(choice),
         latency_s=latency,
-        attempts=attempt,
+        attempts=attempts + attempt,
         prompt_tokens=resp.usage.prompt_tokens if resp.usage else None,
         cached_tokens=_cached(resp.usage),
+        reasoning=said if reasoning == "server" else thought,
         **sent,
     )
 
@@ -259,24 +292,29 @@ async def ask_somewhere(servers: Servers, item: Item, cfg: AskConfig, prepared: 
 PROBE_CHOICES = ["velvet-17", "quokka-42"]  # no model says either unconstrained
 
 
-async def self_test(url: ServerUrl, api_key: str | None, model: str, media_io: bool = False) -> str | None:
+async def self_test(
+    url: ServerUrl, api_key: str | None, model: str, media_io: bool = False, thinking: int | None = None
+) -> str | None:
     """Check that the server enforces the choice constraint, before anything is asked: one
     request whose unconstrained reply would be no choice (it also warms the server up: the
     first request after a start is slow, once). A reply outside the choices is a SetupError
     (the server ignores `structured_outputs`, as vLLM did the reference study's
     `guided_choice`: free text must never be scored); so is a server refusing the
     per-request media settings `media_io` runs need. Other failures are returned, not
-    raised: the run's own requests retry and record."""
+    raised: the run's own requests retry and record. A reasoning model asked with the server's
+    thinking budget (`thinking` tokens) answers after its thinking."""
     extra: dict[str, Any] = {"structured_outputs": {"choice": PROBE_CHOICES}}
     if media_io:
         extra["media_io_kwargs"] = {"video": {"fps": 1.0}}
+    if thinking is not None:
+        extra["thinking_token_budget"] = thinking
     async with AsyncOpenAI(base_url=url.v1, api_key=api_key or "EMPTY", max_retries=2) as client:
         try:
             resp = await client.chat.completions.create(
                 model=model,
                 messages=[{"role": "user", "content": "Say hello in one sentence."}],
                 temperature=0.0,
-                max_tokens=16,
+                max_tokens=16 + (thinking or 0),
                 logprobs=True,
                 top_logprobs=2,
                 extra_body=extra,
@@ -304,14 +342,14 @@ async def self_test(url: ServerUrl, api_key: str | None, model: str, media_io: b
     return None
 
 
-def admission(models: list[str], api_key: str | None, media_io: bool) -> Admit:
+def admission(models: list[str], api_key: str | None, media_io: bool, thinking: int | None = None) -> Admit:
     """`Servers.admit` for a run: a server answering /health again is used only if it serves
     every model of the run and passes the self-test (returns why never; raises: not yet)."""
 
     async def admit(url: ServerUrl) -> str | None:
         try:
             listed = await asyncio.to_thread(list_models, url, api_key)
-            problem = await self_test(url, api_key, models[0], media_io)
+            problem = await self_test(url, api_key, models[0], media_io, thinking)
         except Unreachable:
             raise
         except SetupError as e:

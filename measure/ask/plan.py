@@ -339,6 +339,8 @@ def asked(item: Item, reply: Reply) -> Prediction:
         reversed_answer=q.reversed_answer,
         text=reply.text,
         top_logprobs=reply.top_logprobs,
+        subset=q.subset,
+        reasoning=reply.reasoning,
     )
 
 
@@ -384,15 +386,23 @@ def self_tests(opts: RunOptions, p: Plan, warn: Callable[[str], None]) -> None:
             f"{', '.join(str(u) for u in opts.urls if u not in p.down)}, taking the rest in once they answer"
         )
     for url in (u for u in opts.urls if u not in p.down):
-        problem = asyncio.run(client.self_test(url, opts.servers.api_key, p.models[0], p.cfg.sends_media_io))
+        problem = asyncio.run(
+            client.self_test(url, opts.servers.api_key, p.models[0], p.cfg.sends_media_io, thinking_budget(p))
+        )
         if problem:
             warn(f"warning: self-test request to {url} failed ({problem}); going on")
+
+
+def thinking_budget(p: Plan) -> int | None:
+    """The thinking budget the self-test gives the run's first model (a reasoning model asked
+    through the server's parser), else None."""
+    return p.cfg.reasoning_tokens if p.cfg.reasoning_of(p.models[0]) == "server" else None
 
 
 def servers_of(opts: RunOptions, p: Plan, warn: Callable[[str], None]) -> Servers:
     """The run's servers: those down at start taken in once they answer and pass the self-test."""
     key = opts.servers.api_key
-    admit = client.admission(p.models, key, p.cfg.sends_media_io)
+    admit = client.admission(p.models, key, p.cfg.sends_media_io, thinking_budget(p))
     return Servers(opts.urls, key, p.cfg.down_timeout_s, opts.concurrency, p.down, admit, warn)
 
 

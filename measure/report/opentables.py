@@ -1,6 +1,7 @@
 """Report tables of open questions, from their scored verdicts (`measure.score.open`).
 
-Per judge x model x variant x question type (category) and overall: accuracy (the judge's
+Per judge x model x variant x the source's subset (EgoTextVQA's indoor / outdoor, each with its
+own per-type rows, then all of them) x question type (category) and overall: accuracy (the judge's
 "yes" rate) and mean score (0-5), each two ways as VLMEvalKit reports them — ALL (a failed
 or missing verdict counts as "no" / 0, as peers silently do) and VALID (failed verdicts
 left out) — with cluster-bootstrap CIs (videos resampled) and the failure count beside
@@ -36,34 +37,44 @@ def _mean_ci(values: pd.Series, videos: pd.Series, name: tuple) -> tuple[float, 
 
 
 def accuracy(f: pd.DataFrame) -> pd.DataFrame:
-    """Per judge x model x variant x category (and "all"): ALL and VALID accuracy (%) and
-    mean score with 95 % CIs, and the counts behind them."""
+    """Per judge x model x variant x subset (each of the source's, then all) x category (and
+    "all"): ALL and VALID accuracy (%) and mean score with 95 % CIs, and the counts behind them."""
     rows = []
+    subsets = sorted(x for x in f["subset"].unique() if x)
     for (judge, model, variant), g in f.groupby(["judge", "model", "variant"], sort=True):
-        for cat in [*sorted(g["category"].unique()), "all"]:
-            c = g if cat == "all" else g[g["category"] == cat]
-            valid = c[c["valid"]]
-            row = {
-                "judge": judge,
-                "model": model,
-                "variant": variant,
-                "category": cat,
-                "n": len(c),
-                "judged": len(valid),
-                "judge_failed": int((~c["valid"]).sum()),
-                "invalid": int((c["status"] == "invalid").sum()),
-            }
-            for name, values, scale in (
-                ("acc_all", c["yes"].fillna(0), 100),
-                ("acc_valid", valid["yes"], 100),
-                ("score_all", c["score"].fillna(0), 1),
-                ("score_valid", valid["score"], 1),
-            ):
-                vids = c["video_id"] if name.endswith("_all") else valid["video_id"]
-                mean, low, high = _mean_ci(values, vids, (judge, model, variant, cat, name))
-                row |= {name: scale * mean, f"{name}_low": scale * low, f"{name}_high": scale * high}
-            rows.append(row)
-    return pd.DataFrame(rows, columns=["judge", "model", "variant", "category", *ACC_COLUMNS])
+        for subset, part in [*((x, g[g["subset"] == x]) for x in subsets), ("all", g)]:
+            for cat in [*sorted(part["category"].unique()), "all"]:
+                c = part if cat == "all" else part[part["category"] == cat]
+                if len(c):
+                    rows.append(_accuracy_row(c, (judge, model, variant, subset, cat)))
+    return pd.DataFrame(rows, columns=["judge", "model", "variant", "subset", "category", *ACC_COLUMNS])
+
+
+def _accuracy_row(c: pd.DataFrame, name: tuple[str, str, str, str, str]) -> dict:
+    judge, model, variant, subset, cat = name
+    valid = c[c["valid"]]
+    row = {
+        "judge": judge,
+        "model": model,
+        "variant": variant,
+        "subset": subset,
+        "category": cat,
+        "n": len(c),
+        "judged": len(valid),
+        "judge_failed": int((~c["valid"]).sum()),
+        "invalid": int((c["status"] == "invalid").sum()),
+    }
+    seed_name = (judge, model, variant, cat) if subset == "all" else name
+    for what, values, scale in (
+        ("acc_all", c["yes"].fillna(0), 100),
+        ("acc_valid", valid["yes"], 100),
+        ("score_all", c["score"].fillna(0), 1),
+        ("score_valid", valid["score"], 1),
+    ):
+        vids = c["video_id"] if what.endswith("_all") else valid["video_id"]
+        mean, low, high = _mean_ci(values, vids, (*seed_name, what))
+        row |= {what: scale * mean, f"{what}_low": scale * low, f"{what}_high": scale * high}
+    return row
 
 
 @dataclass(frozen=True)

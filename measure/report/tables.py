@@ -590,3 +590,42 @@ def compare_runs(a: Iterable[Prediction], b: Iterable[Prediction]) -> pd.DataFra
                 )
     table = pd.DataFrame(rows, columns=["model", "variant", "type", *PAIR_COLUMNS]).assign(family="compare")
     return holm_adjust([table])[0]
+
+
+def asked_questions(run_predictions: Iterable[Prediction]) -> set[str]:
+    """The questions a run asked (whatever the answers)."""
+    return {p.question_id for p in run_predictions}
+
+
+def side_by_side(named: dict[str, tuple[list[Prediction], pd.DataFrame]]) -> pd.DataFrame:
+    """Many runs' models in one table (the open-QA study's 6-model layout): a row per variant
+    and question type (open questions: per subset and category, the judge's ALL accuracy), a
+    column per run's model (and judge), each cell the accuracy in % with its 95 % CI
+    (videos resampled) and n. `named`: run id -> (its predictions, its open accuracy table)."""
+    cells: dict[tuple, dict[str, str]] = {}
+    for rid, (preds, open_acc) in named.items():
+        df = to_frame(p for p in preds if p.type != "open")
+        scored = df[df["status"] != "error"]
+        for (model, variant), g in scored.groupby(["model", "variant"], sort=True):
+            for qtype in sorted(set(g["type"])) + ["all"]:
+                part = g if qtype == "all" else g[g["type"] == qtype]
+                hits = part["correct"].to_numpy(dtype=float)
+                low, high = stats.bootstrap_ci(hits, part["video_id"], seed=stats.seed_for(rid, model, variant, qtype))
+                row = (variant, "", qtype)
+                cells.setdefault(row, {})[f"{rid}: {model}"] = _cell(
+                    100 * hits.mean(), 100 * low, 100 * high, len(part)
+                )
+        for r in open_acc.to_dict("records") if not open_acc.empty else []:
+            row = (r["variant"], r["subset"], r["category"])
+            column = f"{rid}: {r['model']} (judge {r['judge']})"
+            cells.setdefault(row, {})[column] = _cell(r["acc_all"], r["acc_all_low"], r["acc_all_high"], r["n"])
+    columns = sorted({c for row in cells.values() for c in row})
+    rows = [
+        {"variant": v, "subset": s, "type": t} | {c: cells[(v, s, t)].get(c, "") for c in columns}
+        for (v, s, t) in sorted(cells, key=lambda k: (k[0], k[1] == "all", k[1], k[2] == "all", k[2]))
+    ]
+    return pd.DataFrame(rows, columns=["variant", "subset", "type", *columns])
+
+
+def _cell(acc: float, low: float, high: float, n: int) -> str:
+    return f"{acc:.1f} [{low:.1f}, {high:.1f}] n={n}"

@@ -159,6 +159,7 @@ def compact(run: Run, r: Report, thumbs: dict[str, object], other: Run | None) -
                 p.probs,
                 p.frame_indices,
                 p.prompt_tokens,
+                p.reasoning,
             ]
         )
     return {

@@ -24,7 +24,7 @@ def verdicts(predictions: Iterable[Prediction], judgements: Iterable[Judgement])
     rows = []
     for judge in sorted(js["judge"].unique()):
         j = js[js["judge"] == judge][[*keys, "status", "pred", "score"]].rename(columns={"status": "judge_status"})
-        m = preds[[*keys, "video_id", "category", "status"]].merge(j, on=keys, how="left").assign(judge=judge)
+        m = preds[[*keys, "video_id", "category", "subset", "status"]].merge(j, on=keys, how="left").assign(judge=judge)
         empty = m["status"] == "invalid"
         m["valid"] = empty | (m["judge_status"] == "ok")
         m["yes"] = np.where(empty, 0.0, np.where(m["judge_status"] == "ok", (m["pred"] == "yes").astype(float), np.nan))

@@ -14,7 +14,7 @@
     return {i, qid: q[0], video: q[1], type: F.type[q[2]], template: F.template[q[3]], verb: F.verb[q[4]],
             text: q[5], choices: q[6], answer: q[7], model: F.model[r[1]], variant: F.variant[r[2]],
             status: F.status[r[3]], correct: r[4] === 1, reply: r[5], latency: r[6], attempts: r[7], error: r[8],
-            probs: r[9], frames: r[10], tokens: r[11], verdicts: (D.verdicts || {})[i] || []};
+            probs: r[9], frames: r[10], tokens: r[11], reasoning: r[12], verdicts: (D.verdicts || {})[i] || []};
   });
   const byKey = new Map(P.map(p => [key(p.qid, p.model, p.variant), p]));
   // An open question is right or wrong by its first valid verdict (until judged: "unjudged").
@@ -239,7 +239,9 @@
         p.verdicts.length ? p.verdicts.map(v => el("tr", {}, v.map(x => el("td", {class: "text", text: x ?? ""}))))
                           : el("tr", {}, el("td", {colspan: 5, class: "note", text: "not judged yet: python -m measure judge RUN"}))) : "",
       el("table", {id: "meta"}, [["video", p.video], ["reference answer", p.answer], ["type", p.type], ["template", p.template], ["verb", p.verb],
-        ["outcome", outcome(p)], ["reply", p.reply ?? "(none)"], ["latency s", num(p.latency, 3)], ["attempts", p.attempts],
+        ["outcome", outcome(p)], ["reply", p.reply ?? "(none)"],
+        ...(p.reasoning != null ? [["reasoning (not scored)", p.reasoning]] : []),
+        ["latency s", num(p.latency, 3)], ["attempts", p.attempts],
         ["prompt tokens", p.tokens ?? "n/a"], ["frames sent", p.frames ? p.frames.join(", ") : "n/a"],
         ["error", p.error ?? ""]].map(([k, v]) => el("tr", {}, el("th", {text: k}), el("td", {class: "text", text: String(v)})))),
       el("h3", {text: "Frames sent, every variant of this clip"}),
