@@ -324,6 +324,16 @@ def comma_list(value: str | typing.Sequence[str]) -> tuple[str, ...]:
     return names
 
 
+def counts(value: str | typing.Sequence[int]) -> tuple[int, ...]:
+    """`1,2,4` as (1, 2, 4): positive whole numbers, comma-separated."""
+    if not isinstance(value, str):
+        return tuple(value)
+    parts = comma_list(value)
+    if not all(p.isdigit() and int(p) > 0 for p in parts):
+        raise ValueError(f"{value!r}: give positive whole numbers, comma-separated, e.g. 1,8,64")
+    return tuple(int(p) for p in parts)
+
+
 def names(help: str, shown: str) -> Any:
     """An option holding comma-separated names (models, variants), None when not given."""
     return option(None, help, parser=comma_list, metavar="NAME,...", shown=shown)

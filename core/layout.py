@@ -11,6 +11,9 @@ data/NAME/                        runs/RUN/
 
 data/adapters/NAME/  adapter_config.json + weights (PEFT), train_args.json (TrainArgs),
                      loss.csv, loss.png, tokens.png, checkpoints/
+
+runs/profile/        profile.json (ProfileRecord), profile.md, latency.png, throughput.png,
+                     servers/<model>-<dtype>.log (`measure profile`)
 """
 
 from __future__ import annotations
@@ -226,3 +229,31 @@ class AdapterLayout:
     @property
     def checkpoints(self) -> Path:
         return self.root / "checkpoints"
+
+
+@dataclass(frozen=True)
+class ProfileLayout:
+    """Paths inside one `measure profile` folder."""
+
+    root: Path
+
+    @property
+    def json(self) -> Path:
+        return self.root / "profile.json"
+
+    @property
+    def md(self) -> Path:
+        return self.root / "profile.md"
+
+    @property
+    def latency_png(self) -> Path:
+        """Warm and cold latency by frames sent, per model and dtype."""
+        return self.root / "latency.png"
+
+    @property
+    def throughput_png(self) -> Path:
+        """Requests per second by requests in flight, per model."""
+        return self.root / "throughput.png"
+
+    def server_log(self, model: str, dtype: str) -> Path:
+        return self.root / "servers" / f"{model}-{dtype}.log"

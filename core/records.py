@@ -28,6 +28,7 @@ QUESTION_TYPES: tuple[str, ...] = ("verb", "object", "arrow", "open", "probe", "
 MCQ = "mcq"
 OPEN = "open"
 PROBE = "probe"
+TEXT_PROBES = "text"  # the subset of `prepare probes --text`: a probe told as a story, asked with no video
 DUPLICATE_CHOICES, ANSWER_NOT_IN_CHOICES = "duplicate_choices", "answer_not_in_choices"
 FLAWS = (DUPLICATE_CHOICES, ANSWER_NOT_IN_CHOICES)  # kept in an imported dataset, so it stays comparable
 Status = Literal["ok", "invalid", "error"]

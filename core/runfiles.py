@@ -352,6 +352,37 @@ class CalibrationRecord:
         return raw | {"procedure": "report (v3: sign-flip null)"} if version < 4 else raw
 
 
+@dataclass
+class ProfiledModel:
+    """One model's serving profile (`measure profile`): what was measured, as measured; every
+    figure and verdict of profile.md is computed from it (`measure.profile.figures`)."""
+
+    __pydantic_config__ = _STRICT
+    model: str  # the model dir or hub id served
+    family: str  # its request profile (core.profiles)
+    dtypes: list[str]  # the first: every measure; the others: latency and answers against it
+    ready: dict[str, dict[str, Any]]  # dtype -> ready_s, times (vLLM's log), rss_ready_bytes
+    latency: list[dict[str, Any]]  # dtype x input kind: cold_s, warm_s, replies, peak_rss_bytes, errors
+    throughput: list[dict[str, Any]]  # per requests in flight: requests, seconds, errors, latencies
+    session: dict[str, Any]  # the leak check: requests, rss_bytes after n and after 10 n
+    repeats: dict[str, Any]  # temperature 0, 0.7 with a seed, 0.7 without: the replies
+    edges: list[dict[str, Any]]  # per edge input: what happened, and whether the server still answered
+    seconds: float  # this model's profile, servers started and stopped included
+
+
+@dataclass
+class ProfileRecord:
+    """What `measure profile` measured (runs/profile/profile.json)."""
+
+    __pydantic_config__ = _STRICT
+    started: str
+    settings: dict[str, Any]  # the command's options
+    machine: dict[str, Any]  # cores, memory, vLLM's version
+    models: list[ProfiledModel]
+    targets: list[dict[str, Any]] = field(default_factory=list)  # the targets file's rows, as given
+    schema_version: int = SCHEMA_VERSION
+
+
 def read(cls: type[T], path: Path) -> T:
     """The record in `path`, upgraded to the current schema; DataError naming the file and
     the field when it is not one."""

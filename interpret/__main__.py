@@ -60,6 +60,12 @@ class InterpretOptions:
         "known-answer check on the model organism (the asked object's tokens are not its most effective "
         "on 80 % of object questions: docs/interpret.md).",
     )
+    layer_probes: bool = option(
+        False,
+        "Instead of attention: where each question attribute (a probe's kind, else the question "
+        "type) can be read, by linear probes on the vision encoder's output and on every language "
+        "layer, cross-validated by video with intervals: interpret/layers.md and layers.csv.",
+    )
     data: Path | None = option(
         None, "The dataset, when run.json's path no longer points to it.", shown="the run's dataset"
     )
@@ -94,6 +100,8 @@ def interpret(o: InterpretOptions) -> None:
         fail(f"{run.id}: no answered multiple-choice prediction of the chosen models and variants to interpret")
     if o.occlusion and o.effects == "none":
         fail("--occlusion ablates windows of tokens: give --effects ablation (or all)")
+    if o.layer_probes:
+        return probe_layers(run, todo, o)
     first = set(sorted({p.question_id for p in todo})[: o.pictures])  # the questions drawn
     done = stage.interpret_run(run, todo, o.device, o.layers, o.effects, o.shard, first if o.occlusion else set())
     run = runs.load(o.target.layout, data=o.data)
@@ -111,6 +119,24 @@ def interpret(o: InterpretOptions) -> None:
         f"every paired comparison in {run.layout.report_md if run.layout else 'report.md'}",
         err=True,
     )
+
+
+def probe_layers(run: runs.Run, todo: list, o: InterpretOptions) -> None:
+    """`--layer-probes`: fit, write interpret/layers.md and .csv, print the summary."""
+    from interpret import layers
+
+    if o.effects != "none" or o.occlusion or o.shard is not None or o.layers is not None:
+        fail(
+            "--layer-probes probes every layer of every prediction: leave out --effects, --occlusion, --shard, --layers"
+        )
+    assert run.layout is not None
+    table = layers.probe_layers(run, todo, o.device)
+    if table.empty:
+        fail(f"{run.id}: no attribute with 3 videos and 2 answers or more to probe")
+    path = layers.write(run.layout, table)
+    for line in layers.summary(table):
+        typer.echo(f"- {line}")
+    typer.echo(f"layer probes: {len(todo)} prediction(s), every layer in {path}", err=True)
 
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@ from core.layout import DataLayout
 from core.records import OPEN, load_questions
 from core.reference import ReferenceOptions
 from measure.ask.options import RunOptions
+from measure.profile.options import ProfileOptions
 
 # Each command imports what it runs (the client, pandas, the viewer) when it runs, so `--help`
 # and a bad option answer at once.
@@ -343,6 +344,19 @@ def view_cmd(o: ViewOptions) -> None:
     typer.echo(page)
     if o.open_page:
         webbrowser.open(page.resolve().as_uri())
+
+
+@command(app, ProfileOptions, name="profile")
+def profile_cmd(o: ProfileOptions) -> None:
+    """A model's serving profile, on servers it starts (the SmolVLM2 test plan's phases 3-4): time to
+    ready, latency by input kind, memory, throughput, a leak check, dtypes, repeatability, edge
+    inputs; profile.json, profile.md (targets met / not met) and plots."""
+    from measure.profile import run as profiling
+
+    if problems := o.problems():
+        fail("; ".join(problems))
+    profiling.profile(o, typer.echo)
+    typer.echo(f"profile: {o.out / 'profile.md'} (from {o.out / 'profile.json'})", err=True)
 
 
 @command(app, OneRun, name="rescore")

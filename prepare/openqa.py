@@ -6,8 +6,10 @@
   "question", "correct_answer", "timestamp", ...}; clips are `<video_id>.mp4`. Its question
   ids repeat across videos ("1.0"), so ours is `<video_id>-<question_id>`.
 
-Every question is `type` "open" in the test split, its question type in `category`. A bad
-row is dropped with file:line (or file:annotations[i]) and the reason; the rest goes on.
+Every question is `type` "open", its question type in `category`, its split the row's own
+(`split`) or else drawn by video (`--test-share`, seeded), its subset the row's own, else
+`--subset`, else (of several files) its file's name. A bad row is dropped with file:line (or
+file:annotations[i]) and the reason; the rest goes on.
 Plain and the controls are rendered as for SSV2; cues need boxes, which these data lack.
 """
 

@@ -38,10 +38,10 @@ from core.cli import option
 from core.errors import DataError
 from core.frames import frames_option, size_option
 from core.layout import DataLayout
-from core.records import PROBE, Question
+from core.records import PROBE, TEXT_PROBES, Question
 from core.runfiles import Manifest
 from core.variants import BLIND, FROM_BOXES, PLAIN, REVERSED, SHUFFLED, SINGLE_FRAME
-from prepare.pipeline import render_clips, seed_option, variants_option, workers_option, write_dataset
+from prepare.pipeline import render_clips, seed_option, sync_settings, variants_option, workers_option, write_dataset
 from prepare.synthetic import COLOURS, SHAPES, _draw
 from prepare.variants import CueOptions, settings
 from prepare.video import encode
@@ -65,6 +65,11 @@ class ProbeOptions:
     frames: int = frames_option(help="Frames per clip; keep it measure's --frames so every frame is sent.")
     size: tuple[int, int] = size_option((224, 160), "Size WxH of the clips drawn.")
     variants: Sequence[str] = variants_option((PLAIN, REVERSED, SHUFFLED, SINGLE_FRAME, BLIND))
+    text: bool = option(
+        False,
+        "Textual probes instead: each clip told as a story, frame by frame, before its question, asked with no "
+        "video (the blind variant): is the reasoning there without the vision?",
+    )
     workers: int = workers_option()
 
 
@@ -104,35 +109,53 @@ def _box(p: Probe, place: tuple[float, float], scale: float = 1.0) -> tuple[floa
     return (cx - half, cy - half, cx + half, cy + half)
 
 
+def scene(p: Probe, t: int) -> list[tuple[str, str, tuple[float, float], float]]:
+    """What frame t shows: (colour, shape, centre as fractions of (W, H), scale) per object."""
+    if p.kind == "order":
+        spans = np.array_split(np.arange(p.frames), 2 * len(p.objects) - 1)
+        order = p.get("order")
+        return [(*p.objects[order[i]], p.places[order[i]], 1.0) for i in range(len(order)) if t in spans[2 * i]]
+    colour, shape = p.objects[0]
+    if p.kind == "direction":
+        (x0, y0), (x1, y1) = p.get("path")
+        a = t / (p.frames - 1)
+        return [(colour, shape, (x0 + (x1 - x0) * a, y0 + (y1 - y0) * a), 1.0)]
+    if p.kind == "change":
+        state = p.get("start") if t < p.frames // 2 else p.get("end")
+        if p.get("attribute") == "colour":
+            return [(state, shape, p.places[0], 1.0)]
+        return [(colour, shape, p.places[0], 1.6 if state == "large" else 0.8)]
+    return [(colour, shape, p.places[0], 1.0)] if t in p.get("flashes") else []
+
+
 def render(p: Probe) -> np.ndarray:
     """The clip's frames [T, H, W, 3], uint8."""
     w, h = p.size
     frames = np.full((p.frames, h, w, 3), BACKGROUND, np.uint8)
     for t, frame in enumerate(frames):
-        if p.kind == "order":
-            spans = np.array_split(np.arange(p.frames), 2 * len(p.objects) - 1)
-            shown = [i for i, o in enumerate(p.get("order")) if t in spans[2 * i]]
-            for i in shown:
-                colour, shape = p.objects[p.get("order")[i]]
-                _draw(frame, shape, COLOURS[colour], _box(p, p.places[p.get("order")[i]]))
-        elif p.kind == "direction":
-            (x0, y0), (x1, y1) = p.get("path")
-            a = t / (p.frames - 1)
-            colour, shape = p.objects[0]
-            _draw(frame, shape, COLOURS[colour], _box(p, (x0 + (x1 - x0) * a, y0 + (y1 - y0) * a)))
-        elif p.kind == "change":
-            start, end = p.get("start"), p.get("end")
-            state = start if t < p.frames // 2 else end
-            colour, shape = p.objects[0]
-            if p.get("attribute") == "colour":
-                _draw(frame, shape, COLOURS[state], _box(p, p.places[0]))
-            else:
-                _draw(frame, shape, COLOURS[colour], _box(p, p.places[0], 1.6 if state == "large" else 0.8))
-        elif p.kind == "count":
-            if t in p.get("flashes"):
-                colour, shape = p.objects[0]
-                _draw(frame, shape, COLOURS[colour], _box(p, p.places[0]))
+        for colour, shape, place, scale in scene(p, t):
+            _draw(frame, shape, COLOURS[colour], _box(p, place, scale))
     return frames
+
+
+def _where(place: tuple[float, float]) -> str:
+    x, y = place
+    row = "top" if y < 0.4 else "bottom" if y > 0.6 else "middle"
+    column = "left" if x < 0.4 else "right" if x > 0.6 else "centre"
+    return "the centre" if (row, column) == ("middle", "centre") else f"the {row} {column}"
+
+
+def story(p: Probe) -> str:
+    """The clip as text, frame by frame: what each frame shows and where (the textual probe:
+    the same construction, the same question, no video)."""
+    lines = []
+    for t in range(p.frames):
+        seen = [
+            f"{'a large ' if scale > 1.2 else 'a small ' if scale < 0.9 else 'a '}{colour} {shape} at {_where(place)}"
+            for colour, shape, place, scale in scene(p, t)
+        ]
+        lines.append(f"Frame {t + 1}: {', '.join(seen) if seen else 'nothing'}.")
+    return " ".join(lines)
 
 
 def alternatives(p: Probe) -> list[Probe]:
@@ -271,6 +294,8 @@ def prepare_probes(out: Path, opts: ProbeOptions) -> Manifest:
         )
     if opts.frames < 2 * len(COUNTS) - 1:
         raise DataError(f"--frames {opts.frames}: the count probe needs at least {2 * len(COUNTS) - 1}")
+    if opts.text:
+        return prepare_text_probes(out, opts)
     layout = DataLayout(out)
     raw = layout.raw / "probes"
     earlier = constructions_on_disk(layout)
@@ -307,17 +332,11 @@ def prepare_probes(out: Path, opts: ProbeOptions) -> Manifest:
     )
     if dropped:
         raise DataError(f"{out}: probe clips failed to render: {dropped[:3]}")
-    by_kind = collections.Counter(q.category for q in questions)
     manifest = Manifest(
         kind="probes",
-        counts={
-            "questions": len(questions),
-            "videos": len(sources),
-            "by_type": {PROBE: len(questions)},
-            "by_category": dict(by_kind),
-            "by_split": {"test": len(questions)},
+        counts=counts(questions, len(sources), list(opts.variants))
+        | {
             "by_answer": {k: dict(collections.Counter(q.answer for q in questions if q.category == k)) for k in KINDS},
-            "variants": list(opts.variants),
             "clips_by_variant": {v: len(sources) for v in opts.variants},
             "clips_rendered": sum(len(i["rendered"]) for i in clips.values()),
             "stale_clips_removed": rerendered,
@@ -346,3 +365,38 @@ def constructions_on_disk(layout: DataLayout) -> dict[str, dict[str, Any]]:
         return runfiles.read(Manifest, layout.manifest).probes
     except DataError:
         return {}
+
+
+def counts(questions: list[Question], videos: int, variants: list[str]) -> dict[str, Any]:
+    """A probe dataset's manifest counts: questions by kind, all in test."""
+    return {
+        "questions": len(questions),
+        "videos": videos,
+        "by_type": {PROBE: len(questions)},
+        "by_category": dict(collections.Counter(q.category for q in questions)),
+        "by_split": {"test": len(questions)},
+        "variants": variants,
+    }
+
+
+def prepare_text_probes(out: Path, opts: ProbeOptions) -> Manifest:
+    """The textual probes: every probe's construction told as a story (`story`) before its
+    question, asked with no video; scored as the video probes are (their kinds, their answers)."""
+    questions, constructions = [], {}
+    for kind in KINDS:
+        for i in range(opts.per_kind):
+            probe, q = build(kind, i, opts)
+            told = f"{story(probe)} {q.question}"
+            questions.append(replace(q, question=told, label=f"{story(probe)} {q.label}", subset=TEXT_PROBES))
+            constructions[q.video_id] = probe.record() | {"answer": q.answer, "text": True}
+    layout = DataLayout(out)
+    sync_settings(layout, BLIND, {"variant": BLIND, "text_probes": PROBES_VERSION})  # asked with no clip
+    manifest = Manifest(
+        kind="probes-text",
+        counts=counts(questions, len(questions), [BLIND]) | {"clips_rendered": 0},
+        sources={"generator": f"prepare.probes version {PROBES_VERSION}, told as text"},
+        options={"per_kind": opts.per_kind, "frames": opts.frames, "text": True, "variants": [BLIND]},
+        seed=opts.seed,
+        probes=constructions,
+    )
+    return write_dataset(layout, questions, manifest)

@@ -111,8 +111,9 @@ def run(settings: Settings, ctx: typer.Context) -> None:
             "capability 8.0+, AMD Instinct GPUs and Intel XPUs, not on the CPU backend"
         )
     model = settings.model or default_model(gpu)
-    if model == str(TINY_MODEL) and not (TINY_MODEL / "config.json").is_file():
-        typer.echo(f"serve: {model} is missing; building the embedded tiny model (offline, seeded)", err=True)
+    embedded = {str(d) for d in (TINY_MODEL, TINY_SMOLVLM, TINY_THINKING)}
+    if model.rstrip("/") in embedded and not (Path(model) / "config.json").is_file():
+        typer.echo(f"serve: {model} is missing; building the embedded tiny models (offline, seeded)", err=True)
         build_tiny(Tiny())
     adapters = settings.adapters if settings.adapters is not None else server.discover_adapters(model)
     server.check_adapters(adapters, model, tower_lora=True)  # all but the vision LoRA, which is checked next
@@ -265,7 +266,8 @@ class Tiny:
 def build_tiny(o: Tiny) -> None:
     """Build the embedded default offline: a tiny random-weight Qwen3-VL, a non-zero LoRA for
     it, a tiny Idefics3 (SmolVLM's architecture, served with frames as images) and a tiny
-    reasoning Qwen3-VL (serve it with -- --reasoning-parser qwen3; measure --reasoning server)."""
+    reasoning Qwen3-VL (its chat template opens a think block: served with vLLM's qwen3 reasoning
+    parser, its thinking kept apart by measure)."""
     from serve import tiny
 
     tiny.build_model(o.model_dir, seed=o.seed, name=o.model_dir.name)

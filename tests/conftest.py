@@ -28,7 +28,13 @@ SAMPLE = Path(os.environ.get("VISUAL_CUES_SAMPLE", SHARED / "data" / "ssv2-sampl
 WHY = f"{SAMPLE} is missing: the real SSV2 sample that ../shared/ holds beside the repository"
 needs_sample = pytest.mark.sample  # a test that reads the sample (so do the SAMPLE_FIXTURES' users)
 SAMPLE_FIXTURES = {"controls", "sample", "real", "sample_study"}  # module fixtures built from the sample
-SERVER_FIXTURES = {"server", "smol_server", "measured", "open_measured"}  # they start (or need) a real vLLM server
+SERVER_FIXTURES = {
+    "server",
+    "smol_server",
+    "measured",
+    "open_measured",
+    "profiled",
+}  # they start (or need) a real vLLM server
 SLOW_FIXTURES = {
     "probes",
     "trained",

@@ -43,6 +43,7 @@ def documented() -> list[str]:
 
 # documented line -> (how it is checked, the command run: {placeholders} filled by the fixture)
 SERVE_SH = ("serve.sh", "")  # sh scripts/serve.sh with the line's environment and arguments, its port taken
+PROFILE = ("meta", "run by tests/test_profile.py with every option shown (it starts servers of its own)")
 # lora.sh: sh scripts/lora.sh with the line's environment, up to where the hub model would be loaded
 TABLE = {
     "sh scripts/demo.sh": ("meta", "the main job (about 3 minutes): run before each landing; each step is run here"),
@@ -72,7 +73,7 @@ TABLE = {
     ),
     "python -m measure report RUN [RUN ...] [--runs-dir runs]": ("measure", "report a b --runs-dir {runs}"),
     "python -m measure rescore RUN": ("measure", "rescore {runs}/a"),
-    "python -m measure compare RUN_A RUN_B": ("measure", "compare {runs}/a {runs}/b"),
+    "python -m measure compare RUN RUN [RUN ...]": ("measure", "compare {runs}/a {runs}/b {runs}/c"),
     "python -m measure judge RUN [--judge-model NAME] [--base-url URL]": (
         "measure",
         "judge open --judge-model {base} --base-url {url} --runs-dir {runs}",
@@ -89,6 +90,11 @@ TABLE = {
         "measure",
         "calibrate {runs}/a --sims 100 --effect 10 --seed 0",
     ),
+    "python -m measure profile --models MODEL[,MODEL] [--targets FILE.csv]": PROFILE,
+    "python -m measure profile --models data/models/tiny-smolvlm,data/models/organism "
+    "[--targets measure/references/smolvlm2_test_plan_targets.csv] [--dtypes float32,bfloat16] "
+    "[--video-frames 4,8,16,32,64] [--in-flight 1,2,4,8,16,32,64] [--warm 3] [--session 10] [--repeats 5] "
+    "[--out runs/profile]": PROFILE,
     "python -m measure --data data/synthetic-open --base-url URL": (
         "measure",
         "--data {open} --base-url {url} --runs-dir {runs} --run-id open --limit 2 --open-max-tokens 8",
@@ -132,6 +138,10 @@ TABLE = {
         "prepare",
         "probes --out {tmp}/probes --per-kind 4 --seed 0 --frames 8 --size 224x160",
     ),
+    "python -m prepare probes --out data/probes-text --text [--per-kind 24] [--seed 0] [--frames 8]": (
+        "prepare",
+        "probes --out {tmp}/probes-text --text --per-kind 4 --seed 0 --frames 8",
+    ),
     "python -m prepare egotempo --json egotempo_openQA.json --videos DIR --out data/<name>": (
         "prepare",
         "egotempo --json {open}/raw/egotempo_openQA.json --videos {open}/raw/videos --out {tmp}/egotempo",
@@ -140,6 +150,39 @@ TABLE = {
         "prepare",
         "egotextvqa --jsonl {tmp}/textvqa/raw/egotextvqa_annotation.jsonl --videos {tmp}/textvqa/raw/videos "
         "--out {tmp}/textvqa2",
+    ),
+    "python -m prepare egotextvqa --jsonl indoor.jsonl --jsonl outdoor.jsonl --videos DIR --out data/egotextvqa "
+    "[--test-share 0.2] [--seed 0]": (
+        "prepare",
+        "egotextvqa --jsonl {tmp}/indoor.jsonl --jsonl {tmp}/outdoor.jsonl --videos {tmp}/textvqa/raw/videos "
+        "--out {tmp}/egotextvqa --test-share 0.2 --seed 0",
+    ),
+    "python -m prepare egotempo --json egotempo_openQA.json --videos DIR --out data/egotempo --test-share 1": (
+        "prepare",
+        "egotempo --json {open}/raw/egotempo_openQA.json --videos {open}/raw/videos --out {tmp}/egotempo-test "
+        "--test-share 1",
+    ),
+    "python -m train --model data/models/tiny-vlm --data data/egotextvqa --out data/adapters/egotextvqa "
+    "[--max-steps N]": (
+        "train",
+        "--model {model} --data {tmp}/egotextvqa --out {tmp}/adapters/egotextvqa --max-steps 2",
+    ),
+    "python -m train --model data/models/tiny-vlm --mix data/a:0.7,data/b:0.3 --out data/adapters/mix "
+    "[--max-text-tokens 256] [--max-steps N]": (
+        "train",
+        "--model {model} --mix {data}:0.7,{tmp}/egotextvqa:0.3 --out {tmp}/adapters/mix --max-text-tokens 256 "
+        "--max-steps 2",
+    ),
+    "python -m measure judge RUN [--judge-model NAME|exact-match] [--base-url URL] [--judge-format auto|schema|text]": (
+        "measure",
+        "judge {runs}/open --judge-model {base} --base-url {url} --judge-format text",
+    ),
+    "MODEL=data/models/tiny-thinking sh scripts/serve.sh": SERVE_SH,
+    "python -m measure --data data/<name> --base-url URL [--reasoning auto|server|two-step|off] "
+    "[--reasoning-tokens 512]": (
+        "measure",
+        "--data {data} --base-url {url} --runs-dir {runs} --run-id reasoning --limit 2 --reasoning two-step "
+        "--reasoning-tokens 16",
     ),
     "python -m prepare synthetic-open --format egotempo --out data/synthetic-open": (
         "prepare",
@@ -191,6 +234,10 @@ TABLE = {
         "{runs}/b --limit 1 --models {base},{adapter} --variants plain,trajectory --layers 0,1 --device cpu "
         "--pictures 8 --data {data} --effects ablation --occlusion --shard 0/1",
     ),
+    "python -m interpret RUN --layer-probes [--limit N] [--models a,b] [--variants plain] [--device cpu|cuda]": (
+        "interpret",
+        "{runs}/a --layer-probes --limit 12 --models {base} --variants plain --device cpu",
+    ),
     ".venv/bin/python scripts/compare_vllm.py [--model data/models/tiny-vlm] "
     "[--normalise served|device|processor] [--clip-images]": (
         "script",
@@ -221,11 +268,11 @@ def _parses(command: str) -> None:
 
 @pytest.fixture(scope="module")
 def places(server, measured, synthetic, tiny, tmp_path_factory):
-    """Real values for the placeholders: the session's server, dataset and tiny model, two runs
-    (a, b: copies of the session's run), an open dataset and a dataset in the study's format."""
+    """Real values for the placeholders: the session's server, dataset and tiny model, three runs
+    (a, b, c: copies of the session's run), open datasets and a dataset in the study's format."""
     tmp = tmp_path_factory.mktemp("documented")
     runs = tmp / "runs"
-    for rid in ("a", "b"):
+    for rid in ("a", "b", "c"):
         copy_run(measured, runs, rid)
     study = tmp / "study"
     src = DataLayout(synthetic)
@@ -253,6 +300,9 @@ def places(server, measured, synthetic, tiny, tmp_path_factory):
         f"video,question,choices,answer,type,boxes\n{vids[0]},What moves?,a cup|a ball,a ball,object,boxes.json\n"
     )
     cli(f"prepare synthetic-open --format egotextvqa --out {tmp}/textvqa --videos 4", check=True)
+    rows = (tmp / "textvqa" / "raw" / "egotextvqa_annotation.jsonl").read_text().splitlines(keepends=True)
+    (tmp / "indoor.jsonl").write_text("".join(rows[::2]))  # the study's two subsets, a file each
+    (tmp / "outdoor.jsonl").write_text("".join(rows[1::2]))
     (tmp / "home" / "data" / "models").mkdir(parents=True)
     (tmp / "home" / "data" / "models" / "tiny-vlm").symlink_to(tiny.model)
     (tmp / "home" / "data" / "models" / "organism").symlink_to(tiny.model)  # stands in: any Qwen3-VL trains
@@ -293,6 +343,8 @@ def _serve_sh(line: str) -> None:
         assert f"--data-parallel-size {env['DP']}" in argv
     if "TP" in env:
         assert f"--tensor-parallel-size {env['TP']}" in argv
+    if "thinking" in model:  # its chat template opens a think block: vLLM's reasoning parser
+        assert "--reasoning-parser qwen3" in argv, argv
     for flag in ("--data-parallel-size-local", "--data-parallel-backend", "--host"):
         if flag in args:
             assert f"{flag} {args[args.index(flag) + 1]}" in argv
@@ -404,4 +456,7 @@ def _stage(line: str) -> int:
 
 @pytest.mark.parametrize("line", [line for line in TABLE if TABLE[line][0] == "meta"])
 def test_what_is_not_run_here_says_why(line):
-    assert len(TABLE[line][1]) > 20 and Path(REPO / shlex.split(line)[-1]).is_file()
+    """A script run by hand or by CI, or a line a test module of its own runs (named)."""
+    why = TABLE[line][1]
+    named = re.search(r"tests/\S+\.py", why)
+    assert len(why) > 20 and (Path(REPO / shlex.split(line)[-1]).is_file() or (named and (REPO / named[0]).is_file()))

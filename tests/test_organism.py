@@ -227,18 +227,38 @@ def test_what_the_organism_learned_is_found_inside_it_and_not_in_random_weights(
 
 def test_knocking_out_the_objects_tokens_costs_the_organism_its_answer(organism_server, fresh_world, tmp_path):
     """Attention knockout (`--effects all`): hiding the asked object's tokens from the answer in
-    every language layer costs the right answer of a plain object question more than hiding as
-    many random tokens from outside it, on every such question; and every removal counts the
-    tokens it removed, the baselines as many as the region."""
+    every language layer costs the right answer of a plain object question the organism answered
+    right more than hiding as many random tokens from outside it, on every such question (where it
+    answered wrong there is no answer to cost: removing any tokens may raise the right one); and
+    every removal counts the tokens it removed, the baselines as many as the region."""
     run = _measured(tmp_path, fresh_world, organism_server.v1, "organism")
     cli(f"interpret {run} --models organism --pictures 0 --limit 12 --effects all", check=True)
     effects = pd.read_csv(run / "interpret" / "effects.csv")
+    preds = pd.read_json(run / "predictions.jsonl", lines=True)
+    right = set(preds[(preds["variant"] == "plain") & preds["correct"]]["question_id"])
     obj = effects[(effects["region"] == "object") & (effects["type"] == "object") & (effects["window"] == "all")]
+    obj = obj[obj["question_id"].isin(right)]
     knocked = obj[obj["method"] == "knockout"].pivot_table(index="question_id", columns="target", values="d_right")
     assert len(knocked) >= 4 and (knocked["region"] < knocked["random"]).all(), knocked
     assert (knocked["region"] - knocked["random"]).mean() < -1.0, knocked  # nats
     for _, removal in effects.groupby(["question_id", "region", "method", "window"]):
         assert removal["tokens"].nunique() == 1, removal
+
+
+def test_linear_probes_read_the_verb_the_organism_answers(organism_server, fresh_world, tmp_path):
+    """`interpret --layer-probes` on videos of a fresh seed: the organism answers its motion verbs
+    (4 of them, from the video alone), so a probe must read the verb above chance in the vision
+    encoder's output and in the best language layer; the same probe refitted on shuffled labels
+    must not (the control that fails if a video leaks across folds or labels leak into features)."""
+    run = _measured(tmp_path, fresh_world, organism_server.v1, "organism")
+    said = cli(f"interpret {run} --layer-probes", check=True).stdout
+    table = pd.read_csv(run / "interpret" / "layers.csv")
+    verb = table[(table["model"] == "organism") & (table["attribute"] == "verb")]
+    assert len(verb) == 1 + verb["layer"].max() + 1, verb  # the encoder and every language layer from 0
+    vision, best = verb[verb["source"] == "vision"].iloc[0], verb.loc[verb["accuracy"].idxmax()]
+    assert vision["ci_low"] > vision["chance"] and best["ci_low"] > best["chance"], verb
+    assert (verb["shuffled"] < vision["ci_low"]).all(), verb
+    assert "organism, verb (4 answers" in said and (run / "interpret" / "layers.md").is_file()
 
 
 def _delta_ci(line: str, before: str) -> tuple[float, float]:

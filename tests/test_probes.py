@@ -14,7 +14,7 @@ from core.errors import DataError
 from core.layout import DataLayout
 from core.records import read_questions
 from measure.report import tables
-from prepare.probes import KINDS, ProbeOptions, alternatives, build, prepare_probes, render, unsolvable
+from prepare.probes import KINDS, ProbeOptions, alternatives, build, prepare_probes, render, story, unsolvable
 from tests.conftest import cli, pred
 
 
@@ -164,3 +164,40 @@ def test_probes_end_to_end_on_the_real_server(server, tmp_path):
     audit = json.loads((tmp_path / "p" / "report.json").read_text())["audit"]
     assert {a["type"] for a in audit} == {"probe", "all"} and {a["control"] for a in audit} == {"blind", "single-frame"}
     assert "## Temporal probes" in (tmp_path / "p" / "report.md").read_text()
+
+
+def test_a_textual_probe_tells_its_clip_and_no_other(tmp_path):
+    """`prepare probes --text`: the same constructions and answers as the video probes, each
+    told as a story that tells it apart from every construction with another answer (the text
+    carries what the clip shows), asked with no video."""
+    opts = ProbeOptions(per_kind=4, text=True)
+    manifest = prepare_probes(tmp_path / "text", opts)
+    assert manifest.kind == "probes-text" and manifest.counts["variants"] == ["blind"]
+    told = {q.id: q for q in read_questions(DataLayout(tmp_path / "text").questions)}
+    assert len(told) == 4 * len(KINDS)
+    for kind in KINDS:
+        for i in range(opts.per_kind):
+            probe, q = build(kind, i, opts)
+            mine = told[q.id]
+            assert (mine.answer, mine.choices, mine.subset) == (q.answer, q.choices, "text")
+            assert mine.question == f"{story(probe)} {q.question}"
+            assert all(story(other) != story(probe) for other in alternatives(probe)), (kind, i)
+
+
+def test_textual_probes_are_scored_like_the_video_probes(server, tmp_path):
+    """Measured on the real server with no video: the probes table's text column, per kind, is
+    the share of right replies, recounted from the predictions."""
+    cli(f"prepare probes --out {tmp_path / 'text'} --per-kind 2 --text", check=True)
+    cli(
+        f"measure --data {tmp_path / 'text'} --base-url {server.base_url} --runs-dir {tmp_path} --run-id t "
+        f"--models {server.base_model} --variants blind",
+        check=True,
+    )
+    rows = [json.loads(line) for line in (tmp_path / "t" / "predictions.jsonl").read_text().splitlines()]
+    assert len(rows) == 8 and all(r["status"] == "ok" and r["reply"] in r["choices"] for r in rows)
+    probes = json.loads((tmp_path / "t" / "report.json").read_text())["probes"]
+    assert sorted(p["kind"] for p in probes) == sorted(KINDS)
+    for p in probes:
+        mine = [r for r in rows if r["category"] == p["kind"]]
+        assert p["n"] == 2 and p["text_acc"] == pytest.approx(100 * sum(r["correct"] for r in mine) / len(mine))
+    assert "text_acc: the clip told as a story" in (tmp_path / "t" / "report.md").read_text()

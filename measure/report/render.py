@@ -231,7 +231,8 @@ def render_markdown(r: Report) -> str:
         parts += [
             "\n## Temporal probes (%; chance from the choices). Reversed clips are scored against their own "
             "answer (first/last, left/right, up/down, start/end swap; a count stays); reversed_as_forward: "
-            "still the forward answer; answer_flips: reply changed from plain's\n",
+            "still the forward answer; answer_flips: reply changed from plain's; text_acc: the clip told as a "
+            "story, no video (`prepare probes --text`)\n",
             markdown(r.probes),
             "\n",
         ]

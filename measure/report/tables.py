@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from core.prompt import LETTERS
-from core.records import PROBE, Prediction
+from core.records import PROBE, TEXT_PROBES, Prediction
 from core.variants import AUDIT_CONTROLS, BLIND, CUED, INTERVENTIONS, PLAIN, REVERSED, SHUFFLED
 from measure.report import stats
 
@@ -295,7 +295,8 @@ def temporal_probes(df: pd.DataFrame) -> pd.DataFrame:
     accuracy as scored, against the reversed clip's own answer (`reversed_answer`: first/last,
     left/right, up/down and start/end swap, a count stays), the share still given the forward answer, and
     how often the reply changed from plain's (expected: all for kinds that flip, none for
-    count); on shuffled clips, accuracy (expected: chance for order, direction and count)."""
+    count); on shuffled clips, accuracy (expected: chance for order, direction and count); the
+    textual probes (`prepare probes --text`, subset "text": the clip told as a story, no video)."""
     p = df[(df["type"] == PROBE) & (df["status"] != "error")]
     rows = []
     for (model, kind), g in p.groupby(["model", "category"], sort=True):
@@ -303,13 +304,13 @@ def temporal_probes(df: pd.DataFrame) -> pd.DataFrame:
         row = {
             "model": model,
             "kind": kind,
-            "n": len(plain),
+            "n": g["question_id"].nunique(),
             "chance": 100 * float(np.mean([1 / len(c) for c in g["choices"]])),
             "plain_acc": 100 * plain["correct"].mean() if len(plain) else float("nan"),
-            "expected_reversed": "flips" if kind in FLIPPING_PROBES else "same",
         }
         rev = g[g["variant"] == REVERSED].set_index("question_id")
         if len(rev):
+            row["expected_reversed"] = "flips" if kind in FLIPPING_PROBES else "same"
             row["reversed_acc"] = 100 * rev["correct"].mean()
             row["reversed_as_forward"] = 100 * (rev["reply"] == rev["answer"]).mean()
             both = plain[["reply"]].join(rev[["reply"]].rename(columns={"reply": "reply_rev"}), how="inner")
@@ -317,6 +318,9 @@ def temporal_probes(df: pd.DataFrame) -> pd.DataFrame:
         shuffled = g[g["variant"] == SHUFFLED]
         if len(shuffled):
             row["shuffled_acc"] = 100 * shuffled["correct"].mean()
+        text = g[(g["variant"] == BLIND) & (g["subset"] == TEXT_PROBES)]
+        if len(text):
+            row["text_acc"] = 100 * text["correct"].mean()
         rows.append(row)
     cols = [
         "model",
@@ -329,8 +333,9 @@ def temporal_probes(df: pd.DataFrame) -> pd.DataFrame:
         "answer_flips",
         "expected_reversed",
         "shuffled_acc",
+        "text_acc",
     ]
-    return pd.DataFrame(rows).reindex(columns=cols) if rows else pd.DataFrame()
+    return pd.DataFrame(rows).reindex(columns=cols).dropna(axis=1, how="all") if rows else pd.DataFrame()
 
 
 def per_template(df: pd.DataFrame) -> pd.DataFrame:
