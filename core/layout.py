@@ -149,6 +149,16 @@ class RunLayout:
         return self.root / "templates.csv"
 
     @property
+    def comparisons_csv(self) -> Path:
+        """Every paired test of the report, one row (the ledger: `measure.report.ledger`)."""
+        return self.root / "comparisons.csv"
+
+    @property
+    def causal_csv(self) -> Path:
+        """What each region does (`interpret --effects`), every contrast with both sides."""
+        return self.root / "causal.csv"
+
+    @property
     def accuracy_png(self) -> Path:
         return self.root / "accuracy.png"
 

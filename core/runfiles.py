@@ -310,9 +310,9 @@ class ReportRecord:
     arrow_of_time: list[dict[str, Any]]
     warnings: list[str]
     verdicts: list[str] = field(default_factory=list)
-    verdict_families: dict[str, list[str]] = field(default_factory=dict)  # the same lines by Holm family
-    primary: list[dict[str, Any]] = field(default_factory=list)  # the primary family, the report's first screen
-    others: str = ""  # how many other comparisons survive Holm, and where
+    summary: list[str] = field(default_factory=list)  # what a reader acts on: report.md's and the viewer's first
+    ledger: list[dict[str, Any]] = field(default_factory=list)  # every paired test, one row (comparisons.csv)
+    primary: list[dict[str, Any]] = field(default_factory=list)  # the primary family, every column
     statistics: dict[str, Any] = field(default_factory=dict)  # how every CI and p-value was computed
     open_accuracy: list[dict[str, Any]] = field(default_factory=list)  # open questions, per judge
     open_adapter_vs_base: list[dict[str, Any]] = field(default_factory=list)
@@ -326,6 +326,12 @@ class ReportRecord:
     health: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # run health tables (measure.report.health)
     calibration: list[str] = field(default_factory=list)  # calibration.json in words (measure calibrate)
     schema_version: int = SCHEMA_VERSION
+
+    @staticmethod
+    def upgrade(raw: dict[str, Any], version: int) -> dict[str, Any]:
+        """Reports before the ledger held the verdicts by family and a line on the others: a
+        function of the same tables (`measure report` writes them anew)."""
+        return {k: v for k, v in raw.items() if k not in ("verdict_families", "others")}
 
 
 @dataclass

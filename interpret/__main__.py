@@ -81,10 +81,11 @@ class InterpretOptions:
 
 @command(app, InterpretOptions)
 def interpret(o: InterpretOptions) -> None:
-    """Interpret a run (resumable: records already written are kept); print the attention verdicts."""
+    """Interpret a run (resumable: records already written are kept); print the sanity checks and
+    the declared causal contrasts (the rest: the run's report)."""
     from interpret import pictures, stage
     from measure import report
-    from measure.report import attention, render
+    from measure.report import attention
 
     if o.limit is not None and o.limit < 1 or o.pictures < 0:
         fail("--limit must be a positive number and --pictures 0 or more")
@@ -108,7 +109,8 @@ def interpret(o: InterpretOptions) -> None:
     mine = {p.key for p in stage.shard_of(todo, o.shard)}
     drawn = pictures.draw(run, [r for r in run.attention if r.key in mine], first)
     r = report.write(run)
-    typer.echo(render.attention_markdown(r, pairs=False))
+    for line in attention.sanity_lines(r.attention_sanity) + attention.causal_verdicts(r.causal, r.families):
+        typer.echo(f"- {line}")
     if o.occlusion:
         typer.echo(f"occlusion maps (unvalidated): {stage.occlusion_check(run)}", err=True)
     same, agree = attention.agreement(run.attention)

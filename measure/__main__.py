@@ -52,7 +52,7 @@ def run(opts: RunOptions) -> None:
             err=True,
         )
     r = report.write(runs.load(opened.store.layout))
-    typer.echo(render.render_markdown(r))
+    typer.echo(render.summary_markdown(r))
     for w in r.warnings:
         typer.secho(w, fg="yellow", bold=True, err=True)
     typer.echo(f"predictions: {opened.store.path}; reports: {opened.store.layout.report_md}", err=True)
@@ -94,7 +94,8 @@ def report_cmd(o: ReportOptions) -> None:
         run = runs.load(o.where.find(folder))
         if o.published.reference is not None or o.published.reference_models is not None:
             set_reference(run, o.published.reference, o.published.reference_models)
-        typer.echo(f"# {run.id}\n\n{render.render_markdown(report.write(run))}")
+        typer.echo(f"# {run.id}\n\n{render.summary_markdown(report.write(run))}")
+        typer.echo(f"full report: {run.layout.report_md if run.layout else 'report.md'}", err=True)
 
 
 def set_reference(run: runs.Run, table: Path | None, names: dict[str, str] | None) -> None:

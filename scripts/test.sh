@@ -10,11 +10,21 @@
 # pytest's 5 if neither run had a test to run.
 set -eu
 cd "$(dirname "$0")/.."
+# Every process started from here carries this mark; on exit, wait until none is left (a
+# server's engine can outlive the pytest that stopped it by a moment).
+export VISUAL_CUES_SESSION="${VISUAL_CUES_SESSION:-test-$$-$(date +%s%N)}"
+finish() {
+    status=$?
+    [ -x .venv/bin/python ] && .venv/bin/python scripts/wait_gone.py test.sh
+    exit "$status"
+}
+trap finish EXIT
+trap 'exit 130' INT TERM
 sh scripts/setup.sh
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .
-# Each worker's own torch on one thread: on two threads each, waiting for a core the other
-# worker held, the suite spent 40 % more CPU and a test ran 3x slower.
+# Each worker's own torch on one thread: on two threads each, a worker waits for a core the
+# other holds, and the suite spends more CPU and time (docs/performance.md).
 shared=0
 OMP_NUM_THREADS=1 .venv/bin/python -m pytest -n "${TEST_WORKERS:-2}" --dist loadscope --phase shared "$@" || shared=$?
 alone=0

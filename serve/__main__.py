@@ -22,7 +22,7 @@ from core import cli, serverinfo
 from core.cli import command, fail, group, main, option
 from core.defaults import ADAPTERS_DIR, TINY_MODEL, TINY_SMOLVLM, TINY_THINKING, default_model
 from core.groups import Server
-from core.procs import die_with_parent
+from core.procs import die_with_parent, wait_group_gone
 from core.serverinfo import ServerInfo
 from core.urls import ServerUrl
 from serve import command as server
@@ -220,17 +220,19 @@ def _times(times: dict[str, float]) -> str:
 
 def _stop_group(proc: subprocess.Popen, grace: float = 15) -> None:
     """SIGTERM vLLM's process group; after `grace` s, or once the leader is gone, SIGKILL
-    whatever is left."""
+    whatever is left; return once none of it is (so whoever stops `serve run` finds nothing
+    of it running when it has exited)."""
     try:
         os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(grace)
     except ProcessLookupError:
-        return
+        pass
     except subprocess.TimeoutExpired:
         pass
     with contextlib.suppress(ProcessLookupError):
         os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
+    wait_group_gone(proc.pid)
 
 
 @dataclass

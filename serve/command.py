@@ -365,9 +365,9 @@ def build_argv(s: Settings, python: str = sys.executable, gpus: int = 0) -> list
         require_dirs(adapters)
         # One LoRA slot more than adapters: vLLM's PyTorch LoRA ops (the CPU backend) index
         # the slot with -1 for base-model tokens, i.e. the LAST slot, so in a batch mixing
-        # base and adapter requests the base requests got the adapter's deltas (measured
-        # here: 12/12 base answers equal to the adapter's under concurrency). A spare,
-        # never-filled last slot makes that index hit zeros.
+        # base and adapter requests the base requests got the adapter's deltas (under
+        # concurrency, every base answer equal to the adapter's). A spare, never-filled last
+        # slot makes that index hit zeros.
         argv += [
             "--enable-lora",
             "--max-loras",

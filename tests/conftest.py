@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 
+from core.procs import wait_group_gone
 from core.urls import ServerUrl
 from serve.command import free_port
 
@@ -156,6 +157,8 @@ def _run_here(argv: list[str], cwd: Path) -> Result:
     out, err = io.StringIO(), io.StringIO()
     with contextlib.chdir(cwd), contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
         code = command_line.run(app, argv[1:])
+    if code == 130:  # the command was interrupted (Ctrl-C, or the suite's SIGTERM): so is the suite
+        raise KeyboardInterrupt(f"{' '.join(argv)} was interrupted")
     return Result(code, out.getvalue(), err.getvalue())
 
 
@@ -228,7 +231,8 @@ def wait_ready(proc: subprocess.Popen, log: Path, base_url: str, api_key: str | 
 
 
 def stop_server(proc: subprocess.Popen) -> None:
-    """Stop `serve run` and what it started (nothing to do if a test killed it already)."""
+    """Stop `serve run` and what it started (nothing to do if a test killed it already);
+    return once none of its process group is left (`serve run` waits for vLLM's)."""
     try:
         os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(60)
@@ -236,6 +240,8 @@ def stop_server(proc: subprocess.Popen) -> None:
         return
     except subprocess.TimeoutExpired:
         os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    wait_group_gone(proc.pid)
 
 
 _STOPS: dict[str, Callable[[], None]] = {}  # a running server's fixture -> how to stop it

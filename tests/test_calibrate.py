@@ -13,7 +13,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from core import runfiles
 from core.layout import RunLayout
+from core.runfiles import ReportRecord
 from core.runs import Run
 from core.store import PredictionStore
 from measure.report import calibrate, stats
@@ -250,9 +252,10 @@ def test_a_comparison_of_too_few_videos_or_a_disagreeing_interval_says_so(tmp_pa
         for variant in ("plain", "trajectory")
     ]
     PredictionStore(RunLayout(layout)).rewrite(preds)
-    r = in_process(["measure", "report", str(layout)])
-    line = next(x for x in r.stdout.splitlines() if x.startswith("- trajectory vs plain, verb, m"))
-    assert "only 2 changed: too few videos for the interval to be trusted" in line, line
+    assert in_process(["measure", "report", str(layout)]).returncode == 0
+    said = runfiles.read(ReportRecord, RunLayout(layout).report_json).verdicts
+    line = next(x for x in said if x.startswith("trajectory vs plain, verb, m"))
+    assert "only 2 videos changed: too few for the interval to be trusted" in line, line
     row = {"ci_low": 0.5, "ci_high": 9.0, "p_video": 0.06, "p_holm": 0.2, "videos_changed": 30}
     assert "the interval excludes 0 but the test does not reject" in caveat(row)
     row |= {"p_video": 0.01, "p_holm": 0.08}

@@ -3,6 +3,7 @@ from the README, and the README stays a three-minute read."""
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -44,3 +45,29 @@ def test_the_readme_links_every_page_and_stays_short():
     lines = readme.splitlines()
     first = next(i for i, line in enumerate(lines) if line.startswith("```"))
     assert lines[first + 1].startswith("sh scripts/demo.sh") and lines[first + 2].startswith("sh scripts/test.sh")
+
+
+def _screenshot_module():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("screenshot", REPO / "scripts" / "screenshot.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_readme_picture_is_current_and_its_headline_is_the_runs():
+    """docs/img/demo.png is the viewer as this code draws it (the files that shape it hash as
+    they did when it was made: `scripts/screenshot.py runs/<demo run>` makes it again), and every
+    figure of the README's headline is one the pictured run's summary says."""
+    record = json.loads((REPO / "docs" / "img" / "demo.json").read_text())
+    assert record["shaped_by"] == _screenshot_module().hashes(), (
+        "docs/img/demo.png is out of date: run `sh scripts/demo.sh`, then "
+        "`.venv/bin/python scripts/screenshot.py runs/<its run>`"
+    )
+    readme = (REPO / "README.md").read_text()
+    assert "](docs/img/demo.png)" in readme.split("## ")[0]  # on the first screen
+    headline = next(p for p in readme.split("\n\n") if p.startswith("**The demo's result"))
+    said = record["summary"]
+    figures = re.findall(r"[−+]?\d+(?:\.\d+)?", headline.split("**", 2)[2])
+    assert figures and all(f in said for f in figures), (figures, said)

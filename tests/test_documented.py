@@ -46,7 +46,7 @@ SERVE_SH = ("serve.sh", "")  # sh scripts/serve.sh with the line's environment a
 PROFILE = ("meta", "run by tests/test_profile.py with every option shown (it starts servers of its own)")
 # lora.sh: sh scripts/lora.sh with the line's environment, up to where the hub model would be loaded
 TABLE = {
-    "sh scripts/demo.sh": ("meta", "the main job (about 3 minutes): run before each landing; each step is run here"),
+    "sh scripts/demo.sh": ("meta", "the main job: run before each landing; each step is run here"),
     "sh scripts/test.sh": ("meta", "this suite itself, as .ci/run runs it"),
     "sh scripts/lock.sh": (
         "meta",

@@ -140,7 +140,9 @@ def test_reports_are_written_from_predictions_alone(tmp_path):
     assert saved["cued_vs_plain"][-1]["only_b"] == 4 and saved["accuracy"][0]["overall_acc"] == 50.0
     for png in ("accuracy.png", "deltas.png"):
         assert (tmp_path / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert "Cued − plain" in (tmp_path / "report.md").read_text()
+    assert "| bbox vs plain, all, base " in (tmp_path / "report.md").read_text()
+    every = pd.read_csv(tmp_path / "comparisons.csv")  # the ledger: one row per test, the report's counts
+    assert len(every) == saved["statistics"]["tests"] and set(every["family"]) == set(saved["statistics"]["families"])
 
 
 def test_blind_requests_carry_no_media_and_single_frame_is_an_image(synthetic):

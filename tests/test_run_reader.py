@@ -31,9 +31,9 @@ NEW = (
     "prefills_per_clip_model",
     "videos_changed",
     "calibration",
-    "verdict_families",
+    "summary",
+    "ledger",
     "primary",
-    "others",
     "reference_notes",
 )
 # Since December 2026 each comparison draws from its own seed, and the interval is the expanded

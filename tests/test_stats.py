@@ -285,9 +285,13 @@ def test_report_clusters_by_video_and_holm_corrects_within_each_family(tmp_path)
     saved = runfiles.read(ReportRecord, layout.report_json)
     assert saved.verdicts == r.verdicts and saved.statistics["tests"] == 6
     assert saved.cued_vs_plain[0]["p_holm"] == pytest.approx(r.cued_vs_plain["p_holm"][0])
-    md = render.render_markdown(r)  # first the primary family as a table, then the verdicts by family
-    assert md.startswith("## Primary comparisons") and f"\n{r.others}\n" in md and len(r.primary) == 2
-    assert "## Verdicts\n\n### primary (what a study declares" in md and f"\n- {r.verdicts[0]}\n" in md
+    # The ledger holds every test once, so every count the report gives is the families' own.
+    assert len(r.ledger) == r.tests and r.ledger["family"].value_counts().to_dict() == r.families
+    assert saved.summary == r.summary and len(saved.ledger) == r.tests
+    md = render.render_markdown(r)  # first the summary: the primary family as a table, then sentences
+    assert md.startswith("## Summary\n\n") and len(r.primary) == 2
+    assert md.index("| trajectory vs plain, object, m ") < md.index("\n- Primary: 0 of 2 comparisons significant")
+    assert "secondary 0 of 4" in md and "## Tests by family" in md and "### secondary: 0 of 4 significant" in md
     # Accuracy CIs resample videos too: with each video's questions all right or all wrong,
     # the interval is wider than when questions are taken as independent.
     low, high = r.cis[("m", "plain")]

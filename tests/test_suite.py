@@ -11,6 +11,7 @@ import time
 import psutil
 import pytest
 
+from core.procs import marked
 from tests.conftest import REPO
 
 
@@ -109,3 +110,80 @@ def test_a_suite_told_to_stop_leaves_no_server_behind(how, tmp_path):
     child.wait(120)
     _, alive = psutil.wait_procs(started, timeout=60)
     assert not alive, f"left behind after {how.name}: {[p.cmdline()[:3] for p in alive]}"
+
+
+INTERRUPTED = """
+import pathlib
+from tests.conftest import in_process
+
+def test_a():
+    print("WAITING", flush=True)
+    in_process(["serve", "wait", "--base-url", "http://127.0.0.1:9/v1", "--timeout", "300"])
+
+def test_b():
+    pathlib.Path(__file__).with_name("went-on").write_text("the suite went on")
+"""
+
+
+@pytest.mark.slow
+def test_a_suite_told_to_stop_during_an_in_process_command_stops(tmp_path):
+    """SIGTERM while a test runs a command in-process (the command line turns the interrupt
+    into exit 130): the suite stops there, it does not count the command as done and go on."""
+    (tmp_path / "test_child.py").write_text(INTERRUPTED)
+    child = subprocess.Popen(
+        [sys.executable, "-m", "pytest", "-q", "-s", "-p", "tests.conftest", "-p", "no:randomly"]
+        + ["-p", "no:cacheprovider", str(tmp_path / "test_child.py")],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    next(line for line in child.stdout if "WAITING" in line)
+    time.sleep(1)  # inside `serve wait`, polling a port nobody serves
+    child.send_signal(signal.SIGTERM)
+    out = child.communicate(timeout=60)[0]
+    assert child.returncode != 0 and not (tmp_path / "went-on").exists(), out[-2000:]
+
+
+SERVED = """
+import subprocess
+import sys
+import pytest
+from tests.conftest import launch_server, stop_server
+from serve.command import free_port
+
+@pytest.fixture(scope="session")
+def launched(tiny, tmp_path_factory):
+    argv = ["--model", str(tiny.model), "--port", str(free_port()), "--executor", "mp"]  # a worker process too
+    proc = launch_server(argv, tmp_path_factory.mktemp("s") / "log")
+    yield proc
+    stop_server(proc)
+    # a process that ends seconds after the suite (as an engine freeing its memory can), out of
+    # the suite's process tree
+    subprocess.Popen([sys.executable, "-c", "import time; time.sleep(4)"], start_new_session=True)
+
+@pytest.mark.alone  # in test.sh's last pytest run: nothing after it hides what it leaves
+def test_served(launched):
+    assert launched.poll() is None
+"""
+
+
+@pytest.mark.slow
+def test_test_sh_returns_only_when_every_process_it_started_is_gone(tmp_path):
+    """`scripts/test.sh` on a suite whose session server (serve run, vLLM and its worker) is torn
+    down as the suite ends, and which leaves a process that ends a few seconds later: right
+    after test.sh returns, no process it started is left."""
+    (tmp_path / "test_child.py").write_text(SERVED)
+    mark = f"suite-check-{os.getpid()}-{time.monotonic_ns()}"
+    env = dict(os.environ, TEST_WORKERS="1", VISUAL_CUES_SESSION=mark)
+    r = subprocess.run(
+        ["sh", "scripts/test.sh", "-q", "-p", "tests.conftest", "-p", "no:randomly", "-p", "no:cacheprovider"]
+        + [str(tmp_path / "test_child.py")],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    left = [" ".join(psutil.Process(pid).cmdline()[:4]) for pid in marked(mark) if psutil.pid_exists(pid)]
+    assert left == [], "left running when scripts/test.sh returned"

@@ -7,6 +7,8 @@ import io
 import json
 import os
 import shutil
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -16,7 +18,7 @@ import pytest
 from core.layout import RunLayout
 from core.records import Prediction, to_json_line
 from core.runs import load
-from tests.conftest import cli, copy_run
+from tests.conftest import REPO, cli, copy_run
 
 CHROMIUM = os.environ.get("CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
 pytestmark = pytest.mark.skipif(
@@ -110,15 +112,21 @@ def test_viewer_shows_the_run_as_report_json_and_predictions_say(runs, browser, 
             row["delta"], abs=0.005
         )
         assert int(page.inner_text(f'[data-cell="cued_vs_plain|{i}|only_a"]')) == row["only_a"]
-    # The first screen: the primary family as a table, one line on the rest, later families folded.
-    for i, row in enumerate(report["primary"]):
-        assert float(page.inner_text(f'[data-cell="primary|{i}|delta"]')) == pytest.approx(row["delta"], abs=0.005)
-    assert report["primary"] and page.inner_text("#others") == report["others"]
+    # The first screen is report.md's summary: the primary family as a table, the summary's
+    # sentences; every other family folded, with all its tests (the ledger's rows).
+    ledger = pd.DataFrame(report["ledger"])
+    primary = ledger[ledger["family"] == "primary"].reset_index(drop=True)
+    for i, row in primary.iterrows():
+        assert float(page.inner_text(f'[data-cell="primary|{i}|delta"]')) == pytest.approx(row["delta"], abs=0.05)
+    assert len(primary) and page.inner_text("#scope") == report["summary"][0]
+    assert page.locator("#summary li").all_inner_texts() == report["summary"][1:]
     folded = page.locator("details.family:not([open])")
-    assert folded.count() == len(report["verdict_families"]) - ("primary" in report["verdict_families"]) > 0
-    for _ in range(folded.count()):
-        folded.nth(0).locator("summary").click()  # opened: it leaves the folded ones
-    assert "\n".join(page.locator("ul.verdicts").all_inner_texts()).splitlines() == report["verdicts"]
+    others = ledger[~ledger["family"].isin(["primary", "causal"])]
+    assert folded.count() == others["family"].nunique() > 0
+    for family, rows in others.groupby("family"):
+        said = page.inner_text(f'details.family[data-family="{family}"] summary')
+        assert said == f"{family}: {int(rows['significant'].sum())} of {len(rows)} significant after Holm"
+        assert page.locator(f'table[data-family="{family}"] tr').count() == len(rows) + 1
     for i, row in enumerate(report["adapter_vs_base"]):  # McNemar's discordant cells list their questions
         for cell in ("only_a", "only_b"):
             _go(page, page_path, "")
@@ -301,3 +309,26 @@ def test_the_viewer_shows_interprets_heat_maps_of_every_variant(runs, browser, t
     page.wait_for_function(loaded)
     assert all(src.endswith(".L0.png") for src in images.evaluate_all("els => els.map(e => e.src)"))
     assert errors == []
+
+
+def test_the_readme_picture_is_made_by_its_script_from_a_run(runs, tmp_path):
+    """scripts/screenshot.py (the README's picture): the viewer's first screen of a run, by the
+    same browser, beside its heat maps when it has some; its record carries the run's summary
+    and the hashes that tell when the picture is out of date."""
+    root, _, _ = runs
+    r = subprocess.run(
+        [sys.executable, "scripts/screenshot.py", str(root / "b"), "--out", str(tmp_path)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=dict(os.environ, CHROMIUM=CHROMIUM),
+    )
+    assert r.returncode == 0, r.stderr[-3000:]
+    from PIL import Image
+
+    with Image.open(tmp_path / "demo.png") as picture:
+        assert picture.width >= 1000 and picture.height >= 800
+    record = json.loads((tmp_path / "demo.json").read_text())
+    assert (root / "b" / "report.md").read_text().startswith(record["summary"])
+    assert record["run"] == "b" and all(len(h) == 64 for h in record["shaped_by"].values())

@@ -272,7 +272,7 @@ def test_imported_study_scored_on_the_real_server_with_its_frames_and_table(serv
         ]
         assert p["n"] == len(cell) and p["ours"] == pytest.approx(100 * sum(r["correct"] for r in cell) / len(cell))
     again = cli("measure report", str(tmp_path / "vc"), timeout=300)
-    assert again.returncode == 0 and "## Published numbers beside ours" in again.stdout
+    assert again.returncode == 0 and "Published numbers beside ours: " in again.stdout
 
 
 # ---------- the study's own format, made from the real SSV2 sample ----------

@@ -58,7 +58,7 @@ class Servers:
 
     def __post_init__(self) -> None:
         # A whole fair share, at least 2: a clip leaves its home only for a server that is much
-        # slower (a quarter of a share sent 1.7 % of clips' questions elsewhere, each prefilled twice)
+        # slower (a smaller slack sends a clip's questions elsewhere, where each prefills it again)
         self.slack = max(2, self.concurrency // len(self.urls))
         self.endpoints = [
             Endpoint(u, AsyncOpenAI(base_url=u.v1, api_key=self.api_key or "EMPTY", max_retries=0)) for u in self.urls

@@ -16,7 +16,7 @@ import httpx
 
 from core import serverinfo
 from core.errors import SetupError
-from core.procs import die_with_parent
+from core.procs import die_with_parent, wait_group_gone
 from core.serverinfo import ServerInfo
 from core.urls import ServerUrl
 
@@ -67,7 +67,8 @@ def wait_ready(proc: subprocess.Popen, url: ServerUrl, log: Path, timeout: float
 
 
 def stop(proc: subprocess.Popen, grace: float = 30) -> None:
-    """SIGTERM the server's group (serve run stops vLLM), SIGKILL after `grace` seconds."""
+    """SIGTERM the server's group (serve run stops vLLM), SIGKILL after `grace` seconds; return
+    once none of the group is left."""
     with contextlib.suppress(ProcessLookupError):
         os.killpg(proc.pid, signal.SIGTERM)
         try:
@@ -75,6 +76,7 @@ def stop(proc: subprocess.Popen, grace: float = 30) -> None:
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
+    wait_group_gone(proc.pid)
 
 
 @contextlib.contextmanager

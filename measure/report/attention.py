@@ -76,6 +76,37 @@ def regions(df: pd.DataFrame) -> pd.DataFrame:
     ).reset_index()
 
 
+def mass_table(table: pd.DataFrame) -> pd.DataFrame:
+    """`regions` as one row per model x variant x cue x source: the mass on each region (pts)."""
+    if table.empty:
+        return table
+    wide = table.pivot_table(
+        index=["model", "variant", "cue_of", "source"], columns="region", values="mass", aggfunc="first"
+    )
+    return wide.rename(columns=lambda c: f"{c} (pts)").reset_index().rename_axis(columns=None)
+
+
+def areas_line(table: pd.DataFrame) -> str:
+    """Each region's mean share of pixels, over the rows of `regions`."""
+    if table.empty:
+        return "n/a"
+    areas = table.groupby("region", sort=True)["area"].mean()
+    return ", ".join(f"{region} {area:.1f}" for region, area in areas.items())
+
+
+def inputs_line(table: pd.DataFrame) -> str:
+    """How many rebuilt inputs were the run's (prompt tokens) and gave its reply, over `inputs`."""
+    if table.empty:
+        return "no rebuilt inputs"
+    n = int(table["n"].sum())
+    same = float((table["same_input"] * table["n"]).sum() / n)
+    agree = float((table["agrees"] * table["n"]).sum() / n)
+    return (
+        f"rebuilt inputs: {same:.1f} % with the run's prompt tokens, {agree:.1f} % gave the run's reply "
+        f"({n} predictions)"
+    )
+
+
 def inputs(records: list[AttentionRecord]) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(per model x variant: how many rebuilt inputs had the run's prompt length, and how many
     gave the run's reply), and every disagreement, listed."""
@@ -106,10 +137,10 @@ def inputs(records: list[AttentionRecord]) -> tuple[pd.DataFrame, pd.DataFrame]:
 
 
 def _values(df: pd.DataFrame, region: str, density: bool = False) -> pd.Series:
-    """One value per (question, video, model, variant, cue, source, layer): a region's mass
-    (or its mass per area), in points."""
+    """One value per (question, video, model, variant, cue, source, layer): a region's mass in
+    points of attention, or its density (mass share / area share, 1 = uniform)."""
     r = df[df["region"] == region].set_index(KEYS)
-    return 100 * (r["mass"] / r["area"].where(r["area"] > 0) if density else r["mass"])
+    return r["mass"] / r["area"].where(r["area"] > 0) if density else 100 * r["mass"]
 
 
 def _pair(a: pd.Series, b: pd.Series, labels: dict) -> dict | None:
@@ -398,6 +429,19 @@ def sanity_lines(table: pd.DataFrame) -> list[str]:
     return lines
 
 
+def sanity_summary(table: pd.DataFrame) -> list[str]:
+    """The sanity checks in one sentence: which models' maps depend on their weights."""
+    if table.empty:
+        return []
+    passed = table["p_video"] < stats.ALPHA
+    said = []
+    if passed.any():
+        said.append(f"depend on the weights for {', '.join(table[passed]['model'])}")
+    if (~passed).any():
+        said.append(f"are NOT shown to for {', '.join(table[~passed]['model'])} (they may not explain it)")
+    return [f"Attention maps (sanity check, weights vs redrawn): they {' and '.join(said)}."]
+
+
 def agreement(records: list[AttentionRecord]) -> tuple[str, str]:
     """("k/n (p %)" of rebuilt inputs with the run's prompt length, the same for the run's reply)."""
 
@@ -413,7 +457,12 @@ WHAT = {
     "edge-interior": "edge vs interior density",
     "agreement": "language-vision agreement (rho x 100)",
 }
-VERDICT_PREFIXES = tuple(WHAT.values())
+UNITS = {
+    "object": "pts of attention",  # points of the answer's attention to the video
+    "cue": "pts of attention",
+    "edge-interior": "density (1 = uniform)",  # mass share / area share
+    "agreement": "rho x 100",
+}
 
 
 def verdicts(pairs: pd.DataFrame, sizes: dict[str, int]) -> list[str]:
@@ -431,7 +480,7 @@ def verdict(row: dict, sizes: dict[str, int]) -> str:
     partition = "" if cue in (row["a"], row["b"]) else f" (regions of the {cue} cue)"
     return (
         f"{what[row['measure']]}, {row['b']} vs {row['a']}{partition}, {side}{row['source']}: "
-        f"{points(row['delta'], sign=True, digits=2)} pts [{points(row['ci_low'], digits=2)}, "
+        f"{points(row['delta'], sign=True, digits=2)} {UNITS[row['measure']]} [{points(row['ci_low'], digits=2)}, "
         f"{points(row['ci_high'], digits=2)}], "
         f"{holm_words(row, sizes, stats.ALPHA)}; {row['n']} questions, {row['videos']} videos{caveat(row)}"
     )

@@ -10,7 +10,8 @@ import pandas as pd
 from core.records import OPEN
 from core.runfiles import CalibrationRecord
 from core.runs import Run
-from measure.report import attention, health, opentables, reference
+from measure.report import attention, health, opentables, reference, summary
+from measure.report.ledger import ledger
 from measure.report.tables import (
     ATTENTION,
     CAUSAL_FAMILY,
@@ -23,11 +24,9 @@ from measure.report.tables import (
     family_sizes,
     holm_adjust,
     interventions,
-    others_line,
     per_template,
     positions,
     primary_table,
-    survivors,
     template_moves,
     temporal_probes,
     to_frame,
@@ -38,10 +37,10 @@ from measure.score.open import verdicts as open_verdicts
 
 @dataclass(kw_only=True)
 class Report:
-    verdicts: list[str]  # every verdict line, the primary family's first
-    verdict_families: dict[str, list[str]]  # the same lines, by Holm family
-    primary: pd.DataFrame  # the primary family as one short table: the report's first screen
-    others: str  # how many other comparisons survive Holm, and where
+    summary: list[str]  # at most ten sentences a reader acts on (`measure.report.summary`)
+    ledger: pd.DataFrame  # every paired test, one row (`measure.report.ledger`): the family tables
+    verdicts: list[str]  # a sentence per accuracy, attention and declared causal comparison
+    primary: pd.DataFrame  # the primary family with every column of its tables
     tests: int  # every paired test of the report
     families: dict[str, int]  # the tests of each Holm family (p_holm corrects within one)
     table: pd.DataFrame
@@ -97,22 +96,36 @@ def build(run: Run) -> Report:
     tested = holm_adjust([cued, adapters, audit_table, blind_wrong, open_adapters, open_audit, masked, pairs, removed])
     cued, adapters, audit_table, blind_wrong, open_adapters, open_audit, masked, pairs, removed = tested
     sizes = family_sizes(tested)
-    lines = (
+    said = (
         verdicts(cued, adapters, open_adapters, masked, sizes)
         + [(ATTENTION, v) for v in attention.verdicts(pairs, sizes)]
         + [(CAUSAL_FAMILY, v) for v in attention.causal_verdicts(removed, sizes)]
     )
-    grouped: dict[str, list[str]] = {}
-    for family, line in lines:
-        grouped.setdefault(family, []).append(line)
+    every = ledger(
+        dict(
+            cued=cued,
+            adapters=adapters,
+            audit=audit_table,
+            blind_wrong=blind_wrong,
+            open_adapters=open_adapters,
+            open_audit=open_audit,
+            interventions=masked,
+            attention=pairs,
+            causal=removed,
+        )
+    )
     inputs, off = attention.inputs(run.attention)
     record = run.record
     drawings = (record.drawings or {}) if record else {}
+    sanity = attention.sanity(run.attention)
+    published = empty if run.reference is None else reference.table(df, run.reference, drawings)
+    warnings = (record.warnings if record else []) + warnings
+    extra = attention.sanity_summary(sanity) + summary.extras(run.calibration, published)
     return Report(
-        verdicts=[line for _, line in lines],
-        verdict_families=grouped,
+        summary=[summary.scope(df, parents), *summary.lines(every, audit_table, masked, warnings, extra)],
+        ledger=every,
+        verdicts=[line for _, line in said],
         primary=primary_table(cued, adapters),
-        others=others_line(survivors(tested)),
         tests=sum(sizes.values()),
         families=sizes,
         table=accuracy_table(df),
@@ -123,7 +136,7 @@ def build(run: Run) -> Report:
         positions=empty if df.empty else positions(df),
         cis={} if df.empty else cell_ci(df),
         audit=audit_table,
-        warnings=(record.warnings if record else []) + warnings,
+        warnings=warnings,
         cued_blind_wrong=blind_wrong,
         interventions=masked,
         arrow=empty if df.empty else arrow_of_time(df),
@@ -132,7 +145,7 @@ def build(run: Run) -> Report:
         open_audit=open_audit,
         judge_agreement=opentables.agreement(run.judgements),
         probes=empty if df.empty else temporal_probes(df),
-        reference=empty if run.reference is None else reference.table(df, run.reference, drawings),
+        reference=published,
         reference_notes=[] if run.reference is None else reference.notes(run.reference, drawings),
         health=health.tables(run.predictions, record) if record is not None else {},
         frames="" if record is None else record.ask.describe_frames(),
@@ -142,6 +155,6 @@ def build(run: Run) -> Report:
         attention_inputs=inputs,
         attention_off=off,
         causal=removed,
-        attention_sanity=attention.sanity(run.attention),
+        attention_sanity=sanity,
         calibration=run.calibration,
     )

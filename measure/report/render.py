@@ -13,12 +13,17 @@ from core.layout import RunLayout
 from core.runfiles import CalibrationRecord, ReportRecord
 from measure.report import attention, stats
 from measure.report.build import Report
+from measure.report.ledger import compact
+from measure.report.tables import CAUSAL_FAMILY, PRIMARY
 
 
 def markdown(table: pd.DataFrame) -> str:
-    """A table as markdown, numbers to 2 decimals (p-values to 4)."""
+    """A table as markdown, numbers to 2 decimals (p-values to 4); a table of text (`compact`'s)
+    as it is written."""
     if table.empty:
         return "(none)"
+    if not any(pd.api.types.is_numeric_dtype(t) for t in table.dtypes):
+        return table.to_markdown(index=False, disable_numparse=True)
     t = table.reset_index() if table.index.names != [None] else table
     t = t.copy()
     for col in t.columns:
@@ -68,42 +73,32 @@ FAMILY_WORDS = {
 }
 
 
-def attention_markdown(r: Report, pairs: bool = True) -> str:
-    """The section on where the model looked: inputs checked, region masses, the verdicts and
-    (`pairs`) every paired comparison."""
+def attention_markdown(r: Report) -> str:
+    """Where the model looked: the sanity checks, whether the rebuilt inputs were the run's, the
+    mean mass per region; what each region does (its declared contrasts are in the summary,
+    every paired test in the family tables)."""
     if r.attention_pairs.empty and r.attention_regions.empty:
         return "No attention records: run `python -m interpret RUN`.\n"
-    lines = [v for v in r.verdicts if v.startswith(attention.VERDICT_PREFIXES)]
-    checks = attention.sanity_lines(r.attention_sanity)
     parts = [
-        "## Where the model looked (interpret)\n\nMass: the share of the answer position's attention to the "
-        "video (points) on each region; mass_norm: the same with a generic question's attention divided out; "
-        "area: the region's share of pixels (mass = area: uniform). Attention is not explanation: the "
-        "interventions are the causal check.\n\n",
-        *(f"- {c}\n" for c in checks),
-        *(["\n"] if checks else []),
-        *(["Verdicts (attention family):\n\n", *(f"- {v}\n" for v in lines), "\n"] if lines else []),
-        markdown(r.attention_inputs),
-        "\n\n",
-        markdown(r.attention_regions),
+        "## Where the model looked (interpret)\n\nMass per region: the share of the answer position's attention "
+        "to the video on it (pts of attention; each row sums to 100); area: the region's share of pixels (mass = "
+        "area: uniform). Attention is not explanation: the interventions and the region removals are the causal "
+        "checks. Paired tests: the attention and layers families above; every region row in report.json.\n\n",
+        *(f"- {c}\n" for c in attention.sanity_lines(r.attention_sanity)),
+        f"- {attention.inputs_line(r.attention_inputs)}\n",
+        f"- area (% of pixels): {attention.areas_line(r.attention_regions)}\n\n",
+        markdown(attention.mass_table(r.attention_regions)),
         "\n",
     ]
-    if pairs:
-        parts += ["\nPaired (b − a, points), CIs resample videos:\n\n", markdown(r.attention_pairs), "\n"]
     if not r.causal.empty:
-        removed = r.verdict_families.get("causal", [])
         parts += [
             "\n## What each region does (interpret --effects)\n\nThe change in the right answer's log-probability "
             "(nats) when a region's visual tokens are removed inside the model (ablation: replaced by the clip's "
-            "mean token; knockout: hidden from the answer in a window of layers), b, against as many random or "
-            "highest-norm tokens from outside the region, a; paired by question, CIs resample videos. Holm "
-            f"within the declared contrasts (causal, {r.families.get('causal', 0)} tests: one line each below) "
+            "mean token; knockout: hidden from the answer in a window of layers), against as many random or "
+            "highest-norm tokens from outside the region; paired by question, CIs resample videos. Holm "
+            f"within the declared contrasts (causal, {r.families.get('causal', 0)} tests: in the summary) "
             f"and apart within the rest (causal-exploratory, {r.families.get('causal-exploratory', 0)} tests: "
-            "the table).\n\n",
-            *(f"- {v}\n" for v in removed),
-            "\n",
-            markdown(r.causal),
-            "\n",
+            "above); both sides of every contrast in causal.csv.\n"
         ]
     if not r.attention_off.empty:
         parts += [
@@ -154,60 +149,57 @@ def calibration_markdown(r: Report) -> str:
     )
 
 
-def verdict_sections(r: Report) -> list[str]:
-    """The verdict lines under one heading per Holm family."""
+TOP = 8  # rows of each family table in report.md, the strongest evidence first (all in comparisons.csv)
+
+
+def summary_markdown(r: Report) -> str:
+    """The report's first section, and what the commands print: what was asked, the primary
+    table, the declared causal contrasts, and at most ten sentences."""
+    parts = ["## Summary\n\n", f"{r.summary[0]}\n\n"]
+    for family, title in (
+        (PRIMARY, "Primary comparisons (what the study declares; Holm within them)"),
+        (CAUSAL_FAMILY, "Declared causal contrasts (on the model organism, its known effects; Holm within them)"),
+    ):
+        rows = r.ledger[r.ledger["family"] == family]
+        if not rows.empty:
+            parts += [f"{title}:\n\n", markdown(compact(rows)), "\n\n"]
+    return "".join(parts + [f"- {x}\n" for x in r.summary[1:]])
+
+
+def families_markdown(r: Report) -> str:
+    """Every other Holm family as one compact table: its strongest evidence first."""
     parts = []
-    for family, lines in r.verdict_families.items():
-        parts += [f"### {family} ({FAMILY_WORDS.get(family, family)})\n\n", *(f"- {v}\n" for v in lines), "\n"]
-    return parts
+    for family, rows in r.ledger.groupby("family", sort=False):
+        if family in (PRIMARY, CAUSAL_FAMILY):
+            continue
+        parts += [
+            f"### {family}: {int(rows['significant'].sum())} of {len(rows)} significant "
+            f"({FAMILY_WORDS.get(str(family), family)})\n\n",
+            markdown(compact(rows.head(TOP))),
+            "\n",
+            f"\n{len(rows) - TOP} more in comparisons.csv.\n" if len(rows) > TOP else "",
+            "\n",
+        ]
+    if not parts:
+        return ""
+    return (
+        "## Tests by family\n\nHolm within each family; rows sorted by evidence (Holm's p, then size); "
+        "caution: the one reason not to take a row's interval at its word.\n\n" + "".join(parts)
+    )
 
 
 def render_markdown(r: Report) -> str:
-    legend = "".join(
-        f"- {k}: {v}\n"
-        for k, v in methods(r).items()
-        if k in ("ci", "p_mcnemar", "p_video", "p_holm", "mde", "serving")
-    )
-    parts = [
-        *(
-            [
-                "## Primary comparisons (what the study declares; b − a in points, 95 % CI, Holm within the "
-                "primary family)\n\n",
-                markdown(r.primary),
-                f"\n\n{r.others}\n\n",
-            ]
-            if not r.primary.empty
-            else []
-        ),
-        *(["## Verdicts\n\n", *verdict_sections(r), "\n"] if r.verdicts else []),
-        *(f"**{w}**\n\n" for w in r.warnings),
-        "## Accuracy (%)\n",
-        markdown(r.table),
-        "\n\n## Paired tables: b − a (or cued − plain, adapter − base) on the same questions\n\n",
-        legend,
-        "\n## Shortcut audit: plain (a) vs controls (b) on the same questions\n",
-        markdown(r.audit),
-        "\n\n## Cued − plain on the questions the blind control gets wrong\n",
-        markdown(r.cued_blind_wrong),
-        "\n\n## Cued − plain (same questions)\n",
-        markdown(r.cued_vs_plain),
-        "\n\n## Adapter − base (same questions)\n",
-        markdown(r.adapter_vs_base),
-        "\n\n## Largest gains and losses per template and per verb\n",
-        markdown(r.moves),
-        "\n\n## Answer position: accuracy by correct position, share of each predicted position (%)\n",
-        markdown(r.positions),
-        "\n",
-    ]
+    """report.md: the summary first, then the accuracy, each family of tests compactly, the
+    sections a study needs, and how every number was computed."""
+    parts = [summary_markdown(r), "\n## Accuracy (%)\n\n", markdown(r.table), "\n"]
+    if r.warnings:
+        parts += ["\n## Warnings\n\n", *(f"- {w}\n" for w in r.warnings)]
+    parts += ["\n", families_markdown(r)]
     if not r.open_accuracy.empty:
         parts += [
             "\n## Open questions, per judge: accuracy (%, judge says yes) and mean score (0-5); ALL counts a failed or "
             "missing verdict as no / 0, VALID leaves it out (judge_failed); 95 % CIs resample videos\n",
             markdown(r.open_accuracy),
-            "\n\n## Open questions: adapter − base (same questions, valid verdicts)\n",
-            markdown(r.open_adapter_vs_base),
-            "\n\n## Open questions: shortcut audit, plain (a) vs controls (b)\n",
-            markdown(r.open_audit),
             "\n",
         ]
     if not r.judge_agreement.empty:
@@ -236,21 +228,16 @@ def render_markdown(r: Report) -> str:
             markdown(r.probes),
             "\n",
         ]
-    if not r.interventions.empty:
-        parts += [
-            "\n## Interventions: plain (a) vs objects masked, context masked, the cue alone (b), same questions\n",
-            "A model that answers `cue-only` clips well reads the cue, not the video.\n\n",
-            markdown(r.interventions),
-            "\n",
-        ]
     if not r.attention_pairs.empty or not r.attention_regions.empty:
         parts += ["\n", attention_markdown(r)]
+    if not r.moves.empty:
+        parts += ["\n## Largest gains and losses per template and per verb (pts)\n", markdown(r.moves), "\n"]
     if r.calibration is not None:
         parts += ["\n", calibration_markdown(r)]
     if r.health:
         parts += [
             "\n## Run health\n\nRates are over the sessions' sending time; memory is resident (GiB), peak "
-            "while sending, start-up times as `serve run` measured and vLLM logged them. `cached_pct`: "
+            "while sending, start-up times (s) as `serve run` measured and vLLM logged them. `cached_pct`: "
             "the share of prompt tokens the engine served from its prefix cache; "
             "`prefills_per_clip_model`: requests that prefilled their clip's video (less than half "
             "their prompt cached) per clip x model, 1 at best.\n\n",
@@ -261,6 +248,17 @@ def render_markdown(r: Report) -> str:
             markdown(r.health["latency"]),
             "\n",
         ]
+    legend = "".join(
+        f"- {k}: {v}\n"
+        for k, v in methods(r).items()
+        if k in ("ci", "p_mcnemar", "p_video", "p_holm", "mde", "serving")
+    )
+    parts += [
+        "\n## How the numbers were computed\n\nEvery paired difference is b − a on the same questions "
+        "(cued − plain, adapter − base, control − plain); every table of this report, with all its columns, "
+        "is in report.json.\n\n",
+        legend,
+    ]
     return "".join(parts)
 
 
@@ -280,10 +278,10 @@ def record(r: Report) -> ReportRecord:
         cued_where_blind_fails=_records(r.cued_blind_wrong),
         arrow_of_time=_records(r.arrow),
         warnings=list(r.warnings),
+        summary=list(r.summary),
+        ledger=_records(r.ledger),
         verdicts=list(r.verdicts),
-        verdict_families={k: list(v) for k, v in r.verdict_families.items()},
         primary=_records(r.primary),
-        others=r.others,
         statistics=methods(r),
         open_accuracy=_records(r.open_accuracy),
         open_adapter_vs_base=_records(r.open_adapter_vs_base),
@@ -316,6 +314,9 @@ def write(layout: RunLayout, r: Report) -> None:
     )
     atomic_write(layout.deltas_csv, deltas.to_csv(index=False))
     atomic_write(layout.templates_csv, r.templates.to_csv(index=False))
+    atomic_write(layout.comparisons_csv, r.ledger.to_csv(index=False))
+    if not r.causal.empty:
+        atomic_write(layout.causal_csv, r.causal.to_csv(index=False))
     runfiles.write(layout.report_json, record(r))
     if not r.table.empty:
         from measure.report import plots

@@ -39,7 +39,7 @@ MIN_CHANGED = next(k for k in range(1, 64) if 2.0 ** (1 - k) < ALPHA)
 def mcnemar_exact(b: int, c: int) -> float:
     """Two-sided exact McNemar p-value from the discordant counts b (only A right) and
     c (only B right): a binomial test of min(b, c) under p = 1/2, summed in log space
-    (whole-number binomials took 18 minutes at 88,000 pairs)."""
+    (whole-number binomials grow with the pairs until a large run's report takes minutes)."""
     n = b + c
     if n == 0:
         return 1.0
@@ -196,7 +196,7 @@ def sign_flip_p(
     total, hits = d.sum(), 0
     for i in range(0, n_perm, chunk):
         rows = min(chunk, n_perm - i)
-        # Random bits (50x faster to draw than integers): a set bit flips that video's sign.
+        # Random bits (far cheaper to draw than integers): a set bit flips that video's sign.
         flips = np.unpackbits(np.frombuffer(rng.bytes(-(-rows * k // 8)), dtype=np.uint8), count=rows * k)
         hits += int((np.abs(total - 2 * (flips.reshape(rows, k).astype(float) @ d)) >= observed).sum())
     return (1 + hits) / (1 + n_perm)

@@ -43,7 +43,7 @@ FAMILIES = (PRIMARY, SECONDARY, ATTENTION, LAYERS, CAUSAL_FAMILY, EXPLORATORY)
 
 
 def to_frame(predictions: Iterable[Prediction]) -> pd.DataFrame:
-    df = pd.DataFrame([vars(p) for p in predictions])  # shallow: asdict's deep copies took 70 % of a report
+    df = pd.DataFrame([vars(p) for p in predictions])  # shallow: asdict's deep copies dominate a report
     if df.empty:
         return pd.DataFrame(columns=[f for f in Prediction.__dataclass_fields__])
     df["correct"] = df["correct"].astype(bool)
@@ -457,14 +457,16 @@ def verdict(label: str, row: Mapping, sizes: Mapping[str, int] = {}, alpha: floa
     could have found."""
     test = holm_words(row, sizes, alpha)
     changed = row["only_a"] + row["only_b"]
-    mde = (
-        f"MDE {points(row['mde'])} pts"
-        if isfinite(row["mde"])
-        else f"MDE n/a: {f'only {changed} of' if changed else 'none of the'} {row['n']} answers changed"
-    )
+    note = caveat(row)
+    if isfinite(row["mde"]):
+        mde = f", MDE {points(row['mde'])} pts"
+    elif note:
+        mde = ""  # the caveat says why there is none
+    else:
+        mde = f", MDE n/a: {f'only {changed} of' if changed else 'none of the'} {row['n']} answers changed"
     return (
         f"{label}: {points(row['delta'], sign=True)} pts [{points(row['ci_low'])}, {points(row['ci_high'])}], "
-        f"{test}, {mde}; {row['n']} questions, {row['videos']} videos{caveat(row)}"
+        f"{test}{mde}; {row['n']} questions, {row['videos']} videos{note}"
     )
 
 
@@ -474,7 +476,7 @@ def caveat(row: Mapping, alpha: float = stats.ALPHA) -> str:
     k = row.get("videos_changed")
     if k is not None and k < stats.MIN_CHANGED:
         return (
-            f" (only {k} changed: too few videos for the interval to be trusted, and no test reaches "
+            f" (only {k} videos changed: too few for the interval to be trusted, and no test reaches "
             f"p < {alpha:g} with fewer than {stats.MIN_CHANGED})"
         )
     excludes = row["ci_low"] > 0 or row["ci_high"] < 0
@@ -531,34 +533,6 @@ def primary_table(cued: pd.DataFrame, adapters: pd.DataFrame) -> pd.DataFrame:
     if t.empty:
         return pd.DataFrame(columns=PRIMARY_COLUMNS)
     return t.assign(significant=t["survives_holm"].map({True: "yes", False: "no"}))[PRIMARY_COLUMNS]
-
-
-def survivors(tables: list[pd.DataFrame]) -> dict[str, tuple[int, int]]:
-    """Per Holm family: (tests that survive Holm, tests)."""
-    out: dict[str, list[int]] = {}
-    for t in tables:
-        if "family" in t and "survives_holm" in t and len(t):
-            for family, alive in zip(t["family"], t["survives_holm"]):
-                counts = out.setdefault(family, [0, 0])
-                counts[0] += bool(alive)
-                counts[1] += 1
-    return {name: (a, n) for name, (a, n) in sorted(out.items(), key=lambda kv: _family_order(kv[0]))}
-
-
-def _family_order(name: str) -> int:
-    return FAMILIES.index(name) if name in FAMILIES else len(FAMILIES)
-
-
-def others_line(counts: dict[str, tuple[int, int]]) -> str:
-    """One line: how many comparisons outside the primary family survive Holm, and where."""
-    rest = {name: c for name, c in counts.items() if name != PRIMARY}
-    if not rest:
-        return "No other comparisons."
-    alive, total = sum(a for a, _ in rest.values()), sum(n for _, n in rest.values())
-    parts = ", ".join(f"{name} {a} of {n}" for name, (a, n) in rest.items())
-    return (
-        f"Other comparisons: {alive} of {total} survive Holm ({parts}); every one is listed under Verdicts, by family."
-    )
 
 
 def cell_ci(df: pd.DataFrame) -> dict[tuple[str, str], tuple[float, float]]:

@@ -94,29 +94,48 @@
       }));
   }
 
-  function primaryTable(rows) {
-    const head = ["comparison", "type", "delta", "95 % CI", "p_holm", "significant", "n", "videos"];
-    return el("table", {id: "primary"}, el("tr", {}, head.map(c => el("th", {text: c}))),
-      rows.map((r, i) => el("tr", {class: r.significant === "yes" ? "sig" : null},
-        el("td", {class: "text", text: r.comparison}), el("td", {text: r.type}),
-        el("td", {"data-cell": `primary|${i}|delta`, text: num(r.delta)}), el("td", {text: `[${num(r.ci_low)}, ${num(r.ci_high)}]`}),
-        el("td", {text: pval(r.p_holm)}), el("td", {text: r.significant}), el("td", {text: r.n}), el("td", {text: r.videos}))));
+  // A family of tests as report.md shows it (the ledger's rows: measure/report/ledger.py):
+  // the difference and its interval in the row's unit, Holm's p, and the reason to be careful.
+  const DIGITS = {"pts": 1, "rho x 100": 1};
+  const signed = (x, d) => (x > 0 ? "+" : "") + num(x, d);
+  function familyTable(name, rows) {
+    const head = ["comparison", "difference", "95 % CI", "unit", "p (Holm)", "significant", "caution"];
+    return el("table", {class: "family-tests", "data-family": name}, el("tr", {}, head.map(c => el("th", {text: c}))),
+      rows.map((r, i) => {
+        const d = DIGITS[r.unit] ?? 2;
+        return el("tr", {class: r.significant ? "sig" : null},
+          el("td", {class: "text", text: r.comparison}),
+          el("td", {"data-cell": `${name}|${i}|delta`, text: signed(r.delta, d)}),
+          el("td", {text: `[${num(r.ci_low, d)}, ${num(r.ci_high, d)}]`}), el("td", {class: "text", text: r.unit}),
+          el("td", {text: pval(r.p_holm)}), el("td", {text: r.significant ? "yes" : "no"}),
+          el("td", {class: "text", text: r.caution}));
+      }));
   }
 
+  // The first screen is report.md's summary: what was asked, the primary comparisons, the
+  // declared causal contrasts, the summary's sentences; then every other family, folded.
   function overview() {
     const R = D.report;
     const stats = R.statistics || {};
-    const families = Object.entries(R.verdict_families || {});
+    const ledger = R.ledger || [];
+    const families = [...new Set(ledger.map(r => r.family))];
+    const rowsOf = family => ledger.filter(r => r.family === family);
+    const significant = rows => rows.filter(r => r.significant).length;
+    const summary = R.summary || [];
     return [
-      el("h2", {text: "Primary comparisons"}),
-      (R.primary || []).length ? primaryTable(R.primary) : note("(no primary comparison: cued vs plain, adapter vs base on plain clips)"),
-      R.others ? el("p", {id: "others", text: R.others}) : null,
-      el("h2", {text: "Verdicts"}),
-      families.length ? families.map(([family, lines]) =>
-        el("details", {class: "family", "data-family": family, ...(family === "primary" ? {open: ""} : {})},
-          el("summary", {text: `${family}: ${lines.filter(v => v.includes(", significant after Holm")).length} of ${lines.length} significant after Holm`}),
-          el("ul", {class: "verdicts"}, lines.map(v =>
-            el("li", {class: v.includes(", significant after Holm") ? "sig" : null, text: v}))))) : note("(no comparisons)"),
+      el("h2", {text: "Summary"}),
+      el("p", {id: "scope", text: summary[0] || ""}),
+      el("h3", {text: "Primary comparisons (what the study declares; Holm within them)"}),
+      rowsOf("primary").length ? familyTable("primary", rowsOf("primary"))
+        : note("(no primary comparison: cued vs plain, adapter vs base on plain clips)"),
+      rowsOf("causal").length ? [el("h3", {text: "Declared causal contrasts (on the model organism, its known effects)"}),
+        familyTable("causal", rowsOf("causal"))] : null,
+      el("ul", {id: "summary"}, summary.slice(1).map(x => el("li", {text: x}))),
+      el("h2", {text: "Tests by family"}),
+      families.filter(f => f !== "primary" && f !== "causal").map(family =>
+        el("details", {class: "family", "data-family": family},
+          el("summary", {text: `${family}: ${significant(rowsOf(family))} of ${rowsOf(family).length} significant after Holm`}),
+          familyTable(family, rowsOf(family)))),
       R.warnings.map(w => el("div", {class: "warn", text: w})),
       el("h2", {text: "Accuracy (%)"}), note("Every number links to the samples behind it."), accuracyTable(R.accuracy),
       el("h2", {text: "Paired comparisons: b − a on the same questions"}),
