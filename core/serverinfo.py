@@ -98,3 +98,22 @@ def group_rss(pgid: int) -> int:
         except (psutil.Error, ProcessLookupError, PermissionError):
             continue
     return total
+
+
+ENGINE_LABEL = re.compile(r'^vllm:[a-z_]+\{[^}]*engine="([^"]+)"', re.M)
+
+
+def engines(url: ServerUrl, api_key: str | None = None) -> int:
+    """How many data-parallel engines answer behind `url`: its `--data-parallel-size` when
+    `serve run` started it here, else the engines its Prometheus metrics label, else 1."""
+    info = lookup(url, wait_s=0)
+    if info is not None and "--data-parallel-size" in info.argv:
+        return int(info.argv[info.argv.index("--data-parallel-size") + 1])
+    import httpx
+
+    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+    try:
+        text = httpx.get(f"{url.root}/metrics", timeout=10, headers=headers).text
+    except httpx.HTTPError:
+        return 1
+    return max(1, len(set(ENGINE_LABEL.findall(text))))

@@ -33,8 +33,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import re
+import statistics
 import sys
 import tempfile
 import time
@@ -51,7 +53,7 @@ sys.path.insert(0, str(REPO))
 from bench_measure import SPLIT, fresh_seeds, make_dataset, started  # noqa: E402  (this folder is on sys.path)
 from bench_media import server_cpu_s  # noqa: E402
 
-from core import cli  # noqa: E402
+from core import cli, serverinfo  # noqa: E402
 from core.ask import AskConfig  # noqa: E402
 from core.chat import list_models  # noqa: E402
 from core.cli import command, option  # noqa: E402
@@ -149,7 +151,8 @@ def send(todo: list[Item], urls: list[ServerUrl], cfg: AskConfig, concurrency: i
         assert reply.text is not None, reply.error
         preds.append(asked(item, reply))
 
-    servers = Servers(urls, None, cfg.down_timeout_s, concurrency)
+    ranks = {u: serverinfo.engines(u) for u in dict.fromkeys(urls)}  # data parallel: pinned by rank, as measure does
+    servers = Servers(urls, None, cfg.down_timeout_s, concurrency, ranks=ranks)
     ports = [u.port for u in dict.fromkeys(urls)]
     start, cpu, served = time.perf_counter(), time.process_time(), sum(map(server_cpu_s, ports))
     asyncio.run(run_items(todo, servers, cfg, on_result, pool, store))
@@ -188,6 +191,9 @@ class Bench:
         shown="two `serve run`s started here, each on half of the cores",
     )
     api_key: str | None = api_key_option()
+    save: Path | None = option(
+        None, "Write the two-server run's item order and split to DIR/router.json (bench_router.py --check)."
+    )
 
 
 app = cli.app(__doc__)
@@ -207,6 +213,7 @@ class Measured:
     slow_url: str
     round_robin_s: float
     later: list[Item]  # a dataset of the two servers' shape, for the data-parallel server
+    spread: list[Item]  # the two servers' items, in the order sent
     dp: Sent | None = None
     engines: list[int] | None = None  # requests each data-parallel engine finished
 
@@ -228,6 +235,26 @@ def bench(args: Bench) -> None:
             with started(["--data-parallel-size", "2", "--cpus", ",".join(cores)]) as (url,):
                 m.dp, m.engines = measure_one(args, url, m.later, store)
     show(m, args, pinned=cores)
+    if args.save is not None:
+        save(m, args, args.save)
+
+
+def save(m: Measured, args: Bench, out: Path) -> None:
+    """The two-server run as bench_router.py replays it: its items in the order sent, the
+    concurrency, each server's speed (by Little's law, items in flight over mean latency: with
+    the router keeping the servers' in-flight counts level, the inverse of its mean latency),
+    each server's items and the prefills per clip x model."""
+    out.mkdir(parents=True, exist_ok=True)
+    urls = list(dict.fromkeys(m.urls))
+    latency = [statistics.fmean(p.latency_s for p in m.two.preds if p.server == str(u) and p.latency_s) for u in urls]
+    record = {
+        "items": [[str(i.clip), i.model] for i in m.spread],
+        "concurrency": args.concurrency,
+        "speeds": [min(latency) / x for x in latency],
+        "served": _shares(m.two, m.urls),
+        "prefills": prefills_per_clip(m.two.preds),
+    }
+    (out / "router.json").write_text(json.dumps(record))
 
 
 def measure_pair(args: Bench, urls: list[ServerUrl], root: Path, seeds, store: FrameStore) -> Measured:
@@ -252,7 +279,7 @@ def measure_pair(args: Bench, urls: list[ServerUrl], root: Path, seeds, store: F
             mixed = [urls[0], ServerUrl.parse(slow.url)]
             least = send(slowed, mixed, cfg, args.concurrency, pool, store)
             rr_s = round_robin(dealt, mixed, cfg, args.concurrency, pool, store)
-    return Measured(len(alone), len(models), one, two, urls, len(slowed), least, str(mixed[1]), rr_s, later)
+    return Measured(len(alone), len(models), one, two, urls, len(slowed), least, str(mixed[1]), rr_s, later, spread)
 
 
 def measure_one(args: Bench, url: ServerUrl, todo: list[Item], store: FrameStore) -> tuple[Sent, list[int]]:

@@ -273,6 +273,30 @@ def test_a_clips_questions_go_where_its_prefix_is_within_the_slack():
     assert "clip" not in servers.homes and asyncio.run(take("clip")) is b
 
 
+def test_data_parallel_engines_behind_one_url_are_endpoints_pinned_by_rank():
+    """A URL with 2 data-parallel engines is two endpoints, each request to one carrying vLLM's
+    X-data-parallel-rank header: a clip's questions stay on the engine that has its prefix, and
+    a refused connection takes out every engine of that server."""
+    import asyncio
+
+    from core.urls import ServerUrl
+    from measure.ask.servers import RANK_HEADER, Servers
+
+    dp, plain = ServerUrl.local(1), ServerUrl.local(2)
+    servers = Servers([dp, plain], None, 60.0, concurrency=12, ranks={dp: 2})
+    assert [(e.url, e.rank) for e in servers.endpoints] == [(dp, 0), (dp, 1), (plain, None)]
+    assert [e.client.default_headers.get(RANK_HEADER) for e in servers.endpoints] == ["0", "1", None]
+    assert servers.slack == 4  # a fair share of the three engines
+
+    async def take(home=None):
+        return await servers.take(home)
+
+    first = asyncio.run(take("clip"))
+    assert all(asyncio.run(take("clip")) is first for _ in range(3))
+    servers.lost(servers.endpoints[0])
+    assert servers.endpoints[1].down_since is not None and servers.endpoints[2].down_since is None
+
+
 def test_clips_drawn_otherwise_than_their_name_says_are_refused(tmp_path):
     """A dataset of before v4, whose `trajectory` clips draw the path alone (render version 1,
     no drawing recorded), is refused with the reason; clips drawn as their name says pass, each

@@ -33,7 +33,7 @@ from measure.ask import client, health, media
 from measure.ask.client import Item, Reply
 from measure.ask.framestore import FrameStore
 from measure.ask.options import RunOptions
-from measure.ask.servers import Servers
+from measure.ask.servers import RANK_HEADER, Servers
 
 
 @dataclass
@@ -403,7 +403,11 @@ def servers_of(opts: RunOptions, p: Plan, warn: Callable[[str], None]) -> Server
     """The run's servers: those down at start taken in once they answer and pass the self-test."""
     key = opts.servers.api_key
     admit = client.admission(p.models, key, p.cfg.sends_media_io, thinking_budget(p))
-    return Servers(opts.urls, key, p.cfg.down_timeout_s, opts.concurrency, p.down, admit, warn)
+    ranks = {u: serverinfo.engines(u, key) for u in dict.fromkeys(opts.urls) if u not in p.down}
+    for url, n in ranks.items():
+        if n > 1:
+            warn(f"{url}: {n} data-parallel engines; each clip's questions pinned to one ({RANK_HEADER})")
+    return Servers(opts.urls, key, p.cfg.down_timeout_s, opts.concurrency, p.down, admit, warn, ranks)
 
 
 def frame_store(opts: RunOptions, warn: Callable[[str], None]) -> FrameStore | None:

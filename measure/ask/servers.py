@@ -6,11 +6,16 @@ connections is taken out (its items are asked again elsewhere, nothing is record
 death), probed on /health with a doubling backoff, and taken back when it answers and passes
 `admit` (the choice-constraint self-test): a server that fails it is never used. Servers
 down at start begin taken out. Only when no server has answered for `down_timeout_s` does
-the run stop (ServerUnavailable)."""
+the run stop (ServerUnavailable).
+
+A URL behind which vLLM runs N data-parallel engines (`ranks`) is N endpoints, one per engine:
+each request to one carries vLLM's `X-data-parallel-rank` header, so a clip's questions go to
+the engine that holds its prefix by the same rule (vLLM's own balancer looks at load alone)."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Awaitable, Callable, Hashable
 from dataclasses import dataclass, field
@@ -28,10 +33,14 @@ class ServerUnavailable(RuntimeError):
     """No server answers: the run stops. What was answered is kept."""
 
 
+RANK_HEADER = "X-data-parallel-rank"  # vLLM: the data-parallel engine that serves the request
+
+
 @dataclass
 class Endpoint:
     url: ServerUrl
     client: AsyncOpenAI
+    rank: int | None = None  # the data-parallel engine behind `url` (None: the server's choice)
     in_flight: int = 0
     down_since: float | None = None
     probe_at: float = 0.0
@@ -51,6 +60,7 @@ class Servers:
     down: list[ServerUrl] = field(default_factory=list)  # unreachable at start: taken in once they answer
     admit: Admit | None = None
     warn: Callable[[str], None] = print
+    ranks: dict[ServerUrl, int] = field(default_factory=dict)  # data-parallel engines behind a URL (1 if absent)
     endpoints: list[Endpoint] = field(init=False)
     slack: int = field(init=False)  # in flight above the least busy before a clip's questions leave its home
     homes: dict[Hashable, Endpoint] = field(init=False, default_factory=dict)
@@ -59,13 +69,19 @@ class Servers:
     def __post_init__(self) -> None:
         # A whole fair share, at least 2: a clip leaves its home only for a server that is much
         # slower (a smaller slack sends a clip's questions elsewhere, where each prefills it again)
-        self.slack = max(2, self.concurrency // len(self.urls))
         self.endpoints = [
-            Endpoint(u, AsyncOpenAI(base_url=u.v1, api_key=self.api_key or "EMPTY", max_retries=0)) for u in self.urls
+            Endpoint(u, self._client(u, rank), rank)
+            for u in self.urls
+            for rank in ([None] if self.ranks.get(u, 1) <= 1 else range(self.ranks[u]))
         ]
+        self.slack = max(2, self.concurrency // len(self.endpoints))
         for e in self.endpoints:
             if e.url in self.down:
                 self.lost(e)
+
+    def _client(self, url: ServerUrl, rank: int | None) -> AsyncOpenAI:
+        headers = {} if rank is None else {RANK_HEADER: str(rank)}
+        return AsyncOpenAI(base_url=url.v1, api_key=self.api_key or "EMPTY", max_retries=0, default_headers=headers)
 
     def _live(self) -> list[Endpoint]:
         return [e for e in self.endpoints if e.down_since is None]
@@ -103,15 +119,21 @@ class Servers:
         e.in_flight -= 1
 
     def lost(self, e: Endpoint) -> None:
-        if e.down_since is None:
-            e.down_since, e.probe_at, e.backoff_s = time.monotonic(), time.monotonic() + PROBE_MIN_S, PROBE_MIN_S
-            for home in [h for h, at in self.homes.items() if at is e]:  # a restart empties its cache
+        """`e`'s server refused a connection: every engine behind its URL is down."""
+        for same in (x for x in self.endpoints if x.url == e.url and x.down_since is None):
+            same.down_since, same.probe_at, same.backoff_s = (
+                time.monotonic(),
+                time.monotonic() + PROBE_MIN_S,
+                PROBE_MIN_S,
+            )
+            for home in [h for h, at in self.homes.items() if at is same]:  # a restart empties its cache
                 del self.homes[home]
 
-    async def probe_forever(self) -> None:
+    async def probe_forever(self, http: httpx.AsyncClient | None = None) -> None:
         """Every down server's /health, each on its own backoff; taken back on HTTP 200 once
-        admitted."""
-        async with httpx.AsyncClient(timeout=2.0) as http:
+        admitted (through `http`, default a client of its own: a simulation passes its own)."""
+        async with contextlib.AsyncExitStack() as own:
+            http = http or await own.enter_async_context(httpx.AsyncClient(timeout=2.0))
             while True:
                 now = time.monotonic()
                 for e in self.endpoints:
