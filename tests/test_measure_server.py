@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import signal
 import time
@@ -196,3 +197,43 @@ def test_the_report_says_how_a_run_was_served_and_compare_when_two_differ(measur
     r = cli("measure", "compare", a.root, b.root)
     assert r.returncode == 0 and "Served differently: a: not batch-invariant; b: batch-invariant" in r.stdout
     assert "Served differently" not in cli("measure", "compare", a.root, a.root).stdout
+
+
+def test_a_ray_data_job_answers_as_measures_own_client_and_resumes(server, synthetic, measured, tmp_path):
+    """`measure --engine ray` on a local Ray: the plan as a Ray Data job whose LLM stage is Ray's
+    HTTP stage against the served URL gives the replies, prompt tokens and frames measure's own
+    client got for the same items; a second call sends only what the first did not. The vLLM
+    engine stage (one engine per GPU replica) is built from serve's own settings through vLLM's
+    parser and accepted by Ray, not run (no GPU here)."""
+    from measure.ask import rayjob
+    from serve.command import Settings, build_argv
+
+    base = f"measure --data {synthetic} --base-url {server.base_url} --runs-dir {tmp_path} --run-id r --engine ray"
+    cli(f"{base} --limit 2", check=True)
+    again = cli(f"{base} --limit 4", check=True)
+    done = [int(x) for x in re.search(r"(\d+) items, (\d+) already done", again.stderr).groups()]
+    assert done[0] == 2 * done[1] > 0, again.stderr
+    rows = [json.loads(x) for x in (tmp_path / "r" / "predictions.jsonl").read_text().splitlines()]
+    theirs = {(r["question_id"], r["model"], r["variant"]): r for r in map(json.loads, measured.predictions.open())}
+    assert len(rows) == done[0] and all(r["status"] == "ok" and r["server"] == str(server.base_url) for r in rows)
+    for r in rows:
+        same = theirs[r["question_id"], r["model"], r["variant"]]
+        assert (r["reply"], r["prompt_tokens"], r["frame_indices"]) == (
+            same["reply"],
+            same["prompt_tokens"],
+            same["frame_indices"],
+        ), r
+    kw = rayjob.engine_kwargs(build_argv(Settings(model="Qwen/Qwen3-VL-2B-Instruct"), gpus=1))
+    stage = rayjob.engine_stage(kw.pop("model"), kw, replicas=8, batch_size=16, lora_path="data/adapters")
+    assert stage.concurrency == 8 and stage.engine_kwargs["limit_mm_per_prompt"] == {"video": 1, "image": 1}
+    assert stage.engine_kwargs["max_model_len"] == 16384 and stage.dynamic_lora_loading_path == "data/adapters"
+
+
+def test_the_ray_engine_refuses_what_it_cannot_do(synthetic):
+    """`--engine ray` sends through one URL's HTTP stage, once per item."""
+    two = cli(
+        f"measure --data {synthetic} --base-url http://127.0.0.1:9/v1 --base-url http://127.0.0.1:8/v1 --engine ray"
+    )
+    assert two.returncode == 2 and "--engine ray sends through one --base-url" in two.stderr
+    think = cli(f"measure --data {synthetic} --base-url http://127.0.0.1:9/v1 --engine ray --reasoning two-step")
+    assert think.returncode == 2 and "--reasoning two-step needs the default engine" in think.stderr

@@ -131,14 +131,26 @@ def build(item: Item, cfg: AskConfig) -> dict[str, Any]:
     return request(item, cfg, media_for(item, cfg))
 
 
-def _top_logprobs(choice) -> dict[str, float] | None:
-    content = getattr(choice.logprobs, "content", None) if choice.logprobs else None
-    return {t.token: t.logprob for t in content[0].top_logprobs} if content else None
-
-
-def _cached(usage) -> int | None:
-    details = getattr(usage, "prompt_tokens_details", None) if usage else None
-    return getattr(details, "cached_tokens", None) if details else None
+def reply_from(
+    resp: dict[str, Any], latency_s: float | None, attempts: int, thought: str | None, reasoning: str | None, sent: dict
+) -> Reply:
+    """A chat completion as JSON (the server's reply, from the openai client or Ray Data's HTTP
+    stage) -> Reply: the answer, its top logprobs, prompt and cached tokens, and the thinking
+    (the server's when it parses it, else the two-step ask's `thought`)."""
+    choice = resp["choices"][0]
+    message = choice.get("message") or {}
+    content = (choice.get("logprobs") or {}).get("content")
+    usage = resp.get("usage") or {}
+    return Reply(
+        message.get("content") or "",
+        top_logprobs={t["token"]: t["logprob"] for t in content[0]["top_logprobs"]} if content else None,
+        latency_s=latency_s,
+        attempts=attempts,
+        prompt_tokens=usage.get("prompt_tokens"),
+        cached_tokens=(usage.get("prompt_tokens_details") or {}).get("cached_tokens"),
+        reasoning=(message.get("reasoning") or message.get("reasoning_content")) if reasoning == "server" else thought,
+        **sent,
+    )
 
 
 def unreadable(problem: BaseException | None = None) -> Reply:
@@ -169,18 +181,7 @@ async def ask(
     latency = time.perf_counter() - start
     if resp is None:
         return Reply(None, latency_s=latency, attempts=attempts + attempt, error=error, reasoning=thought, **sent)
-    choice = resp.choices[0]
-    said = getattr(choice.message, "reasoning", None) or getattr(choice.message, "reasoning_content", None)
-    return Reply(
-        choice.message.content or "",
-        top_logprobs=_top_logprobs(choice),
-        latency_s=latency,
-        attempts=attempts + attempt,
-        prompt_tokens=resp.usage.prompt_tokens if resp.usage else None,
-        cached_tokens=_cached(resp.usage),
-        reasoning=said if reasoning == "server" else thought,
-        **sent,
-    )
+    return reply_from(resp.model_dump(), latency, attempts + attempt, thought, reasoning, sent)
 
 
 def prefix_of(item: Item) -> tuple[Path, str] | None:

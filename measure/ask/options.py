@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 from core.ask import AskConfig
 from core.cli import group, names, option, run_name
@@ -28,6 +29,11 @@ class RunOptions:
     split: str = option("test", "Question split to score.")
     limit: int | None = option(None, "Only the first N questions.", shown="all")
     concurrency: int = option(32, "Requests in flight.")
+    engine: Literal["client", "ray"] = option(
+        "client",
+        "How the plan is sent: measure's own client (several URLs, clip affinity, failover), or a Ray Data "
+        "job whose LLM stage is Ray's (RAY_ADDRESS: a cluster; else a local Ray; one URL).",
+    )
     ask: AskConfig = group(AskConfig)
     published: ReferenceOptions = group(ReferenceOptions)
     run_id: str | None = option(

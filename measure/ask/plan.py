@@ -81,6 +81,7 @@ def check(opts: RunOptions) -> Plan:
     if not layout.questions.is_file():
         raise DataError(f"{opts.data}: not a prepared dataset (no questions.jsonl); make one with `python -m prepare`")
     check_frames(opts.ask)
+    check_engine(opts)
     served, down = reachable(opts.urls, opts.servers.api_key)
     first = next(listed for listed in served if listed)
     wanted = list(opts.models or [m["id"] for m in first])
@@ -160,6 +161,16 @@ def reachable(urls: list[ServerUrl], api_key: str | None) -> tuple[list[list[dic
         names = ", ".join(str(u) for u, _ in down)
         raise Unreachable(f"no server answers: {names}; start one with `sh scripts/serve.sh`")
     return served, [u for u, _ in down]
+
+
+def check_engine(opts: RunOptions) -> None:
+    """`--engine ray` sends through one URL's HTTP stage and asks once per item."""
+    if opts.engine != "ray":
+        return
+    if len(dict.fromkeys(opts.urls)) > 1:
+        raise SetupError("--engine ray sends through one --base-url (Ray Data's HTTP stage); give one")
+    if opts.ask.reasoning == "two-step":
+        raise SetupError("--engine ray asks once per item: --reasoning two-step needs the default engine")
 
 
 def check_frames(cfg: AskConfig) -> None:
@@ -366,6 +377,20 @@ def send(
     return answered
 
 
+def send_ray(todo: list[Item], opts: RunOptions, cfg: AskConfig, run: Opened) -> int:
+    """`--engine ray`: the items through a Ray Data job (`measure.ask.rayjob`), each reply scored
+    and appended as it comes back; returns how many were answered."""
+    from measure.ask import rayjob
+
+    with progress.bar("asking (ray)", len(todo), "req") as advance:
+
+        def on_result(item: Item, reply: Reply) -> None:
+            run.store.append(score.scored(asked(item, reply), cfg.answer_format))
+            advance()
+
+        return rayjob.send(todo, opts.urls[0], cfg, opts.servers.api_key, opts.concurrency, on_result)
+
+
 @dataclass
 class Outcome:
     """How a session ended: the predictions kept for the plan's items and why it stopped."""
@@ -440,7 +465,10 @@ def execute(opts: RunOptions, p: Plan, run: Opened, warn: Callable[[str], None])
                     pool.get()  # started before the clock: a run's rate is its sending, not its start-up
                 start = time.perf_counter()
                 try:
-                    sent = send(run.todo, servers_of(opts, p, warn), p.cfg, run, pool, frames)
+                    if opts.engine == "ray":
+                        sent = send_ray(run.todo, opts, p.cfg, run)
+                    else:
+                        sent = send(run.todo, servers_of(opts, p, warn), p.cfg, run, pool, frames)
                 finally:
                     send_s = time.perf_counter() - start
                     run.record.sessions[-1].health = sampler.result()
