@@ -228,9 +228,9 @@ def test_what_the_organism_learned_is_found_inside_it_and_not_in_random_weights(
 def test_knocking_out_the_objects_tokens_costs_the_organism_its_answer(organism_server, fresh_world, tmp_path):
     """Attention knockout (`--effects all`): hiding the asked object's tokens from the answer in
     every language layer costs the right answer of a plain object question the organism answered
-    right more than hiding as many random tokens from outside it, on most such questions and by
-    more than a nat on average; and every removal counts the tokens it removed, the baselines as
-    many as the region."""
+    right more than hiding as many random tokens from outside it: by more than a nat on average,
+    and on at least half of the questions; every removal counts the tokens it removed, the
+    baselines as many as the region."""
     run = _measured(tmp_path, fresh_world, organism_server.v1, "organism")
     cli(f"interpret {run} --models organism --pictures 0 --limit 12 --effects all", check=True)
     effects = pd.read_csv(run / "interpret" / "effects.csv")
@@ -240,11 +240,12 @@ def test_knocking_out_the_objects_tokens_costs_the_organism_its_answer(organism_
     obj = obj[obj["question_id"].isin(right)]
     knocked = obj[obj["method"] == "knockout"].pivot_table(index="question_id", columns="target", values="d_right")
     # The fault guarded: a knockout that hides nothing, or the wrong tokens (region = random on
-    # every question). Spread measured on the fresh seeds of this stop: one question of six
-    # gained under both removals (+1.1 vs +0.7 nats, answered right: its object is read from
-    # tokens outside the box too), the other five lost 4 to 18 nats.
-    assert len(knocked) >= 4 and (knocked["region"] < knocked["random"]).mean() >= 2 / 3, knocked
-    assert (knocked["region"] - knocked["random"]).mean() < -1.0, knocked  # nats
+    # every question: differences near 0). Spread measured on the fresh seeds of this stop: on
+    # four seeds 0 to 2 of 5-6 questions answered right gained under both removals (up to +2.7
+    # vs +1.2 nats: the object is read from tokens outside its box too), the others lost 4 to 18
+    # nats; the median difference stayed below 0 and the mean below -5.
+    diff = knocked["region"] - knocked["random"]
+    assert len(knocked) >= 4 and diff.median() < 0 and diff.mean() < -1.0, knocked  # nats
     for _, removal in effects.groupby(["question_id", "region", "method", "window"]):
         assert removal["tokens"].nunique() == 1, removal
 
@@ -261,7 +262,11 @@ def test_linear_probes_read_the_verb_the_organism_answers(organism_server, fresh
     assert len(verb) == 1 + verb["layer"].max() + 1, verb  # the encoder and every language layer from 0
     vision, best = verb[verb["source"] == "vision"].iloc[0], verb.loc[verb["accuracy"].idxmax()]
     assert vision["ci_low"] > vision["chance"] and best["ci_low"] > best["chance"], verb
-    assert (verb["shuffled"] < vision["ci_low"]).all(), verb
+    # The control: labels shuffled within the folds, a probe reads chance. A leak (a video in
+    # two folds, labels in the features) puts it near the real accuracy (63-77 % here); over
+    # the fresh seeds of this stop it read 13-47 % (chance 27 %, 30 videos), once equal to the
+    # encoder's lower bound: so it is held below the probe's accuracy, not its interval.
+    assert (verb["shuffled"] < vision["accuracy"]).all(), verb
     assert "organism, verb (4 answers" in said and (run / "interpret" / "layers.md").is_file()
 
 
