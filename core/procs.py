@@ -10,6 +10,7 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Callable
 
 PR_SET_PDEATHSIG = 1  # prctl(2): the signal this process gets when its parent dies
 
@@ -42,32 +43,37 @@ def die_with(pid: int) -> None:
     threading.Thread(target=watch, name=f"die-with-{pid}", daemon=True).start()
 
 
+def _stat(pid: int | str) -> tuple[str, int, int] | None:
+    """(state, parent pid, process group) of a process from /proc, None when it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            fields = f.read().rsplit(b")", 1)[1].split()  # after "pid (comm) ": state, ppid, pgrp, ...
+    except OSError:
+        return None
+    return fields[0].decode(), int(fields[1]), int(fields[2])
+
+
+def _pids() -> list[int]:
+    return [int(p) for p in os.listdir("/proc") if p.isdigit()]
+
+
+def _poll(alive: Callable[[], list[int]], timeout: float, step: float) -> list[int]:
+    """Call `alive` until it returns nothing or `timeout` s have passed; what it last returned."""
+    deadline = time.monotonic() + timeout
+    while (left := alive()) and time.monotonic() <= deadline:
+        time.sleep(step)
+    return left
+
+
 def group_members(pgid: int) -> list[int]:
     """The live processes of process group `pgid` (zombies, already dead, left out): read from
     /proc, so it works on any Linux whoever reaps them."""
-    alive = []
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry.name}/stat", "rb") as f:
-                stat = f.read().decode("ascii", "replace")
-        except OSError:
-            continue
-        fields = stat[stat.rindex(")") + 2 :].split()  # after "pid (comm) ": state, ppid, pgrp, ...
-        if fields[0] != "Z" and int(fields[2]) == pgid:
-            alive.append(int(entry.name))
-    return alive
+    return [pid for pid in _pids() if (st := _stat(pid)) is not None and st[0] != "Z" and st[2] == pgid]
 
 
 def wait_group_gone(pgid: int, timeout: float = 30.0) -> bool:
     """Wait until no live process of group `pgid` is left (True), or `timeout` s (False)."""
-    deadline = time.monotonic() + timeout
-    while group_members(pgid):
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.05)
-    return True
+    return not _poll(lambda: group_members(pgid), timeout, 0.05)
 
 
 MARK = "VISUAL_CUES_SESSION"  # set by test.sh and demo.sh: every process they start inherits it
@@ -78,18 +84,16 @@ def marked(value: str) -> list[int]:
     (the script waiting for the others)."""
     needle = f"\0{MARK}={value}\0".encode()
     found, mine = [], _ancestors()
-    for pid in filter(str.isdigit, os.listdir("/proc")):
-        if int(pid) in mine:
+    for pid in _pids():
+        if pid in mine:
             continue
         try:
             with open(f"/proc/{pid}/environ", "rb") as f:
                 env = b"\0" + f.read() + b"\0"
-            with open(f"/proc/{pid}/stat", "rb") as f:
-                zombie = f.read().rsplit(b")", 1)[1].split()[0] == b"Z"
         except OSError:
             continue
-        if needle in env and not zombie:
-            found.append(int(pid))
+        if needle in env and (st := _stat(pid)) is not None and st[0] != "Z":
+            found.append(pid)
     return found
 
 
@@ -98,20 +102,17 @@ def _ancestors() -> set[int]:
     chain, pid = set(), os.getpid()
     while pid > 1 and pid not in chain:
         chain.add(pid)
-        try:
-            with open(f"/proc/{pid}/stat", "rb") as f:
-                pid = int(f.read().rsplit(b")", 1)[1].split()[1])
-        except OSError:
+        st = _stat(pid)
+        if st is None:
             break
+        pid = st[1]
     return chain
 
 
 def wait_marked_gone(value: str, timeout: float = 60.0) -> list[int]:
     """Wait until no process carrying MARK=`value` is left; SIGKILL what is still there after
     `timeout` s and return those pids."""
-    deadline = time.monotonic() + timeout
-    while (left := marked(value)) and time.monotonic() < deadline:
-        time.sleep(0.1)
+    left = _poll(lambda: marked(value), timeout, 0.1)
     for pid in left:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)

@@ -11,7 +11,7 @@ import pandas as pd
 
 from measure.report import stats
 from measure.report.attention import UNITS, WHAT
-from measure.report.tables import FAMILIES, points
+from measure.report.tables import FAMILIES, adapter_label, against_plain_label, open_adapter_label, points
 
 COLUMNS = [
     "family",
@@ -32,24 +32,12 @@ POINTS = "pts"  # points of accuracy (percentage points)
 NATS = "nats"  # of the right answer's log-probability
 
 
-def _accuracy(r: Mapping) -> str:
-    return f"{r['variant']} vs plain, {r['type']}, {r['model']}"
-
-
-def _adapter(r: Mapping) -> str:
-    return f"{r['adapter']} vs {r['base']}, {r['variant']}, {r['type']}"
-
-
 def _audit(r: Mapping) -> str:
     return f"{r['control']} vs plain, {r['type']}, {r['model']}"
 
 
 def _blind_wrong(r: Mapping) -> str:
     return f"{r['variant']} vs plain where blind is wrong, {r['type']}, {r['model']}"
-
-
-def _open_adapter(r: Mapping) -> str:
-    return f"{r['adapter']} vs {r['base']}, {r['variant']}, open {r['category']}, judge {r['judge']}"
 
 
 def _open_audit(r: Mapping) -> str:
@@ -75,13 +63,13 @@ def causal_label(r: Mapping) -> str:
 
 
 KINDS: dict[str, tuple[Callable[[Mapping], str], Callable[[Mapping], str]]] = {
-    "cued": (_accuracy, lambda r: POINTS),
-    "adapters": (_adapter, lambda r: POINTS),
+    "cued": (against_plain_label, lambda r: POINTS),
+    "adapters": (adapter_label, lambda r: POINTS),
     "audit": (_audit, lambda r: POINTS),
     "blind_wrong": (_blind_wrong, lambda r: POINTS),
-    "open_adapters": (_open_adapter, lambda r: POINTS),
+    "open_adapters": (open_adapter_label, lambda r: POINTS),
     "open_audit": (_open_audit, lambda r: POINTS),
-    "interventions": (_accuracy, lambda r: POINTS),
+    "interventions": (against_plain_label, lambda r: POINTS),
     "attention": (attention_label, lambda r: UNITS[r["measure"]]),
     "causal": (causal_label, lambda r: NATS),
 }

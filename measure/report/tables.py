@@ -492,6 +492,19 @@ def caveat(row: Mapping, alpha: float = stats.ALPHA) -> str:
     return ""
 
 
+def against_plain_label(r: Mapping) -> str:
+    """A variant (cued, an intervention) against plain, in the words of its verdict and ledger row."""
+    return f"{r['variant']} vs plain, {r['type']}, {r['model']}"
+
+
+def adapter_label(r: Mapping) -> str:
+    return f"{r['adapter']} vs {r['base']}, {r['variant']}, {r['type']}"
+
+
+def open_adapter_label(r: Mapping) -> str:
+    return f"{r['adapter']} vs {r['base']}, {r['variant']}, open {r['category']}, judge {r['judge']}"
+
+
 def verdicts(
     cued: pd.DataFrame,
     adapters: pd.DataFrame,
@@ -502,13 +515,10 @@ def verdicts(
     """One line per cued − plain, adapter − base and intervention − plain comparison (open
     questions: per judge), the primary family's first."""
     lines = (
-        [(r, f"{r['variant']} vs plain, {r['type']}, {r['model']}") for r in cued.to_dict("records")]
-        + [(r, f"{r['adapter']} vs {r['base']}, {r['variant']}, {r['type']}") for r in adapters.to_dict("records")]
-        + [
-            (r, f"{r['adapter']} vs {r['base']}, {r['variant']}, open {r['category']}, judge {r['judge']}")
-            for r in open_adapters.to_dict("records")
-        ]
-        + [(r, f"{r['variant']} vs plain, {r['type']}, {r['model']}") for r in masked.to_dict("records")]
+        [(r, against_plain_label(r)) for r in cued.to_dict("records")]
+        + [(r, adapter_label(r)) for r in adapters.to_dict("records")]
+        + [(r, open_adapter_label(r)) for r in open_adapters.to_dict("records")]
+        + [(r, against_plain_label(r)) for r in masked.to_dict("records")]
     )
     order = {name: i for i, name in enumerate(FAMILIES)}
     lines.sort(key=lambda pair: order.get(pair[0].get("family"), len(order)))
