@@ -206,8 +206,8 @@ def test_what_the_organism_learned_is_found_inside_it_and_not_in_random_weights(
     random-weight model's from its own twin's. Region ablation, the declared contrast: on
     object questions, ablating the object's tokens costs the right answer more than ablating
     as many random tokens from outside it: significant after Holm in the declared family on the
-    organism, not on random weights. The replica answers as the server did (the issue's goal:
-    99 %), on the organism and on random weights alike."""
+    organism; on random weights within a nat, above the organism's interval. The replica answers
+    as the server did (the issue's goal: 99 %), on the organism and on random weights alike."""
     learned = _interpreted(_measured(tmp_path, fresh_world, organism_server.v1, "organism"), "organism")
     control = _interpreted(_measured(tmp_path, fresh_world, server.base_url, "tiny-vlm"), "tiny-vlm")
     sane = _line(learned, "- sanity (model randomisation, Adebayo et al. 2018), organism:")
@@ -219,7 +219,14 @@ def test_what_the_organism_learned_is_found_inside_it_and_not_in_random_weights(
     found, none = _line(learned, obj.format("organism")), _line(control, obj.format("tiny-vlm"))
     assert _delta_ci(found, "difference ")[1] < 0 and "significant after Holm in the causal family" in found, found
     assert "from outside it" in found and "draws spread" in found, found
-    assert "not significant after Holm" in none, none
+    # The control is held by size, not by significance: random weights read the pixels too, so
+    # ablating the object's tokens moves their answer a little (differences within ±0.05 nats on
+    # four fresh seeds, once significant: +0.03 [+0.00, +0.05], p = 0.048; the organism's −15.5 to
+    # −15.0), which a "not significant" floor fails on at random. The fault
+    # guarded (a removal that costs any model its answer: the region's tokens miscounted, or the
+    # baseline drawn inside the region) puts the control's difference near the organism's.
+    low, high = _delta_ci(none, "difference ")
+    assert -1.0 < low and high < 1.0 and _delta_ci(found, "difference ")[1] < low, (found, none)  # nats
     for said in (learned, control):
         agree, asked = map(int, re.search(r"same reply as the run (\d+)/(\d+)", "\n".join(said)).groups())
         assert agree >= 0.99 * asked and asked >= 40, said[:3]
