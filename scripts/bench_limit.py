@@ -6,13 +6,17 @@ sampling parameters, choice constraints and LoRA adapters) go
     command line and environment (`serve run` records them), each conversation rendered
     with its per-request media settings and multimodal uuids, every request added at once,
     no HTTP, no client, no JSON; timed from the first rendering to the last reply;
-(b) through `python -m measure` against that server: its sending phase, from run.json.
+(b) through `python -m measure` against that server (its default concurrency): its sending phase,
+    from run.json, its clips' frames put in its frame store first, as (a)'s requests are built
+    before its clock starts.
 The replies and prompt token counts must be identical (asserted). Both sides run --repeats
 times, each on a dataset of a fresh seed (no cache holds its clips); the last line reads
-`measure/offline throughput ratio: R`, the median of the repeats' ratios (goal >= 0.85 on the
-embedded default), the line before it each repeat's.
+`measure/offline throughput ratio: R`, the median of the repeats' ratios (goal >= 0.9 on the
+embedded default), the line before it each repeat's. At the default size each side works for
+about 20 s. Then where the time goes: one more measure run on fresh clips, sampled (`stages`):
+measure's CPU per request by stage, the server's API process and engine core by stage.
 
-Usage: .venv/bin/python scripts/bench_limit.py [--videos 80] [--repeats 3] [--base-url URL]
+Usage: .venv/bin/python scripts/bench_limit.py [--videos 520] [--repeats 3] [--base-url URL]
 (the server must be a `serve run` on this machine: its settings build the offline engine)
 """
 
@@ -20,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import json
 import os
 import statistics
 import sys
@@ -31,7 +36,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from bench_measure import SPLIT, STARTED, fresh_seeds, make_dataset, run_measure, running_server  # noqa: E402
+from bench_measure import SPLIT, STARTED, fresh_seeds, make_dataset, run_measure, running_server, stored, where_lines  # noqa: E402
 
 from core import cli, runs, serverinfo  # noqa: E402
 from core.ask import AskConfig  # noqa: E402
@@ -40,10 +45,11 @@ from core.groups import Server  # noqa: E402
 from core.layout import DataLayout  # noqa: E402
 from core.records import Key  # noqa: E402
 from core.variants import PLAIN  # noqa: E402
+from measure.ask import media  # noqa: E402
 from measure.ask.client import build, self_test  # noqa: E402
 from measure.ask.plan import ask_config, plan  # noqa: E402
 from serve import launch  # noqa: E402
-from serve.command import build_env  # noqa: E402
+from serve.command import build_env, vllm_args  # noqa: E402
 
 
 def engine(argv: list[str]):
@@ -52,10 +58,8 @@ def engine(argv: list[str]):
     launch.ready()
     from vllm import LLM
     from vllm.engine.arg_utils import AsyncEngineArgs, EngineArgs
-    from vllm.entrypoints.launchers.cli_args import make_arg_parser
-    from vllm.utils.argparse_utils import FlexibleArgumentParser
 
-    args = make_arg_parser(FlexibleArgumentParser()).parse_args(argv[argv.index("serve") + 1 :])
+    args = vllm_args(argv)
     args.model = args.model_tag
     uni = args.distributed_executor_backend == "uni"  # as serve run set it up (`--executor`)
     os.environ.update(build_env(dict(os.environ), args.model, gpu=False, uni=uni))
@@ -121,7 +125,7 @@ def answers(run: Path) -> dict[Key, tuple[str | None, int | None]]:
 
 @dataclass
 class Bench:
-    videos: int = option(80, "Synthetic videos (a dataset of its own per repeat).")
+    videos: int = option(520, "Synthetic videos (a dataset of its own per repeat): about 1,700 requests.")
     repeats: int = option(3, "Times both sides run (each on fresh clips): the ratio is their median.")
     server: Server = group(Server, shown={"base_url": STARTED})
 
@@ -129,12 +133,12 @@ class Bench:
 app = cli.app(__doc__)
 
 
-def one_repeat(url, listed, cfg, llm, loras, root: Path, seed: int, videos: int) -> dict:
+def one_repeat(url, listed, cfg, llm, loras, pool, root: Path, seed: int, videos: int) -> dict:
     """Both sides on one fresh dataset: their rates, the offline engine's rendering time, and how
     many replies (and prompt token counts) are identical."""
     models = [m["id"] for m in listed]
-    data = make_dataset(root, seed, videos)
-    session, _ = run_measure(url, data, root / "runs", f"limit-{seed}", "--variants", PLAIN)
+    data = stored(make_dataset(root, seed, videos), models, cfg, pool)
+    session, _, _ = run_measure(url, data, root / "runs", f"limit-{seed}", "--variants", PLAIN)
     measured = answers(root / "runs" / f"limit-{seed}")
     items = plan(DataLayout(data), models, [PLAIN], SPLIT, None)
     seconds, rendering, outputs = offline(llm, [build(i, cfg) for i in items], loras)
@@ -143,10 +147,12 @@ def one_repeat(url, listed, cfg, llm, loras, root: Path, seed: int, videos: int)
     return {
         "items": len(items),
         "measure": session["answered"] / session["send_s"],
+        "sending": session["send_s"],
         "offline": len(items) / seconds,
         "seconds": seconds,
         "rendering": rendering,
         "same": same,
+        "concurrency": json.loads((root / "runs" / f"limit-{seed}" / "run.json").read_text())["concurrency"],
     }
 
 
@@ -164,12 +170,20 @@ def bench(args: Bench) -> None:
         llm, loras = engine(info.argv), adapters(listed)
         warm = plan(DataLayout(make_dataset(Path(d), next(seeds), 2)), models, [PLAIN], SPLIT, None)[:4]
         offline(llm, [build(i, cfg) for i in warm], loras)  # as measure's self-test: the first requests are slow
-        done = [
-            one_repeat(url, listed, cfg, llm, loras, Path(d), next(seeds), args.videos) for _ in range(args.repeats)
-        ]
+        with media.Workers(cfg.media_workers, cfg.processors.values()) as pool:
+            done = [
+                one_repeat(url, listed, cfg, llm, loras, pool, Path(d), next(seeds), args.videos)
+                for _ in range(args.repeats)
+            ]
+            data = stored(make_dataset(Path(d), next(seeds), args.videos), models, cfg, pool)
+        sampled, cpu, samples = run_measure(url, data, Path(d) / "runs", "sampled", where=True)
+        _, idle_cpu, _ = run_measure(url, data, Path(d) / "runs", "sampled")  # resume: start-up only
     ratios = [r["measure"] / r["offline"] for r in done]
     last = done[-1]
-    print(f"items: {last['items']} per repeat ({len(models)} models, split {SPLIT}, plain); measure at concurrency 32")
+    print(
+        f"items: {last['items']} per repeat ({len(models)} models, split {SPLIT}, plain); "
+        f"measure at concurrency {last['concurrency']} (its default)"
+    )
     print(
         f"offline engine (LLM in-process, the server's settings): {statistics.median(r['offline'] for r in done):.1f} "
         f"req/s median ({last['seconds']:.1f} s the last repeat, of which {last['rendering']:.1f} s rendering: media "
@@ -177,6 +191,9 @@ def bench(args: Bench) -> None:
     )
     print(f"measure against serve: {statistics.median(r['measure'] for r in done):.1f} req/s median (sending phase)")
     print(f"replies and prompt token counts identical: {sum(r['same'] for r in done)}/{sum(r['items'] for r in done)}")
+    print(f"measure sent for {last['sending']:.1f} s the last repeat")
+    for line in where_lines(samples, sampled["answered"], cpu - idle_cpu):
+        print(line)
     print(f"each repeat's ratio: {', '.join(f'{x:.2f}' for x in ratios)}")
     print(f"measure/offline throughput ratio: {statistics.median(ratios):.2f}")
 

@@ -42,7 +42,6 @@ import tempfile
 import time
 from collections import Counter
 from dataclasses import dataclass
-from functools import partial
 from pathlib import Path
 
 import httpx
@@ -50,7 +49,7 @@ import httpx
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from bench_measure import SPLIT, fresh_seeds, make_dataset, started  # noqa: E402  (this folder is on sys.path)
+from bench_measure import SPLIT, fresh_seeds, make_dataset, started, warm  # noqa: E402  (this folder is on sys.path)
 from bench_media import server_cpu_s  # noqa: E402
 
 from core import cli, serverinfo  # noqa: E402
@@ -63,7 +62,7 @@ from core.records import Prediction  # noqa: E402
 from core.urls import ServerUrl  # noqa: E402
 from core.variants import PLAIN  # noqa: E402
 from measure.ask import media  # noqa: E402
-from measure.ask.client import Item, Reply, media_spec, run_items, self_test  # noqa: E402
+from measure.ask.client import Item, Reply, run_items, self_test  # noqa: E402
 from measure.ask.framestore import GB, FrameStore  # noqa: E402
 from measure.ask.plan import ask_config, asked, plan  # noqa: E402
 from measure.ask.servers import Servers  # noqa: E402
@@ -135,12 +134,6 @@ class Sent:
             f"{self.rate:.1f} req/s, {self.cached:.1f} % cached, {prefills_per_clip(self.preds)} prefills/clip, "
             f"sender {100 * self.client_cpu / self.seconds:.0f} % of a core{cpu}"
         )
-
-
-def warm(todo: list[Item], cfg: AskConfig, store: FrameStore, pool) -> None:
-    """Every clip's media decoded into `store` before anything is timed."""
-    specs = list(dict.fromkeys(s for i in todo if (s := media_spec(i, cfg)) is not None))
-    list(pool.get().map(partial(media.decode, store=store), specs))
 
 
 def send(todo: list[Item], urls: list[ServerUrl], cfg: AskConfig, concurrency: int, pool, store=None) -> Sent:

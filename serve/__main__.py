@@ -95,6 +95,27 @@ def tower_lora(adapters: dict[str, Path], model: str, extra: list[str]) -> list[
     return [*extra, server.TOWER_LORA]
 
 
+def command_for(settings: Settings, gpus: int, extra: list[str], base: dict[str, str]) -> tuple:
+    """(settings resolved, argv, environment) of what `serve run` starts with `gpus` GPUs visible
+    here: the model (its default, the embedded tiny models built when missing), its adapters
+    (discovered, checked, tower/connector LoRA on when they need it), vLLM's `extra` arguments,
+    and the environment on top of `base`. Nothing is started."""
+    model = settings.model or default_model(gpus > 0)
+    embedded = {str(d) for d in (TINY_MODEL, TINY_SMOLVLM, TINY_THINKING)}
+    if model.rstrip("/") in embedded and not (Path(model) / "config.json").is_file():
+        typer.echo(f"serve: {model} is missing; building the embedded tiny models (offline, seeded)", err=True)
+        build_tiny(Tiny())
+    adapters = settings.adapters if settings.adapters is not None else server.discover_adapters(model)
+    server.check_adapters(adapters, model, tower_lora=True)  # all but the vision LoRA, which is checked next
+    settings = replace(settings, model=model, adapters=adapters, extra=tower_lora(adapters, model, extra))
+    argv = server.build_argv(settings, gpus=gpus)
+    pinned = server.cores(settings.cpus) if settings.cpus else None
+    bind = server.omp_bind(pinned, settings.data_parallel_size) if pinned else None
+    uni = server.executor(settings, gpus) == "uni"
+    env = server.build_env(base, model, gpus > 0, settings.runtime_adapters, bind, settings.batch_invariant, uni=uni)
+    return settings, argv, env
+
+
 @command(app, Settings, pass_on=True, context_settings={"allow_extra_args": True})
 def run(settings: Settings, ctx: typer.Context) -> None:
     """Start vLLM with the model and its adapters; arguments after `--` go to `vllm serve`
@@ -110,15 +131,7 @@ def run(settings: Settings, ctx: typer.Context) -> None:
             "--batch-invariant: vLLM's batch invariance (VLLM_BATCH_INVARIANT=1) runs on NVIDIA GPUs of compute "
             "capability 8.0+, AMD Instinct GPUs and Intel XPUs, not on the CPU backend"
         )
-    model = settings.model or default_model(gpu)
-    embedded = {str(d) for d in (TINY_MODEL, TINY_SMOLVLM, TINY_THINKING)}
-    if model.rstrip("/") in embedded and not (Path(model) / "config.json").is_file():
-        typer.echo(f"serve: {model} is missing; building the embedded tiny models (offline, seeded)", err=True)
-        build_tiny(Tiny())
-    adapters = settings.adapters if settings.adapters is not None else server.discover_adapters(model)
-    server.check_adapters(adapters, model, tower_lora=True)  # all but the vision LoRA, which is checked next
-    settings = replace(settings, model=model, adapters=adapters, extra=tower_lora(adapters, model, cli.passed_on(ctx)))
-    argv = server.build_argv(settings, gpus=gpus)
+    settings, argv, env = command_for(settings, gpus, cli.passed_on(ctx), dict(os.environ))
     host, port, api_key = settings.host, settings.port, settings.api_key
     local = server.loopback(host)  # an unknown host name: one error line, before anything else
     shown = [a if a != api_key else "***" for a in argv]
@@ -138,7 +151,6 @@ def run(settings: Settings, ctx: typer.Context) -> None:
     me = os.getpid()
     started, t0 = dt.datetime.now(dt.UTC).isoformat(timespec="seconds"), time.monotonic()
     pinned = server.cores(settings.cpus) if settings.cpus else None
-    bind = server.omp_bind(pinned, settings.data_parallel_size) if pinned else None
 
     def child() -> None:
         die_with_parent(me)
@@ -146,20 +158,7 @@ def run(settings: Settings, ctx: typer.Context) -> None:
             os.sched_setaffinity(0, pinned)
 
     proc = subprocess.Popen(
-        argv,
-        env=server.build_env(
-            dict(os.environ),
-            model,
-            gpu,
-            settings.runtime_adapters,
-            bind,
-            settings.batch_invariant,
-            uni=server.executor(settings, gpus) == "uni",
-        ),
-        start_new_session=True,
-        preexec_fn=child,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
+        argv, env=env, start_new_session=True, preexec_fn=child, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
     )
     times: dict[str, float] = {}
     relay = threading.Thread(target=_relay, args=(proc.stdout, times), daemon=True)

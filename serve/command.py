@@ -398,6 +398,15 @@ def build_argv(s: Settings, python: str = sys.executable, gpus: int = 0) -> list
     return argv + list(s.extra)
 
 
+def vllm_args(argv: list[str]):
+    """A `build_argv` command line as `vllm serve`'s own parser reads it (vLLM's Namespace; an
+    unknown flag or a bad value: argparse's SystemExit naming it)."""
+    from vllm.entrypoints.launchers.cli_args import make_arg_parser
+    from vllm.utils.argparse_utils import FlexibleArgumentParser
+
+    return make_arg_parser(FlexibleArgumentParser()).parse_args(argv[argv.index("serve") + 1 :])
+
+
 def cores(cpus: str) -> list[int]:
     """`0,2-3` -> [0, 2, 3]: cores this process may use, else SettingsError."""
     try:

@@ -14,6 +14,7 @@ from core.layout import DataLayout
 from core.records import read_questions
 from core.urls import ServerUrl
 from measure.ask.client import Item
+from measure.ask.options import PER_SERVER
 from serve.command import free_port
 from tests.conftest import ask_each, cli, copy_run, start
 from tests.faultproxy import FaultProxy, old_vllm
@@ -132,6 +133,7 @@ def test_every_run_records_its_health(server, measured, synthetic):
     section is computed from them and the predictions."""
     assert "serve: ready in" in server.log.read_text() and "resident memory" in server.log.read_text()
     run = json.loads(measured.run_json.read_text())
+    assert run["concurrency"] == PER_SERVER  # no --concurrency: a server's worth, one engine behind it
     serve = run["servers"][0]["serve"]
     assert serve["argv"][2:4] == ["serve.launch", "serve"] and serve["ready_s"] > 0
     assert {"weights_load_s", "engine_init_s"} <= set(serve["times"]) and serve["rss_ready_bytes"] > 2**28

@@ -17,6 +17,11 @@ from core.reference import ReferenceOptions
 from core.urls import ServerUrl
 from measure.ask.framestore import GB, FrameStore
 
+# Requests in flight per server (each data-parallel engine counted) when --concurrency is not
+# given: where bench_measure's sweep of a bare client stops gaining (docs/performance.md); the
+# server's scheduler then always has a batch's worth waiting.
+PER_SERVER = 64
+
 
 @dataclass
 class RunOptions:
@@ -28,7 +33,9 @@ class RunOptions:
     variants: Sequence[str] | None = names("Comma-separated clip variants.", "every variant on disk")
     split: str = option("test", "Question split to score.")
     limit: int | None = option(None, "Only the first N questions.", shown="all")
-    concurrency: int = option(32, "Requests in flight.")
+    concurrency: int | None = option(
+        None, "Requests in flight, all servers together.", shown=f"{PER_SERVER} per server and per data-parallel engine"
+    )
     engine: Literal["client", "ray"] = option(
         "client",
         "How the plan is sent: measure's own client (several URLs, clip affinity, failover), or a Ray Data "

@@ -32,7 +32,7 @@ from measure import score
 from measure.ask import client, health, media
 from measure.ask.client import Item, Reply
 from measure.ask.framestore import FrameStore
-from measure.ask.options import RunOptions
+from measure.ask.options import PER_SERVER, RunOptions
 from measure.ask.servers import RANK_HEADER, Servers
 
 
@@ -50,6 +50,12 @@ class Plan:
     warnings: list[str] | None = None  # recorded in run.json and shown in the report
     down: list[ServerUrl] = field(default_factory=list)  # unreachable at start: taken in once they answer
     drawings: dict[str, str] = field(default_factory=dict)  # cued variant -> the drawing of its clips
+    ranks: dict[ServerUrl, int] = field(default_factory=dict)  # data-parallel engines behind each URL up at start
+
+    def concurrency(self, opts: RunOptions) -> int:
+        """Requests in flight, all servers together: --concurrency, else PER_SERVER for each
+        server and each data-parallel engine behind one."""
+        return opts.concurrency or PER_SERVER * sum(self.ranks.get(u, 1) for u in opts.urls)
 
 
 def plan(
@@ -103,7 +109,9 @@ def check(opts: RunOptions) -> Plan:
     rejected: list[str] = []
     items = plan(layout, wanted, chosen, opts.split, opts.limit, rejected)
     cfg = ask_config(opts.ask, first, wanted)
-    return Plan(items, wanted, chosen, served, rejected, cfg, ref, adapter_frames(first, wanted, cfg), down, drawings)
+    ranks = {u: serverinfo.engines(u, opts.servers.api_key) for u in dict.fromkeys(opts.urls) if u not in down}
+    warnings = adapter_frames(first, wanted, cfg)
+    return Plan(items, wanted, chosen, served, rejected, cfg, ref, warnings, down, drawings, ranks)
 
 
 def drawings_of(layout: DataLayout, variants: list[str]) -> dict[str, str]:
@@ -309,7 +317,7 @@ def open_run(opts: RunOptions, p: Plan) -> Opened:
         ask=p.cfg,
         servers=[server_record(u, m) for u, m in zip(opts.urls, p.served)],
         limit=opts.limit,
-        concurrency=opts.concurrency,
+        concurrency=p.concurrency(opts),
         reference=p.reference or (earlier.reference if earlier else None),
         sessions=(earlier.sessions if earlier else []) + [session],
         rejected_questions=p.rejected,
@@ -377,7 +385,7 @@ def send(
     return answered
 
 
-def send_ray(todo: list[Item], opts: RunOptions, cfg: AskConfig, run: Opened) -> int:
+def send_ray(todo: list[Item], opts: RunOptions, cfg: AskConfig, run: Opened, concurrency: int) -> int:
     """`--engine ray`: the items through a Ray Data job (`measure.ask.rayjob`), each reply scored
     and appended as it comes back; returns how many were answered."""
     from measure.ask import rayjob
@@ -388,7 +396,7 @@ def send_ray(todo: list[Item], opts: RunOptions, cfg: AskConfig, run: Opened) ->
             run.store.append(score.scored(asked(item, reply), cfg.answer_format))
             advance()
 
-        return rayjob.send(todo, opts.urls[0], cfg, opts.servers.api_key, opts.concurrency, on_result)
+        return rayjob.send(todo, opts.urls[0], cfg, opts.servers.api_key, concurrency, on_result)
 
 
 @dataclass
@@ -428,11 +436,10 @@ def servers_of(opts: RunOptions, p: Plan, warn: Callable[[str], None]) -> Server
     """The run's servers: those down at start taken in once they answer and pass the self-test."""
     key = opts.servers.api_key
     admit = client.admission(p.models, key, p.cfg.sends_media_io, thinking_budget(p))
-    ranks = {u: serverinfo.engines(u, key) for u in dict.fromkeys(opts.urls) if u not in p.down}
-    for url, n in ranks.items():
+    for url, n in p.ranks.items():
         if n > 1:
             warn(f"{url}: {n} data-parallel engines; each clip's questions pinned to one ({RANK_HEADER})")
-    return Servers(opts.urls, key, p.cfg.down_timeout_s, opts.concurrency, p.down, admit, warn, ranks)
+    return Servers(opts.urls, key, p.cfg.down_timeout_s, p.concurrency(opts), p.down, admit, warn, p.ranks)
 
 
 def frame_store(opts: RunOptions, warn: Callable[[str], None]) -> FrameStore | None:
@@ -466,7 +473,7 @@ def execute(opts: RunOptions, p: Plan, run: Opened, warn: Callable[[str], None])
                 start = time.perf_counter()
                 try:
                     if opts.engine == "ray":
-                        sent = send_ray(run.todo, opts, p.cfg, run)
+                        sent = send_ray(run.todo, opts, p.cfg, run, p.concurrency(opts))
                     else:
                         sent = send(run.todo, servers_of(opts, p, warn), p.cfg, run, pool, frames)
                 finally:
