@@ -61,7 +61,7 @@ TABLE = {
     "DATA=data/<name> OUT=data/adapters/cued sh scripts/lora.sh": ("lora.sh", ""),
     "sh scripts/reproduce.sh": ("reproduce", ""),
     "python -m measure [--data data/synthetic] [--base-url URL ...] [--models a,b] [--variants plain,trajectory] "
-    "[--split test] [--limit N] [--concurrency 32] [--answer-format text|letters] [--media frames|data|file] "
+    "[--split test] [--limit N] [--concurrency N] [--answer-format text|letters] [--media frames|data|file] "
     "[--frames 8] [--sampling centers|uniform|processor|study] [--frame-size WxH] [--reference FILE.csv] "
     "[--reference-models pretrained=A,finetuned=B] [--run-id ID | --resume ID] [--api-key KEY] [--frame-store DIR] "
     "[--frame-store-gb 10]": (
