@@ -75,8 +75,8 @@ def sampled(pid: int, children: bool = False) -> Iterator[dict]:
             proc.wait(60)
         out["stacks"] = Counter()
         for line in raw.read_text(errors="replace").splitlines() if raw.is_file() else []:
-            stack, _, n = line.rpartition(" ")
-            out["stacks"][stack] += int(n)
+            if m := re.fullmatch(r"(.+) (\d+)", line):  # "frame;frame;... count" (a frame's text may hold odd bytes)
+                out["stacks"][m[1]] += int(m[2])
 
 
 def cpu_s(pid: int, children: bool = False) -> float:
