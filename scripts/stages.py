@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import re
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -50,11 +49,6 @@ ENGINE = [
 ]
 
 
-def available() -> bool:
-    """Whether py-spy can be run (the dev extra installs it)."""
-    return shutil.which("py-spy", path=str(Path(sys.executable).parent)) is not None
-
-
 @contextlib.contextmanager
 def sampled(pid: int, children: bool = False) -> Iterator[dict]:
     """Sample `pid` (and its children) while the block runs; the dict yielded is filled on exit
@@ -66,17 +60,21 @@ def sampled(pid: int, children: bool = False) -> Iterator[dict]:
         argv = [spy, "record", "--pid", str(pid), "-r", str(RATE), "--gil", "--nonblocking", "-f", "raw"]
         argv += ["-o", str(raw)] + (["--subprocesses"] if children else [])
         before = cpu_s(pid, children)
-        proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        try:
-            yield out
-        finally:
-            out["cpu_s"] = cpu_s(pid, children) - before
-            proc.send_signal(2)  # py-spy writes what it has on Ctrl-C
-            proc.wait(60)
+        said = Path(d) / "said.txt"
+        with said.open("wb") as err:
+            proc = subprocess.Popen(argv, stdout=err, stderr=err)
+            try:
+                yield out
+            finally:
+                out["cpu_s"] = cpu_s(pid, children) - before
+                proc.send_signal(2)  # py-spy writes what it has on Ctrl-C
+                proc.wait(60)
         out["stacks"] = Counter()
         for line in raw.read_text(errors="replace").splitlines() if raw.is_file() else []:
             if m := re.fullmatch(r"(.+) (\d+)", line):  # "frame;frame;... count" (a frame's text may hold odd bytes)
                 out["stacks"][m[1]] += int(m[2])
+        if not out["stacks"]:  # e.g. no ptrace here: said, not taken for "all outside the GIL"
+            out["error"] = " ".join(said.read_text(errors="replace").split())[-300:] or "no samples"
 
 
 def cpu_s(pid: int, children: bool = False) -> float:
@@ -107,11 +105,13 @@ def stage_of(stack: str, rules: list[tuple[str, str]]) -> str:
 def breakdown(name: str, sample: dict, rules: list[tuple[str, str]], requests: int, cpu_s: float | None = None) -> str:
     """One line: the process's CPU per request, then each stage's share of it (ms per request),
     start-up left out; `cpu_s` overrides the CPU the sample measured (e.g. without start-up)."""
+    total = sample["cpu_s"] if cpu_s is None else cpu_s
+    if "error" in sample:
+        return f"{name}: {1000 * total / requests:.2f} ms CPU per request (not sampled: py-spy: {sample['error']})"
     per: Counter[str] = Counter()
     for stack, n in sample["stacks"].items():
         per[stage_of(stack, rules)] += n
     per.pop(ONCE, None)
-    total = sample["cpu_s"] if cpu_s is None else cpu_s
     held = sum(per.values()) / RATE
     parts = [f"{stage} {1000 * n / RATE / requests:.2f}" for stage, n in per.most_common()]
     parts.append(f"outside the GIL {1000 * max(0.0, total - held) / requests:.2f}")

@@ -11,6 +11,7 @@ import re
 import shlex
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -80,6 +81,8 @@ def test_bench_measure_runs_small(server):
     assert any(x.startswith("measure client CPU per request:") for x in lines)
     where = [x for x in lines if x.startswith("where: ")]
     assert [x.split(":")[1].strip() for x in where] == ["measure", "server API process", "server engine core"]
+    if any("(not sampled: py-spy: " in x for x in where):  # said on the line, so the test says it too
+        pytest.skip(f"py-spy could not sample here (ptrace not allowed?): {where}")
     assert all(re.search(r": \d+\.\d+ ms CPU per request \(.*outside the GIL \d+\.\d+\)$", x) for x in where), where
     assert "JSON, HTTP" in where[1] and "scheduling" in where[2], where
 
@@ -244,3 +247,18 @@ def test_a_sample_goes_to_the_stage_of_its_leaf_most_matching_frame():
     assert stages.breakdown("where: api", sample, stages.API, 100) == (
         "where: api: 10.00 ms CPU per request (media decode (base64, JPEG) 3.00; JSON, HTTP 2.00; outside the GIL 5.00)"
     )
+
+
+def test_a_process_py_spy_cannot_sample_is_said_not_sampled():
+    """Where py-spy cannot sample (here: a process that is not Python; elsewhere: no ptrace),
+    the line says so and why, instead of putting all the CPU outside the GIL."""
+    stages = _load("stages")
+    sleeper = subprocess.Popen(["sleep", "5"])
+    try:
+        with stages.sampled(sleeper.pid) as sample:
+            time.sleep(0.5)
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+    line = stages.breakdown("where: sleep", sample, stages.API, 10)
+    assert sample["error"] and line.startswith("where: sleep: 0.00 ms CPU per request (not sampled: py-spy: "), line
