@@ -11,7 +11,7 @@ from core.records import normalize, to_json_line
 from prepare import questions as qb
 from prepare.sources import LabelEntry
 from prepare.verbs import also_true
-from tests.conftest import SAMPLE
+from tests.conftest import SAMPLE, needs_sample
 
 
 def _entries() -> list[LabelEntry]:
@@ -135,6 +135,7 @@ def test_hard_object_distractors_come_from_the_same_template(real):
     assert shares["hard"] > 0.95 and shares["random"] < 0.5, shares
 
 
+@needs_sample
 def test_the_study_subset_by_its_rule_on_real_labels():
     """`prepare ssv2 --subset visual-cues`'s rule (`prepare.subset`) on the ~19,000 real label
     entries (their ids standing for the annotated ids), against the rule counted here from its
