@@ -97,6 +97,7 @@ def test_bench_prepare_runs_small():
 
 
 @pytest.mark.alone
+@needs_sample  # its clips are the shared sample's real SSV2 videos
 def test_bench_media_runs_small(server):
     lines = _bench(
         f"scripts/bench_media.py --clips 12 --questions 3 --concurrency 16 --rss-questions 8,16 "
