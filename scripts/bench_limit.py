@@ -36,7 +36,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from bench_measure import SPLIT, STARTED, fresh_seeds, make_dataset, run_measure, running_server, stored, where_lines  # noqa: E402
+from bench_measure import SPLIT, STARTED, fresh_seeds, make_dataset, run_measure, running_server, stored, where_it_goes  # noqa: E402
 
 from core import cli, runs, serverinfo  # noqa: E402
 from core.ask import AskConfig  # noqa: E402
@@ -176,8 +176,7 @@ def bench(args: Bench) -> None:
                 for _ in range(args.repeats)
             ]
             data = stored(make_dataset(Path(d), next(seeds), args.videos), models, cfg, pool)
-        sampled, cpu, samples = run_measure(url, data, Path(d) / "runs", "sampled", where=True)
-        _, idle_cpu, _ = run_measure(url, data, Path(d) / "runs", "sampled")  # resume: start-up only
+        _, _, _, where = where_it_goes(url, data, Path(d) / "runs")
     ratios = [r["measure"] / r["offline"] for r in done]
     last = done[-1]
     print(
@@ -192,7 +191,7 @@ def bench(args: Bench) -> None:
     print(f"measure against serve: {statistics.median(r['measure'] for r in done):.1f} req/s median (sending phase)")
     print(f"replies and prompt token counts identical: {sum(r['same'] for r in done)}/{sum(r['items'] for r in done)}")
     print(f"measure sent for {last['sending']:.1f} s the last repeat")
-    for line in where_lines(samples, sampled["answered"], cpu - idle_cpu):
+    for line in where:
         print(line)
     print(f"each repeat's ratio: {', '.join(f'{x:.2f}' for x in ratios)}")
     print(f"measure/offline throughput ratio: {statistics.median(ratios):.2f}")

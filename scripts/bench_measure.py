@@ -186,15 +186,24 @@ def run_measure(url: ServerUrl, data: Path, runs: Path, run_id: str, *extra: str
     return session, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime), samples
 
 
-def where_lines(samples: list[dict], requests: int, client_cpu_s: float) -> list[str]:
-    """Where the time of a sampled measure run went: measure (`client_cpu_s`: its CPU without
-    start-up), the server's API process, its engine core, each by stage."""
-    client, api, engine = samples
-    return [
-        stages.breakdown("where: measure", client, stages.MEASURE, requests, client_cpu_s),
-        stages.breakdown("where: server API process", api, stages.API, requests),
-        stages.breakdown("where: server engine core", engine, stages.ENGINE, requests),
-    ]
+def where_it_goes(url: ServerUrl, data: Path, runs: Path) -> tuple[dict, float, float, list[str]]:
+    """One sampled measure run over `data` and its resume (0 requests: start-up only): (its
+    session, its CPU s without start-up, start-up CPU s, where the time went: measure, the
+    server's API process and its engine core, each by stage)."""
+    session, cpu, (client, api, engine) = run_measure(url, data, runs, "sampled", where=True)
+    idle, idle_cpu, _ = run_measure(url, data, runs, "sampled")
+    assert idle["to_send"] == 0, idle
+    n, own = session["answered"], cpu - idle_cpu
+    return (
+        session,
+        own,
+        idle_cpu,
+        [
+            stages.breakdown("where: measure", client, stages.MEASURE, n, own),
+            stages.breakdown("where: server API process", api, stages.API, n),
+            stages.breakdown("where: server engine core", engine, stages.ENGINE, n),
+        ],
+    )
 
 
 @dataclass
@@ -256,10 +265,9 @@ def bench(args: Bench) -> None:
                 session, _, _ = run_measure(url, stored(fresh(), models, cfg, pool), root / "runs", f"warm{i}")
                 pairs.append((rate(session) / best, rate(session)))
             data = stored(fresh(), models, cfg, pool)
-            session, cpu, samples = run_measure(url, data, root / "runs", "sampled", where=True)
-            idle, idle_cpu, _ = run_measure(url, data, root / "runs", "sampled")  # resume: 0 requests, start-up only
+            session, own_cpu, start_cpu, where = where_it_goes(url, data, root / "runs")
             n = session["answered"]
-            assert idle["to_send"] == 0 and n == len(requests(data, models, cfg))
+            assert n == len(requests(data, models, cfg))
             concurrency = json.loads((root / "runs" / "cold" / "run.json").read_text())["concurrency"]
     print(f"requests per client: {n} ({len(models)} models, split {SPLIT}, distinct clips per client)")
     print(
@@ -274,8 +282,8 @@ def bench(args: Bench) -> None:
         + ", ".join(f"{x:.2f}" for x, _ in pairs)
     )
     print(f"measure / sequential client: {rate(cold) / sequential:.2f} (decoding its clips)")
-    print(f"measure client CPU per request: {1000 * (cpu - idle_cpu) / n:.2f} ms (start-up {idle_cpu:.1f} s)")
-    for line in where_lines(samples, n, cpu - idle_cpu):
+    print(f"measure client CPU per request: {1000 * own_cpu / n:.2f} ms (start-up {start_cpu:.1f} s)")
+    for line in where:
         print(line)
     print(f"measure / best bare client (c={best_c}): {statistics.median(x for x, _ in pairs):.2f} (goal >= 0.95)")
 
