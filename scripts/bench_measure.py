@@ -45,10 +45,10 @@ sys.path.insert(0, str(REPO))
 
 import psutil  # noqa: E402
 import stages  # noqa: E402  (this folder is on sys.path)
-from openai import AsyncOpenAI  # noqa: E402
 
 from core import cli, serverinfo  # noqa: E402
 from core.ask import AskConfig  # noqa: E402
+from core.chat import completion, connect  # noqa: E402
 from core.cli import command, group, option, positive_ints  # noqa: E402
 from core.groups import Server  # noqa: E402
 from core.layout import DataLayout  # noqa: E402
@@ -151,12 +151,12 @@ def running_server(url: ServerUrl | None, model: Path | None = None) -> Iterator
 
 async def bare(url: ServerUrl, reqs: list[dict], concurrency: int) -> float:
     """A minimal concurrent client: requests/s, nothing stored."""
-    async with AsyncOpenAI(base_url=url.v1, api_key="EMPTY", max_retries=0) as client:
+    async with connect(url, None, max_retries=0) as client:
         it = iter(reqs)
 
         async def worker() -> None:
             for r in it:
-                await client.chat.completions.create(**r)
+                await completion(client, r)
 
         start = time.perf_counter()
         await asyncio.gather(*(worker() for _ in range(concurrency)))

@@ -29,7 +29,7 @@ MEASURE = [
     (ONCE, r"<frozen importlib|forkserver|typer/|measure/report|matplotlib/|pandas/|core/runs\.py|psutil/"),
     ("frames (store read, decode)", r"measure/ask/(media|framestore)|core/frames|decord/|cv2|PIL/"),
     ("request built", r"^request \(.*measure/ask/client|core/prompt"),
-    ("HTTP client (openai, httpx, JSON)", r"openai/|httpx/|httpcore/|h11/|anyio/|json/|pydantic"),
+    ("HTTP client (openai, aiohttp, JSON)", r"openai/|httpx2?/|httpcore/|anyio/|aiohttp/|multidict/|yarl/|json/"),
     ("reply scored, written", r"measure/score|core/(records|runfiles|runstore)|^(on_result|asked) "),
     ("routing, queue, event loop", r"measure/ask/(servers|client)|asyncio/"),
 ]

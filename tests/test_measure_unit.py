@@ -323,3 +323,27 @@ def test_clips_drawn_otherwise_than_their_name_says_are_refused(tmp_path):
     record.drawings = {"trajectory": "visual-cues/published"}
     with pytest.raises(DataError, match="asked `trajectory` on clips drawn as visual-cues/published"):
         same_drawings(record, found)
+
+
+def test_a_refused_connection_is_told_apart_from_a_silent_server():
+    """Failover rests on `refused`: openai's aiohttp transport reports a refused connection as a
+    ConnectTimeout, so the check reads the transport's own error; a server that takes the
+    connection and says nothing is slow, not lost."""
+    import asyncio
+    import socket
+
+    from core.chat import completion, connect, refused
+    from core.urls import ServerUrl
+
+    async def error(port: int) -> BaseException:
+        async with connect(ServerUrl.parse(f"http://127.0.0.1:{port}"), None, max_retries=0) as client:
+            with pytest.raises(Exception) as raised:
+                await completion(client, {"model": "m", "messages": [], "timeout": 0.5})
+        return raised.value
+
+    with socket.socket() as silent, socket.socket() as closed:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()
+        closed.bind(("127.0.0.1", 0))  # bound, never listening: connections are refused
+        assert refused(asyncio.run(error(closed.getsockname()[1])))
+        assert not refused(asyncio.run(error(silent.getsockname()[1])))

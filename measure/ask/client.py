@@ -19,7 +19,7 @@ from openai import AsyncOpenAI
 
 from core import prompt
 from core.ask import AskConfig
-from core.chat import ServerLost, create, list_models
+from core.chat import ServerLost, connect, create, list_models
 from core.errors import SetupError, Unreachable
 from core.records import OPEN, Key, Question, key
 from core.urls import ServerUrl
@@ -174,14 +174,14 @@ async def ask(
         )
         if first is None:
             return Reply(None, latency_s=time.perf_counter() - start, attempts=attempts, error=error, **sent)
-        thought = first.choices[0].message.content or ""
+        thought = first["choices"][0]["message"].get("content") or ""
     resp, attempt, error = await create(
         client, request(item, cfg, prepared, thought), cfg.max_attempts, cfg.backoff_s, lost_when_refused
     )
     latency = time.perf_counter() - start
     if resp is None:
         return Reply(None, latency_s=latency, attempts=attempts + attempt, error=error, reasoning=thought, **sent)
-    return reply_from(resp.model_dump(), latency, attempts + attempt, thought, reasoning, sent)
+    return reply_from(resp, latency, attempts + attempt, thought, reasoning, sent)
 
 
 def prefix_of(item: Item) -> tuple[Path, str] | None:
@@ -309,7 +309,7 @@ async def self_test(
         extra["media_io_kwargs"] = {"video": {"fps": 1.0}}
     if thinking is not None:
         extra["thinking_token_budget"] = thinking
-    async with AsyncOpenAI(base_url=url.v1, api_key=api_key or "EMPTY", max_retries=2) as client:
+    async with connect(url, api_key, max_retries=2) as client:
         try:
             resp = await client.chat.completions.create(
                 model=model,

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 import httpx
 from openai import AsyncOpenAI
 
+from core.chat import connect
 from core.urls import ServerUrl
 
 PROBE_MIN_S = 0.5
@@ -81,7 +82,7 @@ class Servers:
 
     def _client(self, url: ServerUrl, rank: int | None) -> AsyncOpenAI:
         headers = {} if rank is None else {RANK_HEADER: str(rank)}
-        return AsyncOpenAI(base_url=url.v1, api_key=self.api_key or "EMPTY", max_retries=0, default_headers=headers)
+        return connect(url, self.api_key, max_retries=0, default_headers=headers)
 
     def _live(self) -> list[Endpoint]:
         return [e for e in self.endpoints if e.down_since is None]

@@ -15,11 +15,10 @@ from typing import Any
 
 import httpx
 import psutil
-from openai import AsyncOpenAI
 
 from core import progress, runfiles
 from core.ask import AskConfig
-from core.chat import list_models
+from core.chat import connect, list_models
 from core.defaults import FRAMES
 from core.layout import ProfileLayout
 from core.runfiles import ProfiledModel, ProfileRecord
@@ -90,7 +89,7 @@ def total_requests(o: ProfileOptions) -> int:
 
 async def first_dtype(s: server.Started, o: ProfileOptions, todo: dict, base: dict, tick: Callable) -> dict[str, Any]:
     """Every measure on the server of the first dtype."""
-    client = AsyncOpenAI(base_url=s.url.v1, api_key="EMPTY", max_retries=0, timeout=TIMEOUT_S)
+    client = connect(s.url, None, max_retries=0, timeout=TIMEOUT_S)
     async with client:
         return {
             "latency": await measures.latency(client, s.url, s.name, o.dtypes[0], todo, tick),
@@ -111,7 +110,7 @@ def edge_settings(s: server.Started) -> tuple[str, int]:
 
 
 async def other_dtype(s: server.Started, dtype: str, todo: dict, tick: Callable) -> list[dict[str, Any]]:
-    client = AsyncOpenAI(base_url=s.url.v1, api_key="EMPTY", max_retries=0, timeout=TIMEOUT_S)
+    client = connect(s.url, None, max_retries=0, timeout=TIMEOUT_S)
     async with client:
         return await measures.latency(client, s.url, s.name, dtype, todo, tick)
 

@@ -27,7 +27,7 @@ from openai import AsyncOpenAI
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from core import progress
-from core.chat import create, list_models
+from core.chat import connect, create, list_models
 from core.errors import UserError
 from core.records import OPEN, JudgeKey, Judgement, Prediction, Question, normalize
 from core.runfiles import JudgeRecord
@@ -173,7 +173,7 @@ async def judge_one(client: AsyncOpenAI, p: Prediction, q: Question, cfg: JudgeC
         resp, attempt, error = await create(client, args, cfg.max_attempts, cfg.backoff_s)
     path = "schema" if schema else "text"
     if resp is not None:
-        reply = resp.choices[0].message.content or ""
+        reply = resp["choices"][0]["message"].get("content") or ""
         try:  # temperature 0: asking again would give the same reply
             v, path = read_reply(reply, schema)
             return Judgement(
@@ -206,7 +206,7 @@ async def judge_all(
         for p, q in items:
             on_result(exact(p, q))
         return
-    client = AsyncOpenAI(base_url=url.v1, api_key=api_key or "EMPTY", max_retries=0)
+    client = connect(url, api_key, max_retries=0)
     queue: asyncio.Queue = asyncio.Queue()
     for item in items:
         queue.put_nowait(item)
