@@ -3,14 +3,16 @@
 The same items (a synthetic dataset of its own: the frames measure sends, its prompts,
 sampling parameters, choice constraints and LoRA adapters) go
 (a) through vLLM's offline engine in this process: an `LLM` built from the server's own
-    command line and environment (`serve run` records them), each conversation rendered
+    command line and environment (`serve run` records them) with the server's batch limits
+    (tokens and sequences a step, as vLLM resolves them for a server), each conversation rendered
     with its per-request media settings and multimodal uuids, every request added at once,
     no HTTP, no client, no JSON; timed from the first rendering to the last reply;
 (b) through `python -m measure` against that server (its default concurrency): its sending phase,
     from run.json, its clips' frames put in its frame store first, as (a)'s requests are built
     before its clock starts.
 The replies and prompt token counts must be identical (asserted). Both sides run --repeats
-times, each on a dataset of a fresh seed (no cache holds its clips); the last line reads
+times, each on a dataset of a fresh seed (no cache holds its clips), the side that runs first
+alternating from repeat to repeat; the last line reads
 `measure/offline throughput ratio: R`, the median of the repeats' ratios (goal >= 0.9 on the
 embedded default), the line before it each repeat's. At the default size each side works for
 about 20 s. Then where the time goes: one more measure run on fresh clips, sampled (`stages`):
@@ -23,6 +25,7 @@ Usage: .venv/bin/python scripts/bench_limit.py [--videos 520] [--repeats 3] [--b
 from __future__ import annotations
 
 import asyncio
+import copy
 import dataclasses
 import json
 import os
@@ -54,16 +57,20 @@ from serve.command import build_env, vllm_args  # noqa: E402
 
 def engine(argv: list[str]):
     """vLLM's offline `LLM` with the engine settings and environment of the server started
-    with `argv` (`serve.launch serve MODEL ...`)."""
+    with `argv` (`serve.launch serve MODEL ...`), its batch limits as the server resolves them
+    (vLLM's defaults for an `LLM` are larger: on a CPU twice the tokens and sequences a step)."""
     launch.ready()
     from vllm import LLM
     from vllm.engine.arg_utils import AsyncEngineArgs, EngineArgs
+    from vllm.usage.usage_lib import UsageContext
 
     args = vllm_args(argv)
     args.model = args.model_tag
     uni = args.distributed_executor_backend == "uni"  # as serve run set it up (`--executor`)
     os.environ.update(build_env(dict(os.environ), args.model, gpu=False, uni=uni))
     settings = AsyncEngineArgs.from_cli_args(args)
+    served = copy.deepcopy(settings).create_engine_config(UsageContext.OPENAI_API_SERVER).scheduler_config
+    settings.max_num_batched_tokens, settings.max_num_seqs = served.max_num_batched_tokens, served.max_num_seqs
     return LLM(**{f.name: getattr(settings, f.name) for f in dataclasses.fields(EngineArgs)})
 
 
@@ -85,17 +92,17 @@ def sampling(llm, request: dict):
     )
 
 
-def offline(llm, requests: list[dict], loras: dict) -> tuple[float, float, list]:
-    """(seconds, of which rendering, outputs in request order): every request rendered as the
-    server renders a chat completion (its `media_io_kwargs` included), then all added to the
-    engine at once, as `LLM.chat` does."""
+def offline(llm, requests: list[dict], loras: dict) -> tuple[float, float, float, list]:
+    """(seconds, of which rendering, CPU seconds of this process, outputs in request order):
+    every request rendered as the server renders a chat completion (its `media_io_kwargs`
+    included), then all added to the engine at once, as `LLM.chat` does."""
     from vllm import RequestOutput
     from vllm.renderers import ChatParams
 
     renderer = llm.renderer
     tokens = renderer.default_chat_tok_params.with_kwargs(add_special_tokens=False)
     template = dict(add_generation_prompt=True, continue_final_message=False, tools=None, tokenize=False)
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     inputs = []
     for r in requests:
         media_io = r["extra_body"].get("media_io_kwargs")
@@ -107,7 +114,7 @@ def offline(llm, requests: list[dict], loras: dict) -> tuple[float, float, list]
     )
     outputs = llm._run_engine(use_tqdm=False, output_type=RequestOutput)  # in the order added
     assert len(outputs) == len(requests)
-    return time.perf_counter() - start, rendered, outputs
+    return time.perf_counter() - start, rendered, time.process_time() - cpu, outputs
 
 
 def adapters(listed: list[dict]) -> dict:
@@ -133,15 +140,21 @@ class Bench:
 app = cli.app(__doc__)
 
 
-def one_repeat(url, listed, cfg, llm, loras, pool, root: Path, seed: int, videos: int) -> dict:
-    """Both sides on one fresh dataset: their rates, the offline engine's rendering time, and how
-    many replies (and prompt token counts) are identical."""
+def one_repeat(url, listed, cfg, llm, loras, pool, root: Path, seed: int, videos: int, measure_first: bool) -> dict:
+    """Both sides on one fresh dataset, one after the other (`measure_first` or not: alternate
+    repeats swap the order, so a machine growing faster or slower during the bench tilts no
+    ratio one way): their rates, the offline engine's rendering time, and how many replies (and
+    prompt token counts) are identical."""
     models = [m["id"] for m in listed]
     data = stored(make_dataset(root, seed, videos), models, cfg, pool)
+    items = plan(DataLayout(data), models, [PLAIN], SPLIT, None)
+    requests = [build(i, cfg) for i in items]
+    if not measure_first:
+        seconds, rendering, cpu, outputs = offline(llm, requests, loras)
     session, _, _ = run_measure(url, data, root / "runs", f"limit-{seed}", "--variants", PLAIN)
     measured = answers(root / "runs" / f"limit-{seed}")
-    items = plan(DataLayout(data), models, [PLAIN], SPLIT, None)
-    seconds, rendering, outputs = offline(llm, [build(i, cfg) for i in items], loras)
+    if measure_first:
+        seconds, rendering, cpu, outputs = offline(llm, requests, loras)
     same = sum(measured[i.key] == (o.outputs[0].text, len(o.prompt_token_ids)) for i, o in zip(items, outputs))
     assert same == len(items) == len(measured), f"{same} of {len(items)} replies identical"
     return {
@@ -151,6 +164,7 @@ def one_repeat(url, listed, cfg, llm, loras, pool, root: Path, seed: int, videos
         "offline": len(items) / seconds,
         "seconds": seconds,
         "rendering": rendering,
+        "cpu_ms": cpu / len(items) * 1000,
         "same": same,
         "concurrency": json.loads((root / "runs" / f"limit-{seed}" / "run.json").read_text())["concurrency"],
     }
@@ -172,8 +186,8 @@ def bench(args: Bench) -> None:
         offline(llm, [build(i, cfg) for i in warm], loras)  # as measure's self-test: the first requests are slow
         with media.Workers(cfg.media_workers, cfg.processors.values()) as pool:
             done = [
-                one_repeat(url, listed, cfg, llm, loras, pool, Path(d), next(seeds), args.videos)
-                for _ in range(args.repeats)
+                one_repeat(url, listed, cfg, llm, loras, pool, Path(d), next(seeds), args.videos, k % 2 == 0)
+                for k in range(args.repeats)
             ]
             data = stored(make_dataset(Path(d), next(seeds), args.videos), models, cfg, pool)
         _, _, _, where = where_it_goes(url, data, Path(d) / "runs")
@@ -193,6 +207,11 @@ def bench(args: Bench) -> None:
     print(f"measure sent for {last['sending']:.1f} s the last repeat")
     for line in where:
         print(line)
+    print(
+        f"where: offline engine: {statistics.median(r['cpu_ms'] for r in done):.2f} ms CPU per request, median "
+        "(this process, every thread: rendering and the engine; on a machine the client, the API process and the "
+        "engine share, the served path's extra CPU a request is what its throughput gives up)"
+    )
     print(f"each repeat's ratio: {', '.join(f'{x:.2f}' for x in ratios)}")
     print(f"measure/offline throughput ratio: {statistics.median(ratios):.2f}")
 
