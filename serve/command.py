@@ -444,8 +444,10 @@ def build_env(
     batch_invariant: bool = False,
     uni: bool = False,
 ) -> dict[str, str]:
-    """Environment for vLLM: no hub for a local model; on the CPU a 1 GiB KV cache and
-    thread binding (`bind`, else vLLM's automatic one); the adapter-loading endpoints when
+    """Environment for vLLM: no hub for a local model; on the CPU a 1 GiB KV cache, thread
+    binding (`bind`, else vLLM's automatic one) and OpenMP threads that sleep rather than spin
+    while they wait (the API process and the clients share these cores: docs/serve.md); the
+    adapter-loading endpoints when
     adapters may come while it runs; batch-invariant kernels when asked; with the `uni`
     executor, what lets a CPU keep it (else vLLM's CPU platform turns it into mp)."""
     env = dict(base)
@@ -462,4 +464,5 @@ def build_env(
     if not gpu:
         env.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
         env.setdefault("VLLM_CPU_OMP_THREADS_BIND", "auto")
+        env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     return env

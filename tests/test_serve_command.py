@@ -99,8 +99,10 @@ def test_discover_adapters_by_base_model(tiny, tmp_path):
 def test_env_is_offline_only_for_local_models(tmp_path):
     local = command.build_env({}, str(tmp_path), gpu=False)
     assert local["HF_HUB_OFFLINE"] == "1" and local["VLLM_CPU_KVCACHE_SPACE"] == "1"
+    assert local["OMP_WAIT_POLICY"] == "PASSIVE"  # a CPU engine's waiting threads leave the shared cores
+    assert command.build_env({"OMP_WAIT_POLICY": "ACTIVE"}, str(tmp_path), gpu=False)["OMP_WAIT_POLICY"] == "ACTIVE"
     hub = command.build_env({}, GPU_MODEL, gpu=True)
-    assert "HF_HUB_OFFLINE" not in hub and "VLLM_CPU_KVCACHE_SPACE" not in hub
+    assert "HF_HUB_OFFLINE" not in hub and "VLLM_CPU_KVCACHE_SPACE" not in hub and "OMP_WAIT_POLICY" not in hub
 
 
 def test_local_media_is_one_data_directory_never_root(tmp_path):
