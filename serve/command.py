@@ -447,9 +447,9 @@ def build_env(
     """Environment for vLLM: no hub for a local model; on the CPU a 1 GiB KV cache, thread
     binding (`bind`, else vLLM's automatic one) and OpenMP threads that sleep rather than spin
     while they wait (the API process and the clients share these cores: docs/serve.md); the
-    adapter-loading endpoints when
-    adapters may come while it runs; batch-invariant kernels when asked; with the `uni`
-    executor, what lets a CPU keep it (else vLLM's CPU platform turns it into mp)."""
+    adapter-loading endpoints when adapters may come while it runs; batch-invariant kernels
+    when asked; with the `uni` executor, what lets a CPU keep it (else vLLM's CPU platform
+    turns it into mp)."""
     env = dict(base)
     if uni:
         env["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
