@@ -4,7 +4,10 @@ The same items (a synthetic dataset of its own: the frames measure sends, its pr
 sampling parameters, choice constraints and LoRA adapters) go
 (a) through vLLM's offline engine in this process: an `LLM` built from the server's own
     command line and environment (`serve run` records them) with the server's batch limits
-    (tokens and sequences a step, as vLLM resolves them for a server), each conversation rendered
+    (tokens and sequences a step, as vLLM resolves them for a server), but not its OpenMP wait
+    policy: OpenMP reads it when torch loads, before the server's environment is applied here,
+    so the offline engine waits as this process was started (OpenMP's own default, spinning a
+    while, unless OMP_WAIT_POLICY is set: its fastest alone), each conversation rendered
     with its per-request media settings and multimodal uuids, every request added at once,
     no HTTP, no client, no JSON; timed from the first rendering to the last reply;
 (b) through `python -m measure` against that server (its default concurrency): its sending phase,
@@ -173,6 +176,7 @@ def one_repeat(url, listed, cfg, llm, loras, pool, root: Path, seed: int, videos
 @command(app, Bench)
 def bench(args: Bench) -> None:
     """measure against serve vs vLLM's offline engine with the server's own settings."""
+    policy = os.environ.get("OMP_WAIT_POLICY", "OpenMP default")  # as OpenMP read it: engine() sets it too late
     with running_server(args.server.base_url) as (url, listed), tempfile.TemporaryDirectory() as d:
         info = serverinfo.lookup(url)
         if info is None:
@@ -198,7 +202,8 @@ def bench(args: Bench) -> None:
         f"measure at concurrency {last['concurrency']} (its default)"
     )
     print(
-        f"offline engine (LLM in-process, the server's settings): {statistics.median(r['offline'] for r in done):.1f} "
+        f"offline engine (LLM in-process, the server's settings; OpenMP wait policy "
+        f"{policy}): {statistics.median(r['offline'] for r in done):.1f} "
         f"req/s median ({last['seconds']:.1f} s the last repeat, of which {last['rendering']:.1f} s rendering: media "
         "decoded, processor, chat template)"
     )

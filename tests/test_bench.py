@@ -188,9 +188,9 @@ def test_bench_limit_runs_small(server):
     assert same and same.group(1) == same.group(2) != "0", lines
     # Fault guarded: a sender that lost its concurrency or gained a per-request cost (half the
     # throughput or worse). The goal is >= 0.9 at the default size; at 12 videos a repeat sends
-    # for about a second and one repeat's ratio spreads widely (0.35-1.08 in 9 repeats); their
-    # median of 3 read 0.42, 0.46 and 0.48 in three runs, so a halving (about 0.23) falls under 0.3.
-    assert _ratio(lines[-1], "measure/offline throughput ratio:") >= 0.3, lines
+    # for about a second and one repeat's ratio spreads widely (0.64-0.81 in 6 repeats); their
+    # median of 3 read 0.66, 0.73 and 0.67 in three runs, so a halving (about 0.35) falls under 0.4.
+    assert _ratio(lines[-1], "measure/offline throughput ratio:") >= 0.4, lines
 
 
 @pytest.mark.alone  # its last line orders times: ablation vs drawn differ by a third, less than a busy neighbour
