@@ -18,10 +18,11 @@ times, each on a dataset of a fresh seed (no cache holds its clips), the side th
 alternating from repeat to repeat; the last line reads
 `measure/offline throughput ratio: R`, the median of the repeats' ratios (goal >= 0.9 on the
 embedded default), the line before it each repeat's. At the default size each side works for
-about 20 s. Then where the time goes: one more measure run on fresh clips, sampled (`stages`):
-measure's CPU per request by stage, the server's API process and engine core by stage.
+about 24 s at 100 requests a second. Then where the time goes: one more measure run on fresh
+clips, sampled (`stages`): measure's CPU per request by stage, the server's API process and
+engine core by stage.
 
-Usage: .venv/bin/python scripts/bench_limit.py [--videos 520] [--repeats 3] [--base-url URL]
+Usage: .venv/bin/python scripts/bench_limit.py [--videos 720] [--repeats 3] [--base-url URL]
 (the server must be a `serve run` on this machine: its settings build the offline engine)
 """
 
@@ -135,7 +136,7 @@ def answers(run: Path) -> dict[Key, tuple[str | None, int | None]]:
 
 @dataclass
 class Bench:
-    videos: int = option(520, "Synthetic videos (a dataset of its own per repeat): about 1,700 requests.")
+    videos: int = option(720, "Synthetic videos (a dataset of its own per repeat): about 2,400 requests.")
     repeats: int = option(3, "Times both sides run (each on fresh clips): the ratio is their median.")
     server: Server = group(Server, shown={"base_url": STARTED})
 
