@@ -63,6 +63,11 @@ async def completion(client: AsyncOpenAI, args: dict[str, Any]) -> dict[str, Any
     return await client.post("/chat/completions", body=body, cast_to=object, options=options)
 
 
+def text(resp: dict[str, Any]) -> str:
+    """A chat completion's reply text, as JSON (`completion`): empty when its message has none."""
+    return (resp["choices"][0].get("message") or {}).get("content") or ""
+
+
 async def create(
     client: AsyncOpenAI, args: dict[str, Any], max_attempts: int, backoff_s: float, lost_when_refused: bool = False
 ) -> tuple[dict[str, Any] | None, int, str]:

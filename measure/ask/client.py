@@ -19,7 +19,7 @@ from openai import AsyncOpenAI
 
 from core import prompt
 from core.ask import AskConfig
-from core.chat import ServerLost, connect, create, list_models
+from core.chat import ServerLost, completion, connect, create, list_models, text
 from core.errors import SetupError, Unreachable
 from core.records import OPEN, Key, Question, key
 from core.urls import ServerUrl
@@ -142,7 +142,7 @@ def reply_from(
     content = (choice.get("logprobs") or {}).get("content")
     usage = resp.get("usage") or {}
     return Reply(
-        message.get("content") or "",
+        text(resp),
         top_logprobs={t["token"]: t["logprob"] for t in content[0]["top_logprobs"]} if content else None,
         latency_s=latency_s,
         attempts=attempts,
@@ -174,7 +174,7 @@ async def ask(
         )
         if first is None:
             return Reply(None, latency_s=time.perf_counter() - start, attempts=attempts, error=error, **sent)
-        thought = first["choices"][0]["message"].get("content") or ""
+        thought = text(first)
     resp, attempt, error = await create(
         client, request(item, cfg, prepared, thought), cfg.max_attempts, cfg.backoff_s, lost_when_refused
     )
@@ -311,15 +311,18 @@ async def self_test(
         extra["thinking_token_budget"] = thinking
     async with connect(url, api_key, max_retries=2) as client:
         try:
-            resp = await client.chat.completions.create(
-                model=model,
-                messages=[{"role": "user", "content": "Say hello in one sentence."}],
-                temperature=0.0,
-                max_tokens=16 + (thinking or 0),
-                logprobs=True,
-                top_logprobs=2,
-                extra_body=extra,
-                timeout=120,
+            resp = await completion(
+                client,
+                dict(
+                    model=model,
+                    messages=[{"role": "user", "content": "Say hello in one sentence."}],
+                    temperature=0.0,
+                    max_tokens=16 + (thinking or 0),
+                    logprobs=True,
+                    top_logprobs=2,
+                    extra_body=extra,
+                    timeout=120,
+                ),
             )
         except openai.BadRequestError as e:
             if "trust-request-mm-kwargs" in str(e):
@@ -331,7 +334,7 @@ async def self_test(
             return f"{type(e).__name__}: {e}"
         except openai.OpenAIError as e:
             return f"{type(e).__name__}: {e}"
-    reply = (resp.choices[0].message.content or "").strip()
+    reply = text(resp).strip()
     if reply not in PROBE_CHOICES:
         raise SetupError(
             f"{url} ignores the choice constraint: asked to pick one of {PROBE_CHOICES} "

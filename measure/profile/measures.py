@@ -13,6 +13,7 @@ import openai
 from openai import AsyncOpenAI
 
 from core import serverinfo
+from core.chat import completion, text
 from core.urls import ServerUrl
 from measure.ask.health import Sampler
 from measure.profile.inputs import Prepared, edge_request, new
@@ -38,18 +39,13 @@ async def send(client: AsyncOpenAI, kwargs: dict[str, Any]) -> Sent:
     """One request, one attempt, timed."""
     start = time.perf_counter()
     try:
-        r = await client.chat.completions.create(**kwargs)
+        r = await completion(client, kwargs)
     except openai.APIStatusError as e:
         message = e.body.get("message") if isinstance(e.body, dict) else None
         return Sent(time.perf_counter() - start, None, status=e.status_code, error=str(message or e)[:300])
     except openai.APIError as e:  # no HTTP answer: a timeout, a closed connection
         return Sent(time.perf_counter() - start, None, error=f"{type(e).__name__}: {e}"[:300])
-    return Sent(
-        time.perf_counter() - start,
-        r.choices[0].message.content or "",
-        r.usage.prompt_tokens if r.usage else None,
-        status=200,
-    )
+    return Sent(time.perf_counter() - start, text(r), (r.get("usage") or {}).get("prompt_tokens"), status=200)
 
 
 def rss(url: ServerUrl) -> int | None:

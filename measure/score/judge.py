@@ -27,7 +27,7 @@ from openai import AsyncOpenAI
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from core import progress
-from core.chat import connect, create, list_models
+from core.chat import connect, create, list_models, text
 from core.errors import UserError
 from core.records import OPEN, JudgeKey, Judgement, Prediction, Question, normalize
 from core.runfiles import JudgeRecord
@@ -173,7 +173,7 @@ async def judge_one(client: AsyncOpenAI, p: Prediction, q: Question, cfg: JudgeC
         resp, attempt, error = await create(client, args, cfg.max_attempts, cfg.backoff_s)
     path = "schema" if schema else "text"
     if resp is not None:
-        reply = resp["choices"][0]["message"].get("content") or ""
+        reply = text(resp)
         try:  # temperature 0: asking again would give the same reply
             v, path = read_reply(reply, schema)
             return Judgement(
