@@ -375,15 +375,20 @@ def _lora_sh(line: str, data: Path, tmp: Path) -> None:
     out = env_words.get("OUT", "data/adapters/cued")
     variants = env_words.get("VARIANTS", "plain,trajectory")
     processes = int(env_words.get("GPUS", "1"))
+    # torchrun stops every worker once one fails, so how many get as far as their plan and the
+    # model's error depends on timing (one suite run: 4 plans, 2 errors); each plan names the
+    # world size torchrun gave it
     plans = [x for x in r.stderr.splitlines() if re.search(r"train: \S+ on \d+ examples", x)]
-    assert r.returncode != 0 and len(plans) == processes, r.stderr[-3000:]
+    assert r.returncode != 0 and 1 <= len(plans) <= processes, r.stderr[-3000:]
     where = (
         "on the language model;" if env_words.get("LLM_ONLY") == "1" else "on the language model and the vision merger;"
     )
     for plan in plans:
         assert "Qwen/Qwen3-VL-2B-Instruct on " in plan and f"of {data} ({variants}) -> {out};" in plan, plan
         assert f"x {processes} process(es)" in plan and f"LoRA r 64 alpha 64 {where}" in plan, plan
-    assert r.stderr.count("error: --model Qwen/Qwen3-VL-2B-Instruct: not a local model directory") == processes
+    errors = [x for x in r.stderr.splitlines() if x.startswith("error:")]
+    model = "error: --model Qwen/Qwen3-VL-2B-Instruct: not a local model directory"
+    assert errors and all(e.startswith(model) for e in errors), errors
 
 
 ORDER = [line for line in TABLE if TABLE[line][0] != "meta" and "{sample}" not in TABLE[line][1]]
