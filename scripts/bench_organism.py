@@ -49,6 +49,7 @@ from train.organism import RECORD  # noqa: E402
 
 VARIANTS = (PLAIN, BLIND, "object-masked", "context-masked")
 CHANCE = 25.0  # 4 choices
+MARGIN = 5.0  # points: how far context-masked may stand from plain (a target, and a known effect)
 # Seeds the organism's world, steps and shape were chosen on (4242, issue 30) or checked on while
 # the 2000-step organism was chosen (90210): judging it on them would grade what was tuned to.
 DEVELOPMENT_SEEDS = (4242, 90210)
@@ -117,8 +118,8 @@ def targets(acc: dict[tuple[str, str], tuple[float, float, float, int]]) -> list
             shown(("object-masked", "object")),
         ),
         (
-            "context-masked within 5 pts of plain (both types)",
-            all(abs(a["context-masked", t] - a[PLAIN, t]) <= 5 for t in types),
+            f"context-masked within {MARGIN:g} pts of plain (both types)",
+            all(abs(a["context-masked", t] - a[PLAIN, t]) <= MARGIN for t in types),
             shown(*(("context-masked", t) for t in types), *((PLAIN, t) for t in types)),
         ),
     ]
@@ -126,8 +127,8 @@ def targets(acc: dict[tuple[str, str], tuple[float, float, float, int]]) -> list
 
 # What the organism's construction guarantees, found or not by the report's own tests:
 # (table, variant or control, question type, whether it must be significant; else no difference
-# beyond MARGIN points: an interval inside it, however significant a smaller one is)
-MARGIN = 5.0  # points: the context-masked target's margin
+# beyond MARGIN points, the context-masked target's: an interval inside it, however significant a
+# smaller one is)
 KNOWN = [
     ("interventions", "object-masked", "object", True),
     ("audit", BLIND, "all", True),
